@@ -1,0 +1,40 @@
+"""symjac: exact Jacobians of ordinary tensor code, compiled to native kernels with LLVM.
+
+Write a model once with torch-style methods, NumPy functions or torch functions; symjac traces
+it, differentiates it exactly with SymPy, and runs the derivative as an LLVM-compiled kernel.
+The front door is a drop-in for ``torch.autograd.functional``.
+"""
+
+from __future__ import annotations
+
+from . import api_ops as _api_ops
+from .errors import DtypeError, InPlaceError, UntraceableError
+from .functional import hessian, hvp, jacobian, jvp, vhp, vjp
+from .symbolic import SymbolicView, symbolic
+
+where = _api_ops.where
+clamp = _api_ops.clamp
+stop_gradient = _api_ops.EW["detach"]
+maximum = _api_ops.EW["maximum"]
+minimum = _api_ops.EW["minimum"]
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "jacobian",
+    "hessian",
+    "vjp",
+    "jvp",
+    "hvp",
+    "vhp",
+    "symbolic",
+    "SymbolicView",
+    "where",
+    "clamp",
+    "maximum",
+    "minimum",
+    "stop_gradient",
+    "UntraceableError",
+    "InPlaceError",
+    "DtypeError",
+]

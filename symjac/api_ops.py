@@ -1,0 +1,708 @@
+"""Front-end functions: the NumPy, torch and method spellings of every op, recorded on a trace.
+
+Each function checks its arguments, infers the result's shape and dtype, and emits one equation
+of a primitive from :mod:`symjac.ops`. The name tables ``ops.NUMPY_API``, ``ops.TORCH_API`` and
+``ops.METHODS`` are filled here, and the methods are attached to :class:`~symjac.tensor.Var`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from . import errors, ops
+from .tensor import Var
+
+F64 = np.dtype(np.float64)
+BOOL = np.dtype(np.bool_)
+_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+# --- lifting arguments onto the trace ---------------------------------------------------------
+
+
+def _find_trace(args):
+    best = None
+    stack = list(args)
+    while stack:
+        a = stack.pop()
+        if type(a) is Var:
+            if best is None or a._trace.depth > best.depth:
+                best = a._trace
+        elif isinstance(a, (list, tuple)):
+            stack.extend(a)
+        elif isinstance(a, np.ndarray) and a.dtype == object:
+            stack.extend(a.flat)
+    return best
+
+
+def _is_ancestor(outer, inner) -> bool:
+    t = inner.parent
+    while t is not None:
+        if t is outer:
+            return True
+        t = t.parent
+    return False
+
+
+def _torch_to_numpy(x) -> np.ndarray:
+    x = x.detach().cpu()
+    if str(x.dtype) == "torch.bfloat16":
+        x = x.float()
+    return x.numpy()
+
+
+def _is_torch_tensor(x) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def lift(trace, x) -> Var:
+    """The Var of ``trace`` standing for x: a traced tensor, a constant, or a weak scalar."""
+    if type(x) is Var:
+        if x._trace is trace:
+            return x
+        if _is_ancestor(x._trace, trace):
+            return trace.capture(x)
+        raise errors.UntraceableError(
+            f"a traced tensor (result of `{x._op}`) is used outside the call that traced it; "
+            "store values computed from traced tensors only in the function's return value"
+        )
+    if isinstance(x, _SCALARS):
+        value = float(x)
+        return trace.emit("scalar", (), (value if value == value else "nan",), (), None)
+    if _is_torch_tensor(x):
+        x = _torch_to_numpy(x)
+    elif isinstance(x, (list, tuple)):
+        x = np.asarray(x, dtype=object if _find_trace(x) is not None else None)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"symjac cannot use a value of type {type(x).__name__} in a traced operation; "
+            "use tensors, NumPy arrays or Python numbers"
+        )
+    if x.dtype == object:
+        return _from_objects(trace, x)
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"symjac cannot use a constant array of dtype {x.dtype} in a traced operation")
+    x = np.ascontiguousarray(x)
+    return trace.emit("const", (), (x.dtype.str, x.shape, x.tobytes()), x.shape, x.dtype)
+
+
+def _from_objects(trace, arr: np.ndarray) -> Var:
+    """An object array of traced scalars and numbers (``np.array([c, -s])``) as one Var."""
+    parts = [lift(trace, e) for e in arr.flat]
+    for p in parts:
+        if p.shape:
+            raise ValueError(
+                "an object array mixes traced tensors of shape "
+                f"{p.shape} into one array; use numpy.stack / torch.stack to combine tensors"
+            )
+    if not parts:
+        return lift(trace, np.zeros(arr.shape))
+    flat = concatenate([reshape(p, (1,)) for p in parts], 0)
+    return reshape(flat, arr.shape)
+
+
+def _promote(vs) -> np.dtype:
+    # torch: a dimensioned tensor's dtype wins over 0-d tensors and Python scalars.
+    floats = [v for v in vs if v.dtype is not None and v.dtype.kind == "f"]
+    if not floats:
+        return F64
+    ranked = [v for v in floats if v.shape] or floats
+    return max((v.dtype for v in ranked), key=lambda d: d.itemsize)
+
+
+def _broadcast(name, vs) -> tuple:
+    shape = vs[0].shape
+    if all(v.shape == shape for v in vs):
+        return shape
+    try:
+        return np.broadcast_shapes(*(v.shape for v in vs))
+    except ValueError:
+        shapes = ", ".join(str(tuple(v.shape)) for v in vs)
+        raise ValueError(f"{name}: shapes {shapes} cannot be broadcast together") from None
+
+
+def _elementwise(name: str):
+    op = ops.ELEMENTWISE[name]
+
+    def apply(*args, **kwargs):
+        _ignore_numpy_kwargs(name, kwargs)
+        trace = _find_trace(args)
+        vs = [lift(trace, a) for a in args]
+        if not op.boolean:  # masks in arithmetic count as 0.0 / 1.0, as in torch and NumPy
+            vs = [_as_number(v) if v.dtype is not None and v.dtype.kind == "b" else v for v in vs]
+        shape = _broadcast(name, vs)
+        dtype = BOOL if op.boolean else _promote(vs)
+        return trace.emit(name, tuple(v._node for v in vs), (), shape, dtype)
+
+    apply.__name__ = name
+    return apply
+
+
+def _as_number(mask: Var) -> Var:
+    # dtype None: like a Python scalar, a mask does not promote (bool * float32 is float32)
+    return mask._trace.emit("mask_to_float", (mask._node,), (), mask.shape, None)
+
+
+def _as_mask(x: Var) -> Var:
+    return x if x.dtype is not None and x.dtype.kind == "b" else EW["not_equal"](x, 0.0)
+
+
+def _ignore_numpy_kwargs(name, kwargs):
+    for key, value in kwargs.items():
+        if key in ("casting", "order", "subok", "dtype", "signature") or (
+            key == "where" and value is True
+        ):
+            continue
+        raise TypeError(f"symjac: {name}() got an unsupported keyword argument {key!r}")
+
+
+EW = {name: _elementwise(name) for name in ops.ELEMENTWISE}
+
+
+def _unary_or_emit(name, x):
+    trace = _find_trace((x,))
+    return EW[name](lift(trace, x))
+
+
+# --- shape and structure --------------------------------------------------------------------
+
+
+def _as_var(x) -> Var:
+    if type(x) is Var:
+        return x
+    trace = _find_trace((x,))
+    if trace is None:
+        raise TypeError(f"expected a traced tensor, got {type(x).__name__}")
+    return lift(trace, x)
+
+
+def _normalize_axis(axis, ndim, name):
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise IndexError(f"{name}: dimension {axis} is out of range for a tensor with {ndim} dims")
+    return axis % max(ndim, 1)
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def reshape(x, *shape, **kwargs):
+    x = _as_var(x)
+    shape = _shape_arg(shape or (kwargs.pop("shape", None) or kwargs.pop("newshape"),))
+    size = x.numel()
+    if shape.count(-1) == 1:
+        known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+        if known == 0 or size % known:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into {shape}")
+        shape = tuple(size // known if s == -1 else s for s in shape)
+    if int(np.prod(shape, dtype=np.int64)) != size:
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into {shape}")
+    if shape == x.shape:
+        return x
+    return x._trace.emit("reshape", (x._node,), (shape,), shape, x.dtype)
+
+
+def _np_reshape(a, shape=None, order="C", *, newshape=None, copy=None):
+    if order != "C":
+        raise NotImplementedError("numpy.reshape: only order='C' is supported")
+    return reshape(a, shape if shape is not None else newshape)
+
+
+def permute(x, *dims):
+    x = _as_var(x)
+    dims = tuple(_normalize_axis(d, x.ndim, "permute") for d in _shape_arg(dims))
+    if sorted(dims) != list(range(x.ndim)):
+        raise ValueError(f"permute: {dims} is not a permutation of the {x.ndim} dims")
+    if dims == tuple(range(x.ndim)):
+        return x
+    shape = tuple(x.shape[d] for d in dims)
+    return x._trace.emit("transpose", (x._node,), (dims,), shape, x.dtype)
+
+
+def swapaxes(x, dim0, dim1):
+    x = _as_var(x)
+    perm = list(range(x.ndim))
+    a, b = _normalize_axis(dim0, x.ndim, "transpose"), _normalize_axis(dim1, x.ndim, "transpose")
+    perm[a], perm[b] = perm[b], perm[a]
+    return permute(x, perm)
+
+
+def _method_transpose(x, *dims):
+    # torch: x.transpose(d0, d1) swaps two dims; NumPy: x.transpose(*axes) permutes.
+    if len(dims) == 2 and all(isinstance(d, (int, np.integer)) for d in dims) and x.ndim != 2:
+        return swapaxes(x, *dims)
+    if len(dims) == 2 and x.ndim == 2:
+        return swapaxes(x, *dims)
+    return permute(x, dims) if dims else permute(x, tuple(reversed(range(x.ndim))))
+
+
+def _np_transpose(a, axes=None):
+    a = _as_var(a)
+    return permute(a, tuple(reversed(range(a.ndim))) if axes is None else axes)
+
+
+def moveaxis(x, source, destination):
+    x = _as_var(x)
+    src = [_normalize_axis(a, x.ndim, "moveaxis") for a in np.atleast_1d(source).tolist()]
+    dst = [_normalize_axis(a, x.ndim, "moveaxis") for a in np.atleast_1d(destination).tolist()]
+    if len(src) != len(dst):
+        raise ValueError("moveaxis: source and destination need the same number of elements")
+    order = [d for d in range(x.ndim) if d not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return permute(x, order)
+
+
+def _encode_index(key):
+    if not isinstance(key, tuple):
+        key = (key,)
+    parts = []
+    for k in key:
+        if type(k) is Var:
+            raise errors.untraceable("index", k)
+        if isinstance(k, (bool, np.bool_)):
+            parts.append(("array", "|b1", (), np.bool_(k).tobytes()))
+        elif isinstance(k, (int, np.integer)):
+            parts.append(("int", int(k)))
+        elif isinstance(k, slice):
+            for part in (k.start, k.stop, k.step):
+                if type(part) is Var:
+                    raise errors.untraceable("index", part)
+            parts.append(("slice", k.start, k.stop, k.step))
+        elif k is None:
+            parts.append(("none",))
+        elif k is Ellipsis:
+            parts.append(("ellipsis",))
+        else:
+            arr = _torch_to_numpy(k) if _is_torch_tensor(k) else np.asarray(k)
+            if arr.dtype.kind not in "biu":
+                raise IndexError(f"indices must be integers, slices, None, ... or integer/boolean arrays, got {arr.dtype}")
+            parts.append(("array", arr.dtype.str, arr.shape, np.ascontiguousarray(arr).tobytes()))
+    return tuple(parts)
+
+
+def getitem(x, key):
+    x = _as_var(x)
+    encoded = _encode_index(key)
+    dummy = np.broadcast_to(np.zeros((), dtype=np.int8), x.shape)
+    shape = dummy[ops.decode_index(encoded)].shape
+    return x._trace.emit("getitem", (x._node,), (encoded,), shape, x.dtype)
+
+
+def setitem(x: Var, key, value):
+    """torch-style index assignment on a traced tensor (rebinds x to the updated tensor)."""
+    if x._op in ("input", "capture"):
+        raise errors.InPlaceError(
+            "symjac cannot assign into an input of the traced function in place; copy it first "
+            "(y = x.clone() or y = x.copy()) and assign into the copy"
+        )
+    encoded = _encode_index(key)
+    trace = _find_trace((x, value))
+    v = lift(trace, value)
+    target = np.broadcast_to(np.zeros((), dtype=np.int8), x.shape)[ops.decode_index(encoded)].shape
+    try:
+        np.broadcast_shapes(v.shape, target)
+    except ValueError:
+        raise ValueError(f"cannot assign a value of shape {v.shape} to a selection of shape {target}") from None
+    new = trace.emit("setitem", (lift(trace, x)._node, v._node), (encoded,), x.shape, x.dtype)
+    x._trace, x._node = new._trace, new._node
+
+
+def concatenate(tensors, axis=0, **kwargs):
+    _reject_out(kwargs, "concatenate")
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concatenate: expected a non-empty sequence of tensors")
+    trace = _find_trace(tensors)
+    vs = [lift(trace, t) for t in tensors]
+    if axis is None:
+        vs, axis = [reshape(v, -1) for v in vs], 0
+    ndim = vs[0].ndim
+    if ndim == 0:
+        raise ValueError("zero-dimensional tensors cannot be concatenated; use stack")
+    axis = _normalize_axis(axis, ndim, "concatenate")
+    for v in vs:
+        if v.ndim != ndim or v.shape[:axis] + v.shape[axis + 1 :] != vs[0].shape[:axis] + vs[0].shape[axis + 1 :]:
+            raise ValueError(f"concatenate: shapes {[tuple(v.shape) for v in vs]} do not match outside dim {axis}")
+    if len(vs) == 1:
+        return vs[0]
+    shape = list(vs[0].shape)
+    shape[axis] = sum(v.shape[axis] for v in vs)
+    dtype = _promote(vs)
+    return trace.emit("concat", tuple(v._node for v in vs), (axis,), tuple(shape), dtype)
+
+
+def stack(tensors, axis=0, **kwargs):
+    _reject_out(kwargs, "stack")
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected a non-empty sequence of tensors")
+    trace = _find_trace(tensors)
+    vs = [lift(trace, t) for t in tensors]
+    if any(v.shape != vs[0].shape for v in vs):
+        raise ValueError(f"stack: all tensors must have the same shape, got {[tuple(v.shape) for v in vs]}")
+    axis = _normalize_axis(axis, vs[0].ndim + 1, "stack")
+    expanded = [reshape(v, v.shape[:axis] + (1,) + v.shape[axis:]) for v in vs]
+    return concatenate(expanded, axis)
+
+
+def _torch_cat(tensors, dim=0, *, out=None):
+    return concatenate(tensors, dim, out=out)
+
+
+def _torch_stack(tensors, dim=0, *, out=None):
+    return stack(tensors, dim, out=out)
+
+
+def _reject_out(kwargs, name):
+    if kwargs.get("out") is not None:
+        raise errors.InPlaceError(f"{name}(..., out=...) writes in place; assign the result instead")
+    extra = set(kwargs) - {"out", "dtype", "casting"}
+    if extra:
+        raise TypeError(f"{name}() got unsupported keyword arguments {sorted(extra)}")
+
+
+def _axes(axis, ndim, name):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (list, tuple)):
+        return tuple(sorted({_normalize_axis(a, ndim, name) for a in axis}))
+    return (_normalize_axis(axis, ndim, name),)
+
+
+def _reduction(prim):
+    def reduce(x, axis=None, keepdims=False):
+        x = _as_var(x)
+        axes = _axes(axis, x.ndim, prim)
+        if x.ndim == 0:
+            return x
+        shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape) if keepdims or d not in axes)
+        return x._trace.emit(prim, (x._node,), (axes, bool(keepdims)), shape, x.dtype)
+
+    return reduce
+
+
+reduce_sum = _reduction("sum")
+reduce_prod = _reduction("prod")
+
+
+def mean(x, axis=None, keepdims=False):
+    x = _as_var(x)
+    axes = _axes(axis, x.ndim, "mean")
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64)) if x.ndim else 1
+    return EW["div"](reduce_sum(x, axis, keepdims), float(count) if count else float("nan"))
+
+
+def _method_reduction(fn):
+    def method(self, dim=None, keepdim=False, dtype=None, *, axis=None, keepdims=None, out=None):
+        _reject_out({"out": out}, fn.__name__)
+        return fn(self, dim if axis is None else axis, keepdim if keepdims is None else keepdims)
+
+    return method
+
+
+def _np_reduction(fn):
+    def np_fn(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+        _reject_out({"out": out, **kwargs}, fn.__name__)
+        return fn(a, axis, keepdims)
+
+    return np_fn
+
+
+def _torch_reduction(fn):
+    def torch_fn(input, dim=None, keepdim=False, *, dtype=None, out=None):
+        _reject_out({"out": out}, fn.__name__)
+        return fn(input, dim, keepdim)
+
+    return torch_fn
+
+
+def matmul(a, b, **kwargs):
+    _reject_out(kwargs, "matmul")
+    trace = _find_trace((a, b))
+    a, b = lift(trace, a), lift(trace, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError("matmul: both arguments need at least 1 dimension (use * for scalars)")
+    sa = (1,) + a.shape if a.ndim == 1 else a.shape
+    sb = b.shape + (1,) if b.ndim == 1 else b.shape
+    if sa[-1] != sb[-2]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned ({sa[-1]} != {sb[-2]})")
+    batch = np.broadcast_shapes(sa[:-2], sb[:-2])
+    shape = batch + (sa[-2],) * (a.ndim > 1) + (sb[-1],) * (b.ndim > 1)
+    return trace.emit("matmul", (a._node, b._node), (), shape, _promote([a, b]))
+
+
+def _rmatmul(a, b):
+    return matmul(b, a)
+
+
+def broadcast_to(x, shape):
+    x = _as_var(x)
+    shape = _shape_arg((shape,))
+    np.broadcast_shapes(x.shape, shape)
+    if shape == x.shape:
+        return x
+    return x._trace.emit("broadcast_to", (x._node,), (shape,), shape, x.dtype)
+
+
+def expand(x, *sizes):
+    x = _as_var(x)
+    sizes = _shape_arg(sizes)
+    lead = len(sizes) - x.ndim
+    return broadcast_to(x, tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes)))
+
+
+def squeeze(x, dim=None, *, axis=None):
+    x = _as_var(x)
+    dim = axis if dim is None else dim
+    axes = [d for d, n in enumerate(x.shape) if n == 1] if dim is None else _axes(dim, x.ndim, "squeeze")
+    return reshape(x, tuple(n for d, n in enumerate(x.shape) if not (d in axes and n == 1)))
+
+
+def unsqueeze(x, dim):
+    x = _as_var(x)
+    dim = _normalize_axis(dim, x.ndim + 1, "unsqueeze")
+    return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    x = _as_var(x)
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    s, e = _normalize_axis(start_dim, x.ndim, "flatten"), _normalize_axis(end_dim, x.ndim, "flatten")
+    return reshape(x, x.shape[:s] + (-1,) + x.shape[e + 1 :])
+
+
+def cast(x, dtype):
+    x = _as_var(x)
+    dt = _to_numpy_dtype(dtype)
+    if dt == x.dtype:
+        return x
+    if dt.kind in "iub":
+        # An integer cast is not differentiable: torch treats its result as a constant.
+        x = EW["detach"](EW["trunc"](x))
+    elif dt.kind != "f":
+        raise TypeError(f"symjac cannot cast a traced tensor to {dtype}")
+    return x._trace.emit("cast", (x._node,), (dt.str,), x.shape, dt)
+
+
+def _to_numpy_dtype(dtype) -> np.dtype:
+    if isinstance(dtype, str) and dtype.startswith("torch."):
+        dtype = dtype[6:]
+    text = str(dtype)
+    if text.startswith("torch."):
+        name = text[6:]
+        aliases = {"double": "float64", "float": "float32", "half": "float16", "long": "int64", "int": "int32", "bool": "bool"}
+        if name == "bfloat16":
+            return np.dtype(np.float32)
+        return np.dtype(aliases.get(name, name))
+    return np.dtype(dtype)
+
+
+def _method_to(self, *args, dtype=None, **kwargs):
+    # x.to(torch.float64), x.to("cpu", torch.float32), x.to(other): devices are ignored.
+    for a in args:
+        if type(a) is Var:
+            dtype = a.dtype
+        elif isinstance(a, (type, np.dtype)) or type(a).__name__ == "dtype":
+            dtype = a
+    return self if dtype is None else cast(self, dtype)
+
+
+def zeros_like(x, dtype=None, **kwargs):
+    x = _as_var(x)
+    return lift(x._trace, np.zeros(x.shape, dtype=_to_numpy_dtype(dtype) if dtype else x.dtype))
+
+
+def ones_like(x, dtype=None, **kwargs):
+    x = _as_var(x)
+    return lift(x._trace, np.ones(x.shape, dtype=_to_numpy_dtype(dtype) if dtype else x.dtype))
+
+
+def where(condition, x, y):
+    """Choose ``x`` where ``condition`` holds, else ``y``; the traceable form of ``if``.
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> symjac.jacobian(lambda x: symjac.where(x > 0, x**2, -x), np.array([2.0, -1.0]))
+        array([[ 4.,  0.],
+               [ 0., -1.]])
+    """
+    trace = _find_trace((condition, x, y))
+    cond = _as_mask(lift(trace, condition))
+    vs = [lift(trace, v) for v in (x, y)]
+    vs = [_as_number(v) if v.dtype is not None and v.dtype.kind == "b" else v for v in vs]
+    shape = _broadcast("where", [cond] + vs)
+    return trace.emit("where", (cond._node, vs[0]._node, vs[1]._node), (), shape, _promote(vs))
+
+
+def clamp(x, min=None, max=None):
+    trace = _find_trace((x, min, max))
+    lo = -np.inf if min is None else min
+    hi = np.inf if max is None else max
+    return EW["clamp"](lift(trace, x), lo, hi)
+
+
+def _np_clip(a, a_min=None, a_max=None, out=None, *, min=None, max=None, **kwargs):
+    _reject_out({"out": out}, "clip")
+    return clamp(a, a_min if a_min is not None else min, a_max if a_max is not None else max)
+
+
+def _swap(fn):
+    return lambda a, b: fn(b, a)
+
+
+# --- name tables ------------------------------------------------------------------------------
+
+
+def _register():
+    for e in ops.ELEMENTWISE_OPS:
+        fn = EW[e.name]
+        for n in e.numpy:
+            ops.NUMPY_API[n] = fn
+        for n in e.torch:
+            ops.TORCH_API[n] = fn
+        for n in e.methods + e.numpy:
+            ops.METHODS.setdefault(n, fn)
+    for n in ("__rsub__", "rsub"):
+        ops.TORCH_API[n] = _swap(EW["sub"])
+    ops.TORCH_API["__rtruediv__"] = ops.TORCH_API["__rdiv__"] = _swap(EW["div"])
+    ops.TORCH_API["__rpow__"] = _swap(EW["pow"])
+    ops.TORCH_API["__rmatmul__"] = _rmatmul
+
+    numpy_api = {
+        "sum": _np_reduction(reduce_sum),
+        "prod": _np_reduction(reduce_prod),
+        "mean": _np_reduction(mean),
+        "matmul": matmul,
+        "dot": matmul,
+        "reshape": _np_reshape,
+        "ravel": lambda a, order="C": reshape(a, -1),
+        "transpose": _np_transpose,
+        "swapaxes": swapaxes,
+        "moveaxis": moveaxis,
+        "concatenate": concatenate,
+        "stack": stack,
+        "broadcast_to": lambda array, shape, subok=False: broadcast_to(array, shape),
+        "squeeze": lambda a, axis=None: squeeze(a, axis),
+        "expand_dims": lambda a, axis: unsqueeze(a, axis),
+        "where": where,
+        "clip": _np_clip,
+        "zeros_like": lambda a, dtype=None, **kw: zeros_like(a, dtype),
+        "ones_like": lambda a, dtype=None, **kw: ones_like(a, dtype),
+        "shape": lambda a: _as_var(a).shape,
+        "ndim": lambda a: _as_var(a).ndim,
+        "size": lambda a, axis=None: _as_var(a).numel() if axis is None else _as_var(a).shape[axis],
+    }
+    torch_api = {
+        "sum": _torch_reduction(reduce_sum),
+        "prod": _torch_reduction(reduce_prod),
+        "mean": _torch_reduction(mean),
+        "matmul": matmul,
+        "__matmul__": matmul,
+        "mm": matmul,
+        "mv": matmul,
+        "dot": matmul,
+        "reshape": lambda input, shape: reshape(input, shape),
+        "view": lambda input, *shape: reshape(input, *shape),
+        "flatten": flatten,
+        "transpose": swapaxes,
+        "swapaxes": swapaxes,
+        "permute": lambda input, dims: permute(input, dims),
+        "movedim": moveaxis,
+        "moveaxis": moveaxis,
+        "cat": _torch_cat,
+        "concat": _torch_cat,
+        "concatenate": _torch_cat,
+        "stack": _torch_stack,
+        "squeeze": squeeze,
+        "unsqueeze": unsqueeze,
+        "broadcast_to": broadcast_to,
+        "where": where,
+        "clamp": clamp,
+        "clip": clamp,
+        "zeros_like": zeros_like,
+        "ones_like": ones_like,
+        "__getitem__": getitem,
+        "__setitem__": setitem,
+        "clone": lambda input, **kw: EW["pos"](input),
+        "t": lambda input: _method_transpose(input),
+        "numel": lambda input: _as_var(input).numel(),
+    }
+    ops.NUMPY_API.update(numpy_api)
+    ops.TORCH_API.update(torch_api)
+
+    methods = {
+        "sum": _method_reduction(reduce_sum),
+        "prod": _method_reduction(reduce_prod),
+        "mean": _method_reduction(mean),
+        "matmul": matmul,
+        "dot": matmul,
+        "reshape": reshape,
+        "view": reshape,
+        "flatten": flatten,
+        "ravel": lambda self: reshape(self, -1),
+        "transpose": _method_transpose,
+        "permute": permute,
+        "swapaxes": swapaxes,
+        "t": lambda self: _method_transpose(self),
+        "squeeze": squeeze,
+        "unsqueeze": unsqueeze,
+        "expand": expand,
+        "expand_as": lambda self, other: broadcast_to(self, other.shape),
+        "view_as": lambda self, other: reshape(self, other.shape),
+        "reshape_as": lambda self, other: reshape(self, other.shape),
+        "clamp": clamp,
+        "clip": clamp,
+        "double": lambda self: cast(self, np.float64),
+        "float": lambda self: cast(self, np.float32),
+        "long": lambda self: cast(self, np.int64),
+        "int": lambda self: cast(self, np.int32),
+        "astype": lambda self, dtype, **kw: cast(self, dtype),
+        "type": lambda self, dtype: cast(self, dtype),
+        "to": _method_to,
+        "clone": lambda self, **kw: EW["pos"](self),
+        "copy": lambda self, **kw: EW["pos"](self),
+        "contiguous": lambda self, **kw: self,
+        "cpu": lambda self: self,
+        "requires_grad_": lambda self, flag=True: self,
+        "__getitem__": getitem,
+        "__setitem__": setitem,
+        "__matmul__": matmul,
+        "__rmatmul__": _rmatmul,
+        "__radd__": _swap(EW["add"]),
+        "__rsub__": _swap(EW["sub"]),
+        "__rmul__": _swap(EW["mul"]),
+        "__rtruediv__": _swap(EW["div"]),
+        "__rpow__": _swap(EW["pow"]),
+        "__add__": EW["add"],
+        "__sub__": EW["sub"],
+        "__mul__": EW["mul"],
+        "__truediv__": EW["div"],
+        "__pow__": EW["pow"],
+        "__neg__": EW["neg"],
+        "__pos__": EW["pos"],
+        "__abs__": EW["abs"],
+        "__gt__": EW["greater"],
+        "__ge__": EW["greater_equal"],
+        "__lt__": EW["less"],
+        "__le__": EW["less_equal"],
+        "__eq__": EW["equal"],
+        "__ne__": EW["not_equal"],
+        "__and__": EW["logical_and"],
+        "__or__": EW["logical_or"],
+        "__invert__": EW["logical_not"],
+    }
+    ops.METHODS.update(methods)
+    for name, fn in ops.METHODS.items():
+        setattr(Var, name, fn)
+    Var.T = property(lambda self: permute(self, tuple(reversed(range(self.ndim)))))
+    Var.mT = property(lambda self: swapaxes(self, -2, -1))
+
+
+_register()

@@ -1,0 +1,571 @@
+"""The ``torch.autograd.functional`` API, computed exactly: jacobian, hessian, vjp, jvp, hvp, vhp.
+
+Every call validates its arguments as torch does, calls ``func`` exactly once on traced tensors
+(:mod:`symjac.trace`), looks the recorded graph up in the kernel cache (building the exact
+derivative and its LLVM kernel on a miss, :mod:`symjac.derive`), applies torch's strict checks
+to the symbolic structure, runs the kernel, and returns results with torch's nesting, shapes
+and dtypes: NumPy arrays for NumPy inputs, torch tensors for torch inputs. Called on traced
+tensors (inside another symjac call), it records its result symbolically instead, so nested
+calls differentiate exactly. ``docs/torch-differences.md`` lists where symjac differs from torch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+
+import numpy as np
+import sympy
+
+from . import api_ops, derive, errors
+from .ops import PRIMITIVES, Primitive
+from .functions import StopGradient
+from .tensor import Var
+from .trace import Trace
+
+_STRATEGIES = ("forward-mode", "reverse-mode")
+
+
+# --- argument checks, with torch's wording -----------------------------------------------------
+
+
+def _torch():
+    return sys.modules.get("torch")
+
+
+def _is_torch(x) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_tensor(x, allow_objects=False) -> bool:
+    if type(x) is Var or _is_torch(x):
+        return True
+    return isinstance(x, np.ndarray) and (allow_objects or x.dtype != object)
+
+
+def _as_tuple(x, arg_name: str, fn: str, allow_objects=False):
+    is_tuple = isinstance(x, tuple)
+    items = x if is_tuple else (x,)
+    for i, el in enumerate(items):
+        if not _is_tensor(el, allow_objects):
+            where = f"the value at index {i} has type" if is_tuple else f"the given {arg_name} has type"
+            raise TypeError(
+                f"The {arg_name} given to {fn} must be either a Tensor or a tuple of Tensors but "
+                f"{where} {type(el)}."
+            )
+    return is_tuple, items
+
+
+def _dtype_name(x) -> str:
+    return str(x.dtype).replace("torch.", "")
+
+
+def _check_inputs(inputs, fn: str):
+    if not inputs:
+        raise ValueError(f"{fn}: inputs is an empty tuple; pass at least one tensor to differentiate with respect to")
+    for j, x in enumerate(inputs):
+        if type(x) is Var or (x.dtype.kind == "f" if type(x) is np.ndarray else x.is_floating_point()):
+            continue
+        name = _dtype_name(x)
+        if "complex" in name:
+            raise TypeError(f"{fn}: inputs[{j}] has the complex dtype {name}; symjac differentiates real inputs only")
+        raise errors.DtypeError(
+            f"{fn}: inputs[{j}] has dtype {name}; only floating point inputs can be "
+            "differentiated (torch: only Tensors of floating point dtype can require gradients). "
+            "Convert it first, e.g. x.double() or x.astype(numpy.float64)."
+        )
+
+
+def _numeric(x) -> np.ndarray:
+    if _is_torch(x):
+        return api_ops._torch_to_numpy(x)
+    return x
+
+
+def _validate_v(v, other, other_is_tuple: bool):
+    if len(other) != len(v):
+        if other_is_tuple:
+            raise RuntimeError(f"v is a tuple of invalid length: should be {len(other)} but got {len(v)}.")
+        raise RuntimeError("The given v should contain a single Tensor.")
+    for idx, (el_v, el_other) in enumerate(zip(v, other)):
+        if tuple(el_v.shape) != tuple(el_other.shape):
+            prepend = f"Entry {idx} in " if other_is_tuple else ""
+            raise RuntimeError(
+                f"{prepend}v has invalid size: should be {_size(el_other)} but got {_size(el_v)}."
+            )
+
+
+def _size(x):
+    torch = _torch()
+    return torch.Size(tuple(x.shape)) if torch is not None and _is_torch(x) else tuple(x.shape)
+
+
+# --- tracing ----------------------------------------------------------------------------------
+
+
+def _param_names(func, n: int) -> list[str]:
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = []
+    for j in range(n):
+        if j < len(params) and params[j].kind in (params[j].POSITIONAL_ONLY, params[j].POSITIONAL_OR_KEYWORD):
+            names.append(params[j].name)
+        elif params and params[min(j, len(params) - 1)].kind == inspect.Parameter.VAR_POSITIONAL:
+            names.append(params[min(j, len(params) - 1)].name)
+        else:
+            names.append(f"x{j}")
+    return names
+
+
+class _Call:
+    """One traced call of the user's function."""
+
+    __slots__ = ("graph", "in_tuple", "out_tuple", "inputs", "trace", "parent", "func")
+
+    def __init__(self, func, inputs, in_tuple, fn):
+        parent = api_ops._find_trace(inputs)
+        trace = Trace(parent)
+        args = []
+        for j, x in enumerate(inputs):
+            shape = tuple(x.shape)
+            dtype = x.dtype if type(x) is Var else _numeric_dtype(x)
+            args.append(trace.emit("input", (), (j, shape, dtype.str), shape, dtype))
+        out = func(*args)
+        self.out_tuple, outs = _as_tuple(out, "outputs of the user-provided function", fn, True)
+        nodes = [api_ops.lift(trace, o)._node for o in outs]
+        self.graph = trace.graph([a._node for a in args], nodes)
+        self.in_tuple = in_tuple
+        self.inputs = inputs
+        self.trace = trace
+        self.parent = parent
+        self.func = func
+
+    def names(self):
+        return _param_names(self.func, len(self.inputs))
+
+    def n_out(self) -> int:
+        return len(self.graph.outputs)
+
+    def out_shape(self, i: int):
+        return self.graph.shape(self.graph.outputs[i])
+
+
+_TORCH_DTYPES: dict = {}
+
+
+def _numeric_dtype(x) -> np.dtype:
+    """The NumPy dtype symjac computes a tensor in (bfloat16, which NumPy lacks, as float32)."""
+    if type(x) is np.ndarray:
+        return x.dtype
+    dt = _TORCH_DTYPES.get(x.dtype)
+    if dt is None:
+        name = _dtype_name(x)
+        dt = np.dtype(np.float32) if name == "bfloat16" else np.dtype(name)
+        _TORCH_DTYPES[x.dtype] = dt
+    return dt
+
+
+# --- running kernels and shaping results -------------------------------------------------------
+
+
+def _derivation(call: _Call, key):
+    return derive.derivation(key, call.names)
+
+
+def _run(call: _Call, key, extra=()):
+    """Numeric results of the derivation ``key`` for this call (kernel built once per key)."""
+    plan = derive.plan(key, call.names)
+    arrays = [_numeric(x) for x in call.inputs] + [_numeric(v) for v in extra]
+    raw = plan.kernel(arrays)
+    return [_finish(arr, r.ref, call) for arr, r in zip(raw, plan.derivation.results)]
+
+
+def _finish(arr: np.ndarray, ref, call: _Call):
+    kind, k = ref
+    if kind == "in":
+        like = call.inputs[k]
+        target = like.dtype
+    else:
+        like = next((x for x in call.inputs if _is_torch(x)), call.inputs[0])
+        target = call.graph.dtype(call.graph.outputs[k])
+        if target is None or target.kind != "f":
+            target = np.dtype(np.float64)
+    if _is_torch(like):
+        torch = _torch()
+        tdtype = target if isinstance(target, torch.dtype) else getattr(torch, str(np.dtype(target)))
+        out = torch.from_numpy(arr)
+        if out.dtype != tdtype:
+            out = out.to(tdtype)
+        return out if like.device.type == "cpu" else out.to(like.device)
+    return arr if arr.dtype == target else arr.astype(target)
+
+
+def _symbolic(call: _Call, key, extra, create_graph: bool):
+    """Record the results of ``key`` in the enclosing trace (nested symjac calls)."""
+    d = _derivation(call, key)
+    trace = call.parent
+    args = [api_ops.lift(trace, x) for x in list(call.inputs) + list(extra)]
+    args += [api_ops.lift(trace, v) for v in call.trace.captured_vars]
+    nodes = tuple(a._node for a in args)
+    outs = []
+    for r, res in enumerate(d.results):
+        dtype = _result_dtype(res.ref, call)
+        outs.append(trace.emit("derived", nodes, (key, r, bool(create_graph)), res.shape, dtype))
+    return outs
+
+
+def _result_dtype(ref, call):
+    kind, k = ref
+    x = call.inputs[k] if kind == "in" else None
+    if x is not None:
+        return x.dtype if type(x) is Var else _numeric_dtype(x)
+    dt = call.graph.dtype(call.graph.outputs[k])
+    return dt if dt is not None and dt.kind == "f" else np.dtype(np.float64)
+
+
+def _eval_derived(values, params):
+    key, r, create_graph = params
+    d = derive.DERIVATIONS.get(key) or derive.derivation(key, [])
+    mapping = {}
+    for syms, vals in zip(list(d.inputs) + list(d.captures), values):
+        for s, v in zip(syms.flat, np.broadcast_to(vals, syms.shape).flat):
+            mapping[s] = v
+    res = d.results[r]
+    out = np.full(res.shape, sympy.S.Zero, dtype=object)
+    for k, e in res.entries:
+        e = e.xreplace(mapping)
+        out.flat[k] = e if create_graph else StopGradient(e)
+    return out
+
+
+PRIMITIVES["derived"] = Primitive("derived", _eval_derived)
+
+
+def _results(call: _Call, key, extra=(), create_graph=False):
+    if call.parent is not None:
+        return _symbolic(call, key, extra, create_graph)
+    return _run(call, key, extra)
+
+
+def _nest(blocks, n_out, n_in, out_tuple, in_tuple):
+    rows = [tuple(blocks[i * n_in : (i + 1) * n_in]) for i in range(n_out)]
+    if out_tuple and in_tuple:
+        return tuple(rows)
+    if out_tuple:
+        return tuple(row[0] for row in rows)
+    if in_tuple:
+        return rows[0]
+    return rows[0][0]
+
+
+def _check_strategy(strategy, fn):
+    if strategy not in _STRATEGIES:
+        raise ValueError(f'{fn}: strategy must be "forward-mode" or "reverse-mode", got {strategy!r}')
+
+
+# --- strict mode ----------------------------------------------------------------------------------
+
+
+def _check_outputs_require_grad(call: _Call, nonzero, n_in):
+    for i in range(call.n_out()):
+        if int(np.prod(call.out_shape(i))) and not any(nonzero[(i, j)] for j in range(n_in)):
+            raise RuntimeError(
+                f"Output {i} of the user-provided function does not require gradients. The outputs "
+                "must be computed in a differentiable manner from the input when running in strict mode."
+            )
+
+
+def _nonempty(call, i, j):
+    return int(np.prod(call.out_shape(i))) and int(np.prod(call.inputs[j].shape))
+
+
+def _strict_jacobian(call, info, create_graph, what="jacobian"):
+    n_in = len(call.inputs)
+    for i in range(call.n_out()):
+        for j in range(n_in):
+            if not _nonempty(call, i, j):
+                continue
+            if not info["nonzero"][(i, j)]:
+                raise RuntimeError(
+                    f"Output {i} of the user-provided function is independent of input {j}. "
+                    "This is not allowed in strict mode."
+                )
+            if create_graph and info["constant"][(i, j)]:
+                raise RuntimeError(
+                    f"The {what} of output {i} with respect to input {j} is independent of the "
+                    "inputs. This is not allowed in strict mode when create_graph=True."
+                )
+
+
+def _strict_inputs_used(call, info, n_out):
+    for j in range(len(call.inputs)):
+        if int(np.prod(call.inputs[j].shape)) and not any(info["nonzero"][(i, j)] for i in range(n_out)):
+            raise RuntimeError(
+                f"The output of the user-provided function is independent of input {j}. "
+                "This is not allowed in strict mode."
+            )
+
+
+def _strict_gradient(call, info):
+    for i in range(len(call.inputs)):
+        if not int(np.prod(call.inputs[i].shape)):
+            continue
+        if info["grad_zero"][i]:
+            raise RuntimeError(
+                f"The output of the user-provided function is independent of input {i}. "
+                "This is not allowed in strict mode."
+            )
+        if info["grad_const"][i]:
+            raise RuntimeError(
+                "While computing the hessian, found that the jacobian of the user-provided function "
+                f"with respect to input {i} is independent of the input. This is not allowed in "
+                "strict mode. You should ensure that your function is twice differentiable and that "
+                "the jacobian depends on the inputs (this would be violated by a linear function for "
+                "example)."
+            )
+
+
+def _single_output(call: _Call, fn: str):
+    if call.out_tuple:
+        raise RuntimeError(f"The function given to {fn} should return a single Tensor")
+    if int(np.prod(call.out_shape(0))) != 1:
+        raise RuntimeError(f"The Tensor returned by the function given to {fn} should contain a single element")
+
+
+# --- the public API -------------------------------------------------------------------------------
+
+
+def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, strategy="reverse-mode"):
+    """Compute the exact Jacobian of ``func`` at ``inputs``, as ``torch.autograd.functional.jacobian``.
+
+    Args:
+        func: a function of tensors returning a tensor or a tuple of tensors, written with
+            torch-style methods, NumPy functions or torch functions. It is called once.
+        inputs: a tensor (NumPy array or torch tensor) or a tuple of tensors.
+        create_graph: inside another symjac call, keep the result differentiable.
+        strict: raise when an output does not depend on an input (exactly: its block is 0).
+        vectorize, strategy: accepted for compatibility; values never depend on them
+            (``strategy="forward-mode"`` gives each block the output's dtype, as torch).
+
+    Returns:
+        Block ``J[i][j]`` of shape ``outputs[i].shape + inputs[j].shape``, nested as torch
+        nests it: a tensor, a tuple over inputs or outputs, or a tuple of tuples.
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> symjac.jacobian(lambda x: x.exp().sum(axis=1), np.zeros((2, 2)))
+        array([[[1., 1.],
+                [0., 0.]],
+        <BLANKLINE>
+               [[0., 0.],
+                [1., 1.]]])
+    """
+    _check_strategy(strategy, "jacobian")
+    in_tuple, inputs = _as_tuple(inputs, "inputs", "jacobian")
+    _check_inputs(inputs, "jacobian")
+    call = _Call(func, inputs, in_tuple, "jacobian")
+    key = ("jacobian", call.graph, strategy == "forward-mode")
+    if strict:
+        info = _derivation(call, key).info
+        _check_outputs_require_grad(call, info["nonzero"], len(inputs))
+        _strict_jacobian(call, info, create_graph)
+    blocks = _results(call, key, (), create_graph)
+    return _nest(blocks, call.n_out(), len(inputs), call.out_tuple, in_tuple)
+
+
+def hessian(func, inputs, create_graph=False, strict=False, vectorize=False, outer_jacobian_strategy="reverse-mode"):
+    """Compute the exact Hessian of a scalar ``func``, as ``torch.autograd.functional.hessian``.
+
+    ``func`` must return a single tensor with one element. Block ``H[i][j]`` has shape
+    ``inputs[i].shape + inputs[j].shape``; a tuple of inputs gives a tuple of tuples.
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> symjac.hessian(lambda x: (x**3).sum(), np.array([1.0, 2.0]))
+        array([[ 6.,  0.],
+               [ 0., 12.]])
+    """
+    in_tuple, inputs = _as_tuple(inputs, "inputs", "hessian")
+    _check_inputs(inputs, "hessian")
+    _check_strategy(outer_jacobian_strategy, "hessian")
+    call = _Call(func, inputs, in_tuple, "hessian")
+    _single_output(call, "hessian")
+    key = ("hessian", call.graph, outer_jacobian_strategy == "forward-mode")
+    n_in = len(inputs)
+    if strict:
+        info = _derivation(call, key).info
+        _check_outputs_require_grad(call, {(0, j): not info["grad_zero"][j] for j in range(n_in)}, n_in)
+        _strict_gradient(call, info)
+        for i in range(n_in):
+            for j in range(n_in):
+                if int(np.prod(inputs[i].shape)) and int(np.prod(inputs[j].shape)):
+                    if not info["nonzero"][(i, j)]:
+                        raise RuntimeError(
+                            f"Output {i} of the user-provided function is independent of input {j}. "
+                            "This is not allowed in strict mode."
+                        )
+                    if create_graph and info["constant"][(i, j)]:
+                        raise RuntimeError(
+                            f"The hessian of output {i} with respect to input {j} is independent of "
+                            "the inputs. This is not allowed in strict mode when create_graph=True."
+                        )
+    blocks = _results(call, key, (), create_graph)
+    return _nest(blocks, n_in, n_in, in_tuple, in_tuple)
+
+
+def vjp(func, inputs, v=None, create_graph=False, strict=False):
+    """Compute ``(func(inputs), v^T J)`` exactly, as ``torch.autograd.functional.vjp``.
+
+    ``v`` has the structure and shapes of func's outputs (it may be None when func returns a
+    single one-element tensor); the product has the structure of ``inputs``.
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> out, grad = symjac.vjp(lambda x: x**2, np.array([1.0, 3.0]), np.array([1.0, 1.0]))
+        >>> grad
+        array([2., 6.])
+    """
+    in_tuple, inputs = _as_tuple(inputs, "inputs", "vjp")
+    _check_inputs(inputs, "vjp")
+    call = _Call(func, inputs, in_tuple, "vjp")
+    n_out, n_in = call.n_out(), len(inputs)
+    out_shapes = [call.out_shape(i) for i in range(n_out)]
+    if v is not None:
+        _, v = _as_tuple(v, "v", "vjp")
+        _validate_v(v, [_Shaped(s) for s in out_shapes], call.out_tuple)
+    else:
+        if n_out != 1 or int(np.prod(out_shapes[0])) != 1:
+            raise RuntimeError(
+                "The vector v can only be None if the user-provided function returns a single "
+                "Tensor with a single element."
+            )
+        v = (_ones_like_output(out_shapes[0], inputs),)
+    key = ("vjp", call.graph)
+    if strict:
+        info = _derivation(call, key).info
+        _check_outputs_require_grad(call, info["nonzero"], n_in)
+        _strict_inputs_used(call, info, n_out)
+        if create_graph:
+            for j in range(n_in):
+                if all(info["constant"][(i, j)] for i in range(n_out)):
+                    raise RuntimeError(
+                        f"The jacobian of the user-provided function with respect to input {j} is "
+                        "independent of the inputs. This is not allowed in strict mode when create_graph=True."
+                    )
+    res = _results(call, key, v, create_graph)
+    outs, prods = res[:n_out], res[n_out:]
+    return _pack(outs, call.out_tuple), _pack(prods, in_tuple)
+
+
+def jvp(func, inputs, v=None, create_graph=False, strict=False):
+    """Compute ``(func(inputs), J v)`` exactly, as ``torch.autograd.functional.jvp``.
+
+    ``v`` has the structure and shapes of ``inputs`` (None for a single one-element input);
+    the product has the structure of func's outputs and their dtypes.
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> out, tangent = symjac.jvp(lambda x: x**2, np.array([1.0, 3.0]), np.array([1.0, 0.0]))
+        >>> tangent
+        array([2., 0.])
+    """
+    in_tuple, inputs = _as_tuple(inputs, "inputs", "jvp")
+    _check_inputs(inputs, "jvp")
+    v = _input_vector(v, inputs, in_tuple, "jvp")
+    call = _Call(func, inputs, in_tuple, "jvp")
+    n_out, n_in = call.n_out(), len(inputs)
+    key = ("jvp", call.graph)
+    if strict:
+        info = _derivation(call, key).info
+        _check_outputs_require_grad(call, info["nonzero"], n_in)
+        _strict_inputs_used(call, info, n_out)
+        if create_graph:
+            for i in range(n_out):
+                if all(info["constant"][(i, j)] for j in range(n_in)):
+                    raise RuntimeError(
+                        f"The jacobian of the user-provided function with respect to output {i} is "
+                        "independent of the inputs. This is not allowed in strict mode when create_graph=True."
+                    )
+    res = _results(call, key, v, create_graph)
+    return _pack(res[:n_out], call.out_tuple), _pack(res[n_out:], call.out_tuple)
+
+
+def _hessian_vector(kind, func, inputs, v, create_graph, strict):
+    in_tuple, inputs = _as_tuple(inputs, "inputs", kind)
+    _check_inputs(inputs, kind)
+    v = _input_vector(v, inputs, in_tuple, kind)
+    call = _Call(func, inputs, in_tuple, kind)
+    _single_output(call, kind)
+    n_in = len(inputs)
+    key = (kind, call.graph)
+    if strict:
+        info = _derivation(call, key).info
+        _check_outputs_require_grad(call, {(0, j): not info["grad_zero"][j] for j in range(n_in)}, n_in)
+        _strict_gradient(call, info)
+        if create_graph:
+            for i in range(n_in):
+                if all(info["constant"][(i, j)] for j in range(n_in)):
+                    raise RuntimeError(
+                        f"The hessian of the user-provided function is independent of input {i}. "
+                        "This is not allowed in strict mode when create_graph=True."
+                    )
+    res = _results(call, key, v, create_graph)
+    return _pack(res[:1], call.out_tuple), _pack(res[1:], in_tuple)
+
+
+def hvp(func, inputs, v=None, create_graph=False, strict=False):
+    """Compute ``(func(inputs), H v)`` exactly, as ``torch.autograd.functional.hvp``.
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> out, hv = symjac.hvp(lambda x: (x**3).sum(), np.array([1.0, 2.0]), np.array([1.0, 1.0]))
+        >>> hv
+        array([ 6., 12.])
+    """
+    return _hessian_vector("hvp", func, inputs, v, create_graph, strict)
+
+
+def vhp(func, inputs, v=None, create_graph=False, strict=False):
+    """Compute ``(func(inputs), v^T H)`` exactly, as ``torch.autograd.functional.vhp``.
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> out, vh = symjac.vhp(lambda x: x.prod(), np.array([2.0, 3.0]), np.array([1.0, 0.0]))
+        >>> vh
+        array([0., 1.])
+    """
+    return _hessian_vector("vhp", func, inputs, v, create_graph, strict)
+
+
+class _Shaped:
+    __slots__ = ("shape",)
+
+    def __init__(self, shape):
+        self.shape = shape
+
+
+def _ones_like_output(shape, inputs):
+    ref = next((x for x in inputs if _is_torch(x)), None)
+    if ref is not None:
+        return _torch().ones(shape, dtype=_torch().float64)
+    return np.ones(shape)
+
+
+def _input_vector(v, inputs, in_tuple, fn):
+    if v is not None:
+        _, v = _as_tuple(v, "v", fn)
+        _validate_v(v, inputs, in_tuple)
+        return v
+    if len(inputs) != 1 or int(np.prod(inputs[0].shape)) != 1:
+        raise RuntimeError(
+            "The vector v can only be None if the input to the user-provided function is a single "
+            "Tensor with a single element."
+        )
+    return (_ones_like_output(tuple(inputs[0].shape), inputs),)
+
+
+def _pack(items, is_tuple):
+    return tuple(items) if is_tuple else items[0]

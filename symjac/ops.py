@@ -1,0 +1,288 @@
+"""The op table: every primitive symjac can trace, declared once.
+
+Elementwise primitives are rows of ``ELEMENTWISE``: the SymPy form of one element, the names
+NumPy and torch call it by, and the input domain tests draw from. Their LLVM lowering follows
+from the SymPy class (:mod:`symjac.codegen`); custom classes live in :mod:`symjac.functions`.
+Structural primitives (reshape, indexing, reductions, matmul, ...) are ``Primitive`` entries of
+``PRIMITIVES`` with an evaluator that works on NumPy object arrays of SymPy expressions.
+Front-end functions in :mod:`symjac.api_ops` bind the names of all three calling styles.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from . import functions as F
+
+REAL = (-math.inf, math.inf)
+POSITIVE = (0.0, math.inf)
+UNIT = (-1.0, 1.0)
+ABOVE_ONE = (1.0, math.inf)
+NONZERO = (-math.inf, math.inf, "nonzero")
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """One elementwise primitive: ``sympy`` builds one output element from input elements."""
+
+    name: str
+    sympy: Callable
+    numpy: tuple[str, ...] = ()
+    torch: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    domain: tuple = REAL
+    boolean: bool = False  # comparisons: result is a mask, not a float
+
+
+def _pw(*pairs):
+    return sympy.Piecewise(*pairs)
+
+
+def _maximum(a, b):
+    # torch splits a tie evenly between both sides (torch-semantics.md section 8).
+    return _pw((a, a > b), ((a + b) / 2, sympy.Eq(a, b)), (b, True))
+
+
+def _minimum(a, b):
+    return _pw((a, a < b), ((a + b) / 2, sympy.Eq(a, b)), (b, True))
+
+
+def _clamp(x, lo, hi):
+    # At a bound the derivative is 1 (torch): the interior branch owns the closed interval.
+    return _pw((lo, x < lo), (hi, x > hi), (x, True))
+
+
+def _where(cond, a, b):
+    if cond is sympy.true:
+        return a
+    if cond is sympy.false:
+        return b
+    return _pw((a, cond), (b, True))
+
+
+def _relu(x):
+    return _pw((x, x > 0), (sympy.S.Zero, True))
+
+
+_E = Elementwise
+ELEMENTWISE_OPS = (
+    _E("add", lambda a, b: a + b, ("add",), ("add", "__add__", "__radd__"), ("add", "__add__")),
+    _E("sub", lambda a, b: a - b, ("subtract",), ("sub", "subtract", "__sub__"), ("sub",)),
+    _E("mul", lambda a, b: a * b, ("multiply",), ("mul", "multiply", "__mul__", "__rmul__")),
+    _E("div", lambda a, b: a / b, ("divide", "true_divide"), ("div", "divide", "true_divide", "__truediv__"), ("div",), NONZERO),
+    _E("pow", lambda a, b: a**b, ("power", "float_power"), ("pow", "float_power", "__pow__"), ("pow",), POSITIVE),
+    _E("neg", lambda a: -a, ("negative",), ("neg", "negative", "__neg__"), ("neg",)),
+    _E("pos", lambda a: a, ("positive",), ("positive", "__pos__"), ()),
+    _E("exp", sympy.exp, ("exp",), ("exp",), ("exp",)),
+    _E("exp2", lambda a: 2**a, ("exp2",), ("exp2",), ("exp2",)),
+    _E("expm1", lambda a: sympy.exp(a) - 1, ("expm1",), ("expm1",), ("expm1",)),
+    _E("log", sympy.log, ("log",), ("log",), ("log",), POSITIVE),
+    _E("log2", lambda a: sympy.log(a) / sympy.log(2), ("log2",), ("log2",), ("log2",), POSITIVE),
+    _E("log10", lambda a: sympy.log(a) / sympy.log(10), ("log10",), ("log10",), ("log10",), POSITIVE),
+    _E("log1p", lambda a: sympy.log(1 + a), ("log1p",), ("log1p",), ("log1p",), POSITIVE),
+    _E("sqrt", sympy.sqrt, ("sqrt",), ("sqrt",), ("sqrt",), POSITIVE),
+    _E("rsqrt", lambda a: 1 / sympy.sqrt(a), (), ("rsqrt",), ("rsqrt",), POSITIVE),
+    _E("square", lambda a: a**2, ("square",), ("square",), ("square",)),
+    _E("reciprocal", lambda a: 1 / a, ("reciprocal",), ("reciprocal",), ("reciprocal",), NONZERO),
+    _E("sin", sympy.sin, ("sin",), ("sin",), ("sin",)),
+    _E("cos", sympy.cos, ("cos",), ("cos",), ("cos",)),
+    _E("tan", sympy.tan, ("tan",), ("tan",), ("tan",), UNIT),
+    _E("arcsin", sympy.asin, ("arcsin",), ("asin", "arcsin"), ("asin", "arcsin"), UNIT),
+    _E("arccos", sympy.acos, ("arccos",), ("acos", "arccos"), ("acos", "arccos"), UNIT),
+    _E("arctan", sympy.atan, ("arctan",), ("atan", "arctan"), ("atan", "arctan")),
+    _E("arctan2", sympy.atan2, ("arctan2",), ("atan2", "arctan2"), ("atan2", "arctan2")),
+    _E("sinh", sympy.sinh, ("sinh",), ("sinh",), ("sinh",)),
+    _E("cosh", sympy.cosh, ("cosh",), ("cosh",), ("cosh",)),
+    _E("tanh", sympy.tanh, ("tanh",), ("tanh",), ("tanh",)),
+    _E("arcsinh", sympy.asinh, ("arcsinh",), ("asinh", "arcsinh"), ("asinh", "arcsinh")),
+    _E("arccosh", sympy.acosh, ("arccosh",), ("acosh", "arccosh"), ("acosh", "arccosh"), ABOVE_ONE),
+    _E("arctanh", sympy.atanh, ("arctanh",), ("atanh", "arctanh"), ("atanh", "arctanh"), UNIT),
+    _E("hypot", lambda a, b: sympy.sqrt(a**2 + b**2), ("hypot",), ("hypot",), ("hypot",), NONZERO),
+    _E("sigmoid", lambda a: 1 / (1 + sympy.exp(-a)), (), ("sigmoid",), ("sigmoid",)),
+    _E("relu", _relu, (), ("relu",), ("relu",)),
+    _E("abs", sympy.Abs, ("absolute", "abs", "fabs"), ("abs", "absolute", "__abs__"), ("abs", "absolute")),
+    _E("sign", F.Sign, ("sign",), ("sign",), ("sign",)),
+    _E("floor", F.Floor, ("floor",), ("floor",), ("floor",)),
+    _E("ceil", F.Ceil, ("ceil",), ("ceil",), ("ceil",)),
+    _E("trunc", F.Trunc, ("trunc", "fix"), ("trunc", "fix"), ("trunc",)),
+    _E("round", F.Round, ("rint", "round", "around"), ("round",), ("round",)),
+    _E("maximum", _maximum, ("maximum",), ("maximum",), ("maximum",)),
+    _E("minimum", _minimum, ("minimum",), ("minimum",), ("minimum",)),
+    _E("clamp", _clamp, (), (), ()),
+    _E("where", _where, (), (), ()),
+    _E("detach", F.StopGradient, (), ("detach",), ("detach",)),
+    _E("mask_to_float", lambda c: _where(c, sympy.S.One, sympy.S.Zero)),
+    _E("greater", lambda a, b: a > b, ("greater",), ("gt", "greater", "__gt__"), ("gt",), boolean=True),
+    _E("greater_equal", lambda a, b: a >= b, ("greater_equal",), ("ge", "greater_equal", "__ge__"), ("ge",), boolean=True),
+    _E("less", lambda a, b: a < b, ("less",), ("lt", "less", "__lt__"), ("lt",), boolean=True),
+    _E("less_equal", lambda a, b: a <= b, ("less_equal",), ("le", "less_equal", "__le__"), ("le",), boolean=True),
+    _E("equal", sympy.Eq, ("equal",), ("eq", "__eq__"), ("eq",), boolean=True),
+    _E("not_equal", sympy.Ne, ("not_equal",), ("ne", "__ne__"), ("ne",), boolean=True),
+    _E("logical_and", sympy.And, ("logical_and",), ("logical_and",), ("logical_and",), boolean=True),
+    _E("logical_or", sympy.Or, ("logical_or",), ("logical_or",), ("logical_or",), boolean=True),
+    _E("logical_not", sympy.Not, ("logical_not",), ("logical_not",), ("logical_not",), boolean=True),
+)
+ELEMENTWISE: dict[str, Elementwise] = {e.name: e for e in ELEMENTWISE_OPS}
+
+
+# --- structural primitives: evaluated on object arrays of SymPy expressions -----------------
+
+
+@dataclass(frozen=True)
+class Primitive:
+    """A non-elementwise primitive: ``evaluate(values, params)`` on object arrays."""
+
+    name: str
+    evaluate: Callable
+
+
+def _obj(value) -> np.ndarray:
+    out = np.empty((), dtype=object)
+    out[()] = value
+    return out
+
+
+def _elementwise_eval(op: Elementwise):
+    ufunc = np.frompyfunc(op.sympy, _nargs(op), 1)
+
+    def evaluate(values, params):
+        result = ufunc(*values)
+        return result if isinstance(result, np.ndarray) else _obj(result)
+
+    return evaluate
+
+
+def _nargs(op: Elementwise) -> int:
+    fn = op.sympy
+    if isinstance(fn, type):  # a SymPy class: its declared argument count
+        nargs = getattr(fn, "nargs", None)
+        return min(nargs) if isinstance(nargs, sympy.FiniteSet) else 2
+    params = inspect.signature(fn).parameters.values()
+    return sum(p.default is inspect.Parameter.empty for p in params)
+
+
+def _reduce_sum(values, params):
+    (x,), (axes, keepdims) = values, params
+    return _reduce(x, axes, keepdims, lambda terms: sympy.Add(*terms))
+
+
+def _reduce_prod(values, params):
+    (x,), (axes, keepdims) = values, params
+    return _reduce(x, axes, keepdims, lambda terms: sympy.Mul(*terms))
+
+
+def _reduce(x, axes, keepdims, combine):
+    k = len(axes)
+    moved = np.moveaxis(x, axes, tuple(range(x.ndim - k, x.ndim)))
+    rest = moved.shape[: x.ndim - k]
+    flat = moved.reshape(rest + (-1,))
+    out = np.empty(rest, dtype=object)
+    for idx in np.ndindex(rest):
+        out[idx] = combine(list(flat[idx]))
+    if keepdims:
+        out = out.reshape([1 if d in axes else n for d, n in enumerate(x.shape)])
+    return out
+
+
+def _matmul(values, params):
+    a, b = values
+    a2 = a.reshape((1,) + a.shape) if a.ndim == 1 else a
+    b2 = b.reshape(b.shape + (1,)) if b.ndim == 1 else b
+    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    a2 = np.broadcast_to(a2, batch + a2.shape[-2:])
+    b2 = np.broadcast_to(b2, batch + b2.shape[-2:])
+    n, k, m = a2.shape[-2], a2.shape[-1], b2.shape[-1]
+    out = np.empty(batch + (n, m), dtype=object)
+    for bi in np.ndindex(batch):
+        A, B = a2[bi], b2[bi]
+        for i in range(n):
+            for j in range(m):
+                out[bi + (i, j)] = sympy.Add(*[A[i, t] * B[t, j] for t in range(k)])
+    if a.ndim == 1:
+        out = out.reshape(out.shape[:-2] + out.shape[-1:])
+    if b.ndim == 1:
+        out = out.reshape(out.shape[:-1])
+    return out
+
+
+def decode_index(key):
+    """Rebuild a NumPy index from its hashable form (see api_ops._encode_index)."""
+    parts = []
+    for kind, *rest in key:
+        if kind == "int":
+            parts.append(rest[0])
+        elif kind == "slice":
+            parts.append(slice(*rest))
+        elif kind == "none":
+            parts.append(None)
+        elif kind == "ellipsis":
+            parts.append(Ellipsis)
+        else:  # "array"
+            dtype, shape, data = rest
+            parts.append(np.frombuffer(data, dtype=dtype).reshape(shape))
+    return tuple(parts)
+
+
+def _getitem(values, params):
+    result = values[0][decode_index(params[0])]
+    return result if isinstance(result, np.ndarray) else _obj(result)
+
+
+def _setitem(values, params):
+    x, y = values
+    out = x.copy()
+    out[decode_index(params[0])] = y
+    return out
+
+
+def number(value) -> sympy.Expr:
+    """Exact SymPy number for a float: integers stay integers so formulas read cleanly."""
+    if isinstance(value, (bool, np.bool_)):
+        return sympy.true if value else sympy.false
+    value = float(value)
+    if math.isnan(value):
+        return sympy.nan
+    if math.isinf(value):
+        return sympy.oo if value > 0 else -sympy.oo
+    if value.is_integer() and abs(value) < 2**53:
+        return sympy.Integer(int(value))
+    return sympy.Float(value, 17)
+
+
+def constant_values(dtype: str, shape, data: bytes) -> np.ndarray:
+    arr = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+    out = np.empty(shape, dtype=object)
+    for idx in np.ndindex(shape):
+        out[idx] = number(arr[idx])
+    return out
+
+
+PRIMITIVES: dict[str, Primitive] = {
+    **{e.name: Primitive(e.name, _elementwise_eval(e)) for e in ELEMENTWISE_OPS},
+    "const": Primitive("const", lambda v, p: constant_values(*p)),
+    "scalar": Primitive("scalar", lambda v, p: _obj(number(float("nan") if p[0] == "nan" else p[0]))),
+    "reshape": Primitive("reshape", lambda v, p: v[0].reshape(p[0])),
+    "transpose": Primitive("transpose", lambda v, p: v[0].transpose(p[0])),
+    "broadcast_to": Primitive("broadcast_to", lambda v, p: np.broadcast_to(v[0], p[0]).copy()),
+    "getitem": Primitive("getitem", _getitem),
+    "setitem": Primitive("setitem", _setitem),
+    "concat": Primitive("concat", lambda v, p: np.concatenate(v, axis=p[0])),
+    "sum": Primitive("sum", _reduce_sum),
+    "prod": Primitive("prod", _reduce_prod),
+    "matmul": Primitive("matmul", _matmul),
+    "cast": Primitive("cast", lambda v, p: v[0]),
+}
+
+# ufunc.reduce calls that are plain reductions: numpy.add.reduce(x) is numpy.sum(x).
+UFUNC_REDUCTIONS = {"add": "sum", "multiply": "prod"}
+
+# Filled by api_ops: name in each calling style -> front-end function.
+NUMPY_API: dict[str, Callable] = {}
+TORCH_API: dict[str, Callable] = {}
+METHODS: dict[str, Callable] = {}

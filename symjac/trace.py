@@ -1,0 +1,77 @@
+"""Record a user function as a tensor-level graph by calling it once on traced tensors.
+
+The recorded :class:`Graph` is hashable and includes every constant the function used, so it is
+the cache key of everything built from it: two calls that record equal graphs compute the same
+mathematics, and a changed closure value records a different graph (never a stale kernel).
+SymPy is not touched while tracing; :mod:`symjac.expand` turns a graph into SymPy expressions
+only when no kernel is cached for it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .tensor import Var
+
+_NEXT_TRACE_ID = itertools.count()
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A recorded function: equations in order, then which nodes are inputs and outputs.
+
+    Each equation is ``(op_name, argument node ids, params)``; node ``k`` is the result of
+    equation ``k``. ``inputs`` and ``outputs`` index nodes; ``captures`` are nodes that stand
+    for values of an enclosing trace (nested calls).
+    """
+
+    eqns: tuple
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    captures: tuple[int, ...] = ()
+    # (shape, dtype, op name) per node: a function of the equations, so not part of the key.
+    meta: tuple = field(default=(), compare=False, repr=False)
+
+    def shape(self, node: int) -> tuple[int, ...]:
+        return self.meta[node][0]
+
+    def dtype(self, node: int):
+        return self.meta[node][1]
+
+
+class Trace:
+    """The equations recorded while one user function runs."""
+
+    def __init__(self, parent: Trace | None = None):
+        self.eqns: list[tuple] = []
+        self.meta: list[tuple] = []  # (shape, dtype, op name) per node
+        self.parent = parent
+        self.depth = 0 if parent is None else parent.depth + 1
+        self.captures: dict[int, int] = {}  # id(outer Var) -> local node
+        self.captured_vars: list = []
+        self.id = next(_NEXT_TRACE_ID)
+
+    def emit(self, op: str, args: tuple, params: tuple, shape: tuple, dtype: np.dtype):
+        self.eqns.append((op, args, params))
+        self.meta.append((shape, dtype, op))
+        return Var(self, len(self.eqns) - 1, shape, dtype)
+
+    def capture(self, var):
+        """Bring a Var of an enclosing trace into this one as a free (non-input) value."""
+        key = id(var)
+        if key not in self.captures:
+            if var._trace is not self.parent:
+                var = self.parent.capture(var)
+            self.eqns.append(("capture", (), (len(self.captured_vars),)))
+            self.meta.append((var.shape, var.dtype, "capture"))
+            self.captures[key] = len(self.eqns) - 1
+            self.captured_vars.append(var)
+        node = self.captures[key]
+        return Var(self, node, var.shape, var.dtype)
+
+    def graph(self, inputs, outputs) -> Graph:
+        captures = tuple(self.captures.values())
+        return Graph(tuple(self.eqns), tuple(inputs), tuple(outputs), captures, tuple(self.meta))
