@@ -92,13 +92,13 @@ def _validate_v(v, other, other_is_tuple: bool):
         if tuple(el_v.shape) != tuple(el_other.shape):
             prepend = f"Entry {idx} in " if other_is_tuple else ""
             raise RuntimeError(
-                f"{prepend}v has invalid size: should be {_size(el_other)} but got {_size(el_v)}."
+                f"{prepend}v has invalid size: should be {_size(el_other, el_v)} but got {_size(el_v, el_v)}."
             )
 
 
-def _size(x):
-    torch = _torch()
-    return torch.Size(tuple(x.shape)) if torch is not None and _is_torch(x) else tuple(x.shape)
+def _size(x, like):
+    """A shape as torch prints it when the user works in torch."""
+    return _torch().Size(tuple(x.shape)) if _is_torch(like) else tuple(x.shape)
 
 
 # --- tracing ----------------------------------------------------------------------------------

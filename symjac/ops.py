@@ -237,7 +237,8 @@ def _getitem(values, params):
 def _setitem(values, params):
     x, y = values
     out = x.copy()
-    out[decode_index(params[0])] = y
+    # A 0-d object array assigned into an object array would be stored as an element itself.
+    out[decode_index(params[0])] = y[()] if y.ndim == 0 else y
     return out
 
 

@@ -1,0 +1,165 @@
+"""Bad input gets a clear error naming the argument, index, type or operation."""
+
+import numpy as np
+import pytest
+
+import symjac
+
+x = np.array([0.3, -0.7, 1.1])
+MUST = "must be either a Tensor or a tuple of Tensors but"
+
+
+def test_inputs_types():
+    with pytest.raises(TypeError, match=f"The inputs given to jacobian {MUST} the given inputs has type <class 'list'>."):
+        symjac.jacobian(lambda a: a, [x, x])
+    with pytest.raises(TypeError, match=f"{MUST} the value at index 1 has type <class 'int'>."):
+        symjac.jacobian(lambda a, b: a, (x, 2))
+    with pytest.raises(TypeError, match="the given inputs has type <class 'float'>"):
+        symjac.hessian(lambda a: a, 3.0)
+    with pytest.raises(ValueError, match="inputs is an empty tuple"):
+        symjac.jacobian(lambda: x, ())
+
+
+@pytest.mark.parametrize("ret,where", [
+    (lambda a: [a, a], "the given outputs of the user-provided function has type <class 'list'>"),
+    (lambda a: 3.0, "has type <class 'float'>"),
+    (lambda a: None, "has type <class 'NoneType'>"),
+    (lambda a: ((a, a), a), "the value at index 0 has type <class 'tuple'>"),
+    (lambda a: (a, "bar"), "the value at index 1 has type <class 'str'>"),
+])
+def test_outputs_types(ret, where):
+    with pytest.raises(TypeError, match=f"The outputs of the user-provided function given to jacobian {MUST}"):
+        symjac.jacobian(ret, x)
+    with pytest.raises(TypeError, match=where):
+        symjac.jacobian(ret, x)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_])
+def test_integer_and_bool_inputs(dtype):
+    with pytest.raises(symjac.DtypeError, match=r"jacobian: inputs\[1\] has dtype (int64|int32|bool); only floating point"):
+        symjac.jacobian(lambda a, b: a, (x, np.ones(3, dtype=dtype)))
+    # torch raises RuntimeError here; symjac's error is both a TypeError and a RuntimeError
+    with pytest.raises(RuntimeError):
+        symjac.jacobian(lambda a: a, np.ones(3, dtype=dtype))
+    with pytest.raises(TypeError):
+        symjac.jacobian(lambda a: a, np.ones(3, dtype=dtype))
+
+
+def test_complex_inputs():
+    with pytest.raises(TypeError, match=r"inputs\[0\] has the complex dtype complex128"):
+        symjac.jacobian(lambda a: a, np.ones(3, dtype=complex))
+
+
+def test_strategy():
+    with pytest.raises(ValueError, match='strategy must be "forward-mode" or "reverse-mode", got \'backward\''):
+        symjac.jacobian(lambda a: a, x, strategy="backward")
+    with pytest.raises(ValueError, match="hessian: strategy must be"):
+        symjac.hessian(lambda a: a.sum(), x, outer_jacobian_strategy="nope")
+
+
+def test_v_validation():
+    f = lambda a: a * 2  # noqa: E731
+    with pytest.raises(RuntimeError, match=r"v has invalid size: should be \(3,\) but got \(2,\)."):
+        symjac.vjp(f, x, np.ones(2))
+    with pytest.raises(RuntimeError, match="The given v should contain a single Tensor."):
+        symjac.vjp(f, x, (np.ones(3), np.ones(3)))
+    with pytest.raises(RuntimeError, match="v is a tuple of invalid length: should be 2 but got 1."):
+        symjac.jvp(lambda a, b: a * b, (x, x), (np.ones(3),))
+    with pytest.raises(RuntimeError, match=r"Entry 1 in v has invalid size: should be \(3,\) but got \(3, 1\)."):
+        symjac.jvp(lambda a, b: a * b, (x, x), (np.ones(3), np.ones((3, 1))))
+    with pytest.raises(TypeError, match="The v given to vjp must be either a Tensor"):
+        symjac.vjp(f, x, [1.0, 2.0, 3.0])
+    with pytest.raises(RuntimeError, match="v can only be None if the user-provided function returns a single Tensor with a single element"):
+        symjac.vjp(f, x)
+    for api in (symjac.jvp, symjac.hvp, symjac.vhp):
+        with pytest.raises(RuntimeError, match="v can only be None if the input to the user-provided function is a single Tensor with a single element"):
+            api(lambda a: a.sum(), x)
+    # a single-element input or output needs no v
+    assert symjac.vjp(lambda a: a.sum(), x)[1].shape == (3,)
+    assert symjac.jvp(lambda a: a * x, np.array([2.0]))[1].shape == (3,)
+    # a 1-tuple v is accepted for a single tensor
+    assert symjac.vjp(f, x, (np.ones(3),))[1].shape == (3,)
+
+
+def test_v_validation_torch_sizes():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError, match=r"v has invalid size: should be torch.Size\(\[3\]\) but got torch.Size\(\[2\]\)."):
+        symjac.vjp(lambda a: a * 2, torch.ones(3), torch.ones(2))
+
+
+def test_single_output_checks():
+    for api, args in [(symjac.hessian, ()), (symjac.hvp, (np.ones(3),)), (symjac.vhp, (np.ones(3),))]:
+        with pytest.raises(RuntimeError, match=f"The function given to {api.__name__} should return a single Tensor"):
+            api(lambda a: (a.sum(),), x, *args)
+        with pytest.raises(RuntimeError, match=f"The Tensor returned by the function given to {api.__name__} should contain a single element"):
+            api(lambda a: a * 2, x, *args)
+    symjac.hessian(lambda a: a.sum().reshape(1, 1, 1), x)  # any single-element shape is fine
+
+
+def test_python_control_flow_suggests_where():
+    def f(a):
+        if a.sum() > 0:
+            return a
+        return -a
+
+    with pytest.raises(symjac.UntraceableError, match=r"bool\(\) of a traced tensor \(the result of `greater`, shape \(\)\).*symjac.where"):
+        symjac.jacobian(f, x)
+
+
+@pytest.mark.parametrize("convert,what", [(float, "float"), (int, "int"), (lambda a: a.item(), "item")])
+def test_conversions(convert, what):
+    with pytest.raises(symjac.UntraceableError, match=what):
+        symjac.jacobian(lambda a: a * convert(a.sum()), x)
+
+
+def test_traced_index():
+    with pytest.raises(symjac.UntraceableError, match="used as an index"):
+        symjac.jacobian(lambda a: a[a[0]], x)
+
+
+def test_unknown_operations_name_themselves():
+    with pytest.raises(NotImplementedError, match=r"symjac cannot trace numpy.sort \(argument 0 is a traced tensor\).*op table"):
+        symjac.jacobian(lambda a: np.sort(a), x)
+    with pytest.raises(NotImplementedError, match=r"numpy.fft.fft"):
+        symjac.jacobian(lambda a: np.fft.fft(a), x)
+    with pytest.raises(NotImplementedError, match=r"numpy.ldexp"):
+        symjac.jacobian(lambda a: np.ldexp(a, 2), x)
+
+
+def test_unknown_torch_operation():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(NotImplementedError, match=r"torch.fft_fft|torch.fft"):
+        symjac.jacobian(lambda a: torch.fft.fft(a), torch.ones(3))
+
+
+def test_in_place():
+    with pytest.raises(symjac.InPlaceError, match="out="):
+        symjac.jacobian(lambda a: np.exp(a, out=np.empty(3)), x)
+
+    def assign_input(a):
+        a[0] = 1.0
+        return a
+
+    with pytest.raises(symjac.InPlaceError, match="clone"):
+        symjac.jacobian(assign_input, x)
+
+
+def test_index_assignment_on_a_copy():
+    def f(a):
+        b = a.clone()
+        b[0] = a[1] * a[2]
+        b[2] = 5.0
+        return b
+
+    J = symjac.jacobian(f, x)
+    expected = np.array([[0, x[2], x[1]], [0, 1, 0], [0, 0, 0]])
+    np.testing.assert_allclose(J, expected)
+
+
+def test_shape_errors_name_the_operation():
+    with pytest.raises(ValueError, match=r"add: shapes \(3,\), \(2,\) cannot be broadcast"):
+        symjac.jacobian(lambda a: a + np.ones(2), x)
+    with pytest.raises(ValueError, match=r"matmul: shapes \(3,\) and \(2, 2\) are not aligned"):
+        symjac.jacobian(lambda a: a @ np.ones((2, 2)), x)
+    with pytest.raises(ValueError, match="reshape: cannot reshape"):
+        symjac.jacobian(lambda a: a.reshape(2, 2), x)
