@@ -7,6 +7,7 @@ of a primitive from :mod:`symjac.ops`. The name tables ``ops.NUMPY_API``, ``ops.
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -23,17 +24,19 @@ _SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
 
 
 def _find_trace(args):
+    """The innermost trace among the Vars in args (searching lists and object arrays)."""
     best = None
-    stack = list(args)
-    while stack:
-        a = stack.pop()
+    for a in args:
         if type(a) is Var:
-            if best is None or a._trace.depth > best.depth:
-                best = a._trace
+            t = a._trace
         elif isinstance(a, (list, tuple)):
-            stack.extend(a)
-        elif isinstance(a, np.ndarray) and a.dtype == object:
-            stack.extend(a.flat)
+            t = _find_trace(a)
+        elif type(a) is np.ndarray and a.dtype == object:
+            t = _find_trace(a.flat)
+        else:
+            continue
+        if t is not None and (best is None or t.depth > best.depth):
+            best = t
     return best
 
 
@@ -85,7 +88,8 @@ def lift(trace, x) -> Var:
         return _from_objects(trace, x)
     if x.dtype.kind not in "biuf":
         raise TypeError(f"symjac cannot use a constant array of dtype {x.dtype} in a traced operation")
-    x = np.ascontiguousarray(x)
+    if not x.flags.c_contiguous:
+        x = x.copy()  # np.ascontiguousarray would turn a 0-d array into shape (1,)
     return trace.emit("const", (), (x.dtype.str, x.shape, x.tobytes()), x.shape, x.dtype)
 
 
@@ -100,12 +104,13 @@ def _from_objects(trace, arr: np.ndarray) -> Var:
             )
     if not parts:
         return lift(trace, np.zeros(arr.shape))
-    flat = concatenate([reshape(p, (1,)) for p in parts], 0)
-    return reshape(flat, arr.shape)
+    return reshape(stack(parts, 0), arr.shape)
 
 
 def _promote(vs) -> np.dtype:
     # torch: a dimensioned tensor's dtype wins over 0-d tensors and Python scalars.
+    if len(vs) == 1 and vs[0].dtype is not None and vs[0].dtype.kind == "f":
+        return vs[0].dtype
     floats = [v for v in vs if v.dtype is not None and v.dtype.kind == "f"]
     if not floats:
         return F64
@@ -114,6 +119,8 @@ def _promote(vs) -> np.dtype:
 
 
 def _broadcast(name, vs) -> tuple:
+    if not vs:
+        return ()
     shape = vs[0].shape
     if all(v.shape == shape for v in vs):
         return shape
@@ -128,14 +135,23 @@ def _elementwise(name: str):
     op = ops.ELEMENTWISE[name]
 
     def apply(*args, **kwargs):
-        _ignore_numpy_kwargs(name, kwargs)
+        if kwargs:
+            _ignore_numpy_kwargs(name, kwargs)
         trace = _find_trace(args)
-        vs = [lift(trace, a) for a in args]
-        if not op.boolean:  # masks in arithmetic count as 0.0 / 1.0, as in torch and NumPy
-            vs = [_as_number(v) if v.dtype is not None and v.dtype.kind == "b" else v for v in vs]
+        refs, vs = [], []
+        for a in args:
+            if type(a) is float or type(a) is int:
+                # Python scalars ride inline in the equation: ("s", value), never a node id.
+                refs.append(("s", a if a == a else "nan"))
+                continue
+            v = a if type(a) is Var and a._trace is trace else lift(trace, a)
+            if v.dtype is not None and v.dtype.kind == "b" and not op.boolean:
+                v = _as_number(v)  # masks in arithmetic count as 0.0 / 1.0, as in torch and NumPy
+            refs.append(v._node)
+            vs.append(v)
         shape = _broadcast(name, vs)
         dtype = BOOL if op.boolean else _promote(vs)
-        return trace.emit(name, tuple(v._node for v in vs), (), shape, dtype)
+        return trace.emit(name, tuple(refs), (), shape, dtype)
 
     apply.__name__ = name
     return apply
@@ -194,13 +210,15 @@ def _shape_arg(shape):
 def reshape(x, *shape, **kwargs):
     x = _as_var(x)
     shape = _shape_arg(shape or (kwargs.pop("shape", None) or kwargs.pop("newshape"),))
-    size = x.numel()
+    if shape == x.shape:
+        return x
+    size = math.prod(x.shape)
     if shape.count(-1) == 1:
-        known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+        known = math.prod([s for s in shape if s != -1])
         if known == 0 or size % known:
             raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into {shape}")
         shape = tuple(size // known if s == -1 else s for s in shape)
-    if int(np.prod(shape, dtype=np.int64)) != size:
+    if math.prod(shape) != size:
         raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into {shape}")
     if shape == x.shape:
         return x
@@ -282,7 +300,7 @@ def _encode_index(key):
             arr = _torch_to_numpy(k) if _is_torch_tensor(k) else np.asarray(k)
             if arr.dtype.kind not in "biu":
                 raise IndexError(f"indices must be integers, slices, None, ... or integer/boolean arrays, got {arr.dtype}")
-            parts.append(("array", arr.dtype.str, arr.shape, np.ascontiguousarray(arr).tobytes()))
+            parts.append(("array", arr.dtype.str, arr.shape, arr.tobytes()))
     return tuple(parts)
 
 
@@ -347,8 +365,8 @@ def stack(tensors, axis=0, **kwargs):
     if any(v.shape != vs[0].shape for v in vs):
         raise ValueError(f"stack: all tensors must have the same shape, got {[tuple(v.shape) for v in vs]}")
     axis = _normalize_axis(axis, vs[0].ndim + 1, "stack")
-    expanded = [reshape(v, v.shape[:axis] + (1,) + v.shape[axis:]) for v in vs]
-    return concatenate(expanded, axis)
+    shape = vs[0].shape[:axis] + (len(vs),) + vs[0].shape[axis:]
+    return trace.emit("stack", tuple(v._node for v in vs), (axis,), shape, _promote(vs))
 
 
 def _torch_cat(tensors, dim=0, *, out=None):
@@ -394,7 +412,7 @@ reduce_prod = _reduction("prod")
 def mean(x, axis=None, keepdims=False):
     x = _as_var(x)
     axes = _axes(axis, x.ndim, "mean")
-    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64)) if x.ndim else 1
+    count = math.prod([x.shape[a] for a in axes]) if x.ndim else 1
     return EW["div"](reduce_sum(x, axis, keepdims), float(count) if count else float("nan"))
 
 

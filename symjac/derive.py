@@ -8,6 +8,7 @@ repeated call with an equal graph never rebuilds a kernel.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -209,7 +210,7 @@ def compile_derivation(d: Derivation) -> Kernel:
         base = sizes[region]
         result_slots.append(ResultSlot(region, base, r.shape))
         stores.extend((region, base + k, e) for k, e in r.entries)
-        sizes[region] += int(np.prod(r.shape, dtype=np.int64))
+        sizes[region] += math.prod(r.shape)
     all_f32 = not sizes[F64_REGION] and all(dt == F32 for dt in d.input_dtypes)
     for region, off, _ in stores:  # a store outside its buffer would corrupt memory silently
         assert 0 <= off < sizes[region], (region, off, sizes)
@@ -225,11 +226,13 @@ class _LRU:
         self.lock = threading.Lock()
 
     def get(self, key):
-        with self.lock:
-            value = self.data.get(key)
-            if value is not None:
+        value = self.data.get(key)  # lock-free read: dict lookups are atomic under the GIL
+        if value is not None:
+            try:
                 self.data.move_to_end(key)
-            return value
+            except KeyError:  # evicted by another thread meanwhile
+                pass
+        return value
 
     def put(self, key, value):
         with self.lock:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import sympy
 
-from .ops import PRIMITIVES
+from .ops import PRIMITIVES, number
 from .trace import Graph
 
 
@@ -31,8 +31,15 @@ def expand(graph: Graph, inputs: list[np.ndarray], captures: list[np.ndarray] = 
         elif op == "capture":
             values[n] = captures[params[0]]
         else:
-            values[n] = PRIMITIVES[op].evaluate([values[a] for a in args], params)
+            args = [values[a] if type(a) is int else _inline_scalar(a) for a in args]
+            values[n] = PRIMITIVES[op].evaluate(args, params)
     return values
+
+
+def _inline_scalar(ref) -> np.ndarray:
+    out = np.empty((), dtype=object)
+    out[()] = number(float(ref[1]))
+    return out
 
 
 def output_expressions(graph: Graph, inputs, captures=()) -> list[np.ndarray]:

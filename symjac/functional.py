@@ -12,6 +12,7 @@ calls differentiate exactly. ``docs/torch-differences.md`` lists where symjac di
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 
 import numpy as np
@@ -132,7 +133,7 @@ class _Call:
         for j, x in enumerate(inputs):
             shape = tuple(x.shape)
             dtype = x.dtype if type(x) is Var else _numeric_dtype(x)
-            args.append(trace.emit("input", (), (j, shape, dtype.str), shape, dtype))
+            args.append(trace.emit("input", (), (j, shape, dtype), shape, dtype))
         out = func(*args)
         self.out_tuple, outs = _as_tuple(out, "outputs of the user-provided function", fn, True)
         nodes = [api_ops.lift(trace, o)._node for o in outs]
@@ -271,7 +272,7 @@ def _check_strategy(strategy, fn):
 
 def _check_outputs_require_grad(call: _Call, nonzero, n_in):
     for i in range(call.n_out()):
-        if int(np.prod(call.out_shape(i))) and not any(nonzero[(i, j)] for j in range(n_in)):
+        if math.prod(call.out_shape(i)) and not any(nonzero[(i, j)] for j in range(n_in)):
             raise RuntimeError(
                 f"Output {i} of the user-provided function does not require gradients. The outputs "
                 "must be computed in a differentiable manner from the input when running in strict mode."
@@ -279,7 +280,7 @@ def _check_outputs_require_grad(call: _Call, nonzero, n_in):
 
 
 def _nonempty(call, i, j):
-    return int(np.prod(call.out_shape(i))) and int(np.prod(call.inputs[j].shape))
+    return math.prod(call.out_shape(i)) and math.prod(call.inputs[j].shape)
 
 
 def _strict_jacobian(call, info, create_graph, what="jacobian"):
@@ -302,7 +303,7 @@ def _strict_jacobian(call, info, create_graph, what="jacobian"):
 
 def _strict_inputs_used(call, info, n_out):
     for j in range(len(call.inputs)):
-        if int(np.prod(call.inputs[j].shape)) and not any(info["nonzero"][(i, j)] for i in range(n_out)):
+        if math.prod(call.inputs[j].shape) and not any(info["nonzero"][(i, j)] for i in range(n_out)):
             raise RuntimeError(
                 f"The output of the user-provided function is independent of input {j}. "
                 "This is not allowed in strict mode."
@@ -311,7 +312,7 @@ def _strict_inputs_used(call, info, n_out):
 
 def _strict_gradient(call, info):
     for i in range(len(call.inputs)):
-        if not int(np.prod(call.inputs[i].shape)):
+        if not math.prod(call.inputs[i].shape):
             continue
         if info["grad_zero"][i]:
             raise RuntimeError(
@@ -331,7 +332,7 @@ def _strict_gradient(call, info):
 def _single_output(call: _Call, fn: str):
     if call.out_tuple:
         raise RuntimeError(f"The function given to {fn} should return a single Tensor")
-    if int(np.prod(call.out_shape(0))) != 1:
+    if math.prod(call.out_shape(0)) != 1:
         raise RuntimeError(f"The Tensor returned by the function given to {fn} should contain a single element")
 
 
@@ -401,7 +402,7 @@ def hessian(func, inputs, create_graph=False, strict=False, vectorize=False, out
         _strict_gradient(call, info)
         for i in range(n_in):
             for j in range(n_in):
-                if int(np.prod(inputs[i].shape)) and int(np.prod(inputs[j].shape)):
+                if math.prod(inputs[i].shape) and math.prod(inputs[j].shape):
                     if not info["nonzero"][(i, j)]:
                         raise RuntimeError(
                             f"Output {i} of the user-provided function is independent of input {j}. "
@@ -437,7 +438,7 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False):
         _, v = _as_tuple(v, "v", "vjp")
         _validate_v(v, [_Shaped(s) for s in out_shapes], call.out_tuple)
     else:
-        if n_out != 1 or int(np.prod(out_shapes[0])) != 1:
+        if n_out != 1 or math.prod(out_shapes[0]) != 1:
             raise RuntimeError(
                 "The vector v can only be None if the user-provided function returns a single "
                 "Tensor with a single element."
@@ -559,7 +560,7 @@ def _input_vector(v, inputs, in_tuple, fn):
         _, v = _as_tuple(v, "v", fn)
         _validate_v(v, inputs, in_tuple)
         return v
-    if len(inputs) != 1 or int(np.prod(inputs[0].shape)) != 1:
+    if len(inputs) != 1 or math.prod(inputs[0].shape) != 1:
         raise RuntimeError(
             "The vector v can only be None if the input to the user-provided function is a single "
             "Tensor with a single element."

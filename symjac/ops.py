@@ -274,6 +274,7 @@ PRIMITIVES: dict[str, Primitive] = {
     "getitem": Primitive("getitem", _getitem),
     "setitem": Primitive("setitem", _setitem),
     "concat": Primitive("concat", lambda v, p: np.concatenate(v, axis=p[0])),
+    "stack": Primitive("stack", lambda v, p: np.stack(v, axis=p[0])),
     "sum": Primitive("sum", _reduce_sum),
     "prod": Primitive("prod", _reduce_prod),
     "matmul": Primitive("matmul", _matmul),

@@ -7,6 +7,8 @@ methods, NumPy functions and ufuncs, torch functions) is looked up in the op tab
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import errors
@@ -31,10 +33,10 @@ class Var:
 
     @property
     def size(self):
-        return _Size(int(np.prod(self.shape, dtype=np.int64)), self.shape)
+        return _Size(math.prod(self.shape), self.shape)
 
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     nelement = numel
 

@@ -9,31 +9,45 @@ only when no kernel is cached for it.
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from .tensor import Var
 
-_NEXT_TRACE_ID = itertools.count()
-
-
-@dataclass(frozen=True)
 class Graph:
     """A recorded function: equations in order, then which nodes are inputs and outputs.
 
-    Each equation is ``(op_name, argument node ids, params)``; node ``k`` is the result of
-    equation ``k``. ``inputs`` and ``outputs`` index nodes; ``captures`` are nodes that stand
-    for values of an enclosing trace (nested calls).
+    Each equation is ``(op_name, arguments, params)``; node ``k`` is the result of equation
+    ``k``. An argument is a node id or an inline Python scalar ``("s", value)``. ``inputs`` and
+    ``outputs`` index nodes; ``captures`` are nodes that stand for values of an enclosing trace
+    (nested calls). ``meta`` holds (shape, dtype, op) per node, a function of the equations, so
+    it is not part of equality. Graphs are immutable and hash once.
     """
 
-    eqns: tuple
-    inputs: tuple[int, ...]
-    outputs: tuple[int, ...]
-    captures: tuple[int, ...] = ()
-    # (shape, dtype, op name) per node: a function of the equations, so not part of the key.
-    meta: tuple = field(default=(), compare=False, repr=False)
+    __slots__ = ("eqns", "inputs", "outputs", "captures", "meta", "_hash")
+
+    def __init__(self, eqns: tuple, inputs: tuple, outputs: tuple, captures: tuple = (), meta: tuple = ()):
+        self.eqns = eqns
+        self.inputs = inputs
+        self.outputs = outputs
+        self.captures = captures
+        self.meta = meta
+        self._hash = hash((eqns, inputs, outputs, captures))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return (
+            type(other) is Graph
+            and self._hash == other._hash
+            and self.eqns == other.eqns
+            and self.inputs == other.inputs
+            and self.outputs == other.outputs
+            and self.captures == other.captures
+        )
+
+    def __repr__(self) -> str:
+        return f"Graph({len(self.eqns)} equations, inputs={self.inputs}, outputs={self.outputs})"
 
     def shape(self, node: int) -> tuple[int, ...]:
         return self.meta[node][0]
@@ -52,7 +66,6 @@ class Trace:
         self.depth = 0 if parent is None else parent.depth + 1
         self.captures: dict[int, int] = {}  # id(outer Var) -> local node
         self.captured_vars: list = []
-        self.id = next(_NEXT_TRACE_ID)
 
     def emit(self, op: str, args: tuple, params: tuple, shape: tuple, dtype: np.dtype):
         self.eqns.append((op, args, params))
