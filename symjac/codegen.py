@@ -182,12 +182,14 @@ def _function(lw: _Lowerer, expr):
             name, intrinsic = MATH_FUNCTIONS[cls]
             return lw.call(name, intrinsic, [lw.lower(a) for a in expr.args])
     how = getattr(type(expr), "_llvm", None)
+    if callable(how):
+        return how(lw, [lw.as_float(lw.lower(a)) for a in expr.args])
     if how == "identity":
         return lw.lower(expr.args[0])
     if how == "sign":
         return _sign(lw, expr)
     if how is not None:
-        return lw.call(how, how.startswith("llvm."), [lw.lower(expr.args[0])])
+        return lw.call(how, how.startswith("llvm."), [lw.lower(a) for a in expr.args])
     raise NotImplementedError(
         f"symjac cannot compile the function {type(expr).__name__} ({expr}); declare its "
         "lowering in symjac.codegen.MATH_FUNCTIONS or as `_llvm` on its class"

@@ -71,4 +71,97 @@ class Sign(_StepFunction):
     _numeric = staticmethod(sympy.sign)
 
 
-CUSTOM_FUNCTIONS = (StopGradient, Floor, Ceil, Trunc, Round, Sign)
+class Cbrt(sympy.Function):
+    """The real cube root (defined for negative x, unlike x**(1/3))."""
+
+    nargs = 1
+    is_real = True
+    _llvm = "cbrt"
+
+    def fdiff(self, argindex=1):
+        return 1 / (3 * Cbrt(self.args[0]) ** 2)
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_Number:
+            return sympy.real_root(arg, 3)
+        return None
+
+
+def _softplus_llvm(lw, args):
+    # log1p(exp(x)) overflows for large x, where softplus(x) == x to double precision.
+    (x,) = args
+    big = lw.b.fcmp_ordered(">", x, lw.const(20.0))
+    return lw.b.select(big, x, lw.call("log1p", False, [lw.call("llvm.exp", True, [x])]))
+
+
+class Softplus(sympy.Function):
+    """log(1 + exp(x)), evaluated without overflow."""
+
+    nargs = 1
+    is_real = True
+    _llvm = staticmethod(_softplus_llvm)
+
+    def fdiff(self, argindex=1):
+        return 1 / (1 + sympy.exp(-self.args[0]))
+
+
+def _logaddexp_llvm(lw, args):
+    a, b = args
+    m = lw.b.select(lw.b.fcmp_ordered(">", a, b), a, b)
+    gap = lw.call("llvm.fabs", True, [lw.b.fsub(a, b)])
+    tail = lw.call("log1p", False, [lw.call("llvm.exp", True, [lw.b.fneg(gap)])])
+    return lw.b.fadd(m, tail)
+
+
+class LogAddExp(sympy.Function):
+    """log(exp(a) + exp(b)), evaluated without overflow."""
+
+    nargs = 2
+    is_real = True
+    _llvm = staticmethod(_logaddexp_llvm)
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        return 1 / (1 + sympy.exp(b - a)) if argindex == 1 else 1 / (1 + sympy.exp(a - b))
+
+
+def _extremum_llvm(pred):
+    def lower(lw, args):
+        acc = args[0]
+        for v in args[1:]:
+            acc = lw.b.select(lw.b.fcmp_ordered(pred, acc, v), acc, v)
+        return acc
+
+    return staticmethod(lower)
+
+
+class _Extremum(sympy.Function):
+    """max/min of several values; the derivative splits evenly between ties (torch's rule)."""
+
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        tied = [sympy.Piecewise((1, sympy.Eq(a, self)), (0, True)) for a in self.args]
+        return tied[argindex - 1] / sympy.Add(*tied)
+
+    @classmethod
+    def eval(cls, *args):
+        if len(args) == 1:
+            return args[0]
+        if all(a.is_Number for a in args):
+            return cls._pick(args)
+        return None
+
+
+class MaxN(_Extremum):
+    _llvm = _extremum_llvm(">")
+    _pick = staticmethod(lambda args: sympy.Max(*args))
+
+
+class MinN(_Extremum):
+    _llvm = _extremum_llvm("<")
+    _pick = staticmethod(lambda args: sympy.Min(*args))
+
+
+CUSTOM_FUNCTIONS = (StopGradient, Floor, Ceil, Trunc, Round, Sign, Cbrt, Softplus, LogAddExp, MaxN, MinN)

@@ -70,15 +70,31 @@ def _relu(x):
     return _pw((x, x > 0), (sympy.S.Zero, True))
 
 
+def _elu(x, alpha):
+    return _pw((x, x > 0), (alpha * (sympy.exp(x) - 1), True))
+
+
+_SELU_ALPHA = sympy.Float(1.6732632423543772848170429916717, 17)
+_SELU_SCALE = sympy.Float(1.0507009873554804934193349852946, 17)
+
+
+def _sinc(x):
+    return _pw((sympy.S.One, sympy.Eq(x, 0)), (sympy.sin(sympy.pi * x) / (sympy.pi * x), True))
+
+
+def _heaviside(x, at_zero):
+    return _pw((sympy.S.Zero, x < 0), (at_zero, sympy.Eq(x, 0)), (sympy.S.One, True))
+
+
 _E = Elementwise
 ELEMENTWISE_OPS = (
     _E("add", lambda a, b: a + b, ("add",), ("add", "__add__", "__radd__"), ("add", "__add__")),
-    _E("sub", lambda a, b: a - b, ("subtract",), ("sub", "subtract", "__sub__"), ("sub",)),
-    _E("mul", lambda a, b: a * b, ("multiply",), ("mul", "multiply", "__mul__", "__rmul__")),
-    _E("div", lambda a, b: a / b, ("divide", "true_divide"), ("div", "divide", "true_divide", "__truediv__"), ("div",), NONZERO),
+    _E("sub", lambda a, b: a - b, ("subtract",), ("sub", "subtract", "__sub__"), ("sub", "subtract")),
+    _E("mul", lambda a, b: a * b, ("multiply",), ("mul", "multiply", "__mul__", "__rmul__"), ("mul", "multiply")),
+    _E("div", lambda a, b: a / b, ("divide", "true_divide"), ("div", "divide", "true_divide", "__truediv__"), ("div", "divide", "true_divide"), NONZERO),
     _E("pow", lambda a, b: a**b, ("power", "float_power"), ("pow", "float_power", "__pow__"), ("pow",), POSITIVE),
     _E("neg", lambda a: -a, ("negative",), ("neg", "negative", "__neg__"), ("neg",)),
-    _E("pos", lambda a: a, ("positive",), ("positive", "__pos__"), ()),
+    _E("pos", lambda a: a, ("positive",), ("positive", "__pos__"), ("positive",)),
     _E("exp", sympy.exp, ("exp",), ("exp",), ("exp",)),
     _E("exp2", lambda a: 2**a, ("exp2",), ("exp2",), ("exp2",)),
     _E("expm1", lambda a: sympy.exp(a) - 1, ("expm1",), ("expm1",), ("expm1",)),
@@ -104,16 +120,33 @@ ELEMENTWISE_OPS = (
     _E("arccosh", sympy.acosh, ("arccosh",), ("acosh", "arccosh"), ("acosh", "arccosh"), ABOVE_ONE),
     _E("arctanh", sympy.atanh, ("arctanh",), ("atanh", "arctanh"), ("atanh", "arctanh"), UNIT),
     _E("hypot", lambda a, b: sympy.sqrt(a**2 + b**2), ("hypot",), ("hypot",), ("hypot",), NONZERO),
-    _E("sigmoid", lambda a: 1 / (1 + sympy.exp(-a)), (), ("sigmoid",), ("sigmoid",)),
+    _E("sigmoid", lambda a: 1 / (1 + sympy.exp(-a)), ("expit",), ("sigmoid", "expit"), ("sigmoid",)),
+    _E("logit", lambda a: sympy.log(a / (1 - a)), ("logit",), ("logit",), ("logit",), (0.0, 1.0)),
     _E("relu", _relu, (), ("relu",), ("relu",)),
+    _E("softplus", F.Softplus, (), ("softplus",), ()),
+    _E("elu", _elu, (), (), ()),
+    _E("leaky_relu", lambda x, slope: _pw((x, x > 0), (slope * x, True)), (), (), ()),
+    _E("selu", lambda x: _SELU_SCALE * _elu(x, _SELU_ALPHA), (), ("selu",), ()),
+    _E("gelu", lambda x: x / 2 * (1 + sympy.erf(x / sympy.sqrt(2))), (), ("gelu",), ()),
+    _E("erf", sympy.erf, ("erf",), ("erf",), ("erf",)),
+    _E("erfc", sympy.erfc, ("erfc",), ("erfc",), ("erfc",)),
+    _E("cbrt", F.Cbrt, ("cbrt",), (), ()),
+    _E("sinc", _sinc, ("sinc",), ("sinc",), ("sinc",)),
+    _E("deg2rad", lambda a: a * sympy.pi / 180, ("deg2rad", "radians"), ("deg2rad",), ("deg2rad",)),
+    _E("rad2deg", lambda a: a * 180 / sympy.pi, ("rad2deg", "degrees"), ("rad2deg",), ("rad2deg",)),
+    _E("logaddexp", F.LogAddExp, ("logaddexp",), ("logaddexp",), ("logaddexp",)),
+    _E("heaviside", _heaviside, ("heaviside",), ("heaviside",), ("heaviside",)),
+    _E("floor_divide", lambda a, b: F.Floor(a / b), ("floor_divide",), ("floor_divide", "__floordiv__"), ("floor_divide",), NONZERO),
+    _E("remainder", lambda a, b: a - F.Floor(a / b) * b, ("remainder", "mod"), ("remainder", "__mod__"), ("remainder",), NONZERO),
+    _E("fmod", lambda a, b: a - F.Trunc(a / b) * b, ("fmod",), ("fmod",), ("fmod",), NONZERO),
     _E("abs", sympy.Abs, ("absolute", "abs", "fabs"), ("abs", "absolute", "__abs__"), ("abs", "absolute")),
     _E("sign", F.Sign, ("sign",), ("sign",), ("sign",)),
     _E("floor", F.Floor, ("floor",), ("floor",), ("floor",)),
     _E("ceil", F.Ceil, ("ceil",), ("ceil",), ("ceil",)),
     _E("trunc", F.Trunc, ("trunc", "fix"), ("trunc", "fix"), ("trunc",)),
     _E("round", F.Round, ("rint", "round", "around"), ("round",), ("round",)),
-    _E("maximum", _maximum, ("maximum",), ("maximum",), ("maximum",)),
-    _E("minimum", _minimum, ("minimum",), ("minimum",), ("minimum",)),
+    _E("maximum", _maximum, ("maximum", "fmax"), ("maximum", "fmax"), ("maximum", "fmax")),
+    _E("minimum", _minimum, ("minimum", "fmin"), ("minimum", "fmin"), ("minimum", "fmin")),
     _E("clamp", _clamp, (), (), ()),
     _E("where", _where, (), (), ()),
     _E("detach", F.StopGradient, (), ("detach",), ("detach",)),
@@ -187,6 +220,39 @@ def _reduce(x, axes, keepdims, combine):
         out[idx] = combine(list(flat[idx]))
     if keepdims:
         out = out.reshape([1 if d in axes else n for d, n in enumerate(x.shape)])
+    return out
+
+
+def _reduce_extremum(cls):
+    def evaluate(values, params):
+        (x,), (axes, keepdims) = values, params
+        return _reduce(x, axes, keepdims, lambda terms: cls(*terms))
+
+    return evaluate
+
+
+def _einsum(values, params):
+    result = np.einsum(params[0], *values)
+    return result if isinstance(result, np.ndarray) else _obj(result)
+
+
+_LINALG_LIMIT = 6  # symbolic det/inv grow factorially: refuse beyond this size
+
+
+def _linalg(values, params):
+    kind = params[0]
+    (a,) = values
+    n = a.shape[-1]
+    out_shape = a.shape[:-2] if kind == "det" else a.shape
+    out = np.empty(out_shape, dtype=object)
+    for idx in np.ndindex(a.shape[:-2]):
+        m = sympy.Matrix(a[idx].tolist()) if n else sympy.zeros(0, 0)
+        if kind == "det":
+            out[idx] = m.det(method="berkowitz")
+        elif kind == "inv":
+            out[idx] = np.array((m.adjugate() / m.det(method="berkowitz")).tolist(), dtype=object).reshape(n, n)
+        else:  # cholesky, lower triangular
+            out[idx] = np.array(m.cholesky(hermitian=False).tolist(), dtype=object).reshape(n, n)
     return out
 
 
@@ -278,6 +344,12 @@ PRIMITIVES: dict[str, Primitive] = {
     "sum": Primitive("sum", _reduce_sum),
     "prod": Primitive("prod", _reduce_prod),
     "matmul": Primitive("matmul", _matmul),
+    "max": Primitive("max", _reduce_extremum(F.MaxN)),
+    "min": Primitive("min", _reduce_extremum(F.MinN)),
+    "cumsum": Primitive("cumsum", lambda v, p: np.cumsum(v[0], axis=p[0])),
+    "cumprod": Primitive("cumprod", lambda v, p: np.cumprod(v[0], axis=p[0])),
+    "einsum": Primitive("einsum", _einsum),
+    "linalg": Primitive("linalg", _linalg),
     "cast": Primitive("cast", lambda v, p: v[0]),
 }
 

@@ -118,12 +118,18 @@ def test_traced_index():
 
 
 def test_unknown_operations_name_themselves():
-    with pytest.raises(NotImplementedError, match=r"symjac cannot trace numpy.sort \(argument 0 is a traced tensor\).*op table"):
-        symjac.jacobian(lambda a: np.sort(a), x)
+    with pytest.raises(NotImplementedError, match=r"symjac cannot trace numpy.partition \(argument 0 is a traced tensor\).*op table"):
+        symjac.jacobian(lambda a: np.partition(a, 1), x)
     with pytest.raises(NotImplementedError, match=r"numpy.fft.fft"):
         symjac.jacobian(lambda a: np.fft.fft(a), x)
     with pytest.raises(NotImplementedError, match=r"numpy.ldexp"):
         symjac.jacobian(lambda a: np.ldexp(a, 2), x)
+
+
+@pytest.mark.parametrize("call", [np.sort, np.argmax, np.argsort, lambda a: a.argmax()])
+def test_order_dependent_operations_suggest_alternatives(call):
+    with pytest.raises(symjac.UntraceableError, match="amax/amin/maximum"):
+        symjac.jacobian(lambda a: call(a) * a, x)
 
 
 def test_unknown_torch_operation():

@@ -1,0 +1,167 @@
+"""The op table drives these tests: every elementwise entry and every API example is checked
+against torch.autograd.functional in float64, in each calling style the entry supports."""
+
+import math
+
+import numpy as np
+import pytest
+
+import symjac
+from helpers import assert_same, to_torch
+from symjac import ops
+from symjac.names import API
+
+torch = pytest.importorskip("torch")
+AF = torch.autograd.functional
+
+# Internal entries, reached through front-end functions with arguments and tested there.
+INTERNAL = {"clamp", "where", "mask_to_float", "elu", "leaky_relu", "detach", "pos"}
+# NumPy-only names whose torch twin has another spelling or needs an explicit oracle.
+ORACLES = {
+    "floor_divide": lambda x, y: torch.floor(x / y),  # torch cannot differentiate floor_divide
+    "cbrt": lambda x: torch.sign(x) * torch.abs(x) ** (1 / 3),
+    # torch.heaviside has no derivative; the same values written with where do
+    "heaviside": lambda x, y: torch.where(x > 0, torch.ones_like(x), torch.zeros_like(x))
+    + torch.where(x == 0, y, torch.zeros_like(y)),
+}
+BOOLEAN = [e for e in ops.ELEMENTWISE_OPS if e.boolean]
+SMOOTH = [e for e in ops.ELEMENTWISE_OPS if not e.boolean and e.name not in INTERNAL]
+
+
+def _sample(domain, shape, rng):
+    low, high = domain[0], domain[1]
+    if len(domain) > 2:  # nonzero: keep away from 0
+        return rng.uniform(0.5, 2.0, shape) * rng.choice([-1.0, 1.0], shape)
+    low = max(low, -2.0) + (0.1 if math.isfinite(domain[0]) else 0.0)
+    high = min(high, 2.0) - (0.1 if math.isfinite(domain[1]) else 0.0)
+    return rng.uniform(low, high, shape)
+
+
+def _nargs(e):
+    return ops._nargs(e)
+
+
+def _torch_oracle(e):
+    if e.name in ORACLES:
+        return ORACLES[e.name]
+    for name in e.torch:
+        fn = getattr(torch, name, None)
+        if fn is not None and not name.startswith("__"):
+            return fn
+    return getattr(torch.nn.functional, e.torch[0])
+
+
+def _styles(e):
+    styles = [("numpy", n) for n in e.numpy if hasattr(np, n)]
+    styles += [("torch", n) for n in e.torch if hasattr(torch, n) and not n.startswith("__")]
+    styles += [("torch.nn.functional", n) for n in e.torch if not hasattr(torch, n) and hasattr(torch.nn.functional, n)]
+    styles += [("method", n) for n in e.methods if hasattr(torch.Tensor, n) or n in e.numpy]
+    return styles
+
+
+def _call(style, name):
+    if style == "numpy":
+        return getattr(np, name)
+    if style == "torch":
+        return getattr(torch, name)
+    if style == "torch.nn.functional":
+        return getattr(torch.nn.functional, name)
+    return lambda x, *rest: getattr(x, name)(*rest)
+
+
+ELEMENTWISE_PARAMS = [
+    pytest.param(e, style, name, id=f"{e.name}-{style}-{name}") for e in SMOOTH for style, name in _styles(e)
+]
+
+
+@pytest.mark.parametrize("entry,style,name", ELEMENTWISE_PARAMS)
+def test_elementwise_entry(entry, style, name, rng):
+    n = _nargs(entry)
+    xs = tuple(_sample(entry.domain, (3,), rng) for _ in range(n))
+    fn, oracle = _call(style, name), _torch_oracle(entry)
+    ours_in = to_torch(xs) if style != "numpy" else xs
+    args = ours_in if n > 1 else ours_in[0]
+    targs = to_torch(xs) if n > 1 else to_torch(xs[0])
+    value = symjac.vjp(fn, args, np.ones(3) if style == "numpy" else torch.ones(3, dtype=torch.float64))[0]
+    expected = oracle(*(targs if n > 1 else (targs,)))
+    np.testing.assert_allclose(np.asarray(value), expected.numpy(), rtol=1e-12, atol=1e-14)
+    assert_same(symjac.jacobian(fn, args), AF.jacobian(oracle, targs), np.float64)
+    scalar = lambda *a: fn(*a).sum()  # noqa: E731
+    assert_same(symjac.hessian(scalar, args), AF.hessian(lambda *a: oracle(*a).sum(), targs), np.float64)
+
+
+@pytest.mark.parametrize("entry", BOOLEAN, ids=lambda e: e.name)
+def test_boolean_entries_select(entry, rng):
+    x, y = rng.standard_normal(4), rng.standard_normal(4)
+    np_name = entry.numpy[0]
+    two = _nargs(entry) == 2
+    f = lambda a, b: symjac.where(getattr(np, np_name)(a > 0, b > 0) if "logical" in np_name and two  # noqa: E731
+                                  else getattr(np, np_name)(a > 0) if not two else getattr(np, np_name)(a, b), a * b, a + b)
+    mask = getattr(np, np_name)(x > 0, y > 0) if "logical" in np_name and two else (
+        getattr(np, np_name)(x > 0) if not two else getattr(np, np_name)(x, y))
+    Ja, Jb = symjac.jacobian(f, (x, y))
+    np.testing.assert_array_equal(np.diag(Ja), np.where(mask, y, 1.0))
+    np.testing.assert_array_equal(np.diag(Jb), np.where(mask, x, 1.0))
+
+
+EXAMPLE_PARAMS = [
+    pytest.param(api, k, style, id=f"{api.name}-{k}-{style}")
+    for api in API
+    for k, ex in enumerate(api.examples)
+    for style in ("numpy", "torch", "method", "method-on-numpy")
+    if getattr(ex, "numpy" if style == "numpy" else "method" if style.startswith("method") else "torch") is not None
+]
+
+
+def _structure_sum(out):
+    outs = out if isinstance(out, tuple) else (out,)
+    total = outs[0].sum()
+    for o in outs[1:]:
+        total = total + o.sum()
+    return total
+
+
+@pytest.mark.parametrize("api,k,style", EXAMPLE_PARAMS)
+def test_api_example(api, k, style, rng):
+    ex = api.examples[k]
+    xs = tuple(rng.uniform(ex.low, ex.high, s) for s in ex.shapes)
+    oracle = lambda *a: ex.torch(torch, *a)  # noqa: E731
+    if style == "numpy":
+        fn, args = (lambda *a: ex.numpy(np, *a)), xs
+    elif style == "torch":
+        fn, args = oracle, to_torch(xs)
+    else:
+        fn, args = ex.method, (to_torch(xs) if style == "method" else xs)
+    targs = to_torch(xs)
+    one = len(xs) == 1
+    ours = symjac.jacobian(fn, args[0] if one else args)
+    theirs = AF.jacobian(oracle, targs[0] if one else targs)
+    assert_same(ours, theirs, np.float64)
+    H = symjac.hessian(lambda *a: _structure_sum(fn(*a)), args[0] if one else args)
+    Ht = AF.hessian(lambda *a: _structure_sum(oracle(*a)), targs[0] if one else targs)
+    assert_same(H, Ht, np.float64)
+
+
+def test_every_api_row_has_examples_or_is_a_refusal():
+    for api in API:
+        assert api.examples or api.name in ("metadata", "sort"), api.name
+
+
+def test_small_exact_linear_algebra_is_exact():
+    A = np.array([[2.0, 1.0], [1.0, 3.0]])
+    view = symjac.symbolic(lambda a: np.linalg.det(a), A)
+    import sympy
+
+    a = view.inputs[0]
+    assert sympy.simplify(view.outputs[0][()] - (a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0])) == 0
+    with pytest.raises(NotImplementedError, match="too large for an exact symbolic det"):
+        symjac.jacobian(np.linalg.det, np.eye(7))
+
+
+def test_operations_doc_is_generated_from_the_table():
+    import pathlib
+
+    from symjac import oplist
+
+    doc = pathlib.Path(__file__).parent.parent / "docs" / "operations.md"
+    assert doc.read_text() == oplist.markdown(), "regenerate: python -m symjac.oplist > docs/operations.md"
