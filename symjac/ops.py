@@ -319,6 +319,9 @@ def number(value) -> sympy.Expr:
         return sympy.oo if value > 0 else -sympy.oo
     if value.is_integer() and abs(value) < 2**53:
         return sympy.Integer(int(value))
+    num, den = value.as_integer_ratio()
+    if den <= 1024:  # 0.5, 0.25, 0.375: the float is exactly this rational, and reads better
+        return sympy.Rational(num, den)
     return sympy.Float(value, 17)
 
 

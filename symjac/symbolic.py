@@ -1,15 +1,33 @@
-"""Exact views of a function's derivatives as SymPy objects (``symjac.symbolic``)."""
+"""Exact views of a function's derivatives as SymPy objects (``symjac.symbolic``): formulas,
+sparsity, an independence report, the CSE'd program, pictures and LaTeX."""
 
 from __future__ import annotations
+
+import multiprocessing
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import sympy
 
 from . import derive, functional
+from .simplify import F64_REGION, build_program
+
+
+@dataclass(frozen=True)
+class BlockReport:
+    """What one Jacobian block ``J[output][input]`` is, structurally."""
+
+    output: int
+    input: int
+    shape: tuple
+    nonzeros: int
+    independent: bool  # identically zero: strict mode refuses this pair
+    constant: bool  # nonzero and free of input symbols: the function is linear there
 
 
 class SymbolicView:
-    """The exact Jacobian of ``func`` at symbolic inputs shaped like ``example_inputs``.
+    """The exact Jacobian (and, for scalar functions, Hessian) of ``func``.
 
     Attributes:
         inputs: one object array of SymPy symbols per input (``x_0_1`` is ``x[0, 1]``).
@@ -18,6 +36,7 @@ class SymbolicView:
             ``[i][j]`` has shape ``outputs[i].shape + inputs[j].shape``.
         matrix: the whole Jacobian as one ``sympy.Matrix``: a row per output element and a
             column per input element, in order.
+        sparsity: a boolean array in the layout of ``matrix``: True where an entry is nonzero.
 
     Example:
         >>> import numpy as np, symjac
@@ -30,48 +49,177 @@ class SymbolicView:
 
     def __init__(self, func, *example_inputs, names=None):
         inputs = tuple(_example(x) for x in example_inputs)
-        in_tuple = len(inputs) != 1
-        call = functional._Call(func, inputs, in_tuple, "symbolic")
-        given = list(names) if names is not None else call.names()
-        self._derivation = derive.derive(("jacobian", call.graph, False), given)
-        d = self._derivation
+        self._in_tuple = len(inputs) != 1
+        call = functional._Call(func, inputs, self._in_tuple, "symbolic")
+        self._call = call
+        self._names = list(names) if names is not None else call.names()
+        d = derive.derive(("jacobian", call.graph, False), self._names)
+        self._derivation = d
         self.inputs = d.inputs
         n_in = len(d.inputs)
-        blocks = []
-        for r in d.results:
-            arr = np.full(r.shape, sympy.S.Zero, dtype=object)
-            for k, e in r.entries:
-                arr.flat[k] = e
-            blocks.append(sympy.Array(arr.tolist(), r.shape) if r.shape else arr[()])
-        n_out = len(d.results) // n_in
-        self.outputs = _outputs(call, d)
-        self.jacobian = functional._nest(blocks, n_out, n_in, call.out_tuple, in_tuple)
-        self._blocks = [d.results[i * n_in : (i + 1) * n_in] for i in range(n_out)]
+        self._n_out = len(d.results) // n_in
+        self._rows = [d.results[i * n_in : (i + 1) * n_in] for i in range(self._n_out)]
+        from .expand import output_expressions
 
-    @property
-    def matrix(self) -> sympy.Matrix:
-        rows = []
-        for i, row_blocks in enumerate(self._blocks):
-            n_rows = self.outputs[i].size
-            part = [[sympy.S.Zero] * sum(x.size for x in self.inputs) for _ in range(n_rows)]
-            col0 = 0
+        self.outputs = output_expressions(call.graph, d.inputs, d.captures)
+        blocks = [_dense(r) for r in d.results]
+        self.jacobian = functional._nest(blocks, self._n_out, n_in, call.out_tuple, self._in_tuple)
+
+    # --- the Jacobian as one matrix ---------------------------------------------------------
+    def _entries(self):
+        """(row, col, expr) of every nonzero entry of ``matrix``."""
+        col0 = np.cumsum([0] + [x.size for x in self.inputs])
+        row0 = np.cumsum([0] + [o.size for o in self.outputs])
+        for i, row_blocks in enumerate(self._rows):
             for j, r in enumerate(row_blocks):
                 n = self.inputs[j].size
                 for k, e in r.entries:
-                    part[k // n][col0 + k % n] = e
-                col0 += n
-            rows.extend(part)
-        return sympy.Matrix(rows) if rows else sympy.zeros(0, sum(x.size for x in self.inputs))
+                    yield int(row0[i] + k // n), int(col0[j] + k % n), e
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return sum(o.size for o in self.outputs), sum(x.size for x in self.inputs)
+
+    @property
+    def matrix(self) -> sympy.Matrix:
+        m = sympy.zeros(*self.shape)
+        for r, c, e in self._entries():
+            m[r, c] = e
+        return m
+
+    @property
+    def sparsity(self) -> np.ndarray:
+        pattern = np.zeros(self.shape, dtype=bool)
+        for r, c, _ in self._entries():
+            pattern[r, c] = True
+        return pattern
+
+    @property
+    def hessian(self):
+        """The exact Hessian, for a function returning one element (torch's block layout)."""
+        if self._call.out_tuple or self.outputs[0].size != 1:
+            raise ValueError("hessian: the function must return a single tensor with a single element")
+        d = derive.derive(("hessian", self._call.graph, False), self._names)
+        blocks = [_dense(r) for r in d.results]
+        n_in = len(self.inputs)
+        return functional._nest(blocks, n_in, n_in, self._in_tuple, self._in_tuple)
+
+    # --- structure ----------------------------------------------------------------------------
+    def report(self) -> list[BlockReport]:
+        """Per block: nonzeros, independence (what strict mode checks) and constancy."""
+        info = self._derivation.info
+        out = []
+        for i, row_blocks in enumerate(self._rows):
+            for j, r in enumerate(row_blocks):
+                out.append(BlockReport(i, j, r.shape, len(r.entries), not info["nonzero"][(i, j)],
+                                       info["nonzero"][(i, j)] and info["constant"][(i, j)]))
+        return out
+
+    def report_table(self) -> str:
+        """The report as a small text table, with operation counts before and after CSE."""
+        lines = ["block      shape          nonzeros  structure"]
+        for b in self.report():
+            kind = "independent (zero)" if b.independent else "constant (linear)" if b.constant else "depends on inputs"
+            lines.append(f"J[{b.output}][{b.input}]    {str(b.shape):14s} {b.nonzeros:8d}  {kind}")
+        before, after = self.op_counts()
+        lines.append(f"operations: {before} in the entries, {after} after common-subexpression elimination")
+        return "\n".join(lines)
+
+    def program(self):
+        """The CSE'd straight-line program that the kernel computes."""
+        stores = [(F64_REGION, k, e) for k, (_, _, e) in enumerate(self._entries())]
+        slots = {s: k for k, s in enumerate(s for x in self.inputs for s in x.flat)}
+        return build_program(stores, slots, "float64")
+
+    def op_counts(self) -> tuple[int, int]:
+        """SymPy operation counts of the nonzero entries, before and after CSE."""
+        before = sum(sympy.count_ops(e) for _, _, e in self._entries())
+        return before, self.program().op_count()
+
+    def listing(self) -> str:
+        """The CSE'd program as readable code: temporaries, then each nonzero ``J[row, col]``."""
+        prog = self.program()
+        lines = [f"{sym} = {expr}" for sym, expr in prog.assignments]
+        places = [(r, c) for r, c, _ in self._entries()]
+        lines += [f"J[{r}, {c}] = {expr}" for (r, c), (_, _, expr) in zip(places, prog.stores)]
+        return "\n".join(lines)
+
+    # --- presentation -------------------------------------------------------------------------
     def latex(self) -> str:
         """The Jacobian matrix as LaTeX."""
         return sympy.latex(self.matrix)
 
+    def pretty(self) -> str:
+        return sympy.pretty(self.matrix)
+
     def _repr_latex_(self) -> str:
         return f"$${self.latex()}$$"
 
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>J[{b.output}][{b.input}]</td><td>{b.shape}</td><td>{b.nonzeros}</td>"
+            f"<td>{'independent' if b.independent else 'constant' if b.constant else 'nonlinear'}</td></tr>"
+            for b in self.report()
+        )
+        return (f"<div>$${self.latex()}$$</div><table><tr><th>block</th><th>shape</th><th>nonzeros</th>"
+                f"<th>structure</th></tr>{rows}</table>")
+
     def __repr__(self) -> str:
         return f"SymbolicView(matrix={self.matrix!r})"
+
+    def __str__(self) -> str:
+        return self.pretty()
+
+    def spy(self, path: str, title: str | None = None) -> str:
+        """Save the sparsity pattern as a PNG, with lines between inputs and between outputs."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("spy() draws with matplotlib: pip install 'symjac[plot]'") from None
+        rows, cols = self.shape
+        fig, ax = plt.subplots(figsize=(min(10, 2 + cols * 0.25), min(10, 2 + rows * 0.25)))
+        ax.spy(self.sparsity, markersize=max(2, 200 / max(rows, cols, 1)), color="tab:blue")
+        for edge in np.cumsum([x.size for x in self.inputs])[:-1]:
+            ax.axvline(edge - 0.5, color="tab:red", linewidth=1)
+        for edge in np.cumsum([o.size for o in self.outputs])[:-1]:
+            ax.axhline(edge - 0.5, color="tab:red", linewidth=1)
+        ax.set_xlabel("input elements (" + ", ".join(self._names[: len(self.inputs)]) + ")")
+        ax.set_ylabel("output elements")
+        ax.set_title(title or f"Jacobian sparsity: {int(self.sparsity.sum())} of {rows * cols} entries nonzero")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+    def simplify(self, timeout: float = 10.0) -> sympy.Matrix:
+        """``sympy.simplify`` every entry of ``matrix``, giving up after ``timeout`` seconds.
+
+        For reading only: the kernels never use it. On time-out the unsimplified matrix is
+        returned with a warning.
+        """
+        matrix = self.matrix
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            job = pool.apply_async(_simplify_matrix, (matrix,))
+            try:
+                return job.get(timeout)
+            except multiprocessing.TimeoutError:
+                warnings.warn(f"simplify: gave up after {timeout} s; returning the unsimplified matrix", stacklevel=2)
+                return matrix
+
+
+def _simplify_matrix(matrix):
+    return matrix.applyfunc(sympy.simplify)
+
+
+def _dense(result):
+    arr = np.full(result.shape, sympy.S.Zero, dtype=object)
+    for k, e in result.entries:
+        arr.flat[k] = e
+    return sympy.Array(arr.tolist(), result.shape) if result.shape else arr[()]
 
 
 def _example(x):
@@ -82,18 +230,12 @@ def _example(x):
     return x
 
 
-def _outputs(call, d):
-    from .expand import output_expressions
-
-    return output_expressions(call.graph, d.inputs, d.captures)
-
-
 def symbolic(func, *example_inputs, names=None) -> SymbolicView:
-    """Trace ``func`` on symbols shaped like ``example_inputs`` and return its exact Jacobian.
+    """Trace ``func`` on symbols shaped like ``example_inputs`` and return its exact derivatives.
 
-    ``example_inputs`` are arrays or tensors (their shapes and dtypes are used, never their
-    values) or shapes such as ``(2, 2)``. ``names`` overrides the symbols' base names, which
-    default to func's parameter names.
+    ``example_inputs`` are arrays or tensors (only their shapes and dtypes are used) or shapes
+    such as ``(2, 2)``. ``names`` overrides the symbols' base names, which default to func's
+    parameter names.
 
     Example:
         >>> import symjac
@@ -103,3 +245,4 @@ def symbolic(func, *example_inputs, names=None) -> SymbolicView:
         [         0, 2*exp(x_1), 0, 3]])
     """
     return SymbolicView(func, *example_inputs, names=names)
+
