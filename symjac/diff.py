@@ -12,6 +12,8 @@ from collections import defaultdict
 import numpy as np
 import sympy
 
+from .progress import Progress
+
 Entries = dict  # (i, j) -> list[(row, col, expr)]
 
 
@@ -23,14 +25,16 @@ def jacobian_entries(outputs: list[np.ndarray], inputs: list[np.ndarray]) -> Ent
     """Nonzero d out_i[row] / d in_j[col], for every output element and the symbols it uses."""
     where = symbol_index(inputs)
     entries: Entries = defaultdict(list)
-    for i, out in enumerate(outputs):
-        for row, expr in enumerate(out.flat):
-            expr = sympy.sympify(expr)
-            used = sorted((where[s], s) for s in expr.free_symbols if s in where)
-            for (j, col), s in used:
-                d = expr.diff(s)
-                if d != 0:
-                    entries[(i, j)].append((row, col, d))
+    with Progress("differentiating output elements", sum(o.size for o in outputs)) as progress:
+        for i, out in enumerate(outputs):
+            for row, expr in enumerate(out.flat):
+                expr = sympy.sympify(expr)
+                used = sorted((where[s], s) for s in expr.free_symbols if s in where)
+                for (j, col), s in used:
+                    d = expr.diff(s)
+                    if d != 0:
+                        entries[(i, j)].append((row, col, d))
+                progress.update()
     return dict(entries)
 
 

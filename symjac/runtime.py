@@ -15,6 +15,7 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from .codegen import lower_program
+from .progress import stage
 from .simplify import F32_REGION, Program
 
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
@@ -70,14 +71,15 @@ class Kernel:
 
     def __init__(self, program: Program, in_shapes, slots: list[ResultSlot], n64: int, n32: int):
         tm = target_machine()
-        module = lower_program(program, "symjac_kernel", llvm.get_process_triple(), str(tm.target_data))
-        self.ir = str(module)
-        mod = llvm.parse_assembly(self.ir)
-        mod.verify()
-        _optimize(mod)
-        self.optimized_ir = str(mod)
-        self._engine = llvm.create_mcjit_compiler(mod, _new_target_machine())
-        self._engine.finalize_object()
+        with stage("compiling stores with LLVM", len(program.stores) + len(program.assignments)):
+            module = lower_program(program, "symjac_kernel", llvm.get_process_triple(), str(tm.target_data))
+            self.ir = str(module)
+            mod = llvm.parse_assembly(self.ir)
+            mod.verify()
+            _optimize(mod)
+            self.optimized_ir = str(mod)
+            self._engine = llvm.create_mcjit_compiler(mod, _new_target_machine())
+            self._engine.finalize_object()
         self.address = self._engine.get_function_address("symjac_kernel")
         self._fn = _KERNEL_TYPE(self.address)
         self.program = program

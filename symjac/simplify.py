@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import sympy
 
+from .progress import stage
+
 F64_REGION, F32_REGION = 0, 1
 
 
@@ -35,6 +37,7 @@ def build_program(stores, slots: dict, compute: str) -> Program:
     """CSE over every stored expression together, so blocks share their work."""
     exprs = [sympy.sympify(e) for _, _, e in stores]
     temps = sympy.numbered_symbols("t", cls=sympy.Dummy)
-    assignments, reduced = sympy.cse(exprs, symbols=temps, order="none") if exprs else ([], [])
+    with stage("common-subexpression elimination", len(exprs)):
+        assignments, reduced = sympy.cse(exprs, symbols=temps, order="none") if exprs else ([], [])
     new_stores = tuple((r, off, e) for (r, off, _), e in zip(stores, reduced))
     return Program(slots, tuple(assignments), new_stores, compute)

@@ -75,3 +75,13 @@ def test_sparse_results_store_only_nonzeros():
     symjac.jacobian(lambda a: a**2, x)
     plan = next(p for k, p in derive.PLANS.data.items() if k[1].shape(k[1].outputs[0]) == (50,))
     assert plan.kernel.ir.count("store double") == 50  # the diagonal, not 2500 entries
+
+
+def test_large_work_shows_progress(capfd, monkeypatch):
+    monkeypatch.setenv("SYMJAC_PROGRESS", "1")
+    symjac.jacobian(lambda a: a.sin() * 1.25, np.ones(3))
+    err = capfd.readouterr().err
+    assert "differentiating output elements" in err and "compiling" in err and "done in" in err
+    monkeypatch.setenv("SYMJAC_PROGRESS", "0")
+    symjac.jacobian(lambda a: a.sin() * 1.5, np.ones(3))
+    assert capfd.readouterr().err == ""
