@@ -21,12 +21,14 @@ def _dh(torch, theta, d, a, alpha):
     ca, sa = math.cos(alpha), math.sin(alpha)
     zero = torch.zeros_like(theta)
     one = torch.ones_like(theta)
-    return torch.stack([
-        torch.stack([ct, -st * ca, st * sa, a * ct]),
-        torch.stack([st, ct * ca, -ct * sa, a * st]),
-        torch.stack([zero, zero + sa, zero + ca, zero + d]),
-        torch.stack([zero, zero, zero, one]),
-    ])
+    return torch.stack(
+        [
+            torch.stack([ct, -st * ca, st * sa, a * ct]),
+            torch.stack([st, ct * ca, -ct * sa, a * st]),
+            torch.stack([zero, zero + sa, zero + ca, zero + d]),
+            torch.stack([zero, zero, zero, one]),
+        ]
+    )
 
 
 def ur5_pose(torch):

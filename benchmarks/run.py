@@ -18,8 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-import symjac  # noqa: E402
 from models import exp_adder, exp_reducer, ur5_pose  # noqa: E402
+
+import symjac  # noqa: E402
 
 
 def per_call(fn, budget=0.5) -> float:
@@ -44,7 +45,11 @@ def main():
     rng = np.random.default_rng(0)
     problems = [
         ("seed exp_reducer (2x2)", exp_reducer, (torch.from_numpy(rng.random((2, 2))),)),
-        ("seed exp_adder (2, 2)", exp_adder, (torch.from_numpy(rng.random(2)), torch.from_numpy(rng.random(2)))),
+        (
+            "seed exp_adder (2, 2)",
+            exp_adder,
+            (torch.from_numpy(rng.random(2)), torch.from_numpy(rng.random(2))),
+        ),
         ("6-DOF UR5 pose (3x4 out, 6 in)", ur5_pose(torch), (torch.from_numpy(rng.uniform(-3, 3, 6)),)),
     ]
     print(f"{'problem':34s} {'build':>9s} {'symjac':>10s} {'torch':>10s} {'speedup':>8s}")
@@ -54,11 +59,15 @@ def main():
         ours = symjac.jacobian(func, args)
         build = time.perf_counter() - start
         theirs = torch_jacobian(func, args)
-        for a, b in zip(ours if isinstance(ours, tuple) else (ours,), theirs if isinstance(theirs, tuple) else (theirs,)):
+        for a, b in zip(
+            ours if isinstance(ours, tuple) else (ours,), theirs if isinstance(theirs, tuple) else (theirs,)
+        ):
             assert torch.allclose(a, b, rtol=1e-12, atol=1e-12), name
         t_ours = per_call(lambda: symjac.jacobian(func, args))
         t_torch = per_call(lambda: torch_jacobian(func, args))
-        print(f"{name:34s} {build * 1e3:7.1f}ms {t_ours * 1e6:8.1f}us {t_torch * 1e6:8.1f}us {t_torch / t_ours:7.1f}x")
+        print(
+            f"{name:34s} {build * 1e3:7.1f}ms {t_ours * 1e6:8.1f}us {t_torch * 1e6:8.1f}us {t_torch / t_ours:7.1f}x"
+        )
     # the same seed problem with NumPy inputs (no torch conversions on symjac's side)
     x = rng.random((2, 2))
     t_np = per_call(lambda: symjac.jacobian(exp_reducer, x))

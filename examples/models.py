@@ -1,7 +1,7 @@
 """Small models for the `symjac show` command line (and a check that they run).
 
-    symjac show examples/models.py:two_link_arm --shape 2
-    symjac show examples/models.py:spring_chain --shape 6 --shape 6 --spy docs/spring_chain_sparsity.png
+symjac show examples/models.py:two_link_arm --shape 2
+symjac show examples/models.py:spring_chain --shape 6 --shape 6 --spy docs/spring_chain_sparsity.png
 """
 
 import numpy as np
@@ -9,10 +9,12 @@ import numpy as np
 
 def two_link_arm(q):
     """Tip position of a planar arm with links of length 1 and 0.5."""
-    return np.stack([
-        np.cos(q[0]) + 0.5 * np.cos(q[0] + q[1]),
-        np.sin(q[0]) + 0.5 * np.sin(q[0] + q[1]),
-    ])
+    return np.stack(
+        [
+            np.cos(q[0]) + 0.5 * np.cos(q[0] + q[1]),
+            np.sin(q[0]) + 0.5 * np.sin(q[0] + q[1]),
+        ]
+    )
 
 
 def spring_chain(x, v):

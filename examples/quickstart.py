@@ -51,7 +51,13 @@ def numeric_exp_adder(x, y):
 rng = np.random.default_rng(0)
 examples = [
     ("exp_reducer", exp_reducer, numeric_exp_reducer, (rng.random((2, 2)),), {}),
-    ("exp_reducer, create_graph=True", exp_reducer, numeric_exp_reducer, (rng.random((2, 2)),), {"create_graph": True}),
+    (
+        "exp_reducer, create_graph=True",
+        exp_reducer,
+        numeric_exp_reducer,
+        (rng.random((2, 2)),),
+        {"create_graph": True},
+    ),
     ("exp_adder", exp_adder, numeric_exp_adder, (rng.random(2), rng.random(2)), {}),
 ]
 

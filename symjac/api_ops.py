@@ -168,9 +168,7 @@ def _as_mask(x: Var) -> Var:
 
 def _ignore_numpy_kwargs(name, kwargs):
     for key, value in kwargs.items():
-        if key in ("casting", "order", "subok", "dtype", "signature") or (
-            key == "where" and value is True
-        ):
+        if key in ("casting", "order", "subok", "dtype", "signature") or (key == "where" and value is True):
             continue
         raise TypeError(f"symjac: {name}() got an unsupported keyword argument {key!r}")
 
@@ -271,7 +269,7 @@ def moveaxis(x, source, destination):
     if len(src) != len(dst):
         raise ValueError("moveaxis: source and destination need the same number of elements")
     order = [d for d in range(x.ndim) if d not in src]
-    for d, s in sorted(zip(dst, src)):
+    for d, s in sorted(zip(dst, src, strict=True)):
         order.insert(d, s)
     return permute(x, order)
 
@@ -299,7 +297,9 @@ def _encode_index(key):
         else:
             arr = _torch_to_numpy(k) if _is_torch_tensor(k) else np.asarray(k)
             if arr.dtype.kind not in "biu":
-                raise IndexError(f"indices must be integers, slices, None, ... or integer/boolean arrays, got {arr.dtype}")
+                raise IndexError(
+                    f"indices must be integers, slices, None, ... or integer/boolean arrays, got {arr.dtype}"
+                )
             parts.append(("array", arr.dtype.str, arr.shape, arr.tobytes()))
     return tuple(parts)
 
@@ -326,7 +326,9 @@ def setitem(x: Var, key, value):
     try:
         np.broadcast_shapes(v.shape, target)
     except ValueError:
-        raise ValueError(f"cannot assign a value of shape {v.shape} to a selection of shape {target}") from None
+        raise ValueError(
+            f"cannot assign a value of shape {v.shape} to a selection of shape {target}"
+        ) from None
     new = trace.emit("setitem", (lift(trace, x)._node, v._node), (encoded,), x.shape, x.dtype)
     x._trace, x._node = new._trace, new._node
 
@@ -345,8 +347,13 @@ def concatenate(tensors, axis=0, **kwargs):
         raise ValueError("zero-dimensional tensors cannot be concatenated; use stack")
     axis = _normalize_axis(axis, ndim, "concatenate")
     for v in vs:
-        if v.ndim != ndim or v.shape[:axis] + v.shape[axis + 1 :] != vs[0].shape[:axis] + vs[0].shape[axis + 1 :]:
-            raise ValueError(f"concatenate: shapes {[tuple(v.shape) for v in vs]} do not match outside dim {axis}")
+        if (
+            v.ndim != ndim
+            or v.shape[:axis] + v.shape[axis + 1 :] != vs[0].shape[:axis] + vs[0].shape[axis + 1 :]
+        ):
+            raise ValueError(
+                f"concatenate: shapes {[tuple(v.shape) for v in vs]} do not match outside dim {axis}"
+            )
     if len(vs) == 1:
         return vs[0]
     shape = list(vs[0].shape)
@@ -515,7 +522,14 @@ def _to_numpy_dtype(dtype) -> np.dtype:
     text = str(dtype)
     if text.startswith("torch."):
         name = text[6:]
-        aliases = {"double": "float64", "float": "float32", "half": "float16", "long": "int64", "int": "int32", "bool": "bool"}
+        aliases = {
+            "double": "float64",
+            "float": "float32",
+            "half": "float16",
+            "long": "int64",
+            "int": "int32",
+            "bool": "bool",
+        }
         if name == "bfloat16":
             return np.dtype(np.float32)
         return np.dtype(aliases.get(name, name))

@@ -35,7 +35,9 @@ def _shape(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--shape takes comma-separated sizes such as 3,3, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--shape takes comma-separated sizes such as 3,3, got {text!r}"
+        ) from None
 
 
 def _stage(message: str, quiet: bool):
@@ -78,8 +80,10 @@ def show(args) -> int:
         n += 1
     t_call = (time.perf_counter() - start) / n
     print()
-    print(f"symbolic: {t_symbolic * 1e3:.1f} ms, compile: {t_build * 1e3:.1f} ms, "
-          f"warm call: {t_call * 1e6:.1f} us (symjac.jacobian at a random point)")
+    print(
+        f"symbolic: {t_symbolic * 1e3:.1f} ms, compile: {t_build * 1e3:.1f} ms, "
+        f"warm call: {t_call * 1e6:.1f} us (symjac.jacobian at a random point)"
+    )
     if args.latex:
         text = view.latex()
         if args.latex == "-":
@@ -98,8 +102,13 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("show", help="print a function's exact Jacobian, its structure and timings")
     p.add_argument("target", help="path/to/model.py:function")
-    p.add_argument("--shape", action="append", type=_shape, default=[],
-                   help="shape of the next argument, e.g. 6 or 3,3 (repeat per argument; 'scalar' for 0-d)")
+    p.add_argument(
+        "--shape",
+        action="append",
+        type=_shape,
+        default=[],
+        help="shape of the next argument, e.g. 6 or 3,3 (repeat per argument; 'scalar' for 0-d)",
+    )
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--names", help="comma-separated base names for the arguments' symbols")
     p.add_argument("--latex", metavar="FILE", help="write the Jacobian as LaTeX to FILE ('-' prints it)")

@@ -17,7 +17,6 @@ import math
 import llvmlite.ir as ir
 import sympy
 
-from . import functions as F
 from .simplify import F32_REGION, Program
 
 I1 = ir.IntType(1)

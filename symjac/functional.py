@@ -19,8 +19,8 @@ import numpy as np
 import sympy
 
 from . import api_ops, derive, errors
-from .ops import PRIMITIVES, Primitive
 from .functions import StopGradient
+from .ops import PRIMITIVES, Primitive
 from .tensor import Var
 from .trace import Trace
 
@@ -64,13 +64,17 @@ def _dtype_name(x) -> str:
 
 def _check_inputs(inputs, fn: str):
     if not inputs:
-        raise ValueError(f"{fn}: inputs is an empty tuple; pass at least one tensor to differentiate with respect to")
+        raise ValueError(
+            f"{fn}: inputs is an empty tuple; pass at least one tensor to differentiate with respect to"
+        )
     for j, x in enumerate(inputs):
         if type(x) is Var or (x.dtype.kind == "f" if type(x) is np.ndarray else x.is_floating_point()):
             continue
         name = _dtype_name(x)
         if "complex" in name:
-            raise TypeError(f"{fn}: inputs[{j}] has the complex dtype {name}; symjac differentiates real inputs only")
+            raise TypeError(
+                f"{fn}: inputs[{j}] has the complex dtype {name}; symjac differentiates real inputs only"
+            )
         raise errors.DtypeError(
             f"{fn}: inputs[{j}] has dtype {name}; only floating point inputs can be "
             "differentiated (torch: only Tensors of floating point dtype can require gradients). "
@@ -89,7 +93,7 @@ def _validate_v(v, other, other_is_tuple: bool):
         if other_is_tuple:
             raise RuntimeError(f"v is a tuple of invalid length: should be {len(other)} but got {len(v)}.")
         raise RuntimeError("The given v should contain a single Tensor.")
-    for idx, (el_v, el_other) in enumerate(zip(v, other)):
+    for idx, (el_v, el_other) in enumerate(zip(v, other, strict=True)):
         if tuple(el_v.shape) != tuple(el_other.shape):
             prepend = f"Entry {idx} in " if other_is_tuple else ""
             raise RuntimeError(
@@ -181,7 +185,7 @@ def _run(call: _Call, key, extra=()):
     plan = derive.plan(key, call.names)
     arrays = [_numeric(x) for x in call.inputs] + [_numeric(v) for v in extra]
     raw = plan.kernel(arrays)
-    return [_finish(arr, r.ref, call) for arr, r in zip(raw, plan.derivation.results)]
+    return [_finish(arr, r.ref, call) for arr, r in zip(raw, plan.derivation.results, strict=True)]
 
 
 def _finish(arr: np.ndarray, ref, call: _Call):
@@ -231,8 +235,8 @@ def _eval_derived(values, params):
     key, r, create_graph = params
     d = derive.DERIVATIONS.get(key) or derive.derivation(key, [])
     mapping = {}
-    for syms, vals in zip(list(d.inputs) + list(d.captures), values):
-        for s, v in zip(syms.flat, np.broadcast_to(vals, syms.shape).flat):
+    for syms, vals in zip(list(d.inputs) + list(d.captures), values, strict=True):
+        for s, v in zip(syms.flat, np.broadcast_to(vals, syms.shape).flat, strict=True):
             mapping[s] = v
     res = d.results[r]
     out = np.full(res.shape, sympy.S.Zero, dtype=object)
@@ -333,7 +337,9 @@ def _single_output(call: _Call, fn: str):
     if call.out_tuple:
         raise RuntimeError(f"The function given to {fn} should return a single Tensor")
     if math.prod(call.out_shape(0)) != 1:
-        raise RuntimeError(f"The Tensor returned by the function given to {fn} should contain a single element")
+        raise RuntimeError(
+            f"The Tensor returned by the function given to {fn} should contain a single element"
+        )
 
 
 # --- the public API -------------------------------------------------------------------------------
@@ -377,7 +383,9 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
     return _nest(blocks, call.n_out(), len(inputs), call.out_tuple, in_tuple)
 
 
-def hessian(func, inputs, create_graph=False, strict=False, vectorize=False, outer_jacobian_strategy="reverse-mode"):
+def hessian(
+    func, inputs, create_graph=False, strict=False, vectorize=False, outer_jacobian_strategy="reverse-mode"
+):
     """Compute the exact Hessian of a scalar ``func``, as ``torch.autograd.functional.hessian``.
 
     ``func`` must return a single tensor with one element. Block ``H[i][j]`` has shape

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .api_ops import EW, _as_var, _find_trace, _normalize_axis, _promote, lift, matmul, reduce_sum, reshape, stack
+from .api_ops import (
+    EW,
+    _as_var,
+    _find_trace,
+    _normalize_axis,
+    _promote,
+    lift,
+    matmul,
+    reduce_sum,
+    reshape,
+    stack,
+)
 from .ops import _LINALG_LIMIT
 
 
@@ -17,7 +28,9 @@ def einsum(subscripts, *operands, **kwargs):
     trace = _find_trace(operands)
     vs = [lift(trace, o) for o in operands]
     shape = np.einsum(subscripts, *[np.zeros(v.shape, dtype=np.int8) for v in vs]).shape
-    return trace.emit("einsum", tuple(v._node for v in vs), (subscripts.replace(" ", ""),), shape, _promote(vs))
+    return trace.emit(
+        "einsum", tuple(v._node for v in vs), (subscripts.replace(" ", ""),), shape, _promote(vs)
+    )
 
 
 def tensordot(a, b, axes=2):
@@ -26,12 +39,14 @@ def tensordot(a, b, axes=2):
     if isinstance(axes, (int, np.integer)):
         axes_a, axes_b = list(range(a.ndim - axes, a.ndim)), list(range(axes))
     else:
-        axes_a, axes_b = ([axes[0]] if isinstance(axes[0], int) else list(axes[0])), (
-            [axes[1]] if isinstance(axes[1], int) else list(axes[1]))
+        axes_a, axes_b = (
+            ([axes[0]] if isinstance(axes[0], int) else list(axes[0])),
+            ([axes[1]] if isinstance(axes[1], int) else list(axes[1])),
+        )
     letters = iter("abcdefghijklmnopqrstuvwxyz")
     sa = [next(letters) for _ in range(a.ndim)]
     sb = [next(letters) for _ in range(b.ndim)]
-    for i, j in zip(axes_a, axes_b):
+    for i, j in zip(axes_a, axes_b, strict=True):
         sb[j % b.ndim] = sa[i % a.ndim]
     contracted = {sa[i % a.ndim] for i in axes_a}
     out = [c for c in sa if c not in contracted] + [c for c in sb if c not in contracted]
@@ -64,7 +79,9 @@ def outer(a, b, out=None):
 def cross(a, b, axis=-1, **kwargs):
     trace = _find_trace((a, b))
     a, b = lift(trace, a), lift(trace, b)
-    axis = _normalize_axis(kwargs.get("dim", axis) if kwargs.get("dim") is not None else axis, a.ndim, "cross")
+    axis = _normalize_axis(
+        kwargs.get("dim", axis) if kwargs.get("dim") is not None else axis, a.ndim, "cross"
+    )
     if a.shape[axis] != 3 or b.shape[axis] != 3:
         raise ValueError("cross: only 3-vectors are supported")
 

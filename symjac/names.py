@@ -15,7 +15,9 @@ import numpy as np
 
 from . import activations as act
 from . import api_ops as A
-from . import errors, linalg, ops, reductions as R, shapes as S
+from . import errors, linalg, ops
+from . import reductions as R
+from . import shapes as S
 from .tensor import Var
 
 
@@ -45,7 +47,9 @@ E = Example
 
 def _np_red(fn):
     def np_fn(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
-        A._reject_out({"out": out, **{k: v for k, v in kwargs.items() if k not in ("initial", "where")}}, "reduction")
+        A._reject_out(
+            {"out": out, **{k: v for k, v in kwargs.items() if k not in ("initial", "where")}}, "reduction"
+        )
         return fn(a, axis, keepdims)
 
     return np_fn
@@ -87,7 +91,9 @@ def _method_max(name, reduce, binary):
 
 
 def _method_var(fn):
-    def method(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None, ddof=None, keepdims=None):
+    def method(
+        self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None, ddof=None, keepdims=None
+    ):
         if axis is not None or ddof is not None or keepdims is not None:  # NumPy-style
             return fn(self, axis, ddof or 0, bool(keepdims))
         return R._torch_moment(fn)(self, dim, unbiased, keepdim, correction=correction)
@@ -105,226 +111,704 @@ def _untraceable(name, advice):
     return refuse
 
 
-_ORDER_ADVICE = ("Use amax/amin/maximum for extreme values, symjac.where for selections, and "
-                 "constant index arrays for reordering.")
+_ORDER_ADVICE = (
+    "Use amax/amin/maximum for extreme values, symjac.where for selections, and "
+    "constant index arrays for reordering."
+)
 
 API = (
-    Api("sum", {"sum": SUM["numpy"]}, {"sum": SUM["torch"]}, {"sum": SUM["method"]}, (
-        E(((2, 3),), lambda np, x: np.sum(x, axis=1), lambda t, x: t.sum(x, dim=1), lambda x: x.sum(dim=1)),
-        E(((2, 3),), lambda np, x: np.sum(x, axis=0, keepdims=True) * x, lambda t, x: t.sum(x, 0, True) * x),
-    )),
-    Api("prod", {"prod": PROD["numpy"]}, {"prod": PROD["torch"]}, {"prod": PROD["method"]}, (
-        E(((2, 3),), lambda np, x: np.prod(x, axis=1), lambda t, x: t.prod(x, dim=1), lambda x: x.prod(dim=1)),
-    )),
-    Api("mean", {"mean": MEAN["numpy"]}, {"mean": MEAN["torch"]}, {"mean": MEAN["method"]}, (
-        E(((2, 3),), lambda np, x: np.mean(x**2, axis=1), lambda t, x: t.mean(x**2, dim=1), lambda x: (x**2).mean(dim=1)),
-    )),
-    Api("amax", {"amax": AMAX["numpy"], "max": AMAX["numpy"]}, {"amax": AMAX["torch"], "max": R.torch_max},
-        {"amax": AMAX["method"], "max": _method_max("max", R.amax, "maximum")}, (
-        E(((2, 3),), lambda np, x: np.max(x, axis=1), lambda t, x: t.amax(x, dim=1), lambda x: x.max(dim=1).values),
-        E(((4,),), lambda np, x: np.max(x) * x, lambda t, x: t.max(x) * x, lambda x: x.max() * x),
-    )),
-    Api("amin", {"amin": AMIN["numpy"], "min": AMIN["numpy"]}, {"amin": AMIN["torch"], "min": R.torch_min},
-        {"amin": AMIN["method"], "min": _method_max("min", R.amin, "minimum")}, (
-        E(((2, 3),), lambda np, x: np.min(x, axis=0), lambda t, x: t.amin(x, dim=0), lambda x: x.min(dim=0).values),
-    )),
-    Api("norm", {"linalg.norm": R.norm}, {"norm": R._torch_norm, "linalg_norm": R._linalg_norm,
-                                          "linalg_vector_norm": R._linalg_vector_norm},
-        {"norm": lambda self, p="fro", dim=None, keepdim=False, dtype=None: R._torch_norm(self, p, dim, keepdim)}, (
-        E(((3,),), lambda np, x: np.linalg.norm(x), lambda t, x: t.linalg.norm(x), lambda x: x.norm()),
-        E(((2, 3),), lambda np, x: np.linalg.norm(x, axis=1), lambda t, x: t.linalg.norm(x, dim=1), lambda x: x.norm(dim=1)),
-        E(((3,),), lambda np, x: np.linalg.norm(x, ord=3), lambda t, x: t.linalg.vector_norm(x, ord=3), lambda x: x.norm(p=3)),
-        E(((3,),), lambda np, x: np.linalg.norm(x, ord=1), lambda t, x: t.linalg.vector_norm(x, ord=1)),
-        E(((2, 2),), lambda np, x: np.linalg.norm(x, "fro"), lambda t, x: t.linalg.norm(x, "fro")),
-    )),
-    Api("logsumexp", {}, {"logsumexp": lambda input, dim, keepdim=False, *, out=None: R.logsumexp(input, dim, keepdim)},
-        {"logsumexp": lambda self, dim, keepdim=False: R.logsumexp(self, dim, keepdim)}, (
-        E(((2, 3),), None, lambda t, x: t.logsumexp(x, dim=1), lambda x: x.logsumexp(1)),
-    )),
-    Api("var", {"var": R._np_moment(R.var)}, {"var": R._torch_moment(R.var)}, {"var": _method_var(R.var)}, (
-        E(((2, 3),), lambda np, x: np.var(x, axis=1, ddof=1), lambda t, x: t.var(x, dim=1), lambda x: x.var(dim=1)),
-        E(((4,),), lambda np, x: np.var(x), lambda t, x: t.var(x, correction=0)),
-    )),
-    Api("std", {"std": R._np_moment(R.std)}, {"std": R._torch_moment(R.std)}, {"std": _method_var(R.std)}, (
-        E(((2, 3),), lambda np, x: np.std(x, axis=0, ddof=1), lambda t, x: t.std(x, dim=0), lambda x: x.std(dim=0)),
-    )),
-    Api("cumsum", {"cumsum": lambda a, axis=None, dtype=None, out=None: R.cumsum(a, axis)},
+    Api(
+        "sum",
+        {"sum": SUM["numpy"]},
+        {"sum": SUM["torch"]},
+        {"sum": SUM["method"]},
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.sum(x, axis=1),
+                lambda t, x: t.sum(x, dim=1),
+                lambda x: x.sum(dim=1),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: np.sum(x, axis=0, keepdims=True) * x,
+                lambda t, x: t.sum(x, 0, True) * x,
+            ),
+        ),
+    ),
+    Api(
+        "prod",
+        {"prod": PROD["numpy"]},
+        {"prod": PROD["torch"]},
+        {"prod": PROD["method"]},
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.prod(x, axis=1),
+                lambda t, x: t.prod(x, dim=1),
+                lambda x: x.prod(dim=1),
+            ),
+        ),
+    ),
+    Api(
+        "mean",
+        {"mean": MEAN["numpy"]},
+        {"mean": MEAN["torch"]},
+        {"mean": MEAN["method"]},
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.mean(x**2, axis=1),
+                lambda t, x: t.mean(x**2, dim=1),
+                lambda x: (x**2).mean(dim=1),
+            ),
+        ),
+    ),
+    Api(
+        "amax",
+        {"amax": AMAX["numpy"], "max": AMAX["numpy"]},
+        {"amax": AMAX["torch"], "max": R.torch_max},
+        {"amax": AMAX["method"], "max": _method_max("max", R.amax, "maximum")},
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.max(x, axis=1),
+                lambda t, x: t.amax(x, dim=1),
+                lambda x: x.max(dim=1).values,
+            ),
+            E(((4,),), lambda np, x: np.max(x) * x, lambda t, x: t.max(x) * x, lambda x: x.max() * x),
+        ),
+    ),
+    Api(
+        "amin",
+        {"amin": AMIN["numpy"], "min": AMIN["numpy"]},
+        {"amin": AMIN["torch"], "min": R.torch_min},
+        {"amin": AMIN["method"], "min": _method_max("min", R.amin, "minimum")},
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.min(x, axis=0),
+                lambda t, x: t.amin(x, dim=0),
+                lambda x: x.min(dim=0).values,
+            ),
+        ),
+    ),
+    Api(
+        "norm",
+        {"linalg.norm": R.norm},
+        {"norm": R._torch_norm, "linalg_norm": R._linalg_norm, "linalg_vector_norm": R._linalg_vector_norm},
+        {
+            "norm": lambda self, p="fro", dim=None, keepdim=False, dtype=None: R._torch_norm(
+                self, p, dim, keepdim
+            )
+        },
+        (
+            E(((3,),), lambda np, x: np.linalg.norm(x), lambda t, x: t.linalg.norm(x), lambda x: x.norm()),
+            E(
+                ((2, 3),),
+                lambda np, x: np.linalg.norm(x, axis=1),
+                lambda t, x: t.linalg.norm(x, dim=1),
+                lambda x: x.norm(dim=1),
+            ),
+            E(
+                ((3,),),
+                lambda np, x: np.linalg.norm(x, ord=3),
+                lambda t, x: t.linalg.vector_norm(x, ord=3),
+                lambda x: x.norm(p=3),
+            ),
+            E(((3,),), lambda np, x: np.linalg.norm(x, ord=1), lambda t, x: t.linalg.vector_norm(x, ord=1)),
+            E(((2, 2),), lambda np, x: np.linalg.norm(x, "fro"), lambda t, x: t.linalg.norm(x, "fro")),
+        ),
+    ),
+    Api(
+        "logsumexp",
+        {},
+        {"logsumexp": lambda input, dim, keepdim=False, *, out=None: R.logsumexp(input, dim, keepdim)},
+        {"logsumexp": lambda self, dim, keepdim=False: R.logsumexp(self, dim, keepdim)},
+        (E(((2, 3),), None, lambda t, x: t.logsumexp(x, dim=1), lambda x: x.logsumexp(1)),),
+    ),
+    Api(
+        "var",
+        {"var": R._np_moment(R.var)},
+        {"var": R._torch_moment(R.var)},
+        {"var": _method_var(R.var)},
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.var(x, axis=1, ddof=1),
+                lambda t, x: t.var(x, dim=1),
+                lambda x: x.var(dim=1),
+            ),
+            E(((4,),), lambda np, x: np.var(x), lambda t, x: t.var(x, correction=0)),
+        ),
+    ),
+    Api(
+        "std",
+        {"std": R._np_moment(R.std)},
+        {"std": R._torch_moment(R.std)},
+        {"std": _method_var(R.std)},
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.std(x, axis=0, ddof=1),
+                lambda t, x: t.std(x, dim=0),
+                lambda x: x.std(dim=0),
+            ),
+        ),
+    ),
+    Api(
+        "cumsum",
+        {"cumsum": lambda a, axis=None, dtype=None, out=None: R.cumsum(a, axis)},
         {"cumsum": lambda input, dim, *, dtype=None, out=None: R.cumsum(input, dim)},
-        {"cumsum": lambda self, dim=None, *, axis=None, dtype=None: R.cumsum(self, dim if axis is None else axis)}, (
-        E(((2, 3),), lambda np, x: np.cumsum(x**2, axis=1), lambda t, x: t.cumsum(x**2, dim=1), lambda x: (x**2).cumsum(1)),
-    )),
-    Api("cumprod", {"cumprod": lambda a, axis=None, dtype=None, out=None: R.cumprod(a, axis)},
+        {
+            "cumsum": lambda self, dim=None, *, axis=None, dtype=None: R.cumsum(
+                self, dim if axis is None else axis
+            )
+        },
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.cumsum(x**2, axis=1),
+                lambda t, x: t.cumsum(x**2, dim=1),
+                lambda x: (x**2).cumsum(1),
+            ),
+        ),
+    ),
+    Api(
+        "cumprod",
+        {"cumprod": lambda a, axis=None, dtype=None, out=None: R.cumprod(a, axis)},
         {"cumprod": lambda input, dim, *, dtype=None, out=None: R.cumprod(input, dim)},
-        {"cumprod": lambda self, dim=None, *, axis=None, dtype=None: R.cumprod(self, dim if axis is None else axis)}, (
-        E(((4,),), lambda np, x: np.cumprod(x, axis=0), lambda t, x: t.cumprod(x, dim=0), lambda x: x.cumprod(0)),
-    )),
-    Api("trace", {"trace": R.trace}, {"trace": lambda input: R.trace(input)}, {"trace": lambda self: R.trace(self)}, (
-        E(((3, 3),), lambda np, x: np.trace(x @ x), lambda t, x: t.trace(x @ x), lambda x: (x @ x).trace()),
-    )),
-    Api("diagonal", {"diagonal": R.diagonal},
+        {
+            "cumprod": lambda self, dim=None, *, axis=None, dtype=None: R.cumprod(
+                self, dim if axis is None else axis
+            )
+        },
+        (
+            E(
+                ((4,),),
+                lambda np, x: np.cumprod(x, axis=0),
+                lambda t, x: t.cumprod(x, dim=0),
+                lambda x: x.cumprod(0),
+            ),
+        ),
+    ),
+    Api(
+        "trace",
+        {"trace": R.trace},
+        {"trace": lambda input: R.trace(input)},
+        {"trace": lambda self: R.trace(self)},
+        (
+            E(
+                ((3, 3),),
+                lambda np, x: np.trace(x @ x),
+                lambda t, x: t.trace(x @ x),
+                lambda x: (x @ x).trace(),
+            ),
+        ),
+    ),
+    Api(
+        "diagonal",
+        {"diagonal": R.diagonal},
         {"diagonal": lambda input, offset=0, dim1=0, dim2=1: R.diagonal(input, offset, dim1, dim2)},
-        {"diagonal": lambda self, offset=0, dim1=0, dim2=1: R.diagonal(self, offset, dim1, dim2)}, (
-        E(((3, 3),), lambda np, x: np.diagonal(x**2, 1), lambda t, x: t.diagonal(x**2, 1), lambda x: (x**2).diagonal(1)),
-    )),
-    Api("softmax", {}, {"softmax": act._torch_softmax},
-        {"softmax": lambda self, dim: R.softmax(self, dim)}, (
-        E(((2, 3),), None, lambda t, x: t.softmax(x, dim=1), lambda x: x.softmax(1)),
-        E(((4,),), None, lambda t, x: t.nn.functional.softmax(x, dim=0)),
-    )),
-    Api("log_softmax", {}, {"log_softmax": act._torch_log_softmax},
-        {"log_softmax": lambda self, dim: R.log_softmax(self, dim)}, (
-        E(((2, 3),), None, lambda t, x: t.log_softmax(x, dim=1), lambda x: x.log_softmax(1)),
-    )),
-    Api("activations", {}, {k: v for k, v in act.TORCH_ACTIVATIONS.items() if k not in ("softmax", "log_softmax")}, {}, (
-        E(((5,),), None, lambda t, x: t.nn.functional.softplus(x * 3, beta=2.0, threshold=1.0)),
-        E(((5,),), None, lambda t, x: t.nn.functional.elu(x, alpha=0.7)),
-        E(((5,),), None, lambda t, x: t.nn.functional.selu(x)),
-        E(((5,),), None, lambda t, x: t.nn.functional.gelu(x)),
-        E(((5,),), None, lambda t, x: t.nn.functional.gelu(x, approximate="tanh")),
-        E(((5,),), None, lambda t, x: t.nn.functional.leaky_relu(x, 0.1)),
-        E(((5,),), None, lambda t, x: t.nn.functional.silu(x)),
-        E(((5,),), None, lambda t, x: t.nn.functional.logsigmoid(x)),
-        E(((5,),), None, lambda t, x: t.nn.functional.relu(x) * x),
-    )),
-    Api("matmul", {"matmul": A.matmul, "dot": A.matmul},
-        {"matmul": A.matmul, "__matmul__": A.matmul, "mm": A.matmul, "mv": A.matmul, "dot": A.matmul,
-         "__rmatmul__": A._rmatmul},
-        {"matmul": A.matmul, "dot": A.matmul, "mm": A.matmul, "mv": A.matmul, "__matmul__": A.matmul,
-         "__rmatmul__": A._rmatmul}, (
-        E(((2, 3), (3, 2)), lambda np, a, b: np.matmul(a, b), lambda t, a, b: t.matmul(a, b), lambda a, b: a @ b),
-        E(((3, 3), (3,)), lambda np, a, b: np.dot(a, b), lambda t, a, b: t.mv(a, b), lambda a, b: a.mv(b)),
-    )),
-    Api("einsum", {"einsum": linalg.einsum}, {"einsum": linalg.einsum}, {}, (
-        E(((2, 3), (3, 4)), lambda np, a, b: np.einsum("ij,jk->ik", a, b), lambda t, a, b: t.einsum("ij,jk->ik", a, b)),
-        E(((3, 3),), lambda np, a: np.einsum("ii->", a * a), lambda t, a: t.einsum("ii->", a * a)),
-    )),
-    Api("tensordot", {"tensordot": linalg.tensordot}, {"tensordot": linalg._torch_tensordot}, {}, (
-        E(((2, 3, 4), (3, 4)), lambda np, a, b: np.tensordot(a, b, 2), lambda t, a, b: t.tensordot(a, b, 2)),
-    )),
-    Api("vdot", {"vdot": linalg.vdot}, {"vdot": linalg.vdot}, {}, (
-        E(((3,), (3,)), lambda np, a, b: np.vdot(a, b), lambda t, a, b: t.vdot(a, b)),
-    )),
-    Api("inner", {"inner": linalg.inner}, {"inner": linalg.inner}, {"inner": linalg.inner}, (
-        E(((2, 3), (3,)), lambda np, a, b: np.inner(a, b), lambda t, a, b: t.inner(a, b), lambda a, b: a.inner(b)),
-    )),
-    Api("outer", {"outer": linalg.outer}, {"outer": linalg.outer, "ger": linalg.outer}, {"outer": linalg.outer}, (
-        E(((2,), (3,)), lambda np, a, b: np.outer(a, b), lambda t, a, b: t.outer(a, b), lambda a, b: a.outer(b)),
-    )),
-    Api("cross", {"cross": linalg.cross}, {"cross": linalg._torch_cross, "linalg_cross": linalg._torch_cross},
-        {"cross": linalg._torch_cross}, (
-        E(((3,), (3,)), lambda np, a, b: np.cross(a, b), lambda t, a, b: t.linalg.cross(a, b)),
-    )),
-    Api("kron", {"kron": linalg.kron}, {"kron": linalg.kron}, {"kron": linalg.kron}, (
-        E(((2, 2), (2, 3)), lambda np, a, b: np.kron(a, b), lambda t, a, b: t.kron(a, b)),
-    )),
-    Api("det", {"linalg.det": linalg.det}, {"det": linalg.det, "linalg_det": linalg.det}, {"det": linalg.det}, (
-        E(((3, 3),), lambda np, a: np.linalg.det(a), lambda t, a: t.linalg.det(a), lambda a: a.det()),
-    )),
-    Api("inv", {"linalg.inv": linalg.inv}, {"inverse": linalg.inv, "linalg_inv": linalg.inv}, {"inverse": linalg.inv}, (
-        E(((3, 3),), lambda np, a: np.linalg.inv(a + 3 * np.eye(3)), lambda t, a: t.linalg.inv(a + 3 * t.eye(3, dtype=t.float64))),
-    )),
-    Api("solve", {"linalg.solve": linalg.solve}, {"linalg_solve": lambda A_, B, *, left=True, out=None: linalg.solve(A_, B)}, {}, (
-        E(((2, 2), (2,)), lambda np, a, b: np.linalg.solve(a + 2 * np.eye(2), b),
-          lambda t, a, b: t.linalg.solve(a + 2 * t.eye(2, dtype=t.float64), b)),
-    )),
-    Api("cholesky", {"linalg.cholesky": linalg._np_cholesky},
-        {"linalg_cholesky": lambda A_, *, upper=False, out=None: linalg.cholesky(A_, upper), "cholesky": linalg.cholesky},
-        {"cholesky": linalg.cholesky}, (
-        E(((2, 2),), lambda np, a: np.linalg.cholesky(a @ a.T + 2 * np.eye(2)),
-          lambda t, a: t.linalg.cholesky(a @ a.T + 2 * t.eye(2, dtype=t.float64))),
-    )),
-    Api("reshape", {"reshape": A._np_reshape, "ravel": lambda a, order="C": A.reshape(a, -1)},
-        {"reshape": lambda input, shape: A.reshape(input, shape), "view": lambda input, *shape: A.reshape(input, *shape),
-         "flatten": A.flatten, "ravel": lambda input: A.reshape(input, -1)},
-        {"reshape": A.reshape, "view": A.reshape, "flatten": A.flatten, "ravel": lambda self: A.reshape(self, -1),
-         "view_as": lambda self, other: A.reshape(self, other.shape),
-         "reshape_as": lambda self, other: A.reshape(self, other.shape)}, (
-        E(((2, 3),), lambda np, x: np.reshape(x * x, (3, 2)), lambda t, x: t.reshape(x * x, (3, 2)), lambda x: (x * x).view(3, 2)),
-        E(((2, 3),), lambda np, x: np.ravel(x) ** 2, lambda t, x: t.flatten(x) ** 2, lambda x: x.flatten() ** 2),
-    )),
-    Api("transpose", {"transpose": A._np_transpose, "swapaxes": A.swapaxes, "moveaxis": A.moveaxis},
-        {"transpose": A.swapaxes, "swapaxes": A.swapaxes, "permute": lambda input, dims: A.permute(input, dims),
-         "movedim": A.moveaxis, "moveaxis": A.moveaxis, "t": lambda input: A._method_transpose(input)},
-        {"transpose": A._method_transpose, "permute": A.permute, "swapaxes": A.swapaxes,
-         "t": lambda self: A._method_transpose(self), "movedim": A.moveaxis}, (
-        E(((2, 3, 4),), lambda np, x: np.transpose(x, (2, 0, 1)), lambda t, x: t.permute(x, (2, 0, 1)), lambda x: x.permute(2, 0, 1)),
-        E(((2, 3, 4),), lambda np, x: np.moveaxis(x, 0, -1), lambda t, x: t.movedim(x, 0, -1)),
-        E(((2, 3),), lambda np, x: np.swapaxes(x, 0, 1), lambda t, x: t.transpose(x, 0, 1), lambda x: x.T),
-    )),
-    Api("concatenate", {"concatenate": A.concatenate, "stack": A.stack, "hstack": S.hstack, "vstack": S.vstack,
-                        "column_stack": S.column_stack},
-        {"cat": A._torch_cat, "concat": A._torch_cat, "concatenate": A._torch_cat, "stack": A._torch_stack,
-         "hstack": S.hstack, "vstack": S.vstack, "column_stack": S.column_stack}, {}, (
-        E(((2,), (3,)), lambda np, a, b: np.concatenate([a, b**2]), lambda t, a, b: t.cat([a, b**2])),
-        E(((2,), (2,)), lambda np, a, b: np.stack([a, a * b], axis=1), lambda t, a, b: t.stack([a, a * b], dim=1)),
-        E(((2,), (2,)), lambda np, a, b: np.hstack([a, b]), lambda t, a, b: t.hstack([a, b])),
-        E(((2,), (2,)), lambda np, a, b: np.vstack([a, b]), lambda t, a, b: t.vstack([a, b])),
-        E(((2,), (2,)), lambda np, a, b: np.column_stack([a, b]), lambda t, a, b: t.column_stack([a, b])),
-    )),
-    Api("split", {"split": S.split, "array_split": S.split},
+        {"diagonal": lambda self, offset=0, dim1=0, dim2=1: R.diagonal(self, offset, dim1, dim2)},
+        (
+            E(
+                ((3, 3),),
+                lambda np, x: np.diagonal(x**2, 1),
+                lambda t, x: t.diagonal(x**2, 1),
+                lambda x: (x**2).diagonal(1),
+            ),
+        ),
+    ),
+    Api(
+        "softmax",
+        {},
+        {"softmax": act._torch_softmax},
+        {"softmax": lambda self, dim: R.softmax(self, dim)},
+        (
+            E(((2, 3),), None, lambda t, x: t.softmax(x, dim=1), lambda x: x.softmax(1)),
+            E(((4,),), None, lambda t, x: t.nn.functional.softmax(x, dim=0)),
+        ),
+    ),
+    Api(
+        "log_softmax",
+        {},
+        {"log_softmax": act._torch_log_softmax},
+        {"log_softmax": lambda self, dim: R.log_softmax(self, dim)},
+        (E(((2, 3),), None, lambda t, x: t.log_softmax(x, dim=1), lambda x: x.log_softmax(1)),),
+    ),
+    Api(
+        "activations",
+        {},
+        {k: v for k, v in act.TORCH_ACTIVATIONS.items() if k not in ("softmax", "log_softmax")},
+        {},
+        (
+            E(((5,),), None, lambda t, x: t.nn.functional.softplus(x * 3, beta=2.0, threshold=1.0)),
+            E(((5,),), None, lambda t, x: t.nn.functional.elu(x, alpha=0.7)),
+            E(((5,),), None, lambda t, x: t.nn.functional.selu(x)),
+            E(((5,),), None, lambda t, x: t.nn.functional.gelu(x)),
+            E(((5,),), None, lambda t, x: t.nn.functional.gelu(x, approximate="tanh")),
+            E(((5,),), None, lambda t, x: t.nn.functional.leaky_relu(x, 0.1)),
+            E(((5,),), None, lambda t, x: t.nn.functional.silu(x)),
+            E(((5,),), None, lambda t, x: t.nn.functional.logsigmoid(x)),
+            E(((5,),), None, lambda t, x: t.nn.functional.relu(x) * x),
+        ),
+    ),
+    Api(
+        "matmul",
+        {"matmul": A.matmul, "dot": A.matmul},
+        {
+            "matmul": A.matmul,
+            "__matmul__": A.matmul,
+            "mm": A.matmul,
+            "mv": A.matmul,
+            "dot": A.matmul,
+            "__rmatmul__": A._rmatmul,
+        },
+        {
+            "matmul": A.matmul,
+            "dot": A.matmul,
+            "mm": A.matmul,
+            "mv": A.matmul,
+            "__matmul__": A.matmul,
+            "__rmatmul__": A._rmatmul,
+        },
+        (
+            E(
+                ((2, 3), (3, 2)),
+                lambda np, a, b: np.matmul(a, b),
+                lambda t, a, b: t.matmul(a, b),
+                lambda a, b: a @ b,
+            ),
+            E(
+                ((3, 3), (3,)),
+                lambda np, a, b: np.dot(a, b),
+                lambda t, a, b: t.mv(a, b),
+                lambda a, b: a.mv(b),
+            ),
+        ),
+    ),
+    Api(
+        "einsum",
+        {"einsum": linalg.einsum},
+        {"einsum": linalg.einsum},
+        {},
+        (
+            E(
+                ((2, 3), (3, 4)),
+                lambda np, a, b: np.einsum("ij,jk->ik", a, b),
+                lambda t, a, b: t.einsum("ij,jk->ik", a, b),
+            ),
+            E(((3, 3),), lambda np, a: np.einsum("ii->", a * a), lambda t, a: t.einsum("ii->", a * a)),
+        ),
+    ),
+    Api(
+        "tensordot",
+        {"tensordot": linalg.tensordot},
+        {"tensordot": linalg._torch_tensordot},
+        {},
+        (
+            E(
+                ((2, 3, 4), (3, 4)),
+                lambda np, a, b: np.tensordot(a, b, 2),
+                lambda t, a, b: t.tensordot(a, b, 2),
+            ),
+        ),
+    ),
+    Api(
+        "vdot",
+        {"vdot": linalg.vdot},
+        {"vdot": linalg.vdot},
+        {},
+        (E(((3,), (3,)), lambda np, a, b: np.vdot(a, b), lambda t, a, b: t.vdot(a, b)),),
+    ),
+    Api(
+        "inner",
+        {"inner": linalg.inner},
+        {"inner": linalg.inner},
+        {"inner": linalg.inner},
+        (
+            E(
+                ((2, 3), (3,)),
+                lambda np, a, b: np.inner(a, b),
+                lambda t, a, b: t.inner(a, b),
+                lambda a, b: a.inner(b),
+            ),
+        ),
+    ),
+    Api(
+        "outer",
+        {"outer": linalg.outer},
+        {"outer": linalg.outer, "ger": linalg.outer},
+        {"outer": linalg.outer},
+        (
+            E(
+                ((2,), (3,)),
+                lambda np, a, b: np.outer(a, b),
+                lambda t, a, b: t.outer(a, b),
+                lambda a, b: a.outer(b),
+            ),
+        ),
+    ),
+    Api(
+        "cross",
+        {"cross": linalg.cross},
+        {"cross": linalg._torch_cross, "linalg_cross": linalg._torch_cross},
+        {"cross": linalg._torch_cross},
+        (E(((3,), (3,)), lambda np, a, b: np.cross(a, b), lambda t, a, b: t.linalg.cross(a, b)),),
+    ),
+    Api(
+        "kron",
+        {"kron": linalg.kron},
+        {"kron": linalg.kron},
+        {"kron": linalg.kron},
+        (E(((2, 2), (2, 3)), lambda np, a, b: np.kron(a, b), lambda t, a, b: t.kron(a, b)),),
+    ),
+    Api(
+        "det",
+        {"linalg.det": linalg.det},
+        {"det": linalg.det, "linalg_det": linalg.det},
+        {"det": linalg.det},
+        (E(((3, 3),), lambda np, a: np.linalg.det(a), lambda t, a: t.linalg.det(a), lambda a: a.det()),),
+    ),
+    Api(
+        "inv",
+        {"linalg.inv": linalg.inv},
+        {"inverse": linalg.inv, "linalg_inv": linalg.inv},
+        {"inverse": linalg.inv},
+        (
+            E(
+                ((3, 3),),
+                lambda np, a: np.linalg.inv(a + 3 * np.eye(3)),
+                lambda t, a: t.linalg.inv(a + 3 * t.eye(3, dtype=t.float64)),
+            ),
+        ),
+    ),
+    Api(
+        "solve",
+        {"linalg.solve": linalg.solve},
+        {"linalg_solve": lambda A_, B, *, left=True, out=None: linalg.solve(A_, B)},
+        {},
+        (
+            E(
+                ((2, 2), (2,)),
+                lambda np, a, b: np.linalg.solve(a + 2 * np.eye(2), b),
+                lambda t, a, b: t.linalg.solve(a + 2 * t.eye(2, dtype=t.float64), b),
+            ),
+        ),
+    ),
+    Api(
+        "cholesky",
+        {"linalg.cholesky": linalg._np_cholesky},
+        {
+            "linalg_cholesky": lambda A_, *, upper=False, out=None: linalg.cholesky(A_, upper),
+            "cholesky": linalg.cholesky,
+        },
+        {"cholesky": linalg.cholesky},
+        (
+            E(
+                ((2, 2),),
+                lambda np, a: np.linalg.cholesky(a @ a.T + 2 * np.eye(2)),
+                lambda t, a: t.linalg.cholesky(a @ a.T + 2 * t.eye(2, dtype=t.float64)),
+            ),
+        ),
+    ),
+    Api(
+        "reshape",
+        {"reshape": A._np_reshape, "ravel": lambda a, order="C": A.reshape(a, -1)},
+        {
+            "reshape": lambda input, shape: A.reshape(input, shape),
+            "view": lambda input, *shape: A.reshape(input, *shape),
+            "flatten": A.flatten,
+            "ravel": lambda input: A.reshape(input, -1),
+        },
+        {
+            "reshape": A.reshape,
+            "view": A.reshape,
+            "flatten": A.flatten,
+            "ravel": lambda self: A.reshape(self, -1),
+            "view_as": lambda self, other: A.reshape(self, other.shape),
+            "reshape_as": lambda self, other: A.reshape(self, other.shape),
+        },
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.reshape(x * x, (3, 2)),
+                lambda t, x: t.reshape(x * x, (3, 2)),
+                lambda x: (x * x).view(3, 2),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: np.ravel(x) ** 2,
+                lambda t, x: t.flatten(x) ** 2,
+                lambda x: x.flatten() ** 2,
+            ),
+        ),
+    ),
+    Api(
+        "transpose",
+        {"transpose": A._np_transpose, "swapaxes": A.swapaxes, "moveaxis": A.moveaxis},
+        {
+            "transpose": A.swapaxes,
+            "swapaxes": A.swapaxes,
+            "permute": lambda input, dims: A.permute(input, dims),
+            "movedim": A.moveaxis,
+            "moveaxis": A.moveaxis,
+            "t": lambda input: A._method_transpose(input),
+        },
+        {
+            "transpose": A._method_transpose,
+            "permute": A.permute,
+            "swapaxes": A.swapaxes,
+            "t": lambda self: A._method_transpose(self),
+            "movedim": A.moveaxis,
+        },
+        (
+            E(
+                ((2, 3, 4),),
+                lambda np, x: np.transpose(x, (2, 0, 1)),
+                lambda t, x: t.permute(x, (2, 0, 1)),
+                lambda x: x.permute(2, 0, 1),
+            ),
+            E(((2, 3, 4),), lambda np, x: np.moveaxis(x, 0, -1), lambda t, x: t.movedim(x, 0, -1)),
+            E(
+                ((2, 3),),
+                lambda np, x: np.swapaxes(x, 0, 1),
+                lambda t, x: t.transpose(x, 0, 1),
+                lambda x: x.T,
+            ),
+        ),
+    ),
+    Api(
+        "concatenate",
+        {
+            "concatenate": A.concatenate,
+            "stack": A.stack,
+            "hstack": S.hstack,
+            "vstack": S.vstack,
+            "column_stack": S.column_stack,
+        },
+        {
+            "cat": A._torch_cat,
+            "concat": A._torch_cat,
+            "concatenate": A._torch_cat,
+            "stack": A._torch_stack,
+            "hstack": S.hstack,
+            "vstack": S.vstack,
+            "column_stack": S.column_stack,
+        },
+        {},
+        (
+            E(((2,), (3,)), lambda np, a, b: np.concatenate([a, b**2]), lambda t, a, b: t.cat([a, b**2])),
+            E(
+                ((2,), (2,)),
+                lambda np, a, b: np.stack([a, a * b], axis=1),
+                lambda t, a, b: t.stack([a, a * b], dim=1),
+            ),
+            E(((2,), (2,)), lambda np, a, b: np.hstack([a, b]), lambda t, a, b: t.hstack([a, b])),
+            E(((2,), (2,)), lambda np, a, b: np.vstack([a, b]), lambda t, a, b: t.vstack([a, b])),
+            E(((2,), (2,)), lambda np, a, b: np.column_stack([a, b]), lambda t, a, b: t.column_stack([a, b])),
+        ),
+    ),
+    Api(
+        "split",
+        {"split": S.split, "array_split": S.split},
         {"split": S.torch_split, "chunk": S.chunk},
-        {"split": lambda self, split_size, dim=0: S.torch_split(self, split_size, dim),
-         "chunk": lambda self, chunks, dim=0: S.chunk(self, chunks, dim)}, (
-        E(((6,),), lambda np, x: tuple(np.split(x, 3)), lambda t, x: t.split(x, 2), lambda x: x.split(2)),
-        E(((5,),), None, lambda t, x: t.chunk(x, 2), lambda x: x.chunk(2)),
-    )),
-    Api("squeeze", {"squeeze": lambda a, axis=None: A.squeeze(a, axis), "expand_dims": lambda a, axis: A.unsqueeze(a, axis)},
+        {
+            "split": lambda self, split_size, dim=0: S.torch_split(self, split_size, dim),
+            "chunk": lambda self, chunks, dim=0: S.chunk(self, chunks, dim),
+        },
+        (
+            E(((6,),), lambda np, x: tuple(np.split(x, 3)), lambda t, x: t.split(x, 2), lambda x: x.split(2)),
+            E(((5,),), None, lambda t, x: t.chunk(x, 2), lambda x: x.chunk(2)),
+        ),
+    ),
+    Api(
+        "squeeze",
+        {
+            "squeeze": lambda a, axis=None: A.squeeze(a, axis),
+            "expand_dims": lambda a, axis: A.unsqueeze(a, axis),
+        },
         {"squeeze": A.squeeze, "unsqueeze": A.unsqueeze},
-        {"squeeze": A.squeeze, "unsqueeze": A.unsqueeze}, (
-        E(((1, 3),), lambda np, x: np.expand_dims(np.squeeze(x) ** 2, 0), lambda t, x: t.unsqueeze(t.squeeze(x) ** 2, 0),
-          lambda x: (x.squeeze() ** 2).unsqueeze(0)),
-    )),
-    Api("broadcast", {"broadcast_to": lambda array, shape, subok=False: A.broadcast_to(array, shape)},
+        {"squeeze": A.squeeze, "unsqueeze": A.unsqueeze},
+        (
+            E(
+                ((1, 3),),
+                lambda np, x: np.expand_dims(np.squeeze(x) ** 2, 0),
+                lambda t, x: t.unsqueeze(t.squeeze(x) ** 2, 0),
+                lambda x: (x.squeeze() ** 2).unsqueeze(0),
+            ),
+        ),
+    ),
+    Api(
+        "broadcast",
+        {"broadcast_to": lambda array, shape, subok=False: A.broadcast_to(array, shape)},
         {"broadcast_to": A.broadcast_to, "expand": A.expand},
-        {"expand": A.expand, "expand_as": lambda self, other: A.broadcast_to(self, other.shape)}, (
-        E(((3,),), lambda np, x: np.broadcast_to(x, (2, 3)) * 2, lambda t, x: t.broadcast_to(x, (2, 3)) * 2,
-          lambda x: x.expand(2, 3) * 2),
-    )),
-    Api("flip", {"flip": S.flip, "roll": S.roll}, {"flip": S._torch_flip, "roll": S._torch_roll},
-        {"flip": lambda self, *dims: S._torch_flip(self, dims[0] if len(dims) == 1 else dims),
-         "roll": lambda self, shifts, dims=None: S.roll(self, shifts, dims)}, (
-        E(((2, 3),), lambda np, x: np.flip(x**2, 1), lambda t, x: t.flip(x**2, [1]), lambda x: (x**2).flip(1)),
-        E(((4,),), lambda np, x: np.roll(x**2, 1), lambda t, x: t.roll(x**2, 1), lambda x: (x**2).roll(1)),
-    )),
-    Api("tile", {"tile": S.tile, "repeat": S.repeat},
+        {"expand": A.expand, "expand_as": lambda self, other: A.broadcast_to(self, other.shape)},
+        (
+            E(
+                ((3,),),
+                lambda np, x: np.broadcast_to(x, (2, 3)) * 2,
+                lambda t, x: t.broadcast_to(x, (2, 3)) * 2,
+                lambda x: x.expand(2, 3) * 2,
+            ),
+        ),
+    ),
+    Api(
+        "flip",
+        {"flip": S.flip, "roll": S.roll},
+        {"flip": S._torch_flip, "roll": S._torch_roll},
+        {
+            "flip": lambda self, *dims: S._torch_flip(self, dims[0] if len(dims) == 1 else dims),
+            "roll": lambda self, shifts, dims=None: S.roll(self, shifts, dims),
+        },
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.flip(x**2, 1),
+                lambda t, x: t.flip(x**2, [1]),
+                lambda x: (x**2).flip(1),
+            ),
+            E(
+                ((4,),),
+                lambda np, x: np.roll(x**2, 1),
+                lambda t, x: t.roll(x**2, 1),
+                lambda x: (x**2).roll(1),
+            ),
+        ),
+    ),
+    Api(
+        "tile",
+        {"tile": S.tile, "repeat": S.repeat},
         {"tile": S.tile, "repeat_interleave": S._torch_repeat_interleave},
-        {"repeat": S._torch_repeat, "repeat_interleave": S._torch_repeat_interleave}, (
-        E(((2,),), lambda np, x: np.tile(x**2, 3), lambda t, x: t.tile(x**2, (3,)), lambda x: (x**2).repeat(3)),
-        E(((2,),), lambda np, x: np.repeat(x**2, 2), lambda t, x: t.repeat_interleave(x**2, 2)),
-    )),
-    Api("triangles", {"tril": S.tril, "triu": S.triu, "diag": S.diag, "diagflat": S.diagflat},
-        {"tril": lambda input, diagonal=0: S.tril(input, diagonal), "triu": lambda input, diagonal=0: S.triu(input, diagonal),
-         "diag": lambda input, diagonal=0: S.diag(input, diagonal), "diagflat": lambda input, offset=0: S.diagflat(input, offset)},
-        {"tril": lambda self, diagonal=0: S.tril(self, diagonal), "triu": lambda self, diagonal=0: S.triu(self, diagonal)}, (
-        E(((3, 3),), lambda np, x: np.tril(x**2), lambda t, x: t.tril(x**2), lambda x: (x**2).tril()),
-        E(((3, 3),), lambda np, x: np.triu(x, 1) * x, lambda t, x: t.triu(x, 1) * x),
-        E(((3,),), lambda np, x: np.diag(x**2, 1), lambda t, x: t.diag(x**2, 1)),
-        E(((3, 3),), lambda np, x: np.diag(x**2), lambda t, x: t.diag(x**2)),
-    )),
-    Api("where", {"where": A.where, "clip": A._np_clip}, {"where": A.where, "clamp": A.clamp, "clip": A.clamp},
-        {"clamp": A.clamp, "clip": A.clamp}, (
-        E(((4,),), lambda np, x: np.where(x > 0, x**2, -x), lambda t, x: t.where(x > 0, x**2, -x)),
-        E(((5,),), lambda np, x: np.clip(x, -0.5, 0.5) * x, lambda t, x: t.clamp(x, -0.5, 0.5) * x, lambda x: x.clip(-0.5, 0.5) * x),
-    )),
-    Api("like", {"zeros_like": lambda a, dtype=None, **kw: A.zeros_like(a, dtype),
-                 "ones_like": lambda a, dtype=None, **kw: A.ones_like(a, dtype), "full_like": S.full_like},
-        {"zeros_like": A.zeros_like, "ones_like": A.ones_like, "full_like": S.full_like}, {}, (
-        E(((3,),), lambda np, x: x * np.full_like(x, 2.5) + np.ones_like(x), lambda t, x: x * t.full_like(x, 2.5) + t.ones_like(x)),
-    )),
-    Api("metadata", {"shape": lambda a: A._as_var(a).shape, "ndim": lambda a: A._as_var(a).ndim,
-                     "size": lambda a, axis=None: A._as_var(a).numel() if axis is None else A._as_var(a).shape[axis]},
-        {"numel": lambda input: A._as_var(input).numel(), "__getitem__": A.getitem, "__setitem__": A.setitem,
-         "clone": lambda input, **kw: A.EW["pos"](input)}, {}),
-    Api("sort", {n: _untraceable(f"numpy.{n}", _ORDER_ADVICE) for n in
-                 ("sort", "argsort", "argmax", "argmin", "nonzero", "argwhere", "unique", "searchsorted", "median")},
-        {n: _untraceable(f"torch.{n}", _ORDER_ADVICE) for n in
-         ("sort", "argsort", "argmax", "argmin", "nonzero", "unique", "searchsorted", "topk", "median", "kthvalue")},
-        {n: _untraceable(f".{n}()", _ORDER_ADVICE) for n in
-         ("sort", "argsort", "argmax", "argmin", "nonzero", "topk", "median")}),
+        {"repeat": S._torch_repeat, "repeat_interleave": S._torch_repeat_interleave},
+        (
+            E(
+                ((2,),),
+                lambda np, x: np.tile(x**2, 3),
+                lambda t, x: t.tile(x**2, (3,)),
+                lambda x: (x**2).repeat(3),
+            ),
+            E(((2,),), lambda np, x: np.repeat(x**2, 2), lambda t, x: t.repeat_interleave(x**2, 2)),
+        ),
+    ),
+    Api(
+        "triangles",
+        {"tril": S.tril, "triu": S.triu, "diag": S.diag, "diagflat": S.diagflat},
+        {
+            "tril": lambda input, diagonal=0: S.tril(input, diagonal),
+            "triu": lambda input, diagonal=0: S.triu(input, diagonal),
+            "diag": lambda input, diagonal=0: S.diag(input, diagonal),
+            "diagflat": lambda input, offset=0: S.diagflat(input, offset),
+        },
+        {
+            "tril": lambda self, diagonal=0: S.tril(self, diagonal),
+            "triu": lambda self, diagonal=0: S.triu(self, diagonal),
+        },
+        (
+            E(((3, 3),), lambda np, x: np.tril(x**2), lambda t, x: t.tril(x**2), lambda x: (x**2).tril()),
+            E(((3, 3),), lambda np, x: np.triu(x, 1) * x, lambda t, x: t.triu(x, 1) * x),
+            E(((3,),), lambda np, x: np.diag(x**2, 1), lambda t, x: t.diag(x**2, 1)),
+            E(((3, 3),), lambda np, x: np.diag(x**2), lambda t, x: t.diag(x**2)),
+        ),
+    ),
+    Api(
+        "where",
+        {"where": A.where, "clip": A._np_clip},
+        {"where": A.where, "clamp": A.clamp, "clip": A.clamp},
+        {"clamp": A.clamp, "clip": A.clamp},
+        (
+            E(((4,),), lambda np, x: np.where(x > 0, x**2, -x), lambda t, x: t.where(x > 0, x**2, -x)),
+            E(
+                ((5,),),
+                lambda np, x: np.clip(x, -0.5, 0.5) * x,
+                lambda t, x: t.clamp(x, -0.5, 0.5) * x,
+                lambda x: x.clip(-0.5, 0.5) * x,
+            ),
+        ),
+    ),
+    Api(
+        "like",
+        {
+            "zeros_like": lambda a, dtype=None, **kw: A.zeros_like(a, dtype),
+            "ones_like": lambda a, dtype=None, **kw: A.ones_like(a, dtype),
+            "full_like": S.full_like,
+        },
+        {"zeros_like": A.zeros_like, "ones_like": A.ones_like, "full_like": S.full_like},
+        {},
+        (
+            E(
+                ((3,),),
+                lambda np, x: x * np.full_like(x, 2.5) + np.ones_like(x),
+                lambda t, x: x * t.full_like(x, 2.5) + t.ones_like(x),
+            ),
+        ),
+    ),
+    Api(
+        "metadata",
+        {
+            "shape": lambda a: A._as_var(a).shape,
+            "ndim": lambda a: A._as_var(a).ndim,
+            "size": lambda a, axis=None: A._as_var(a).numel() if axis is None else A._as_var(a).shape[axis],
+        },
+        {
+            "numel": lambda input: A._as_var(input).numel(),
+            "__getitem__": A.getitem,
+            "__setitem__": A.setitem,
+            "clone": lambda input, **kw: A.EW["pos"](input),
+        },
+        {},
+    ),
+    Api(
+        "sort",
+        {
+            n: _untraceable(f"numpy.{n}", _ORDER_ADVICE)
+            for n in (
+                "sort",
+                "argsort",
+                "argmax",
+                "argmin",
+                "nonzero",
+                "argwhere",
+                "unique",
+                "searchsorted",
+                "median",
+            )
+        },
+        {
+            n: _untraceable(f"torch.{n}", _ORDER_ADVICE)
+            for n in (
+                "sort",
+                "argsort",
+                "argmax",
+                "argmin",
+                "nonzero",
+                "unique",
+                "searchsorted",
+                "topk",
+                "median",
+                "kthvalue",
+            )
+        },
+        {
+            n: _untraceable(f".{n}()", _ORDER_ADVICE)
+            for n in ("sort", "argsort", "argmax", "argmin", "nonzero", "topk", "median")
+        },
+    ),
 )
+
+# Reflected operators: torch calls these names when a constant tensor is the left operand.
+REFLECTED = {
+    "__rsub__": A._swap(A.EW["sub"]),
+    "__rtruediv__": A._swap(A.EW["div"]),
+    "__rpow__": A._swap(A.EW["pow"]),
+    "__rfloordiv__": A._swap(A.EW["floor_divide"]),
+    "__rmod__": A._swap(A.EW["remainder"]),
+}
 
 # Methods and operators with no NumPy/torch function of their own.
 METHODS = {
+    **REFLECTED,
     "double": lambda self: A.cast(self, np.float64),
     "float": lambda self: A.cast(self, np.float32),
     "long": lambda self: A.cast(self, np.int64),
@@ -340,12 +824,7 @@ METHODS = {
     "__getitem__": A.getitem,
     "__setitem__": A.setitem,
     "__radd__": A._swap(A.EW["add"]),
-    "__rsub__": A._swap(A.EW["sub"]),
     "__rmul__": A._swap(A.EW["mul"]),
-    "__rtruediv__": A._swap(A.EW["div"]),
-    "__rpow__": A._swap(A.EW["pow"]),
-    "__rfloordiv__": A._swap(A.EW["floor_divide"]),
-    "__rmod__": A._swap(A.EW["remainder"]),
     "__add__": A.EW["add"],
     "__sub__": A.EW["sub"],
     "__mul__": A.EW["mul"],
@@ -367,15 +846,7 @@ METHODS = {
     "__invert__": A.EW["logical_not"],
 }
 
-TORCH_REFLECTED = {
-    "__rsub__": A._swap(A.EW["sub"]),
-    "rsub": A._swap(A.EW["sub"]),
-    "__rtruediv__": A._swap(A.EW["div"]),
-    "__rdiv__": A._swap(A.EW["div"]),
-    "__rpow__": A._swap(A.EW["pow"]),
-    "__rfloordiv__": A._swap(A.EW["floor_divide"]),
-    "__rmod__": A._swap(A.EW["remainder"]),
-}
+TORCH_REFLECTED = {**REFLECTED, "rsub": REFLECTED["__rsub__"], "__rdiv__": REFLECTED["__rtruediv__"]}
 
 
 def register():

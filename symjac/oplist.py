@@ -5,16 +5,35 @@ from __future__ import annotations
 from . import names, ops
 
 REWRITES = [
-    ("`if x > 0: ... else: ...` (Python control flow on a traced value)",
-     "`symjac.where(x > 0, a, b)` (or `np.where` / `torch.where`); `maximum`, `minimum`, `abs`, `clip` for the usual cases"),
-    ("`float(x)`, `int(x)`, `x.item()`, `x.tolist()`, `x.numpy()`", "keep the value a tensor and use tensor operations"),
-    ("indexing with a traced value (`a[x[0]]`)", "index with Python ints, slices or constant arrays; select with `symjac.where`"),
-    ("`sort`, `argsort`, `argmax`, `argmin`, `nonzero`, `unique`, `topk`, `median`",
-     "`amax`/`amin`/`maximum` for extreme values, `symjac.where` for selections, constant index arrays for reordering"),
-    ("`np.exp(x, out=y)`, item assignment into an input", "assign the result (`y = np.exp(x)`); copy first (`y = x.clone()`, then `y[0] = ...`)"),
+    (
+        "`if x > 0: ... else: ...` (Python control flow on a traced value)",
+        "`symjac.where(x > 0, a, b)` (or `np.where` / `torch.where`); `maximum`, `minimum`, `abs`, `clip` for the usual cases",
+    ),
+    (
+        "`float(x)`, `int(x)`, `x.item()`, `x.tolist()`, `x.numpy()`",
+        "keep the value a tensor and use tensor operations",
+    ),
+    (
+        "indexing with a traced value (`a[x[0]]`)",
+        "index with Python ints, slices or constant arrays; select with `symjac.where`",
+    ),
+    (
+        "`sort`, `argsort`, `argmax`, `argmin`, `nonzero`, `unique`, `topk`, `median`",
+        "`amax`/`amin`/`maximum` for extreme values, `symjac.where` for selections, constant index arrays for reordering",
+    ),
+    (
+        "`np.exp(x, out=y)`, item assignment into an input",
+        "assign the result (`y = np.exp(x)`); copy first (`y = x.clone()`, then `y[0] = ...`)",
+    ),
     ("`torch.max(x, dim).indices`", "`x.amax(dim)` or `.values` (indices depend on the data)"),
-    ("integer casts (`.long()`, `.int()`)", "allowed, but the result is a constant (derivative 0), as in torch"),
-    ("det / inv / solve / cholesky of matrices larger than 6x6", "exact symbolic forms grow factorially; restructure the model"),
+    (
+        "integer casts (`.long()`, `.int()`)",
+        "allowed, but the result is a constant (derivative 0), as in torch",
+    ),
+    (
+        "det / inv / solve / cholesky of matrices larger than 6x6",
+        "exact symbolic forms grow factorially; restructure the model",
+    ),
 ]
 
 
@@ -37,17 +56,28 @@ def markdown() -> str:
     for e in ops.ELEMENTWISE_OPS:
         domain = "nonzero" if len(e.domain) > 2 else f"({e.domain[0]:g}, {e.domain[1]:g})"
         lines.append(f"| {e.name} | {_names(e.numpy)} | {_names(e.torch)} | {_names(e.methods)} | {domain} |")
-    lines += ["", "## Reductions, shapes, linear algebra, activations", "",
-              "| op | NumPy | torch | method |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Reductions, shapes, linear algebra, activations",
+        "",
+        "| op | NumPy | torch | method |",
+        "|---|---|---|---|",
+    ]
     for api in names.API:
         if api.name == "sort":
             continue
         lines.append(f"| {api.name} | {_names(api.numpy)} | {_names(api.torch)} | {_names(api.methods)} |")
-    lines += ["", "Operators: `+ - * / // % ** @`, unary `-`, `abs()`, comparisons (masks), `& | ~` on masks, "
-              "indexing (ints, slices, `None`, `...`, integer and boolean constant arrays) and index assignment on a copy. "
-              "`np.array([...])` of traced scalars builds a tensor.", "",
-              "## What cannot be traced, and what to write instead", "",
-              "| construct | write instead |", "|---|---|"]
+    lines += [
+        "",
+        "Operators: `+ - * / // % ** @`, unary `-`, `abs()`, comparisons (masks), `& | ~` on masks, "
+        "indexing (ints, slices, `None`, `...`, integer and boolean constant arrays) and index assignment on a copy. "
+        "`np.array([...])` of traced scalars builds a tensor.",
+        "",
+        "## What cannot be traced, and what to write instead",
+        "",
+        "| construct | write instead |",
+        "|---|---|",
+    ]
     lines += [f"| {a} | {b} |" for a, b in REWRITES]
     return "\n".join(lines) + "\n"
 

@@ -90,9 +90,29 @@ _E = Elementwise
 ELEMENTWISE_OPS = (
     _E("add", lambda a, b: a + b, ("add",), ("add", "__add__", "__radd__"), ("add", "__add__")),
     _E("sub", lambda a, b: a - b, ("subtract",), ("sub", "subtract", "__sub__"), ("sub", "subtract")),
-    _E("mul", lambda a, b: a * b, ("multiply",), ("mul", "multiply", "__mul__", "__rmul__"), ("mul", "multiply")),
-    _E("div", lambda a, b: a / b, ("divide", "true_divide"), ("div", "divide", "true_divide", "__truediv__"), ("div", "divide", "true_divide"), NONZERO),
-    _E("pow", lambda a, b: a**b, ("power", "float_power"), ("pow", "float_power", "__pow__"), ("pow",), POSITIVE),
+    _E(
+        "mul",
+        lambda a, b: a * b,
+        ("multiply",),
+        ("mul", "multiply", "__mul__", "__rmul__"),
+        ("mul", "multiply"),
+    ),
+    _E(
+        "div",
+        lambda a, b: a / b,
+        ("divide", "true_divide"),
+        ("div", "divide", "true_divide", "__truediv__"),
+        ("div", "divide", "true_divide"),
+        NONZERO,
+    ),
+    _E(
+        "pow",
+        lambda a, b: a**b,
+        ("power", "float_power"),
+        ("pow", "float_power", "__pow__"),
+        ("pow",),
+        POSITIVE,
+    ),
     _E("neg", lambda a: -a, ("negative",), ("neg", "negative", "__neg__"), ("neg",)),
     _E("pos", lambda a: a, ("positive",), ("positive", "__pos__"), ("positive",)),
     _E("exp", sympy.exp, ("exp",), ("exp",), ("exp",)),
@@ -136,8 +156,22 @@ ELEMENTWISE_OPS = (
     _E("rad2deg", lambda a: a * 180 / sympy.pi, ("rad2deg", "degrees"), ("rad2deg",), ("rad2deg",)),
     _E("logaddexp", F.LogAddExp, ("logaddexp",), ("logaddexp",), ("logaddexp",)),
     _E("heaviside", _heaviside, ("heaviside",), ("heaviside",), ("heaviside",)),
-    _E("floor_divide", lambda a, b: F.Floor(a / b), ("floor_divide",), ("floor_divide", "__floordiv__"), ("floor_divide",), NONZERO),
-    _E("remainder", lambda a, b: a - F.Floor(a / b) * b, ("remainder", "mod"), ("remainder", "__mod__"), ("remainder",), NONZERO),
+    _E(
+        "floor_divide",
+        lambda a, b: F.Floor(a / b),
+        ("floor_divide",),
+        ("floor_divide", "__floordiv__"),
+        ("floor_divide",),
+        NONZERO,
+    ),
+    _E(
+        "remainder",
+        lambda a, b: a - F.Floor(a / b) * b,
+        ("remainder", "mod"),
+        ("remainder", "__mod__"),
+        ("remainder",),
+        NONZERO,
+    ),
     _E("fmod", lambda a, b: a - F.Trunc(a / b) * b, ("fmod",), ("fmod",), ("fmod",), NONZERO),
     _E("abs", sympy.Abs, ("absolute", "abs", "fabs"), ("abs", "absolute", "__abs__"), ("abs", "absolute")),
     _E("sign", F.Sign, ("sign",), ("sign",), ("sign",)),
@@ -152,9 +186,23 @@ ELEMENTWISE_OPS = (
     _E("detach", F.StopGradient, (), ("detach",), ("detach",)),
     _E("mask_to_float", lambda c: _where(c, sympy.S.One, sympy.S.Zero)),
     _E("greater", lambda a, b: a > b, ("greater",), ("gt", "greater", "__gt__"), ("gt",), boolean=True),
-    _E("greater_equal", lambda a, b: a >= b, ("greater_equal",), ("ge", "greater_equal", "__ge__"), ("ge",), boolean=True),
+    _E(
+        "greater_equal",
+        lambda a, b: a >= b,
+        ("greater_equal",),
+        ("ge", "greater_equal", "__ge__"),
+        ("ge",),
+        boolean=True,
+    ),
     _E("less", lambda a, b: a < b, ("less",), ("lt", "less", "__lt__"), ("lt",), boolean=True),
-    _E("less_equal", lambda a, b: a <= b, ("less_equal",), ("le", "less_equal", "__le__"), ("le",), boolean=True),
+    _E(
+        "less_equal",
+        lambda a, b: a <= b,
+        ("less_equal",),
+        ("le", "less_equal", "__le__"),
+        ("le",),
+        boolean=True,
+    ),
     _E("equal", sympy.Eq, ("equal",), ("eq", "__eq__"), ("eq",), boolean=True),
     _E("not_equal", sympy.Ne, ("not_equal",), ("ne", "__ne__"), ("ne",), boolean=True),
     _E("logical_and", sympy.And, ("logical_and",), ("logical_and",), ("logical_and",), boolean=True),
@@ -250,7 +298,9 @@ def _linalg(values, params):
         if kind == "det":
             out[idx] = m.det(method="berkowitz")
         elif kind == "inv":
-            out[idx] = np.array((m.adjugate() / m.det(method="berkowitz")).tolist(), dtype=object).reshape(n, n)
+            out[idx] = np.array((m.adjugate() / m.det(method="berkowitz")).tolist(), dtype=object).reshape(
+                n, n
+            )
         else:  # cholesky, lower triangular
             out[idx] = np.array(m.cholesky(hermitian=False).tolist(), dtype=object).reshape(n, n)
     return out

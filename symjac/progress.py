@@ -38,14 +38,20 @@ class Progress:
             self._bar.update(n)
         elif self.done >= self._next:
             self._next += self.total / 10
-            print(f"symjac: {self.label}: {100 * self.done // max(self.total, 1)}%", file=sys.stderr, flush=True)
+            print(
+                f"symjac: {self.label}: {100 * self.done // max(self.total, 1)}%", file=sys.stderr, flush=True
+            )
 
     def close(self):
         if not self.enabled:
             return
         if self._bar is not None:
             self._bar.close()
-        print(f"symjac: {self.label}: done in {time.perf_counter() - self._start:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"symjac: {self.label}: done in {time.perf_counter() - self._start:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self):
         return self

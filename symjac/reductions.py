@@ -208,4 +208,3 @@ def diagonal_index(shape, offset, a1, a2):
 
 def trace(x, offset=0, axis1=0, axis2=1, dtype=None, out=None):
     return reduce_sum(diagonal(x, offset, axis1, axis2), -1)
-

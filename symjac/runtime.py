@@ -88,7 +88,7 @@ class Kernel:
         self._in = np.zeros(max(sum(sizes), 1), dtype=dtype)
         self._in_ptr = self._in.ctypes.data
         views, start = [], 0
-        for shape, size in zip(in_shapes, sizes):
+        for shape, size in zip(in_shapes, sizes, strict=True):
             views.append(self._in[start : start + size].reshape(shape))
             start += size
         self._in_views = views
@@ -107,7 +107,7 @@ class Kernel:
         out64 = np.zeros(self._n64) if self._n64 else _EMPTY64
         out32 = np.zeros(self._n32, dtype=np.float32) if self._n32 else _EMPTY32
         with self._lock:
-            for view, a in zip(self._in_views, arrays):
+            for view, a in zip(self._in_views, arrays, strict=True):
                 view[...] = a
             self._fn(self._in_ptr, _address(out64), _address(out32))
         if self._whole is not None:  # one result filling the buffer: no slicing

@@ -108,8 +108,11 @@ def split(x, indices_or_sections, axis=0):
     """numpy.split / array_split: sections (an int) or split indices (a list)."""
     x = _as_var(x)
     axis = _normalize_axis(axis, x.ndim, "split")
-    parts = np.array_split(np.arange(x.shape[axis]), indices_or_sections) if isinstance(
-        indices_or_sections, (int, np.integer)) else np.split(np.arange(x.shape[axis]), indices_or_sections)
+    parts = (
+        np.array_split(np.arange(x.shape[axis]), indices_or_sections)
+        if isinstance(indices_or_sections, (int, np.integer))
+        else np.split(np.arange(x.shape[axis]), indices_or_sections)
+    )
     return [_take_range(x, axis, p) for p in parts]
 
 
@@ -132,7 +135,7 @@ def torch_split(tensor, split_size_or_sections, dim=0):
         if sum(sizes) != n:
             raise ValueError(f"split: sizes {sizes} do not add up to {n}")
     starts = np.cumsum([0] + sizes[:-1])
-    return tuple(_take_range(x, dim, np.arange(s, s + k)) for s, k in zip(starts, sizes))
+    return tuple(_take_range(x, dim, np.arange(s, s + k)) for s, k in zip(starts, sizes, strict=True))
 
 
 def chunk(input, chunks, dim=0):

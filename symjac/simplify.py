@@ -39,5 +39,5 @@ def build_program(stores, slots: dict, compute: str) -> Program:
     temps = sympy.numbered_symbols("t", cls=sympy.Dummy)
     with stage("common-subexpression elimination", len(exprs)):
         assignments, reduced = sympy.cse(exprs, symbols=temps, order="none") if exprs else ([], [])
-    new_stores = tuple((r, off, e) for (r, off, _), e in zip(stores, reduced))
+    new_stores = tuple((r, off, e) for (r, off, _), e in zip(stores, reduced, strict=True))
     return Program(slots, tuple(assignments), new_stores, compute)

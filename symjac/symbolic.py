@@ -111,15 +111,29 @@ class SymbolicView:
         out = []
         for i, row_blocks in enumerate(self._rows):
             for j, r in enumerate(row_blocks):
-                out.append(BlockReport(i, j, r.shape, len(r.entries), not info["nonzero"][(i, j)],
-                                       info["nonzero"][(i, j)] and info["constant"][(i, j)]))
+                out.append(
+                    BlockReport(
+                        i,
+                        j,
+                        r.shape,
+                        len(r.entries),
+                        not info["nonzero"][(i, j)],
+                        info["nonzero"][(i, j)] and info["constant"][(i, j)],
+                    )
+                )
         return out
 
     def report_table(self) -> str:
         """The report as a small text table, with operation counts before and after CSE."""
         lines = ["block      shape          nonzeros  structure"]
         for b in self.report():
-            kind = "independent (zero)" if b.independent else "constant (linear)" if b.constant else "depends on inputs"
+            kind = (
+                "independent (zero)"
+                if b.independent
+                else "constant (linear)"
+                if b.constant
+                else "depends on inputs"
+            )
             lines.append(f"J[{b.output}][{b.input}]    {str(b.shape):14s} {b.nonzeros:8d}  {kind}")
         before, after = self.op_counts()
         lines.append(f"operations: {before} in the entries, {after} after common-subexpression elimination")
@@ -141,7 +155,7 @@ class SymbolicView:
         prog = self.program()
         lines = [f"{sym} = {expr}" for sym, expr in prog.assignments]
         places = [(r, c) for r, c, _ in self._entries()]
-        lines += [f"J[{r}, {c}] = {expr}" for (r, c), (_, _, expr) in zip(places, prog.stores)]
+        lines += [f"J[{r}, {c}] = {expr}" for (r, c), (_, _, expr) in zip(places, prog.stores, strict=True)]
         return "\n".join(lines)
 
     # --- presentation -------------------------------------------------------------------------
@@ -161,8 +175,10 @@ class SymbolicView:
             f"<td>{'independent' if b.independent else 'constant' if b.constant else 'nonlinear'}</td></tr>"
             for b in self.report()
         )
-        return (f"<div>$${self.latex()}$$</div><table><tr><th>block</th><th>shape</th><th>nonzeros</th>"
-                f"<th>structure</th></tr>{rows}</table>")
+        return (
+            f"<div>$${self.latex()}$$</div><table><tr><th>block</th><th>shape</th><th>nonzeros</th>"
+            f"<th>structure</th></tr>{rows}</table>"
+        )
 
     def __repr__(self) -> str:
         return f"SymbolicView(matrix={self.matrix!r})"
@@ -188,7 +204,9 @@ class SymbolicView:
             ax.axhline(edge - 0.5, color="tab:red", linewidth=1)
         ax.set_xlabel("input elements (" + ", ".join(self._names[: len(self.inputs)]) + ")")
         ax.set_ylabel("output elements")
-        ax.set_title(title or f"Jacobian sparsity: {int(self.sparsity.sum())} of {rows * cols} entries nonzero")
+        ax.set_title(
+            title or f"Jacobian sparsity: {int(self.sparsity.sum())} of {rows * cols} entries nonzero"
+        )
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
@@ -207,7 +225,9 @@ class SymbolicView:
             try:
                 return job.get(timeout)
             except multiprocessing.TimeoutError:
-                warnings.warn(f"simplify: gave up after {timeout} s; returning the unsimplified matrix", stacklevel=2)
+                warnings.warn(
+                    f"simplify: gave up after {timeout} s; returning the unsimplified matrix", stacklevel=2
+                )
                 return matrix
 
 
@@ -245,4 +265,3 @@ def symbolic(func, *example_inputs, names=None) -> SymbolicView:
         [         0, 2*exp(x_1), 0, 3]])
     """
     return SymbolicView(func, *example_inputs, names=names)
-

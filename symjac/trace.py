@@ -13,6 +13,7 @@ import numpy as np
 
 from .tensor import Var
 
+
 class Graph:
     """A recorded function: equations in order, then which nodes are inputs and outputs.
 

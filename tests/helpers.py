@@ -32,7 +32,9 @@ def assert_same(ours, theirs, dtype, path="result", expect_torch=None):
         ours = ours.numpy()
     elif expect_torch is False:
         assert isinstance(ours, np.ndarray), f"{path}: expected a numpy.ndarray, got {type(ours)}"
-        assert str(ours.dtype) == str(theirs.dtype).replace("torch.", ""), f"{path}: dtype {ours.dtype} != {theirs.dtype}"
+        assert str(ours.dtype) == str(theirs.dtype).replace("torch.", ""), (
+            f"{path}: dtype {ours.dtype} != {theirs.dtype}"
+        )
     theirs = theirs.detach().numpy()
     assert ours.shape == theirs.shape, f"{path}: shape {ours.shape} != {theirs.shape}"
     np.testing.assert_allclose(ours, theirs, err_msg=path, **TOL[dtype])

@@ -10,7 +10,9 @@ MUST = "must be either a Tensor or a tuple of Tensors but"
 
 
 def test_inputs_types():
-    with pytest.raises(TypeError, match=f"The inputs given to jacobian {MUST} the given inputs has type <class 'list'>."):
+    with pytest.raises(
+        TypeError, match=f"The inputs given to jacobian {MUST} the given inputs has type <class 'list'>."
+    ):
         symjac.jacobian(lambda a: a, [x, x])
     with pytest.raises(TypeError, match=f"{MUST} the value at index 1 has type <class 'int'>."):
         symjac.jacobian(lambda a, b: a, (x, 2))
@@ -20,15 +22,20 @@ def test_inputs_types():
         symjac.jacobian(lambda: x, ())
 
 
-@pytest.mark.parametrize("ret,where", [
-    (lambda a: [a, a], "the given outputs of the user-provided function has type <class 'list'>"),
-    (lambda a: 3.0, "has type <class 'float'>"),
-    (lambda a: None, "has type <class 'NoneType'>"),
-    (lambda a: ((a, a), a), "the value at index 0 has type <class 'tuple'>"),
-    (lambda a: (a, "bar"), "the value at index 1 has type <class 'str'>"),
-])
+@pytest.mark.parametrize(
+    "ret,where",
+    [
+        (lambda a: [a, a], "the given outputs of the user-provided function has type <class 'list'>"),
+        (lambda a: 3.0, "has type <class 'float'>"),
+        (lambda a: None, "has type <class 'NoneType'>"),
+        (lambda a: ((a, a), a), "the value at index 0 has type <class 'tuple'>"),
+        (lambda a: (a, "bar"), "the value at index 1 has type <class 'str'>"),
+    ],
+)
 def test_outputs_types(ret, where):
-    with pytest.raises(TypeError, match=f"The outputs of the user-provided function given to jacobian {MUST}"):
+    with pytest.raises(
+        TypeError, match=f"The outputs of the user-provided function given to jacobian {MUST}"
+    ):
         symjac.jacobian(ret, x)
     with pytest.raises(TypeError, match=where):
         symjac.jacobian(ret, x)
@@ -36,7 +43,9 @@ def test_outputs_types(ret, where):
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_])
 def test_integer_and_bool_inputs(dtype):
-    with pytest.raises(symjac.DtypeError, match=r"jacobian: inputs\[1\] has dtype (int64|int32|bool); only floating point"):
+    with pytest.raises(
+        symjac.DtypeError, match=r"jacobian: inputs\[1\] has dtype (int64|int32|bool); only floating point"
+    ):
         symjac.jacobian(lambda a, b: a, (x, np.ones(3, dtype=dtype)))
     # torch raises RuntimeError here; symjac's error is both a TypeError and a RuntimeError
     with pytest.raises(RuntimeError):
@@ -51,7 +60,9 @@ def test_complex_inputs():
 
 
 def test_strategy():
-    with pytest.raises(ValueError, match='strategy must be "forward-mode" or "reverse-mode", got \'backward\''):
+    with pytest.raises(
+        ValueError, match='strategy must be "forward-mode" or "reverse-mode", got \'backward\''
+    ):
         symjac.jacobian(lambda a: a, x, strategy="backward")
     with pytest.raises(ValueError, match="hessian: strategy must be"):
         symjac.hessian(lambda a: a.sum(), x, outer_jacobian_strategy="nope")
@@ -65,14 +76,22 @@ def test_v_validation():
         symjac.vjp(f, x, (np.ones(3), np.ones(3)))
     with pytest.raises(RuntimeError, match="v is a tuple of invalid length: should be 2 but got 1."):
         symjac.jvp(lambda a, b: a * b, (x, x), (np.ones(3),))
-    with pytest.raises(RuntimeError, match=r"Entry 1 in v has invalid size: should be \(3,\) but got \(3, 1\)."):
+    with pytest.raises(
+        RuntimeError, match=r"Entry 1 in v has invalid size: should be \(3,\) but got \(3, 1\)."
+    ):
         symjac.jvp(lambda a, b: a * b, (x, x), (np.ones(3), np.ones((3, 1))))
     with pytest.raises(TypeError, match="The v given to vjp must be either a Tensor"):
         symjac.vjp(f, x, [1.0, 2.0, 3.0])
-    with pytest.raises(RuntimeError, match="v can only be None if the user-provided function returns a single Tensor with a single element"):
+    with pytest.raises(
+        RuntimeError,
+        match="v can only be None if the user-provided function returns a single Tensor with a single element",
+    ):
         symjac.vjp(f, x)
     for api in (symjac.jvp, symjac.hvp, symjac.vhp):
-        with pytest.raises(RuntimeError, match="v can only be None if the input to the user-provided function is a single Tensor with a single element"):
+        with pytest.raises(
+            RuntimeError,
+            match="v can only be None if the input to the user-provided function is a single Tensor with a single element",
+        ):
             api(lambda a: a.sum(), x)
     # a single-element input or output needs no v
     assert symjac.vjp(lambda a: a.sum(), x)[1].shape == (3,)
@@ -83,15 +102,22 @@ def test_v_validation():
 
 def test_v_validation_torch_sizes():
     torch = pytest.importorskip("torch")
-    with pytest.raises(RuntimeError, match=r"v has invalid size: should be torch.Size\(\[3\]\) but got torch.Size\(\[2\]\)."):
+    with pytest.raises(
+        RuntimeError, match=r"v has invalid size: should be torch.Size\(\[3\]\) but got torch.Size\(\[2\]\)."
+    ):
         symjac.vjp(lambda a: a * 2, torch.ones(3), torch.ones(2))
 
 
 def test_single_output_checks():
     for api, args in [(symjac.hessian, ()), (symjac.hvp, (np.ones(3),)), (symjac.vhp, (np.ones(3),))]:
-        with pytest.raises(RuntimeError, match=f"The function given to {api.__name__} should return a single Tensor"):
+        with pytest.raises(
+            RuntimeError, match=f"The function given to {api.__name__} should return a single Tensor"
+        ):
             api(lambda a: (a.sum(),), x, *args)
-        with pytest.raises(RuntimeError, match=f"The Tensor returned by the function given to {api.__name__} should contain a single element"):
+        with pytest.raises(
+            RuntimeError,
+            match=f"The Tensor returned by the function given to {api.__name__} should contain a single element",
+        ):
             api(lambda a: a * 2, x, *args)
     symjac.hessian(lambda a: a.sum().reshape(1, 1, 1), x)  # any single-element shape is fine
 
@@ -102,7 +128,10 @@ def test_python_control_flow_suggests_where():
             return a
         return -a
 
-    with pytest.raises(symjac.UntraceableError, match=r"bool\(\) of a traced tensor \(the result of `greater`, shape \(\)\).*symjac.where"):
+    with pytest.raises(
+        symjac.UntraceableError,
+        match=r"bool\(\) of a traced tensor \(the result of `greater`, shape \(\)\).*symjac.where",
+    ):
         symjac.jacobian(f, x)
 
 
@@ -118,7 +147,10 @@ def test_traced_index():
 
 
 def test_unknown_operations_name_themselves():
-    with pytest.raises(NotImplementedError, match=r"symjac cannot trace numpy.partition \(argument 0 is a traced tensor\).*op table"):
+    with pytest.raises(
+        NotImplementedError,
+        match=r"symjac cannot trace numpy.partition \(argument 0 is a traced tensor\).*op table",
+    ):
         symjac.jacobian(lambda a: np.partition(a, 1), x)
     with pytest.raises(NotImplementedError, match=r"numpy.fft.fft"):
         symjac.jacobian(lambda a: np.fft.fft(a), x)

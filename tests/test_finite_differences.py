@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from cases import CASES, numpy_ns
 
 import symjac
-from cases import CASES, numpy_ns
 
 
 def _central(f, xs, j, eps=1e-6):
@@ -43,9 +43,15 @@ def test_jacobian_matches_central_differences(case, rng):
             np.testing.assert_allclose(block, expected, rtol=1e-5, atol=1e-6, err_msg=f"J[{i}][{j}]")
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.name in
-                                  ("poly", "tanh_mlp", "quadratic_form", "robot_2link", "log_sqrt", "prod", "exp_adder")],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "case",
+    [
+        c
+        for c in CASES
+        if c.name in ("poly", "tanh_mlp", "quadratic_form", "robot_2link", "log_sqrt", "prod", "exp_adder")
+    ],
+    ids=lambda c: c.name,
+)
 def test_hessian_matches_differences_of_the_gradient(case, rng):
     f = case.fn(numpy_ns())
     inputs = case.inputs(rng)

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-
-import symjac
 from cases import CASES, numpy_ns, torch_ns
 from helpers import assert_same, to_torch
+
+import symjac
 
 torch = pytest.importorskip("torch")
 AF = torch.autograd.functional
@@ -93,7 +93,9 @@ def test_hessian_family(case, style, kind, rng):
     ins = torch_in if isinstance(torch_in, tuple) else (torch_in,)
     v_in = _random_like(ins, rng, dtype)
     oracle, fn = _scalar(_oracle(case, dtype)), _scalar(_fn(case, style, dtype))
-    assert_same(symjac.hessian(fn, ours_in), AF.hessian(oracle, torch_in), dtype, expect_torch=kind == "torch")
+    assert_same(
+        symjac.hessian(fn, ours_in), AF.hessian(oracle, torch_in), dtype, expect_torch=kind == "torch"
+    )
     for name in ("hvp", "vhp"):
         expected = getattr(AF, name)(oracle, torch_in, _like(torch_in, v_in, "torch"))
         ours = getattr(symjac, name)(fn, ours_in, _like(torch_in, v_in, kind))
@@ -142,7 +144,9 @@ def test_float16_and_bfloat16_inputs():
         x = torch.rand(3).to(dt)
         ours = symjac.jacobian(lambda a: a.exp(), x)
         assert ours.dtype == dt
-        torch.testing.assert_close(ours.float(), AF.jacobian(lambda a: a.exp(), x).float(), rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(
+            ours.float(), AF.jacobian(lambda a: a.exp(), x).float(), rtol=1e-2, atol=1e-2
+        )
 
 
 def test_create_graph_values_equal():
@@ -192,3 +196,12 @@ def test_func_called_exactly_once():
         calls.clear()
         api(g, x) if api is symjac.hessian else api(g, x, np.ones(3))
         assert len(calls) == 1
+
+
+@pytest.mark.parametrize("name", ["jacobian", "hessian", "vjp", "jvp", "hvp", "vhp"])
+def test_signatures_match_torch(name):
+    import inspect
+
+    ours = inspect.signature(getattr(symjac, name)).parameters
+    theirs = inspect.signature(getattr(AF, name)).parameters
+    assert [(p.name, p.default) for p in ours.values()] == [(p.name, p.default) for p in theirs.values()]

@@ -49,7 +49,11 @@ def test_products_inside_a_trace():
 
 
 def test_strict_inside_a_trace():
-    with pytest.raises(RuntimeError, match="Output 0 of the user-provided function does not require gradients"):
+    with pytest.raises(
+        RuntimeError, match="Output 0 of the user-provided function does not require gradients"
+    ):
         symjac.jacobian(lambda a: symjac.jacobian(lambda z: z.detach() + 1, a, strict=True), x)
-    with pytest.raises(RuntimeError, match="Output 0 of the user-provided function is independent of input 1"):
+    with pytest.raises(
+        RuntimeError, match="Output 0 of the user-provided function is independent of input 1"
+    ):
         symjac.jacobian(lambda a: symjac.jacobian(lambda z, w: z * 2, (a, a), strict=True)[0], x)

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytest
+from helpers import assert_same, to_torch
 
 import symjac
-from helpers import assert_same, to_torch
 from symjac import ops
 from symjac.names import API
 
@@ -21,8 +21,10 @@ ORACLES = {
     "floor_divide": lambda x, y: torch.floor(x / y),  # torch cannot differentiate floor_divide
     "cbrt": lambda x: torch.sign(x) * torch.abs(x) ** (1 / 3),
     # torch.heaviside has no derivative; the same values written with where do
-    "heaviside": lambda x, y: torch.where(x > 0, torch.ones_like(x), torch.zeros_like(x))
-    + torch.where(x == 0, y, torch.zeros_like(y)),
+    "heaviside": lambda x, y: (
+        torch.where(x > 0, torch.ones_like(x), torch.zeros_like(x))
+        + torch.where(x == 0, y, torch.zeros_like(y))
+    ),
 }
 BOOLEAN = [e for e in ops.ELEMENTWISE_OPS if e.boolean]
 SMOOTH = [e for e in ops.ELEMENTWISE_OPS if not e.boolean and e.name not in INTERNAL]
@@ -54,7 +56,11 @@ def _torch_oracle(e):
 def _styles(e):
     styles = [("numpy", n) for n in e.numpy if hasattr(np, n)]
     styles += [("torch", n) for n in e.torch if hasattr(torch, n) and not n.startswith("__")]
-    styles += [("torch.nn.functional", n) for n in e.torch if not hasattr(torch, n) and hasattr(torch.nn.functional, n)]
+    styles += [
+        ("torch.nn.functional", n)
+        for n in e.torch
+        if not hasattr(torch, n) and hasattr(torch.nn.functional, n)
+    ]
     styles += [("method", n) for n in e.methods if hasattr(torch.Tensor, n) or n in e.numpy]
     return styles
 
@@ -95,10 +101,20 @@ def test_boolean_entries_select(entry, rng):
     x, y = rng.standard_normal(4), rng.standard_normal(4)
     np_name = entry.numpy[0]
     two = _nargs(entry) == 2
-    f = lambda a, b: symjac.where(getattr(np, np_name)(a > 0, b > 0) if "logical" in np_name and two  # noqa: E731
-                                  else getattr(np, np_name)(a > 0) if not two else getattr(np, np_name)(a, b), a * b, a + b)
-    mask = getattr(np, np_name)(x > 0, y > 0) if "logical" in np_name and two else (
-        getattr(np, np_name)(x > 0) if not two else getattr(np, np_name)(x, y))
+    f = lambda a, b: symjac.where(
+        getattr(np, np_name)(a > 0, b > 0)
+        if "logical" in np_name and two  # noqa: E731
+        else getattr(np, np_name)(a > 0)
+        if not two
+        else getattr(np, np_name)(a, b),
+        a * b,
+        a + b,
+    )
+    mask = (
+        getattr(np, np_name)(x > 0, y > 0)
+        if "logical" in np_name and two
+        else (getattr(np, np_name)(x > 0) if not two else getattr(np, np_name)(x, y))
+    )
     Ja, Jb = symjac.jacobian(f, (x, y))
     np.testing.assert_array_equal(np.diag(Ja), np.where(mask, y, 1.0))
     np.testing.assert_array_equal(np.diag(Jb), np.where(mask, x, 1.0))
@@ -109,7 +125,8 @@ EXAMPLE_PARAMS = [
     for api in API
     for k, ex in enumerate(api.examples)
     for style in ("numpy", "torch", "method", "method-on-numpy")
-    if getattr(ex, "numpy" if style == "numpy" else "method" if style.startswith("method") else "torch") is not None
+    if getattr(ex, "numpy" if style == "numpy" else "method" if style.startswith("method") else "torch")
+    is not None
 ]
 
 

@@ -6,11 +6,11 @@ so it is checked on every run.
 
 import numpy as np
 import pytest
+from helpers import assert_same, to_torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 import symjac
-from helpers import assert_same, to_torch
 
 torch = pytest.importorskip("torch")
 AF = torch.autograd.functional
@@ -35,7 +35,11 @@ BINARY = {
     "sub": lambda a, b: a - b,
     "mul": lambda a, b: a * b,
     "div": lambda a, b: a / (1 + b * b),
-    "max": lambda a, b: torch.maximum(a, b) if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) else np.maximum(a, b),
+    "max": lambda a, b: (
+        torch.maximum(a, b)
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+        else np.maximum(a, b)
+    ),
     "pow": lambda a, b: (1 + a * a) ** (b.tanh()),
 }
 
@@ -48,7 +52,9 @@ trees = st.recursive(
     ),
     max_leaves=6,
 )
-shape_pairs = st.sampled_from([((3,), (3,)), ((2, 3), (3,)), ((2, 3), (1, 3)), ((2, 3), (2, 1)), ((), (2,)), ((2, 2), (2, 2))])
+shape_pairs = st.sampled_from(
+    [((3,), (3,)), ((2, 3), (3,)), ((2, 3), (1, 3)), ((2, 3), (2, 1)), ((), (2,)), ((2, 2), (2, 2))]
+)
 
 
 def build(tree):

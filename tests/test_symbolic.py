@@ -16,7 +16,9 @@ ROOT = pathlib.Path(__file__).parent.parent
 def test_seed_examples_by_hand():
     view = symjac.symbolic(lambda x: x.exp().sum(dim=1), (2, 2))
     x = view.inputs[0]
-    expected = sympy.Matrix([[sympy.exp(x[0, 0]), sympy.exp(x[0, 1]), 0, 0], [0, 0, sympy.exp(x[1, 0]), sympy.exp(x[1, 1])]])
+    expected = sympy.Matrix(
+        [[sympy.exp(x[0, 0]), sympy.exp(x[0, 1]), 0, 0], [0, 0, sympy.exp(x[1, 0]), sympy.exp(x[1, 1])]]
+    )
     assert view.matrix == expected
     assert view.jacobian.shape == (2, 2, 2)
     view = symjac.symbolic(lambda x, y: 2 * x.exp() + 3 * y, (2,), (2,))
@@ -31,10 +33,12 @@ def test_two_link_arm_by_hand():
 
     view = symjac.symbolic(two_link_arm, (2,), names=["q"])
     q0, q1 = view.inputs[0]
-    expected = sympy.Matrix([
-        [-sympy.sin(q0) - sympy.sin(q0 + q1) / 2, -sympy.sin(q0 + q1) / 2],
-        [sympy.cos(q0) + sympy.cos(q0 + q1) / 2, sympy.cos(q0 + q1) / 2],
-    ])
+    expected = sympy.Matrix(
+        [
+            [-sympy.sin(q0) - sympy.sin(q0 + q1) / 2, -sympy.sin(q0 + q1) / 2],
+            [sympy.cos(q0) + sympy.cos(q0 + q1) / 2, sympy.cos(q0 + q1) / 2],
+        ]
+    )
     assert (view.matrix - expected).applyfunc(sympy.expand) == sympy.zeros(2, 2)
     assert str(q0) == "q_0"
 
@@ -57,10 +61,15 @@ def test_sparsity_and_report_agree_with_strict_mode():
     assert all((M[r, c] != 0) == view.sparsity[r, c] for r in range(12) for c in range(12))
     x, v = np.linspace(0, 5, 6), np.ones(6)
     for b in view.report():
+
         def pair(a, w, b=b):
             return spring_chain(a, w)[b.output]
+
         if b.independent:
-            with pytest.raises(RuntimeError, match=f"Output 0 of the user-provided function is independent of input {b.input}"):
+            with pytest.raises(
+                RuntimeError,
+                match=f"Output 0 of the user-provided function is independent of input {b.input}",
+            ):
                 symjac.jacobian(lambda a, w: pair(a, w), (x, v), strict=True)
     constant = {(b.output, b.input) for b in view.report() if b.constant}
     assert constant == {(0, 1), (1, 1)}  # velocity enters linearly
@@ -98,9 +107,24 @@ def test_simplify_is_bounded():
 def test_cli_show(tmp_path):
     png = tmp_path / "arm.png"
     done = subprocess.run(
-        [sys.executable, "-m", "symjac", "show", str(ROOT / "examples" / "models.py") + ":two_link_arm",
-         "--shape", "2", "--names", "q", "--spy", str(png), "--latex", "-"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "symjac",
+            "show",
+            str(ROOT / "examples" / "models.py") + ":two_link_arm",
+            "--shape",
+            "2",
+            "--names",
+            "q",
+            "--spy",
+            str(png),
+            "--latex",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "Exact Jacobian (2 output elements x 2 input elements)" in done.stdout
@@ -112,6 +136,7 @@ def test_cli_show(tmp_path):
 
 
 def test_cli_errors():
-    done = subprocess.run([sys.executable, "-m", "symjac", "show", "nope.py:f", "--shape", "2"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "symjac", "show", "nope.py:f", "--shape", "2"], capture_output=True, text=True
+    )
     assert done.returncode != 0 and "no such file" in done.stderr

@@ -19,12 +19,14 @@ def ur5_numpy(q):
     for i in range(6):
         ct, st = np.cos(q[i]), np.sin(q[i])
         ca, sa = math.cos(UR5_ALPHA[i]), math.sin(UR5_ALPHA[i])
-        A = np.array([
-            [ct, -st * ca, st * sa, UR5_A[i] * ct],
-            [st, ct * ca, -ct * sa, UR5_A[i] * st],
-            [0.0, sa, ca, UR5_D[i]],
-            [0.0, 0.0, 0.0, 1.0],
-        ])
+        A = np.array(
+            [
+                [ct, -st * ca, st * sa, UR5_A[i] * ct],
+                [st, ct * ca, -ct * sa, UR5_A[i] * st],
+                [0.0, sa, ca, UR5_D[i]],
+                [0.0, 0.0, 0.0, 1.0],
+            ]
+        )
         T = T @ A
     return T[:3, 3]
 
@@ -46,8 +48,12 @@ def test_ur5_torch_style_matches_torch():
 
     q = torch.tensor([0.1, -0.5, 0.8, 0.3, -1.2, 0.7], dtype=torch.float64)
     fk = ur5_pose(torch)
-    torch.testing.assert_close(symjac.jacobian(fk, q), torch.autograd.functional.jacobian(fk, q), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(symjac.jacobian(fk, q)[:, 3, :].numpy(), symjac.jacobian(ur5_numpy, q.numpy()), atol=1e-12)
+    torch.testing.assert_close(
+        symjac.jacobian(fk, q), torch.autograd.functional.jacobian(fk, q), rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        symjac.jacobian(fk, q)[:, 3, :].numpy(), symjac.jacobian(ur5_numpy, q.numpy()), atol=1e-12
+    )
 
 
 def cartpole(state, force):
@@ -85,7 +91,9 @@ def test_cartpole_upright_linearisation_is_the_textbook_one():
     expected_A = np.array([[0, 0, 1, 0], [0, 0, 0, 1], [0, a_xth, 0, 0], [0, a_thth, 0, 0]])
     np.testing.assert_allclose(A.numpy(), expected_A, rtol=1e-12, atol=1e-12)
     b_th = -1 / (total * denom)
-    np.testing.assert_allclose(B.numpy()[:, 0], [0, 0, 1 / total - mp * length * b_th / total, b_th], rtol=1e-12)
+    np.testing.assert_allclose(
+        B.numpy()[:, 0], [0, 0, 1 / total - mp * length * b_th / total, b_th], rtol=1e-12
+    )
 
 
 def test_tanh_mlp_with_matmul():
@@ -96,7 +104,9 @@ def test_tanh_mlp_with_matmul():
     x = rng.standard_normal((5, 3))
     ours = symjac.jacobian(f, x)
     tW1, tb1, tW2 = (torch.from_numpy(a) for a in (W1, b1, W2))
-    theirs = torch.autograd.functional.jacobian(lambda x: (x @ tW1.T + tb1).tanh() @ tW2.T, torch.from_numpy(x))
+    theirs = torch.autograd.functional.jacobian(
+        lambda x: (x @ tW1.T + tb1).tanh() @ tW2.T, torch.from_numpy(x)
+    )
     np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-11, atol=1e-12)
     # rows are independent points: the Jacobian is block diagonal across the batch
     assert np.all(ours[0, :, 1:, :] == 0)
