@@ -15,9 +15,9 @@ from .symbolic import SymbolicView, symbolic
 
 where = _api_ops.where
 clamp = _api_ops.clamp
-stop_gradient = _api_ops.EW["detach"]
-maximum = _api_ops.EW["maximum"]
-minimum = _api_ops.EW["minimum"]
+stop_gradient = _api_ops.stop_gradient
+maximum = _api_ops.maximum
+minimum = _api_ops.minimum
 
 __version__ = "0.1.0"
 

@@ -176,11 +176,6 @@ def _ignore_numpy_kwargs(name, kwargs):
 EW = {name: _elementwise(name) for name in ops.ELEMENTWISE}
 
 
-def _unary_or_emit(name, x):
-    trace = _find_trace((x,))
-    return EW[name](lift(trace, x))
-
-
 # --- shape and structure --------------------------------------------------------------------
 
 
@@ -423,30 +418,6 @@ def mean(x, axis=None, keepdims=False):
     return EW["div"](reduce_sum(x, axis, keepdims), float(count) if count else float("nan"))
 
 
-def _method_reduction(fn):
-    def method(self, dim=None, keepdim=False, dtype=None, *, axis=None, keepdims=None, out=None):
-        _reject_out({"out": out}, fn.__name__)
-        return fn(self, dim if axis is None else axis, keepdim if keepdims is None else keepdims)
-
-    return method
-
-
-def _np_reduction(fn):
-    def np_fn(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
-        _reject_out({"out": out, **kwargs}, fn.__name__)
-        return fn(a, axis, keepdims)
-
-    return np_fn
-
-
-def _torch_reduction(fn):
-    def torch_fn(input, dim=None, keepdim=False, *, dtype=None, out=None):
-        _reject_out({"out": out}, fn.__name__)
-        return fn(input, dim, keepdim)
-
-    return torch_fn
-
-
 def matmul(a, b, **kwargs):
     _reject_out(kwargs, "matmul")
     trace = _find_trace((a, b))
@@ -574,6 +545,14 @@ def where(condition, x, y):
 
 
 def clamp(x, min=None, max=None):
+    """Clip ``x`` to ``[min, max]``; at a bound the derivative is 1, as in torch.
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> symjac.jacobian(lambda x: symjac.clamp(x, 0.0, 1.0), np.array([0.5, 2.0]))
+        array([[1., 0.],
+               [0., 0.]])
+    """
     trace = _find_trace((x, min, max))
     lo = -np.inf if min is None else min
     hi = np.inf if max is None else max
@@ -587,3 +566,39 @@ def _np_clip(a, a_min=None, a_max=None, out=None, *, min=None, max=None, **kwarg
 
 def _swap(fn):
     return lambda a, b: fn(b, a)
+
+
+def stop_gradient(x):
+    """The value of ``x`` with derivative zero (``x.detach()`` in torch style).
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> symjac.jacobian(lambda x: symjac.stop_gradient(x) * x, np.array([3.0]))
+        array([[3.]])
+    """
+    return EW["detach"](x)
+
+
+def maximum(a, b):
+    """Elementwise maximum; at a tie the derivative splits 0.5/0.5 between a and b (torch's rule).
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> symjac.jacobian(lambda x: symjac.maximum(x, 0.0), np.array([2.0, -1.0, 0.0]))
+        array([[1. , 0. , 0. ],
+               [0. , 0. , 0. ],
+               [0. , 0. , 0.5]])
+    """
+    return EW["maximum"](a, b)
+
+
+def minimum(a, b):
+    """Elementwise minimum, with torch's tie rule (see ``maximum``).
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> symjac.jacobian(lambda x: symjac.minimum(x, 1.0), np.array([2.0, -1.0]))
+        array([[0., 0.],
+               [0., 1.]])
+    """
+    return EW["minimum"](a, b)
