@@ -111,6 +111,17 @@ def _untraceable(name, advice):
     return refuse
 
 
+def _random(name):
+    def refuse(*args, **kwargs):
+        raise errors.UntraceableError(
+            f"symjac cannot trace {name} of a traced tensor: a random draw has no exact derivative "
+            "and would change the recorded function on every call. Draw the noise outside the "
+            "function and pass it in as an input or a captured constant."
+        )
+
+    return refuse
+
+
 _ORDER_ADVICE = (
     "Use amax/amin/maximum for extreme values, symjac.where for selections, and "
     "constant index arrays for reordering."
@@ -758,6 +769,24 @@ API = (
             "clone": lambda input, **kw: A.EW["pos"](input),
         },
         {},
+    ),
+    Api(
+        "random",
+        {},
+        {
+            n: _random(f"torch.{n}")
+            for n in (
+                "rand_like",
+                "randn_like",
+                "randint_like",
+                "bernoulli",
+                "normal",
+                "poisson",
+                "multinomial",
+                "dropout",
+            )
+        },
+        {n: _random(f".{n}()") for n in ("uniform_", "normal_", "bernoulli_", "random_")},
     ),
     Api(
         "sort",

@@ -25,6 +25,10 @@ REWRITES = [
         "`np.exp(x, out=y)`, item assignment into an input",
         "assign the result (`y = np.exp(x)`); copy first (`y = x.clone()`, then `y[0] = ...`)",
     ),
+    (
+        "random draws (`torch.rand_like(x)`, `torch.nn.functional.dropout`)",
+        "draw outside the function and pass the noise in as an input or captured constant",
+    ),
     ("`torch.max(x, dim).indices`", "`x.amax(dim)` or `.values` (indices depend on the data)"),
     (
         "integer casts (`.long()`, `.int()`)",
@@ -64,7 +68,7 @@ def markdown() -> str:
         "|---|---|---|---|",
     ]
     for api in names.API:
-        if api.name == "sort":
+        if api.name in ("sort", "random"):
             continue
         lines.append(f"| {api.name} | {_names(api.numpy)} | {_names(api.torch)} | {_names(api.methods)} |")
     lines += [

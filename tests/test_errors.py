@@ -201,3 +201,20 @@ def test_shape_errors_name_the_operation():
         symjac.jacobian(lambda a: a @ np.ones((2, 2)), x)
     with pytest.raises(ValueError, match="reshape: cannot reshape"):
         symjac.jacobian(lambda a: a.reshape(2, 2), x)
+
+
+def test_random_draws_are_refused():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(symjac.UntraceableError, match="torch.rand_like.*Draw the noise outside"):
+        symjac.jacobian(lambda a: a * torch.rand_like(a), torch.ones(3))
+    with pytest.raises(symjac.UntraceableError, match="torch.dropout|torch.nn.functional.dropout|dropout"):
+        symjac.jacobian(lambda a: torch.nn.functional.dropout(a, 0.5), torch.ones(3))
+
+
+def test_branch_not_taken_never_injects_nan():
+    # JAX's double-where trap: the sqrt branch's derivative is nan for x < 0 but is not selected
+    f = lambda a: symjac.where(a > 0, np.sqrt(a), a * 0 + 1.0)  # noqa: E731
+    J = symjac.jacobian(f, np.array([-1.0, 4.0]))
+    np.testing.assert_array_equal(J, np.array([[0.0, 0.0], [0.0, 0.25]]))
+    g = lambda a: np.maximum(np.log(np.abs(a) + 1.0), 0.0) * np.clip(a, -1.0, 1.0)  # noqa: E731
+    assert np.isfinite(symjac.jacobian(g, np.array([-2.0, 0.0, 0.5]))).all()
