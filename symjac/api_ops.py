@@ -93,6 +93,17 @@ def lift(trace, x) -> Var:
     return trace.emit("const", (), (x.dtype.str, x.shape, x.tobytes()), x.shape, x.dtype)
 
 
+def lift_all(*xs) -> list[Var]:
+    """Each argument as a Var of the innermost trace among them."""
+    trace = _find_trace(xs)
+    return [lift(trace, x) for x in xs]
+
+
+def _numeric_mask(v: Var) -> Var:
+    # masks in arithmetic count as 0.0 / 1.0, as in torch and NumPy
+    return _as_number(v) if v.dtype is not None and v.dtype.kind == "b" else v
+
+
 def _from_objects(trace, arr: np.ndarray) -> Var:
     """An object array of traced scalars and numbers (``np.array([c, -s])``) as one Var."""
     parts = [lift(trace, e) for e in arr.flat]
@@ -145,8 +156,8 @@ def _elementwise(name: str):
                 refs.append(("s", a if a == a else "nan"))
                 continue
             v = a if type(a) is Var and a._trace is trace else lift(trace, a)
-            if v.dtype is not None and v.dtype.kind == "b" and not op.boolean:
-                v = _as_number(v)  # masks in arithmetic count as 0.0 / 1.0, as in torch and NumPy
+            if not op.boolean:
+                v = _numeric_mask(v)
             refs.append(v._node)
             vs.append(v)
         shape = _broadcast(name, vs)
@@ -395,20 +406,25 @@ def _axes(axis, ndim, name):
     return (_normalize_axis(axis, ndim, name),)
 
 
-def _reduction(prim):
+def reduction(prim, has_identity=True):
+    """A reduction front end over ``axis`` (None: all). Without an identity (max, min), reducing
+    an empty dimension is an error."""
+
     def reduce(x, axis=None, keepdims=False):
         x = _as_var(x)
         axes = _axes(axis, x.ndim, prim)
         if x.ndim == 0:
             return x
+        if not has_identity and any(x.shape[a] == 0 for a in axes):
+            raise ValueError(f"{prim}: cannot reduce over an empty dimension")
         shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape) if keepdims or d not in axes)
         return x._trace.emit(prim, (x._node,), (axes, bool(keepdims)), shape, x.dtype)
 
     return reduce
 
 
-reduce_sum = _reduction("sum")
-reduce_prod = _reduction("prod")
+reduce_sum = reduction("sum")
+reduce_prod = reduction("prod")
 
 
 def mean(x, axis=None, keepdims=False):
@@ -420,8 +436,8 @@ def mean(x, axis=None, keepdims=False):
 
 def matmul(a, b, **kwargs):
     _reject_out(kwargs, "matmul")
-    trace = _find_trace((a, b))
-    a, b = lift(trace, a), lift(trace, b)
+    a, b = lift_all(a, b)
+    trace = a._trace
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError("matmul: both arguments need at least 1 dimension (use * for scalars)")
     sa = (1,) + a.shape if a.ndim == 1 else a.shape
@@ -536,10 +552,10 @@ def where(condition, x, y):
         array([[ 4.,  0.],
                [ 0., -1.]])
     """
-    trace = _find_trace((condition, x, y))
-    cond = _as_mask(lift(trace, condition))
-    vs = [lift(trace, v) for v in (x, y)]
-    vs = [_as_number(v) if v.dtype is not None and v.dtype.kind == "b" else v for v in vs]
+    cond, *vs = lift_all(condition, x, y)
+    cond = _as_mask(cond)
+    vs = [_numeric_mask(v) for v in vs]
+    trace = cond._trace
     shape = _broadcast("where", [cond] + vs)
     return trace.emit("where", (cond._node, vs[0]._node, vs[1]._node), (), shape, _promote(vs))
 

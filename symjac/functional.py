@@ -462,7 +462,8 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False):
                 if all(info["constant"][(i, j)] for i in range(n_out)):
                     raise RuntimeError(
                         f"The jacobian of the user-provided function with respect to input {j} is "
-                        "independent of the inputs. This is not allowed in strict mode when create_graph=True."
+                        "independent of the inputs. This is not allowed in strict mode when "
+                        "create_graph=True."
                     )
     res = _results(call, key, v, create_graph)
     outs, prods = res[:n_out], res[n_out:]
@@ -496,7 +497,8 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
                 if all(info["constant"][(i, j)] for j in range(n_in)):
                     raise RuntimeError(
                         f"The jacobian of the user-provided function with respect to output {i} is "
-                        "independent of the inputs. This is not allowed in strict mode when create_graph=True."
+                        "independent of the inputs. This is not allowed in strict mode when "
+                        "create_graph=True."
                     )
     res = _results(call, key, v, create_graph)
     return _pack(res[:n_out], call.out_tuple), _pack(res[n_out:], call.out_tuple)

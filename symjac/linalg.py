@@ -8,10 +8,9 @@ import numpy as np
 from .api_ops import (
     EW,
     _as_var,
-    _find_trace,
     _normalize_axis,
     _promote,
-    lift,
+    lift_all,
     matmul,
     reduce_sum,
     reshape,
@@ -25,8 +24,8 @@ def einsum(subscripts, *operands, **kwargs):
         raise NotImplementedError("einsum: only the subscripts-string form is supported")
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
-    trace = _find_trace(operands)
-    vs = [lift(trace, o) for o in operands]
+    vs = lift_all(*operands)
+    trace = vs[0]._trace
     shape = np.einsum(subscripts, *[np.zeros(v.shape, dtype=np.int8) for v in vs]).shape
     return trace.emit(
         "einsum", tuple(v._node for v in vs), (subscripts.replace(" ", ""),), shape, _promote(vs)
@@ -34,8 +33,7 @@ def einsum(subscripts, *operands, **kwargs):
 
 
 def tensordot(a, b, axes=2):
-    trace = _find_trace((a, b))
-    a, b = lift(trace, a), lift(trace, b)
+    a, b = lift_all(a, b)
     if isinstance(axes, (int, np.integer)):
         axes_a, axes_b = list(range(a.ndim - axes, a.ndim)), list(range(axes))
     else:
@@ -58,27 +56,24 @@ def _torch_tensordot(a, b, dims=2, out=None):
 
 
 def vdot(a, b):
-    trace = _find_trace((a, b))
-    return reduce_sum(reshape(lift(trace, a), -1) * reshape(lift(trace, b), -1))
+    a, b = lift_all(a, b)
+    return reduce_sum(reshape(a, -1) * reshape(b, -1))
 
 
 def inner(a, b):
-    trace = _find_trace((a, b))
-    a, b = lift(trace, a), lift(trace, b)
+    a, b = lift_all(a, b)
     if a.ndim == 0 or b.ndim == 0:
         return a * b
     return tensordot(a, b, ([-1], [-1]))
 
 
 def outer(a, b, out=None):
-    trace = _find_trace((a, b))
-    a, b = reshape(lift(trace, a), -1), reshape(lift(trace, b), -1)
+    a, b = (reshape(v, -1) for v in lift_all(a, b))
     return reshape(a, (-1, 1)) * reshape(b, (1, -1))
 
 
 def cross(a, b, axis=-1, **kwargs):
-    trace = _find_trace((a, b))
-    a, b = lift(trace, a), lift(trace, b)
+    a, b = lift_all(a, b)
     axis = _normalize_axis(
         kwargs.get("dim", axis) if kwargs.get("dim") is not None else axis, a.ndim, "cross"
     )
@@ -101,8 +96,7 @@ def _torch_cross(input, other, dim=None, *, out=None):
 
 
 def kron(a, b):
-    trace = _find_trace((a, b))
-    a, b = lift(trace, a), lift(trace, b)
+    a, b = lift_all(a, b)
     if a.ndim == 1 and b.ndim == 1:
         return reshape(outer(a, b), -1)
     if a.ndim == 2 and b.ndim == 2:
@@ -136,8 +130,7 @@ def inv(a):
 
 
 def solve(a, b):
-    trace = _find_trace((a, b))
-    A, B = lift(trace, a), lift(trace, b)
+    A, B = lift_all(a, b)
     return matmul(inv(A), B)
 
 

@@ -7,7 +7,8 @@ from . import names, ops
 REWRITES = [
     (
         "`if x > 0: ... else: ...` (Python control flow on a traced value)",
-        "`symjac.where(x > 0, a, b)` (or `np.where` / `torch.where`); `maximum`, `minimum`, `abs`, `clip` for the usual cases",
+        "`symjac.where(x > 0, a, b)` (or `np.where` / `torch.where`); "
+        "`maximum`, `minimum`, `abs`, `clip` for the usual cases",
     ),
     (
         "`float(x)`, `int(x)`, `x.item()`, `x.tolist()`, `x.numpy()`",
@@ -19,7 +20,8 @@ REWRITES = [
     ),
     (
         "`sort`, `argsort`, `argmax`, `argmin`, `nonzero`, `unique`, `topk`, `median`",
-        "`amax`/`amin`/`maximum` for extreme values, `symjac.where` for selections, constant index arrays for reordering",
+        "`amax`/`amin`/`maximum` for extreme values, `symjac.where` for selections, "
+        "constant index arrays for reordering",
     ),
     (
         "`np.exp(x, out=y)`, item assignment into an input",
@@ -74,7 +76,8 @@ def markdown() -> str:
     lines += [
         "",
         "Operators: `+ - * / // % ** @`, unary `-`, `abs()`, comparisons (masks), `& | ~` on masks, "
-        "indexing (ints, slices, `None`, `...`, integer and boolean constant arrays) and index assignment on a copy. "
+        "indexing (ints, slices, `None`, `...`, integer and boolean constant arrays) "
+        "and index assignment on a copy. "
         "`np.array([...])` of traced scalars builds a tensor.",
         "",
         "## What cannot be traced, and what to write instead",

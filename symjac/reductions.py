@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from . import errors
-from .api_ops import EW, _as_var, _axes, _normalize_axis, reduce_sum, reshape, squeeze
+from .api_ops import EW, _as_var, _axes, _normalize_axis, reduce_sum, reduction, reshape, squeeze
 
-
-def _extremum(prim):
-    def reduce(x, axis=None, keepdims=False):
-        x = _as_var(x)
-        if x.ndim == 0:
-            return x
-        axes = _axes(axis, x.ndim, prim)
-        if any(x.shape[a] == 0 for a in axes):
-            raise ValueError(f"{prim}: cannot reduce over an empty dimension")
-        shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape) if keepdims or d not in axes)
-        return x._trace.emit(prim, (x._node,), (axes, bool(keepdims)), shape, x.dtype)
-
-    return reduce
-
-
-amax = _extremum("max")
-amin = _extremum("min")
+amax = reduction("max", has_identity=False)
+amin = reduction("min", has_identity=False)
 
 
 class _ValuesIndices:
@@ -200,8 +187,6 @@ def diagonal(x, offset=0, axis1=0, axis2=1):
 
 
 def diagonal_index(shape, offset, a1, a2):
-    import numpy as np
-
     flat = np.arange(math.prod(shape)).reshape(shape)
     return np.diagonal(flat, offset, a1, a2)
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .api_ops import _as_var, _find_trace, _normalize_axis, concatenate, getitem, lift, reshape
+from .api_ops import _as_var, _normalize_axis, concatenate, getitem, lift, lift_all, reshape
 
 
 def _flat_index(x) -> np.ndarray:
@@ -145,24 +145,20 @@ def chunk(input, chunks, dim=0):
 
 
 def hstack(tup, **kwargs):
-    vs = [_as_var_in(tup, t) for t in tup]
+    vs = lift_all(*tup)
     return concatenate(vs, 0 if all(v.ndim == 1 for v in vs) else 1)
 
 
 def vstack(tup, **kwargs):
-    vs = [_as_var_in(tup, t) for t in tup]
+    vs = lift_all(*tup)
     vs = [reshape(v, (1,) + v.shape) if v.ndim < 2 else v for v in vs]
     return concatenate(vs, 0)
 
 
 def column_stack(tup):
-    vs = [_as_var_in(tup, t) for t in tup]
+    vs = lift_all(*tup)
     vs = [reshape(v, v.shape + (1,)) if v.ndim < 2 else v for v in vs]
     return concatenate(vs, 1)
-
-
-def _as_var_in(group, t):
-    return lift(_find_trace(group), t)
 
 
 def full_like(x, fill_value, dtype=None, **kwargs):
