@@ -306,3 +306,38 @@ def lower_program(program: Program, name: str, triple: str = "", data_layout: st
         b.store(value, b.gep(base, [ir.Constant(I64, offset)], source_etype=target))
     b.ret_void()
     return module
+
+
+def add_batch_loop(module: ir.Module, kernel_name: str, strides: tuple[int, int, int], compute: str) -> str:
+    """Add ``void <kernel>_batch(in, out64, out32, i64 n)``: the kernel over n packed points.
+
+    Point ``i`` reads ``in + i*strides[0]`` and writes ``out64 + i*strides[1]``,
+    ``out32 + i*strides[2]``. The kernel is inlined into the loop body.
+    """
+    kernel = module.get_global(kernel_name)
+    kernel.attributes.add("alwaysinline")
+    ftype = ir.FloatType() if compute == "float32" else ir.DoubleType()
+    name = kernel_name + "_batch"
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, I64]), name=name)
+    for arg in fn.args[:3]:
+        arg.add_attribute("noalias")
+    inp, out64, out32, n = fn.args
+    entry, loop, done = (fn.append_basic_block(label) for label in ("entry", "loop", "done"))
+    b = ir.IRBuilder(entry)
+    b.cbranch(b.icmp_signed(">", n, ir.Constant(I64, 0)), loop, done)
+    b.position_at_end(loop)
+    i = b.phi(I64)
+    i.add_incoming(ir.Constant(I64, 0), entry)
+    pointers = [
+        b.gep(base, [b.mul(i, ir.Constant(I64, stride))], source_etype=etype)
+        for base, stride, etype in zip(
+            (inp, out64, out32), strides, (ftype, ir.DoubleType(), ir.FloatType()), strict=True
+        )
+    ]
+    b.call(kernel, pointers)
+    nxt = b.add(i, ir.Constant(I64, 1))
+    i.add_incoming(nxt, loop)
+    b.cbranch(b.icmp_signed("<", nxt, n), loop, done)
+    b.position_at_end(done)
+    b.ret_void()
+    return name

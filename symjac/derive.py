@@ -17,7 +17,7 @@ import numpy as np
 
 from . import diff
 from .expand import input_symbols, output_expressions
-from .runtime import Kernel, ResultSlot
+from .runtime import Kernel, Layout, ResultSlot
 from .simplify import F32_REGION, F64_REGION, build_program
 
 F64 = np.dtype(np.float64)
@@ -198,7 +198,7 @@ class Plan:
     kernel: Kernel
 
 
-def compile_derivation(d: Derivation) -> Kernel:
+def compile_derivation(d: Derivation, batch: bool = False) -> Kernel:
     slots, offset = {}, 0
     for arr in d.inputs:
         for s in arr.flat:
@@ -214,9 +214,11 @@ def compile_derivation(d: Derivation) -> Kernel:
     all_f32 = not sizes[F64_REGION] and all(dt == F32 for dt in d.input_dtypes)
     for region, off, _ in stores:  # a store outside its buffer would corrupt memory silently
         assert 0 <= off < sizes[region], (region, off, sizes)
-    program = build_program(stores, slots, "float32" if all_f32 else "float64")
-    shapes = [arr.shape for arr in d.inputs]
-    return Kernel(program, shapes, result_slots, sizes[F64_REGION], sizes[F32_REGION])
+    compute = "float32" if all_f32 else "float64"
+    program = build_program(stores, slots, compute)
+    shapes = tuple(arr.shape for arr in d.inputs)
+    layout = Layout(shapes, tuple(result_slots), sizes[F64_REGION], sizes[F32_REGION], compute)
+    return Kernel.build(program, layout, batch)
 
 
 class _LRU:

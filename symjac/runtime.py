@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import llvmlite.binding as llvm
 import numpy as np
 
-from .codegen import lower_program
+from .codegen import add_batch_loop, lower_program
 from .progress import stage
 from .simplify import F32_REGION, Program
 
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+_BATCH_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _TM = None
 _TM_LOCK = threading.Lock()
 
@@ -62,46 +63,88 @@ class ResultSlot:
     shape: tuple[int, ...]
 
 
-class Kernel:
-    """A compiled Program: ``kernel(arrays) -> result arrays`` (fresh arrays every call).
+@dataclass(frozen=True)
+class Layout:
+    """How a kernel's buffers are laid out: everything needed to call its object code.
 
-    ``in_shapes`` are the shapes of the arrays packed, in order, into the input buffer;
-    ``slots`` say where each result lives in the zero-initialised output buffers.
+    ``in_shapes`` are the arrays packed, in order, into the input buffer (of dtype ``compute``);
+    ``slots`` say where each result lives in the zero-initialised output buffers of ``n64``
+    doubles and ``n32`` floats.
     """
 
-    def __init__(self, program: Program, in_shapes, slots: list[ResultSlot], n64: int, n32: int):
-        tm = target_machine()
-        with stage("compiling stores with LLVM", len(program.stores) + len(program.assignments)):
-            module = lower_program(program, "symjac_kernel", llvm.get_process_triple(), str(tm.target_data))
-            self.ir = str(module)
-            mod = llvm.parse_assembly(self.ir)
-            mod.verify()
-            _optimize(mod)
-            self.optimized_ir = str(mod)
-            self._engine = llvm.create_mcjit_compiler(mod, _new_target_machine())
-            self._engine.finalize_object()
+    in_shapes: tuple
+    slots: tuple
+    n64: int
+    n32: int
+    compute: str
+
+    @property
+    def n_in(self) -> int:
+        return sum(math.prod(s) for s in self.in_shapes)
+
+
+def compile_object(program: Program, layout: Layout, batch: bool = False) -> tuple[bytes, str, str]:
+    """Native object code, the IR and the optimised IR of ``symjac_kernel`` (and, with
+    ``batch``, its loop over points ``symjac_kernel_batch``, which doubles the code to compile)."""
+    tm = target_machine()
+    with stage("compiling stores with LLVM", len(program.stores) + len(program.assignments)):
+        module = lower_program(program, "symjac_kernel", llvm.get_process_triple(), str(tm.target_data))
+        if batch:
+            strides = (max(layout.n_in, 1), layout.n64, layout.n32)
+            add_batch_loop(module, "symjac_kernel", strides, program.compute)
+        text = str(module)
+        mod = llvm.parse_assembly(text)
+        mod.verify()
+        _optimize(mod)
+        return tm.emit_object(mod), text, str(mod)
+
+
+class Kernel:
+    """Native code for one Layout: ``kernel(arrays)`` and ``kernel.batch(...)`` give fresh arrays.
+
+    Built from a Program (``Kernel.build``) or from cached object code; it owns its engine.
+    """
+
+    def __init__(self, obj: bytes, layout: Layout, ir: str = "", optimized_ir: str = ""):
+        empty = llvm.parse_assembly("")
+        empty.triple = llvm.get_process_triple()
+        self._engine = llvm.create_mcjit_compiler(empty, _new_target_machine())
+        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        self._engine.finalize_object()
+        self.object_code = obj
+        self.ir = ir
+        self.optimized_ir = optimized_ir
+        self.layout = layout
         self.address = self._engine.get_function_address("symjac_kernel")
+        self.batch_address = self._engine.get_function_address("symjac_kernel_batch")
         self._fn = _KERNEL_TYPE(self.address)
-        self.program = program
-        dtype = np.float32 if program.compute == "float32" else np.float64
-        sizes = [math.prod(s) for s in in_shapes]
-        self._in = np.zeros(max(sum(sizes), 1), dtype=dtype)
+        self._batch = _BATCH_TYPE(self.batch_address) if self.batch_address else None
+        self._dtype = np.float32 if layout.compute == "float32" else np.float64
+        sizes = [math.prod(s) for s in layout.in_shapes]
+        self._in = np.zeros(max(sum(sizes), 1), dtype=self._dtype)
         self._in_ptr = self._in.ctypes.data
         views, start = [], 0
-        for shape, size in zip(in_shapes, sizes, strict=True):
+        for shape, size in zip(layout.in_shapes, sizes, strict=True):
             views.append(self._in[start : start + size].reshape(shape))
             start += size
         self._in_views = views
-        self._slots = [(s.region, s.offset, s.offset + math.prod(s.shape), s.shape) for s in slots]
-        self._n64, self._n32 = n64, n32
+        self._in_bounds = [(start - size, start) for start, size in zip(np.cumsum(sizes), sizes, strict=True)]
+        self._slots = [(s.region, s.offset, s.offset + math.prod(s.shape), s.shape) for s in layout.slots]
+        self._n64, self._n32 = layout.n64, layout.n32
         self._whole = None
-        if len(slots) == 1 and (n64 == 0 or n32 == 0) and n64 + n32 > 0:
-            self._whole = slots[0].region
+        if len(layout.slots) == 1 and (self._n64 == 0 or self._n32 == 0) and self._n64 + self._n32 > 0:
+            self._whole = layout.slots[0].region
         self._lock = threading.Lock()
 
+    @classmethod
+    def build(cls, program: Program, layout: Layout, batch: bool = False) -> Kernel:
+        obj, ir, optimized = compile_object(program, layout, batch)
+        kernel = cls(obj, layout, ir, optimized)
+        kernel.program = program
+        return kernel
+
     def assembly(self) -> str:
-        mod = llvm.parse_assembly(self.optimized_ir)
-        return target_machine().emit_assembly(mod)
+        return target_machine().emit_assembly(llvm.parse_assembly(self.optimized_ir))
 
     def __call__(self, arrays) -> list[np.ndarray]:
         out64 = np.zeros(self._n64) if self._n64 else _EMPTY64
@@ -117,6 +160,48 @@ class Kernel:
             for region, start, stop, shape in self._slots
         ]
 
+    def batch(self, arrays, batch_shape: tuple, out64=None, out32=None, threads: int = 1) -> list[np.ndarray]:
+        """Evaluate at every point of ``batch_shape``; each array has shape batch + its shape.
+
+        Results have shape batch + their shape. Points are split across ``threads`` (ctypes
+        releases the GIL during the native loop).
+        """
+        if self._batch is None:
+            raise RuntimeError("this kernel was built without its batch loop (Kernel.build(..., batch=True))")
+        n = math.prod(batch_shape)
+        packed = np.empty((n, max(self.layout.n_in, 1)), dtype=self._dtype)
+        for (lo, hi), a in zip(self._in_bounds, arrays, strict=True):
+            packed[:, lo:hi] = np.reshape(a, (n, hi - lo))
+        if out64 is None:
+            out64 = np.zeros((n, self._n64))
+        if out32 is None:
+            out32 = np.zeros((n, self._n32), dtype=np.float32)
+        chunks = _chunks(n, threads)
+        if len(chunks) == 1:
+            self._batch(packed.ctypes.data, _address(out64), _address(out32), n)
+        else:
+            workers = [
+                threading.Thread(
+                    target=self._batch,
+                    args=(packed[lo:hi].ctypes.data, _address(out64[lo:hi]), _address(out32[lo:hi]), hi - lo),
+                )
+                for lo, hi in chunks
+            ]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+        return [
+            (out32 if region == F32_REGION else out64)[:, start:stop].reshape(batch_shape + shape)
+            for region, start, stop, shape in self._slots
+        ]
+
+
+def _chunks(n: int, threads: int) -> list[tuple[int, int]]:
+    threads = max(1, min(threads, n // 1024 or 1))
+    edges = np.linspace(0, n, threads + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
 
 _EMPTY64 = np.zeros(0)
 _EMPTY32 = np.zeros(0, dtype=np.float32)
@@ -124,4 +209,8 @@ _EMPTY32 = np.zeros(0, dtype=np.float32)
 
 def _address(arr: np.ndarray) -> int:
     # c_char.from_buffer is about 3x cheaper than arr.ctypes.data on the hot path.
-    return ctypes.addressof(ctypes.c_char.from_buffer(arr)) if arr.size else 0
+    if not arr.size:
+        return 0
+    if arr.flags.c_contiguous and arr.flags.writeable:
+        return ctypes.addressof(ctypes.c_char.from_buffer(arr))
+    return arr.ctypes.data
