@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import api_ops as _api_ops
 from . import names as _names  # noqa: F401  (binds every op name)
 from .errors import DtypeError, InPlaceError, UntraceableError
+from .compiled import CompiledFunction, compile
 from .functional import hessian, hvp, jacobian, jvp, vhp, vjp
 from .symbolic import SymbolicView, symbolic
 
@@ -29,6 +30,8 @@ __all__ = [
     "hvp",
     "vhp",
     "symbolic",
+    "compile",
+    "CompiledFunction",
     "SymbolicView",
     "where",
     "clamp",

@@ -1,0 +1,423 @@
+"""``symjac.compile``: trace once, compile once, call many times (and on batches of points).
+
+A CompiledFunction holds a kernel for one of: the Jacobian (optionally with the function value,
+or as a sparse matrix), the Hessian, or a jvp / vjp / hvp product. Inputs not in ``wrt`` are
+runtime parameters: kernel inputs that are not differentiated. The kernel's object code is cached
+on disk (:mod:`symjac.diskcache`), so a new process pays only for one trace.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from . import derive, diff, diskcache, functional
+from .derive import Derivation, Result, _input_specs, _out_dtype, _unique_names
+from .expand import input_symbols, output_expressions
+from .runtime import Kernel, Layout, ResultSlot
+
+MODES = ("jacobian", "hessian", "jvp", "vjp", "hvp")
+F64 = np.dtype(np.float64)
+F32 = np.dtype(np.float32)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything that defines a compiled function: picklable, and the cache key's source."""
+
+    graph: object
+    names: tuple
+    mode: str
+    wrt: tuple
+    wrt_tuple: bool
+    out_tuple: bool
+    value: bool
+    sparse: str | None
+
+    def canonical(self) -> str:
+        g = self.graph
+        return repr(
+            (g.eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse)
+        )
+
+
+def _compute(dt) -> np.dtype:
+    return F64 if np.dtype(dt) == F64 else F32
+
+
+def derivation(spec: Spec) -> tuple[Derivation, dict]:
+    """The symbolic results of a Spec, and the metadata needed to call its kernel."""
+    graph = spec.graph
+    specs = _input_specs(graph)
+    names = _unique_names(list(spec.names), len(specs))
+    X = [input_symbols(names[j], shape) for j, (shape, _) in enumerate(specs)]
+    outs = output_expressions(graph, X, [])
+    in_dt = [_compute(dt) for _, dt in specs]
+    out_dt = [_compute(_out_dtype(graph, node)) for node in graph.outputs]
+    Xw = [X[j] for j in spec.wrt]
+    results, kernel_inputs, kernel_dtypes, meta = [], list(X), list(in_dt), {}
+    if spec.value:
+        results += derive._values(outs, out_dt)
+    if spec.mode == "jacobian":
+        entries = diff.jacobian_entries(outs, Xw)
+        if spec.sparse:
+            result, pattern = _sparse(entries, outs, Xw, spec.sparse, in_dt[spec.wrt[0]])
+            results.append(result)
+            meta["pattern"] = pattern
+        else:
+            results += derive._blocks(
+                entries, outs, Xw, lambda i, j: in_dt[spec.wrt[j]], lambda i, j: ("in", j)
+            )
+        meta["nest"] = (len(outs), len(Xw))
+    elif spec.mode == "hessian":
+        grads = diff.gradient(outs[0].flat[0], Xw)
+        entries = diff.jacobian_entries(grads, Xw)
+        results += derive._blocks(entries, grads, Xw, lambda i, j: in_dt[spec.wrt[j]], lambda i, j: ("in", j))
+        meta["nest"] = (len(Xw), len(Xw))
+    else:
+        if spec.mode == "vjp":
+            V = [input_symbols(derive._fresh(f"v{i}", names), o.shape) for i, o in enumerate(outs)]
+            entries = diff.jacobian_entries(outs, Xw)
+            sums = diff.contract_rows(entries, V, [x.size for x in Xw])
+            prods = [(x.shape, in_dt[spec.wrt[j]], sums[j]) for j, x in enumerate(Xw)]
+            kernel_dtypes += out_dt
+        else:
+            V = [input_symbols(derive._fresh(f"v{j}", names), x.shape) for j, x in enumerate(Xw)]
+            if spec.mode == "jvp":
+                entries = diff.jacobian_entries(outs, Xw)
+                sums = diff.contract_cols(entries, V, [o.size for o in outs])
+                prods = [(o.shape, out_dt[i], sums[i]) for i, o in enumerate(outs)]
+            else:  # hvp
+                grads = diff.gradient(outs[0].flat[0], Xw)
+                entries = diff.jacobian_entries(grads, Xw)
+                sums = diff.contract_cols(entries, V, [x.size for x in Xw])
+                prods = [(x.shape, in_dt[spec.wrt[j]], sums[j]) for j, x in enumerate(Xw)]
+            kernel_dtypes += [in_dt[j] for j in spec.wrt]
+        kernel_inputs += V
+        results += [Result(s, dt, ("p", k), derive._nonzero(e)) for k, (s, dt, e) in enumerate(prods)]
+        meta["v_shapes"] = [list(v.shape) for v in V]
+    d = Derivation(kernel_inputs, kernel_dtypes, [], results, {})
+    meta["results"] = [[list(r.shape), r.dtype.str] for r in results]
+    meta["n_out"] = len(outs)
+    return d, meta
+
+
+def _sparse(entries, outs, Xw, kind, dtype):
+    """One data array holding the nonzeros in CSR or CSC order, and its fixed pattern."""
+    row0 = np.cumsum([0] + [o.size for o in outs])
+    col0 = np.cumsum([0] + [x.size for x in Xw])
+    items = []
+    for (i, j), block in entries.items():
+        for row, col, e in block:
+            items.append((int(row0[i] + row), int(col0[j] + col), e))
+    major = (lambda t: (t[0], t[1])) if kind == "csr" else (lambda t: (t[1], t[0]))
+    items.sort(key=major)
+    shape = (int(row0[-1]), int(col0[-1]))
+    n_major = shape[0] if kind == "csr" else shape[1]
+    indptr = np.zeros(n_major + 1, dtype=np.int64)
+    for t in items:
+        indptr[major(t)[0] + 1] += 1
+    indptr = np.cumsum(indptr)
+    indices = [major(t)[1] for t in items]
+    result = Result((len(items),), dtype, ("sparse", 0), [(k, t[2]) for k, t in enumerate(items)])
+    return result, {"kind": kind, "shape": list(shape), "indices": indices, "indptr": indptr.tolist()}
+
+
+def _layout(d: Derivation) -> tuple[Layout, list]:
+    slots, stores, sizes = [], [], [0, 0]
+    for r in d.results:
+        region = 0 if r.dtype == F64 else 1
+        slots.append(ResultSlot(region, sizes[region], tuple(r.shape)))
+        stores.extend((region, sizes[region] + k, e) for k, e in r.entries)
+        sizes[region] += math.prod(r.shape)
+    compute = "float32" if not sizes[0] and all(dt == F32 for dt in d.input_dtypes) else "float64"
+    return Layout(tuple(tuple(a.shape) for a in d.inputs), tuple(slots), sizes[0], sizes[1], compute), stores
+
+
+def _layout_json(layout: Layout) -> dict:
+    return {
+        "in_shapes": [list(s) for s in layout.in_shapes],
+        "slots": [[s.region, s.offset, list(s.shape)] for s in layout.slots],
+        "n64": layout.n64,
+        "n32": layout.n32,
+        "compute": layout.compute,
+    }
+
+
+def _layout_from_json(m: dict) -> Layout:
+    slots = tuple(ResultSlot(r, o, tuple(s)) for r, o, s in m["slots"])
+    return Layout(tuple(tuple(s) for s in m["in_shapes"]), slots, m["n64"], m["n32"], m["compute"])
+
+
+class CompiledFunction:
+    """A function's derivative compiled to native code; see :func:`compile`."""
+
+    def __init__(self, spec: Spec, cache: bool = True):
+        self.spec = spec
+        self._program = None
+        name = diskcache.key(spec.canonical()) if cache else None
+        hit = diskcache.load(name) if cache else None
+        self.cache_hit = hit is not None
+        if hit is not None:
+            meta, obj = hit
+            self.kernel = Kernel(obj, _layout_from_json(meta["layout"]))
+        else:
+            d, meta = derivation(spec)
+            layout, stores = _layout(d)
+            from .simplify import build_program
+
+            slots, offset = {}, 0
+            for arr in d.inputs:
+                for s in arr.flat:
+                    slots[s] = offset
+                    offset += 1
+            self._program = build_program(stores, slots, layout.compute)
+            self.kernel = Kernel.build(self._program, layout, batch=True)
+            meta["layout"] = _layout_json(layout)
+            if cache:
+                diskcache.store(name, meta, self.kernel.object_code)
+        self.meta = meta
+        self._in_shapes = [tuple(s) for s in meta["layout"]["in_shapes"]]
+        self._n_args = len(self._in_shapes) - len(meta.get("v_shapes", ()))
+        self._threads = os.cpu_count() or 1
+
+    # --- calling --------------------------------------------------------------------------
+    def __call__(self, *inputs, v=None, out=None):
+        """Evaluate at ``inputs`` (or at a batch: extra leading dimensions on every input)."""
+        if len(inputs) != self._n_args:
+            raise TypeError(f"compiled function: expected {self._n_args} inputs, got {len(inputs)}")
+        arrays = list(inputs)
+        if self.spec.mode in ("jvp", "vjp", "hvp"):
+            if v is None:
+                raise TypeError(f"compiled {self.spec.mode}: pass the vector as v=")
+            arrays += list(v) if isinstance(v, (tuple, list)) else [v]
+        elif v is not None:
+            raise TypeError(f"compiled {self.spec.mode}: takes no v")
+        torch_out = any(functional._is_torch(a) for a in arrays)
+        arrays = [functional._numeric(a) if functional._is_torch(a) else a for a in arrays]
+        batch = self._batch_shape(arrays)
+        if batch is None:
+            raw = self._single(arrays, out)
+        else:
+            raw = self._batched(arrays, batch, out)
+        return self._shape(raw, batch, torch_out)
+
+    def _batch_shape(self, arrays):
+        expected = self._in_shapes
+        if len(arrays) != len(expected):
+            raise TypeError(f"compiled function: expected {len(expected) - self._n_args} vectors in v")
+        batch = None
+        for k, (a, shape) in enumerate(zip(arrays, expected, strict=True)):
+            a_shape = np.shape(a)
+            if tuple(a_shape) == shape:
+                lead = ()
+            elif len(a_shape) > len(shape) and tuple(a_shape[len(a_shape) - len(shape) :]) == shape:
+                lead = tuple(a_shape[: len(a_shape) - len(shape)])
+            else:
+                raise ValueError(
+                    f"compiled function: argument {k} has shape {tuple(a_shape)}; expected {shape} "
+                    "or a batch of them (extra leading dimensions)"
+                )
+            if batch is None:
+                batch = lead
+            elif lead != batch:
+                raise ValueError(
+                    f"compiled function: argument {k} has batch shape {lead}, argument 0 has {batch}"
+                )
+        return batch or None
+
+    def _single(self, arrays, out):
+        if out is None:
+            return self.kernel(arrays)
+        slots = self.kernel.layout.slots
+        if len(slots) != 1:
+            raise TypeError("out= needs a compiled function with exactly one result array")
+        (slot,) = slots
+        dtype = np.float64 if slot.region == 0 else np.float32
+        if not (
+            isinstance(out, np.ndarray)
+            and out.dtype == dtype
+            and out.shape == slot.shape
+            and out.flags.c_contiguous
+        ):
+            raise ValueError(f"out must be a C-contiguous {np.dtype(dtype)} array of shape {slot.shape}")
+        out.fill(0)  # only nonzeros are stored
+        k = self.kernel
+        with k._lock:
+            for view, a in zip(k._in_views, arrays, strict=True):
+                view[...] = a
+            from .runtime import _EMPTY32, _EMPTY64, _address
+
+            if slot.region == 0:
+                k._fn(k._in_ptr, _address(out), _address(_EMPTY32))
+            else:
+                k._fn(k._in_ptr, _address(_EMPTY64), _address(out))
+        return [out]
+
+    def _batched(self, arrays, batch, out):
+        if out is not None:
+            raise TypeError("out= is for single points; batches allocate their results")
+        return self.kernel.batch(arrays, batch, threads=self._threads if math.prod(batch) >= 4096 else 1)
+
+    def _shape(self, raw, batch, torch_out):
+        if torch_out:
+            import torch
+
+            raw = [torch.from_numpy(r) for r in raw]
+        if self.spec.sparse:
+            data = raw[-1]
+            value = raw[:-1]
+            mat = data if batch else self._sparse_matrix(np.asarray(data))
+            return (functional._pack(value, self._out_tuple), mat) if self.spec.value else mat
+        n_value = self.meta["n_out"] if self.spec.value else 0
+        values, rest = raw[:n_value], raw[n_value:]
+        if self.spec.mode in ("jacobian", "hessian"):
+            n_rows, n_cols = self.meta["nest"]
+            rows_tuple = self._out_tuple if self.spec.mode == "jacobian" else self.spec.wrt_tuple
+            result = functional._nest(rest, n_rows, n_cols, rows_tuple, self.spec.wrt_tuple)
+        elif self.spec.mode == "jvp":
+            result = functional._pack(rest, self._out_tuple)
+        else:
+            result = functional._pack(rest, self.spec.wrt_tuple)
+        return (functional._pack(values, self._out_tuple), result) if self.spec.value else result
+
+    @property
+    def _out_tuple(self) -> bool:
+        return self.spec.out_tuple
+
+    # --- structure and interop ------------------------------------------------------------
+    def _sparse_matrix(self, data):
+        import scipy.sparse as sp
+
+        p = self.meta["pattern"]
+        cls = sp.csr_matrix if p["kind"] == "csr" else sp.csc_matrix
+        return cls((data, np.asarray(p["indices"]), np.asarray(p["indptr"])), shape=tuple(p["shape"]))
+
+    def sparsity(self):
+        """The exact Jacobian pattern as a SciPy CSR matrix of ones (``solve_ivp(jac_sparsity=)``)."""
+        try:
+            import scipy.sparse as sp
+        except ImportError:
+            raise ImportError("sparsity() returns a SciPy matrix: pip install scipy") from None
+        p = self.meta.get("pattern")
+        if p is None:
+            p = derivation(replace(self.spec, mode="jacobian", value=False, sparse="csr"))[1]["pattern"]
+        cls = sp.csr_matrix if p["kind"] == "csr" else sp.csc_matrix
+        return cls((np.ones(len(p["indices"])), p["indices"], p["indptr"]), shape=tuple(p["shape"])).tocsr()
+
+    @property
+    def address(self) -> int:
+        """Address of ``void kernel(const T *in, double *out64, float *out32)``."""
+        return self.kernel.address
+
+    @property
+    def ir(self) -> str:
+        """The optimised LLVM IR (rebuilt from the expressions when the kernel came from the cache)."""
+        return self._ensure_built().optimized_ir
+
+    def assembly(self) -> str:
+        return self._ensure_built().assembly()
+
+    def program(self):
+        self._ensure_built()
+        return self._program
+
+    def _ensure_built(self) -> Kernel:
+        if self._program is None:
+            fresh = CompiledFunction(self.spec, cache=False)
+            self._program = fresh._program
+            self._fresh = fresh.kernel
+            return fresh.kernel
+        return getattr(self, "_fresh", self.kernel)
+
+    def c_source(self, name: str = "symjac_kernel") -> tuple[str, str]:
+        """Standalone C (source, header) computing the same results as the kernel."""
+        from .export import c_source
+
+        return c_source(self.program(), self.kernel.layout, name)
+
+    def write_c(self, directory, name: str = "symjac_kernel"):
+        """Write ``NAME.c`` and ``NAME.h`` into ``directory``; returns their paths."""
+        from .export import write_c
+
+        return write_c(self.program(), self.kernel.layout, directory, name)
+
+    def build_shared_library(self, path, name: str = "symjac_kernel", compiler: str = "cc"):
+        """Build the exported C into a shared library with the system compiler (``cc -O3``)."""
+        from .export import build_shared_library
+
+        return build_shared_library(self.program(), self.kernel.layout, path, name, compiler)
+
+    def low_level_callable(self):
+        """The kernel as a ``scipy.LowLevelCallable`` (``void (double *, double *, float *)``)."""
+        import scipy
+
+        return scipy.LowLevelCallable(self.kernel._fn)
+
+    def __reduce__(self):
+        return (CompiledFunction, (self.spec,))
+
+    def __repr__(self) -> str:
+        return f"CompiledFunction(mode={self.spec.mode!r}, wrt={self.spec.wrt}, inputs={self._in_shapes[: self._n_args]})"
+
+
+def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, sparse=None, cache=True):  # noqa: A001
+    """Compile ``func``'s derivative once; the result is called like a function.
+
+    ``cf = symjac.compile(func, *example_inputs)`` traces func on inputs shaped like the examples
+    (their values are ignored, so every captured constant is fixed now). Then ``cf(*inputs)``
+    returns what ``symjac.jacobian(func, inputs)`` returns, with the same nesting, shapes and
+    dtypes. Inputs with extra leading dimensions (the same for all) are a batch: results gain
+    those dimensions, ``batch + out.shape + in.shape``, computed in one native loop (on all
+    cores for large batches).
+
+    Args:
+        mode: "jacobian", "hessian" (scalar func), or a product "jvp", "vjp", "hvp" whose
+            vector is passed as ``cf(*inputs, v=...)``.
+        wrt: index (or tuple of indices) of the inputs to differentiate; the others are runtime
+            parameters (masses, gains, time), passed at every call but not differentiated.
+        value: also return the function's value, from the same kernel: ``(value, jacobian)``.
+        sparse: "csr" or "csc": return the Jacobian as a SciPy sparse matrix with a fixed,
+            exact pattern (``cf.sparsity()``), filling only its nonzeros.
+        cache: keep the object code on disk (``$SYMJAC_CACHE_DIR``) for the next process.
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> cf = symjac.compile(lambda x: x.exp().sum(dim=1), np.zeros((2, 2)))
+        >>> cf(np.zeros((2, 2)))
+        array([[[1., 1.],
+                [0., 0.]],
+        <BLANKLINE>
+               [[0., 0.],
+                [1., 1.]]])
+        >>> cf(np.zeros((5, 2, 2))).shape      # a batch of 5 points
+        (5, 2, 2, 2)
+    """
+    if mode not in MODES:
+        raise ValueError(f"compile: mode must be one of {MODES}, got {mode!r}")
+    if sparse not in (None, "csr", "csc"):
+        raise ValueError(f"compile: sparse must be None, 'csr' or 'csc', got {sparse!r}")
+    if sparse and mode != "jacobian":
+        raise ValueError("compile: sparse= applies to mode='jacobian'")
+    from .symbolic import _example
+
+    inputs = tuple(_example(x) for x in example_inputs)
+    n = len(inputs)
+    if wrt is None:
+        wrt_t, wrt_tuple = tuple(range(n)), n > 1
+    elif isinstance(wrt, (int, np.integer)):
+        wrt_t, wrt_tuple = (int(wrt),), False
+    else:
+        wrt_t, wrt_tuple = tuple(int(w) for w in wrt), True
+    for w in wrt_t:
+        if not 0 <= w < n:
+            raise ValueError(f"compile: wrt index {w} is out of range for {n} inputs")
+    functional._check_inputs(inputs, "compile")
+    call = functional._Call(func, inputs, n > 1, "compile")
+    if mode in ("hessian", "hvp"):
+        functional._single_output(call, f"compile(mode={mode!r})")
+    spec = Spec(call.graph, tuple(call.names()), mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse)
+    return CompiledFunction(spec, cache=cache)

@@ -1,0 +1,216 @@
+"""symjac.compile: the same results as symjac.jacobian, batches, modes, sparse results, the disk
+cache, pickling and C export."""
+
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import symjac
+from cases import CASES, numpy_ns
+from symjac import diskcache
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+
+def _same(a, b, rtol=1e-12, atol=1e-14):
+    if isinstance(b, tuple):
+        assert isinstance(a, tuple) and len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _same(x, y, rtol, atol)
+        return
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape, a.dtype, b.dtype)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_matches_jacobian(case, dtype, rng):
+    f = case.fn(numpy_ns(dtype))
+    inputs = case.inputs(rng, dtype)
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    cf = symjac.compile(f, *args, wrt=(0,) if isinstance(inputs, tuple) and len(args) == 1 else None)
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=2e-6, atol=1e-6)
+    _same(cf(*args), symjac.jacobian(f, inputs), **tol)
+
+
+@pytest.mark.parametrize("n", [1, 7, 4099])
+def test_batches_match_points(n, rng):
+    f = lambda x, y: (np.tanh(x @ np.array([[1.0, 2.0], [0.5, -1.0]])) * y, (x * y).sum())  # noqa: E731
+    X, Y = rng.standard_normal((n, 2)), rng.standard_normal((n, 2))
+    cf = symjac.compile(f, X[0], Y[0])
+    J = cf(X, Y)
+    for k in sorted({0, n // 2, n - 1}):
+        _same(tuple(tuple(b[k] for b in row) for row in J), symjac.jacobian(f, (X[k], Y[k])))
+    assert J[0][0].shape == (n, 2, 2) and J[1][1].shape == (n, 2)
+
+
+def test_multidimensional_batches(rng):
+    f = lambda x: x.exp().sum(dim=1)  # noqa: E731
+    cf = symjac.compile(f, np.zeros((2, 2)))
+    X = rng.standard_normal((3, 4, 2, 2))
+    J = cf(X)
+    assert J.shape == (3, 4, 2, 2, 2)
+    _same(J[2, 1], symjac.jacobian(f, X[2, 1]))
+    with pytest.raises(ValueError, match="argument 0 has shape"):
+        cf(np.zeros((2, 3)))
+
+
+def test_value_and_jacobian_from_one_kernel(rng):
+    f = lambda x: np.sin(x) * x.sum()  # noqa: E731
+    x = rng.standard_normal(4)
+    value, J = symjac.compile(f, x, value=True)(x)
+    _same(value, f(x))
+    _same(J, symjac.jacobian(f, x))
+
+
+def test_runtime_parameters_are_not_differentiated_and_never_recompile(rng, monkeypatch):
+    def rhs(x, p):  # damped oscillator with runtime mass, stiffness, damping
+        m, k, c = p[0], p[1], p[2]
+        return np.stack([x[1], (-k * x[0] - c * x[1]) / m])
+
+    cf = symjac.compile(rhs, np.zeros(2), np.ones(3), wrt=0)
+    for p in ([1.0, 4.0, 0.1], [2.0, 9.0, 0.5]):
+        p = np.array(p)
+        J = cf(np.array([0.3, -0.2]), p)
+        _same(J, np.array([[0.0, 1.0], [-p[1] / p[0], -p[2] / p[0]]]))
+    Jp = symjac.compile(rhs, np.zeros(2), np.ones(3), wrt=(0, 1))(np.array([0.3, -0.2]), np.array([1.0, 4.0, 0.1]))
+    assert isinstance(Jp, tuple) and Jp[1].shape == (2, 3)
+
+
+def test_modes_match_the_functional_api(rng):
+    f = lambda x: (x.sin() * x.sum()).exp().sum()  # noqa: E731
+    g = lambda x: x.sin() * x.sum()  # noqa: E731
+    x, v = rng.standard_normal(3), rng.standard_normal(3)
+    _same(symjac.compile(f, x, mode="hessian")(x), symjac.hessian(f, x))
+    _same(symjac.compile(f, x, mode="hvp")(x, v=v), symjac.hvp(f, x, v)[1])
+    _same(symjac.compile(g, x, mode="jvp")(x, v=v), symjac.jvp(g, x, v)[1])
+    _same(symjac.compile(g, x, mode="vjp")(x, v=v), symjac.vjp(g, x, v)[1])
+    V = rng.standard_normal((5, 3))
+    X = rng.standard_normal((5, 3))
+    batch = symjac.compile(g, x, mode="jvp")(X, v=V)
+    _same(batch[3], symjac.jvp(g, X[3], V[3])[1])
+    with pytest.raises(TypeError, match="pass the vector as v="):
+        symjac.compile(g, x, mode="jvp")(x)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        symjac.compile(g, x, mode="nope")
+
+
+def test_out_argument(rng):
+    f = lambda x: x**2 * x[0]  # noqa: E731
+    x = rng.standard_normal(3)
+    cf = symjac.compile(f, x)
+    out = np.full((3, 3), 99.0)  # dirty: zeros must be written too
+    result = cf(x, out=out)
+    assert result is out
+    _same(out, symjac.jacobian(f, x))
+    with pytest.raises(ValueError, match="C-contiguous float64 array of shape"):
+        cf(x, out=np.zeros((3, 4)))
+
+
+def test_sparse_results(rng):
+    scipy = pytest.importorskip("scipy")
+    n = 12
+
+    def chain(x):
+        stretch = x[1:] - x[:-1]
+        return np.concatenate([stretch[:1], stretch[1:] ** 3 - stretch[:-1], -stretch[-1:]])
+
+    x = rng.standard_normal(n)
+    dense = symjac.jacobian(chain, x)
+    for kind in ("csr", "csc"):
+        cf = symjac.compile(chain, x, sparse=kind)
+        m = cf(x)
+        assert isinstance(m, scipy.sparse.csr_matrix if kind == "csr" else scipy.sparse.csc_matrix)
+        _same(m.toarray(), dense)
+    pattern = symjac.compile(chain, x).sparsity()
+    assert np.array_equal(pattern.toarray() != 0, dense != 0)
+
+
+def test_pickle_round_trip(rng):
+    f = lambda x, y: (x * y.exp(), x.sum())  # noqa: E731
+    x, y = rng.standard_normal(3), rng.standard_normal(3)
+    cf = symjac.compile(f, x, y, value=True)
+    again = pickle.loads(pickle.dumps(cf))
+    _same(again(x, y), cf(x, y))
+
+
+def test_cache_hit_across_processes_and_corrupt_entries(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys, time, numpy as np, symjac
+        f = lambda x: (x.sin() * x.cumsum(0)).exp()
+        start = time.perf_counter()
+        cf = symjac.compile(f, np.zeros(6))
+        elapsed = time.perf_counter() - start
+        J = cf(np.linspace(0, 1, 6))
+        assert np.allclose(J, symjac.jacobian(f, np.linspace(0, 1, 6)))
+        print(cf.cache_hit, elapsed)
+        """
+    )
+    env = dict(os.environ, SYMJAC_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        hit, elapsed = done.stdout.split()
+        return hit == "True", float(elapsed)
+
+    assert run()[0] is False
+    hit, elapsed = run()
+    assert hit is True
+    (entry,) = tmp_path.glob("*.kernel")
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # corrupt one byte of the object code
+    entry.write_bytes(bytes(data))
+    assert run()[0] is False  # rebuilt, not trusted
+    assert run()[0] is True  # and cached again
+    entry.write_bytes(b"garbage")
+    assert run()[0] is False
+
+
+def test_foreign_entry_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMJAC_CACHE_DIR", str(tmp_path))
+    diskcache.store("a" * 64, {"x": 1}, b"obj")
+    (tmp_path / f"{'a' * 64}.kernel").rename(tmp_path / f"{'b' * 64}.kernel")
+    assert diskcache.load("b" * 64) is None and not (tmp_path / f"{'b' * 64}.kernel").exists()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_exported_c_compiles_and_agrees(tmp_path, dtype, rng):
+    import ctypes
+
+    f = lambda x: np.stack([np.where(x[0] > 0, np.sqrt(np.abs(x[0])), x[1]), np.maximum(x[1], x[2]) * np.exp(x[0]),  # noqa: E731
+                            np.tanh(x).sum() ** 2, np.floor(x[2]) * x[1]])
+    x = np.array([0.3, -0.7, 0.2], dtype=dtype)
+    cf = symjac.compile(f, x)
+    c_path, h_path = cf.write_c(tmp_path, "jac")
+    assert "void jac(" in h_path.read_text() and "#include <math.h>" in c_path.read_text()
+    lib = ctypes.CDLL(str(cf.build_shared_library(tmp_path / "libjac.so", "jac")))
+    out64, out32 = np.zeros(12), np.zeros(12, dtype=np.float32)
+    lib.jac(x.ctypes.data_as(ctypes.c_void_p), out64.ctypes.data_as(ctypes.c_void_p), out32.ctypes.data_as(ctypes.c_void_p))
+    got = out64 if dtype == np.float64 else out32
+    np.testing.assert_allclose(got.reshape(4, 3), cf(x), rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+def test_introspection(rng):
+    cf = symjac.compile(lambda x: x.exp() * 2, np.zeros(3))
+    assert cf.address and "symjac_kernel" in cf.ir and "symjac_kernel" in cf.assembly()
+    scipy = pytest.importorskip("scipy")
+    assert isinstance(cf.low_level_callable(), scipy.LowLevelCallable)
+
+
+def test_torch_inputs_give_torch_results():
+    torch = pytest.importorskip("torch")
+    f = lambda x: x.exp().sum(dim=1)  # noqa: E731
+    cf = symjac.compile(f, torch.zeros(2, 2, dtype=torch.float64))
+    x = torch.rand(2, 2, dtype=torch.float64)
+    J = cf(x)
+    assert isinstance(J, torch.Tensor)
+    torch.testing.assert_close(J, torch.autograd.functional.jacobian(f, x))
