@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from . import api_ops as _api_ops
 from . import names as _names  # noqa: F401  (binds every op name)
-from .errors import DtypeError, InPlaceError, UntraceableError
 from .compiled import CompiledFunction, compile
+from .errors import DtypeError, InPlaceError, UntraceableError
 from .functional import hessian, hvp, jacobian, jvp, vhp, vjp
 from .symbolic import SymbolicView, symbolic
 

@@ -308,14 +308,17 @@ def lower_program(program: Program, name: str, triple: str = "", data_layout: st
     return module
 
 
-def add_batch_loop(module: ir.Module, kernel_name: str, strides: tuple[int, int, int], compute: str) -> str:
+def add_batch_loop(
+    module: ir.Module, kernel_name: str, strides: tuple[int, int, int], compute: str, inline: bool = True
+) -> str:
     """Add ``void <kernel>_batch(in, out64, out32, i64 n)``: the kernel over n packed points.
 
     Point ``i`` reads ``in + i*strides[0]`` and writes ``out64 + i*strides[1]``,
-    ``out32 + i*strides[2]``. The kernel is inlined into the loop body.
+    ``out32 + i*strides[2]``. With ``inline`` the kernel is inlined into the loop body.
     """
     kernel = module.get_global(kernel_name)
-    kernel.attributes.add("alwaysinline")
+    if inline:
+        kernel.attributes.add("alwaysinline")
     ftype = ir.FloatType() if compute == "float32" else ir.DoubleType()
     name = kernel_name + "_batch"
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, I64]), name=name)

@@ -21,6 +21,7 @@ from .simplify import F32_REGION, Program
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 _BATCH_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _TM = None
+INLINE_LIMIT = 256  # statements up to which a kernel is inlined into its batch loop
 _TM_LOCK = threading.Lock()
 
 
@@ -91,7 +92,9 @@ def compile_object(program: Program, layout: Layout, batch: bool = False) -> tup
         module = lower_program(program, "symjac_kernel", llvm.get_process_triple(), str(tm.target_data))
         if batch:
             strides = (max(layout.n_in, 1), layout.n64, layout.n32)
-            add_batch_loop(module, "symjac_kernel", strides, program.compute)
+            # A large body inlined into the loop makes O3 take minutes for no gain: call it.
+            inline = len(program.stores) + len(program.assignments) <= INLINE_LIMIT
+            add_batch_loop(module, "symjac_kernel", strides, program.compute, inline)
         text = str(module)
         mod = llvm.parse_assembly(text)
         mod.verify()

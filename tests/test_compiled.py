@@ -10,9 +10,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from cases import CASES, numpy_ns
 
 import symjac
-from cases import CASES, numpy_ns
 from symjac import diskcache
 
 ROOT = pathlib.Path(__file__).parent.parent
