@@ -172,9 +172,13 @@ class Kernel:
         if self._batch is None:
             raise RuntimeError("this kernel was built without its batch loop (Kernel.build(..., batch=True))")
         n = math.prod(batch_shape)
-        packed = np.empty((n, max(self.layout.n_in, 1)), dtype=self._dtype)
-        for (lo, hi), a in zip(self._in_bounds, arrays, strict=True):
-            packed[:, lo:hi] = np.reshape(a, (n, hi - lo))
+        only = arrays[0] if len(arrays) == 1 else None
+        if isinstance(only, np.ndarray) and only.dtype == self._dtype and only.flags.c_contiguous:
+            packed = only.reshape(n, -1)  # already laid out point after point: no copy
+        else:
+            packed = np.empty((n, max(self.layout.n_in, 1)), dtype=self._dtype)
+            for (lo, hi), a in zip(self._in_bounds, arrays, strict=True):
+                packed[:, lo:hi] = np.reshape(a, (n, hi - lo))
         if out64 is None:
             out64 = np.zeros((n, self._n64))
         if out32 is None:
