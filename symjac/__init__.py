@@ -10,9 +10,12 @@ from __future__ import annotations
 from . import api_ops as _api_ops
 from . import names as _names  # noqa: F401  (binds every op name)
 from .compiled import CompiledFunction, compile
+from .control import Linearization, linearize
 from .errors import DtypeError, InPlaceError, UntraceableError
 from .functional import hessian, hvp, jacobian, jvp, vhp, vjp
+from .solvers import Objective, least_squares_jacobian, ode_jacobian, root_jacobian
 from .symbolic import SymbolicView, symbolic
+from .sympy_in import from_sympy
 
 where = _api_ops.where
 clamp = _api_ops.clamp
@@ -31,6 +34,13 @@ __all__ = [
     "vhp",
     "symbolic",
     "compile",
+    "from_sympy",
+    "linearize",
+    "Linearization",
+    "ode_jacobian",
+    "least_squares_jacobian",
+    "root_jacobian",
+    "Objective",
     "CompiledFunction",
     "SymbolicView",
     "where",

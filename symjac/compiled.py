@@ -50,8 +50,32 @@ def _compute(dt) -> np.dtype:
     return F64 if np.dtype(dt) == F64 else F32
 
 
-def derivation(spec: Spec) -> tuple[Derivation, dict]:
-    """The symbolic results of a Spec, and the metadata needed to call its kernel."""
+@dataclass(frozen=True)
+class SympySpec:
+    """A compiled function given as SymPy expressions of symbol arrays (``symjac.from_sympy``)."""
+
+    inputs: tuple  # object arrays of symbols
+    outputs: tuple  # object arrays of expressions
+    mode: str
+    wrt: tuple
+    wrt_tuple: bool
+    out_tuple: bool
+    value: bool
+    sparse: str | None
+
+    def canonical(self) -> str:
+        import sympy
+
+        parts = [sympy.srepr(list(a.flat)) + repr(a.shape) for a in self.inputs + self.outputs]
+        return repr((parts, self.mode, self.wrt, self.out_tuple, self.value, self.sparse))
+
+    def expressions(self):
+        names = [str(s) for a in self.inputs for s in a.flat]
+        f64 = [F64] * len(self.inputs), [F64] * len(self.outputs)
+        return list(self.inputs), list(self.outputs), f64[0], f64[1], names
+
+
+def _traced_expressions(spec: Spec):
     graph = spec.graph
     specs = _input_specs(graph)
     names = _unique_names(list(spec.names), len(specs))
@@ -59,6 +83,15 @@ def derivation(spec: Spec) -> tuple[Derivation, dict]:
     outs = output_expressions(graph, X, [])
     in_dt = [_compute(dt) for _, dt in specs]
     out_dt = [_compute(_out_dtype(graph, node)) for node in graph.outputs]
+    return X, outs, in_dt, out_dt, names
+
+
+def derivation(spec) -> tuple[Derivation, dict]:
+    """The symbolic results of a Spec, and the metadata needed to call its kernel."""
+    if isinstance(spec, SympySpec):
+        X, outs, in_dt, out_dt, names = spec.expressions()
+    else:
+        X, outs, in_dt, out_dt, names = _traced_expressions(spec)
     Xw = [X[j] for j in spec.wrt]
     results, kernel_inputs, kernel_dtypes, meta = [], list(X), list(in_dt), {}
     if spec.value:

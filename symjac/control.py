@@ -1,0 +1,72 @@
+"""Linearisation of dynamical systems: ``symjac.linearize``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .functional import jacobian
+
+
+@dataclass
+class Linearization:
+    """``xdot = A dx + B du`` (and ``y = C dx + D du``) at an operating point.
+
+    Unpacks as ``A, B = lin`` (or ``A, B, C, D`` with an output map).
+    """
+
+    A: np.ndarray
+    B: np.ndarray
+    C: np.ndarray | None = None
+    D: np.ndarray | None = None
+
+    def __iter__(self):
+        yield self.A
+        yield self.B
+        if self.C is not None:
+            yield self.C
+            yield self.D
+
+    def statespace(self):
+        """A ``control.StateSpace`` (python-control; pip install 'symjac[control]')."""
+        try:
+            import control
+        except ImportError:
+            raise ImportError("statespace() needs python-control: pip install 'symjac[control]'") from None
+        n, m = self.B.shape
+        C = self.C if self.C is not None else np.eye(n)
+        D = self.D if self.D is not None else np.zeros((C.shape[0], m))
+        return control.ss(self.A, self.B, C, D)
+
+
+def _vec(a) -> np.ndarray:
+    return np.atleast_1d(np.asarray(a, dtype=float))
+
+
+def linearize(f, x0, u0, p=None, *, h=None) -> Linearization:
+    """Linearise ``xdot = f(x, u[, p])`` exactly at the operating point ``(x0, u0)``.
+
+    ``A = df/dx`` and ``B = df/du`` are exact derivatives evaluated at the point; with an output
+    map ``y = h(x, u[, p])`` also ``C = dh/dx`` and ``D = dh/du``. ``p`` holds parameters that are
+    not differentiated. For the symbolic A and B, use ``symjac.symbolic(f, x0, u0)``.
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> pendulum = lambda x, u: np.stack([x[1], -9.81 * np.sin(x[0]) + u[0]])
+        >>> A, B = symjac.linearize(pendulum, np.zeros(2), np.zeros(1))
+        >>> A
+        array([[ 0.  ,  1.  ],
+               [-9.81,  0.  ]])
+    """
+    x0, u0 = _vec(x0), _vec(u0)
+    extra = () if p is None else (np.asarray(p, dtype=float),)
+
+    def blocks(g):
+        return jacobian(lambda x, u: g(x, u, *extra), (x0, u0))
+
+    A, B = blocks(f)
+    if h is None:
+        return Linearization(A, B)
+    C, D = blocks(h)
+    return Linearization(A, B, C, D)

@@ -1,0 +1,66 @@
+"""Compile derivatives of SymPy expressions directly (``symjac.from_sympy``), e.g. the mass matrix
+and forcing of a ``sympy.physics.mechanics.KanesMethod`` model, without rewriting the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy
+
+from .compiled import MODES, CompiledFunction, SympySpec
+
+
+def _array(x) -> np.ndarray:
+    if isinstance(x, sympy.MatrixBase):
+        rows, cols = x.shape
+        arr = np.array(x.tolist(), dtype=object).reshape(rows, cols)
+        return arr.reshape(rows) if cols == 1 else arr
+    if isinstance(x, sympy.Basic):
+        out = np.empty((), dtype=object)
+        out[()] = x
+        return out
+    out = np.empty(len(x), dtype=object)
+    for k, e in enumerate(x):
+        out[k] = sympy.sympify(e)
+    return out
+
+
+def from_sympy(outputs, inputs, *, mode="jacobian", wrt=None, value=False, sparse=None, cache=True):
+    """Compile the derivatives of SymPy ``outputs`` with respect to symbol groups ``inputs``.
+
+    Args:
+        outputs: an expression, a column Matrix or list (a vector), a Matrix (2-d), or a tuple
+            of these (several outputs, like a function returning a tuple).
+        inputs: a list of symbol groups, each a list or column Matrix of symbols; the compiled
+            function takes one array per group. A flat list of symbols is one group.
+        mode, wrt, value, sparse, cache: as for :func:`symjac.compile`; groups not in ``wrt``
+            are runtime parameters.
+
+    Example:
+        >>> import numpy as np, sympy, symjac
+        >>> q = sympy.symbols("q0 q1")
+        >>> jac = symjac.from_sympy(sympy.Matrix([q[0] * sympy.sin(q[1]), q[0] ** 2]), [q])
+        >>> jac(np.array([2.0, 0.0]))
+        array([[0., 2.],
+               [4., 0.]])
+    """
+    if mode not in MODES:
+        raise ValueError(f"from_sympy: mode must be one of {MODES}, got {mode!r}")
+    groups = list(inputs)
+    if groups and all(isinstance(s, sympy.Symbol) for s in groups):
+        groups = [groups]
+    X = tuple(_array(g) for g in groups)
+    for arr in X:
+        for s in arr.flat:
+            if not isinstance(s, sympy.Symbol):
+                raise TypeError(f"from_sympy: inputs must be symbols, got {s!r}")
+    out_tuple = isinstance(outputs, tuple)
+    outs = tuple(_array(o) for o in (outputs if out_tuple else (outputs,)))
+    n = len(X)
+    if wrt is None:
+        wrt_t, wrt_tuple = tuple(range(n)), n > 1
+    elif isinstance(wrt, int):
+        wrt_t, wrt_tuple = (wrt,), False
+    else:
+        wrt_t, wrt_tuple = tuple(wrt), True
+    spec = SympySpec(X, outs, mode, wrt_t, wrt_tuple, out_tuple, bool(value), sparse)
+    return CompiledFunction(spec, cache=cache)
