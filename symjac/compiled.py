@@ -226,7 +226,7 @@ class CompiledFunction:
         caller's array and a fresh result straight to the kernel: one input, one result."""
         layout = self.kernel.layout
         spec = self.spec
-        if len(self._in_shapes) != 1 or len(layout.slots) != 1 or spec.sparse or spec.value:
+        if len(self._in_shapes) != 1 or len(layout.slots) != 1 or spec.value:
             return None
         if spec.out_tuple or spec.wrt_tuple:
             return None
@@ -254,7 +254,7 @@ class CompiledFunction:
                         self.kernel._fn(x_address, result_address, 0)
                     else:
                         self.kernel._fn(x_address, 0, result_address)
-                    return result
+                    return self._sparse_matrix(result) if self.spec.sparse else result
         if len(inputs) != self._n_args:
             raise TypeError(f"compiled function: expected {self._n_args} inputs, got {len(inputs)}")
         arrays = list(inputs)
@@ -360,11 +360,10 @@ class CompiledFunction:
 
     # --- structure and interop ------------------------------------------------------------
     def _sparse_matrix(self, data):
-        import scipy.sparse as sp
-
-        p = self.meta["pattern"]
-        cls = sp.csr_matrix if p["kind"] == "csr" else sp.csc_matrix
-        return cls((data, np.asarray(p["indices"]), np.asarray(p["indptr"])), shape=tuple(p["shape"]))
+        factory = self.__dict__.get("_sparse_factory")
+        if factory is None:
+            factory = self._sparse_factory = _SparseFactory(self.meta["pattern"])
+        return factory(data)
 
     def sparsity(self):
         """The exact Jacobian pattern as a SciPy CSR matrix of ones (``solve_ivp(jac_sparsity=)``)."""
@@ -431,7 +430,40 @@ class CompiledFunction:
         return (CompiledFunction, (self.spec,))
 
     def __repr__(self) -> str:
-        return f"CompiledFunction(mode={self.spec.mode!r}, wrt={self.spec.wrt}, inputs={self._in_shapes[: self._n_args]})"
+        shapes = self._in_shapes[: self._n_args]
+        return f"CompiledFunction(mode={self.spec.mode!r}, wrt={self.spec.wrt}, inputs={shapes})"
+
+
+class _SparseFactory:
+    """SciPy matrices with one fixed pattern, made in well under a microsecond.
+
+    SciPy's constructor re-validates the pattern (about 15 us); every result here shares one
+    validated template's index arrays, made read-only so that an in-place structural change of
+    one result raises instead of corrupting the others.
+    """
+
+    def __init__(self, pattern):
+        import scipy.sparse as sp
+
+        self._cls = sp.csr_matrix if pattern["kind"] == "csr" else sp.csc_matrix
+        indices = np.asarray(pattern["indices"], dtype=np.int32)
+        indptr = np.asarray(pattern["indptr"], dtype=np.int32)
+        self._args = (indices, indptr, tuple(pattern["shape"]))
+        template = self._cls((np.zeros(len(indices)), indices, indptr), shape=self._args[2])
+        template.indices.setflags(write=False)
+        template.indptr.setflags(write=False)
+        state = dict(getattr(template, "__dict__", {}))
+        state.pop("data", None)
+        self._state = state if {"indices", "indptr"} <= state.keys() else None
+
+    def __call__(self, data):
+        if self._state is None:  # an unexpected SciPy layout: take the validated, slower road
+            indices, indptr, shape = self._args
+            return self._cls((data, indices, indptr), shape=shape)
+        m = self._cls.__new__(self._cls)
+        m.__dict__.update(self._state)
+        m.data = data
+        return m
 
 
 def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, sparse=None, cache=True):  # noqa: A001

@@ -20,6 +20,16 @@ class Linearization:
     B: np.ndarray
     C: np.ndarray | None = None
     D: np.ndarray | None = None
+    _dynamics: object = None
+
+    def symbolic(self):
+        """The exact A and B as SymPy matrices (functions of the state, input and parameters)."""
+        from .symbolic import symbolic
+
+        f, x0, u0, extra = self._dynamics
+        view = symbolic(lambda x, u: f(x, u, *extra), x0, u0, names=["x", "u"])
+        n = x0.size
+        return view.matrix[:, :n], view.matrix[:, n:]
 
     def __iter__(self):
         yield self.A
@@ -66,7 +76,8 @@ def linearize(f, x0, u0, p=None, *, h=None) -> Linearization:
         return jacobian(lambda x, u: g(x, u, *extra), (x0, u0))
 
     A, B = blocks(f)
+    dynamics = (f, x0, u0, extra)
     if h is None:
-        return Linearization(A, B)
+        return Linearization(A, B, _dynamics=dynamics)
     C, D = blocks(h)
-    return Linearization(A, B, C, D)
+    return Linearization(A, B, C, D, _dynamics=dynamics)

@@ -52,8 +52,13 @@ def ode_jacobian(fun, t0, y0, args=(), sparse=False) -> ODEJacobian:
 
 
 def _with_args(fun, x0, args, **options):
-    cf = compile(lambda x, *a: fun(x, *a), np.asarray(x0, dtype=float),
-                 *[np.asarray(a, dtype=float) for a in args], wrt=0, **options)
+    cf = compile(
+        lambda x, *a: fun(x, *a),
+        np.asarray(x0, dtype=float),
+        *[np.asarray(a, dtype=float) for a in args],
+        wrt=0,
+        **options,
+    )
 
     def call(x, *a):
         return cf(np.asarray(x, dtype=float), *[np.asarray(v, dtype=float) for v in a])
@@ -83,8 +88,9 @@ class Objective:
         self._vg = _with_args(fun, x0, args, value=True)[0]
         self._hess = _with_args(fun, x0, args, mode="hessian")[0]
         x0 = np.asarray(x0, dtype=float)
-        self._hvp = compile(lambda x, *a: fun(x, *a), x0, *[np.asarray(a, dtype=float) for a in args],
-                            wrt=0, mode="hvp")
+        self._hvp = compile(
+            lambda x, *a: fun(x, *a), x0, *[np.asarray(a, dtype=float) for a in args], wrt=0, mode="hvp"
+        )
 
     def value_and_grad(self, x, *args):
         value, grad = self._vg(x, *args)
@@ -97,5 +103,8 @@ class Objective:
         return self._hess(x, *args)
 
     def hessp(self, x, p, *args):
-        return self._hvp(np.asarray(x, dtype=float), *[np.asarray(a, dtype=float) for a in args],
-                         v=np.asarray(p, dtype=float))
+        return self._hvp(
+            np.asarray(x, dtype=float),
+            *[np.asarray(a, dtype=float) for a in args],
+            v=np.asarray(p, dtype=float),
+        )

@@ -129,6 +129,11 @@ def test_sparse_results(rng):
         m = cf(x)
         assert isinstance(m, scipy.sparse.csr_matrix if kind == "csr" else scipy.sparse.csc_matrix)
         _same(m.toarray(), dense)
+    m = symjac.compile(chain, x, sparse="csr")(x)
+    with pytest.raises(ValueError):  # results share their pattern: a structural change must not corrupt it
+        m.indices[0] = 3
+    m2 = symjac.compile(chain, x, sparse="csr")(x + 1.0)
+    _same((m2 + m).toarray(), symjac.jacobian(chain, x + 1.0) + dense)
     pattern = symjac.compile(chain, x).sparsity()
     assert np.array_equal(pattern.toarray() != 0, dense != 0)
 

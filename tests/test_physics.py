@@ -31,6 +31,16 @@ def test_cartpole_upright_matches_textbook():
     np.testing.assert_allclose(B, expected_B, rtol=1e-13, atol=1e-15)
 
 
+def test_symbolic_linearisation():
+    lin = symjac.linearize(lambda x, u: np.stack([x[1], -9.81 * np.sin(x[0]) + u[0] * x[1]]), [0.0, 0.0], [0.0])
+    A, B = lin.symbolic()
+    x0, x1, u0 = sympy.symbols("x_0 x_1 u_0", real=True)
+    assert A == sympy.Matrix([[0, 1], [-sympy.Float(9.81, 17) * sympy.cos(x0), u0]]) or sympy.simplify(
+        A - sympy.Matrix([[0, 1], [-9.81 * sympy.cos(x0), u0]])
+    ) == sympy.zeros(2, 2)
+    assert B == sympy.Matrix([[0], [x1]])
+
+
 def test_output_map_and_statespace():
     lin = symjac.linearize(cartpole, np.zeros(4), np.zeros(1), h=lambda x, u: np.stack([x[0], x[1] + 0.5 * u[0]]))
     A, B, C, D = lin
