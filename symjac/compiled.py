@@ -14,11 +14,14 @@ from ctypes import addressof, c_char
 from dataclasses import dataclass, replace
 
 import numpy as np
+import sympy
 
 from . import derive, diff, diskcache, functional
 from .derive import Derivation, Result, _input_specs, _out_dtype, _unique_names
 from .expand import input_symbols, output_expressions
 from .runtime import Kernel, Layout, ResultSlot, _address
+from .tape import Tape
+from .tape import jacobian_entries as tape_entries
 
 MODES = ("jacobian", "hessian", "jvp", "vjp", "hvp")
 THREAD_WORK = 4_000_000  # points x kernel statements from which a batch is split across cores
@@ -94,10 +97,17 @@ def derivation(spec) -> tuple[Derivation, dict]:
         X, outs, in_dt, out_dt, names = _traced_expressions(spec)
     Xw = [X[j] for j in spec.wrt]
     results, kernel_inputs, kernel_dtypes, meta = [], list(X), list(in_dt), {}
+    # The exact derivative as a DAG program: every entry below is an atom of the tape.
+    tape = Tape([s for x in Xw for s in x.flat])
     if spec.value:
-        results += derive._values(outs, out_dt)
+        results += derive._values([_atoms(tape, o) for o in outs], out_dt)
+
+    def gradients():
+        grad = tape.tangent(tape.value(sympy.sympify(outs[0].flat[0])))
+        return [np.array([grad.get(s, sympy.S.Zero) for s in x.flat], dtype=object).reshape(x.shape) for x in Xw]
+
     if spec.mode == "jacobian":
-        entries = diff.jacobian_entries(outs, Xw)
+        entries = tape_entries(tape, outs, Xw)
         if spec.sparse:
             result, pattern = _sparse(entries, outs, Xw, spec.sparse, in_dt[spec.wrt[0]])
             results.append(result)
@@ -108,36 +118,41 @@ def derivation(spec) -> tuple[Derivation, dict]:
             )
         meta["nest"] = (len(outs), len(Xw))
     elif spec.mode == "hessian":
-        grads = diff.gradient(outs[0].flat[0], Xw)
-        entries = diff.jacobian_entries(grads, Xw)
+        grads = gradients()
+        entries = tape_entries(tape, grads, Xw)
         results += derive._blocks(entries, grads, Xw, lambda i, j: in_dt[spec.wrt[j]], lambda i, j: ("in", j))
         meta["nest"] = (len(Xw), len(Xw))
     else:
         if spec.mode == "vjp":
             V = [input_symbols(derive._fresh(f"v{i}", names), o.shape) for i, o in enumerate(outs)]
-            entries = diff.jacobian_entries(outs, Xw)
+            entries = tape_entries(tape, outs, Xw)
             sums = diff.contract_rows(entries, V, [x.size for x in Xw])
             prods = [(x.shape, in_dt[spec.wrt[j]], sums[j]) for j, x in enumerate(Xw)]
             kernel_dtypes += out_dt
         else:
             V = [input_symbols(derive._fresh(f"v{j}", names), x.shape) for j, x in enumerate(Xw)]
             if spec.mode == "jvp":
-                entries = diff.jacobian_entries(outs, Xw)
+                entries = tape_entries(tape, outs, Xw)
                 sums = diff.contract_cols(entries, V, [o.size for o in outs])
                 prods = [(o.shape, out_dt[i], sums[i]) for i, o in enumerate(outs)]
             else:  # hvp
-                grads = diff.gradient(outs[0].flat[0], Xw)
-                entries = diff.jacobian_entries(grads, Xw)
+                grads = gradients()
+                entries = tape_entries(tape, grads, Xw)
                 sums = diff.contract_cols(entries, V, [x.size for x in Xw])
                 prods = [(x.shape, in_dt[spec.wrt[j]], sums[j]) for j, x in enumerate(Xw)]
             kernel_dtypes += [in_dt[j] for j in spec.wrt]
         kernel_inputs += V
         results += [Result(s, dt, ("p", k), derive._nonzero(e)) for k, (s, dt, e) in enumerate(prods)]
         meta["v_shapes"] = [list(v.shape) for v in V]
-    d = Derivation(kernel_inputs, kernel_dtypes, [], results, {})
+    d = Derivation(kernel_inputs, kernel_dtypes, [], results, {"tape": tape})
     meta["results"] = [[list(r.shape), r.dtype.str] for r in results]
     meta["n_out"] = len(outs)
     return d, meta
+
+
+def _atoms(tape: Tape, arr: np.ndarray) -> np.ndarray:
+    flat = [tape.value(sympy.sympify(e)) for e in arr.flat]
+    return np.array(flat, dtype=object).reshape(arr.shape)
 
 
 def _sparse(entries, outs, Xw, kind, dtype):
@@ -169,7 +184,15 @@ def _layout(d: Derivation) -> tuple[Layout, list]:
         stores.extend((region, sizes[region] + k, e) for k, e in r.entries)
         sizes[region] += math.prod(r.shape)
     compute = "float32" if not sizes[0] and all(dt == F32 for dt in d.input_dtypes) else "float64"
-    return Layout(tuple(tuple(a.shape) for a in d.inputs), tuple(slots), sizes[0], sizes[1], compute), stores
+    # Mostly nonzero: store the zeros too, so that batch results need no zeroing pass first.
+    full = 2 * len(stores) >= sizes[0] + sizes[1]
+    if full:
+        taken = {(region, offset) for region, offset, _ in stores}
+        stores += [
+            (region, k, sympy.S.Zero) for region in (0, 1) for k in range(sizes[region]) if (region, k) not in taken
+        ]
+    shapes = tuple(tuple(a.shape) for a in d.inputs)
+    return Layout(shapes, tuple(slots), sizes[0], sizes[1], compute, full), stores
 
 
 def _layout_json(layout: Layout) -> dict:
@@ -179,12 +202,14 @@ def _layout_json(layout: Layout) -> dict:
         "n64": layout.n64,
         "n32": layout.n32,
         "compute": layout.compute,
+        "full": layout.full,
     }
 
 
 def _layout_from_json(m: dict) -> Layout:
     slots = tuple(ResultSlot(r, o, tuple(s)) for r, o, s in m["slots"])
-    return Layout(tuple(tuple(s) for s in m["in_shapes"]), slots, m["n64"], m["n32"], m["compute"])
+    shapes = tuple(tuple(s) for s in m["in_shapes"])
+    return Layout(shapes, slots, m["n64"], m["n32"], m["compute"], bool(m.get("full", False)))
 
 
 class CompiledFunction:
@@ -209,7 +234,7 @@ class CompiledFunction:
                 for s in arr.flat:
                     slots[s] = offset
                     offset += 1
-            self._program = build_program(stores, slots, layout.compute)
+            self._program = build_program(stores, slots, layout.compute, tape=d.info["tape"])
             self.kernel = Kernel.build(self._program, layout, batch=True)
             meta["layout"] = _layout_json(layout)
             meta["statements"] = len(self._program.stores) + len(self._program.assignments)

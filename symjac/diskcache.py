@@ -18,8 +18,10 @@ import tempfile
 import llvmlite
 import llvmlite.binding as llvm
 
+from . import vecmath
+
 MAGIC = b"SYMJAC1\n"
-FORMAT = 1
+FORMAT = 2
 
 
 def cache_dir() -> pathlib.Path:
@@ -44,6 +46,7 @@ def key(canonical: str) -> str:
         llvm.get_process_triple(),
         llvm.get_host_cpu_name(),
         llvm.get_host_cpu_features().flatten(),
+        vecmath.abi_tag(),
     )
     return hashlib.sha256(repr((machine, canonical)).encode()).hexdigest()
 

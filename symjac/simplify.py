@@ -33,9 +33,15 @@ class Program:
         return sum(sympy.count_ops(e) for e in exprs)
 
 
-def build_program(stores, slots: dict, compute: str) -> Program:
-    """CSE over every stored expression together, so blocks share their work."""
+def build_program(stores, slots: dict, compute: str, tape=None) -> Program:
+    """CSE over every stored expression together, so blocks share their work.
+
+    Stores already in terms of a ``tape`` (``symjac.tape``) share their work by construction:
+    the program is the tape's live temporaries, with no CSE pass.
+    """
     exprs = [sympy.sympify(e) for _, _, e in stores]
+    if tape is not None:
+        return Program(slots, tuple(tape.needed(exprs)), tuple(stores), compute)
     temps = sympy.numbered_symbols("t", cls=sympy.Dummy)
     with stage("common-subexpression elimination", len(exprs)):
         assignments, reduced = sympy.cse(exprs, symbols=temps, order="none") if exprs else ([], [])

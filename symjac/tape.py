@@ -1,0 +1,211 @@
+"""Exact forward-mode differentiation of a SymPy expression DAG into a straight-line program.
+
+``symjac.compile`` needs the derivative as code, not as trees to print. Differentiating each
+output tree with ``sympy.diff`` rebuilds shared subtrees once per entry, and ``sympy.cse`` then
+has to find the sharing again: most of a large build went there (an MLP: 9 s of 14). The tape
+instead gives every distinct subexpression one temporary, defined shallowly in terms of earlier
+temporaries, and carries each temporary's tangent (a sparse map input symbol -> temporary)
+forward, chain rule by chain rule. The result is the same exact derivative, already in
+common-subexpression form, at a cost linear in (DAG size x inputs each node depends on).
+
+Local partial derivatives come from SymPy on the shallow definition (``fdiff`` for functions,
+``diff`` for anything else), so every class SymPy can differentiate is covered exactly.
+"""
+
+from __future__ import annotations
+
+import sympy
+from sympy.core.function import ArgumentIndexError
+
+from .progress import Progress
+
+_ONE = sympy.S.One
+
+
+class Tape:
+    """Temporaries in definition order; ``value(expr)`` and ``tangent(atom)`` extend it.
+
+    ``inputs`` are the symbols derivatives are taken by. An atom is a Number, a Symbol or a
+    temporary (a real Dummy); a temporary's definition only has atoms (or booleans of atoms)
+    as arguments.
+    """
+
+    def __init__(self, inputs):
+        self.inputs = frozenset(inputs)
+        self.assignments: list[tuple[sympy.Dummy, sympy.Basic]] = []
+        self._values: dict = {}  # expression -> atom
+        self._defs: dict = {}  # temporary -> definition
+        self._deps: dict = {}  # temporary -> the temporaries and inputs its definition uses
+        self._tangents: dict = {}  # atom -> {input symbol: atom}
+        self._count = 0
+
+    # --- values -------------------------------------------------------------------------
+    def temp(self, definition) -> sympy.Basic:
+        """An atom equal to ``definition`` (a new temporary unless it is already an atom)."""
+        if definition.is_Atom:
+            return definition
+        hit = self._values.get(definition)
+        if hit is not None:
+            return hit
+        t = sympy.Dummy(f"t{self._count}", real=True)
+        self._count += 1
+        self.assignments.append((t, definition))
+        self._defs[t] = definition
+        self._deps[t] = [s for s in definition.free_symbols if s in self._defs or s in self.inputs]
+        self._values[definition] = t
+        return t
+
+    def value(self, expr):
+        """The atom holding ``expr``, adding a temporary for each new subexpression."""
+        hit = self._values.get(expr)
+        if hit is not None or expr.is_Atom:
+            return expr if hit is None else hit
+        stack = [(expr, False)]
+        while stack:  # post-order without recursion: deep sums would overflow the stack
+            node, ready = stack.pop()
+            if node.is_Atom or node in self._values:
+                continue
+            if not ready:
+                stack.append((node, True))
+                stack.extend((a, False) for a in node.args if not a.is_Atom and a not in self._values)
+                continue
+            self._values[node] = self.temp(self._shallow(node))
+        return self._values[expr]
+
+    def _shallow(self, node):
+        """``node`` rebuilt on atoms: the definition of its temporary."""
+        if isinstance(node, sympy.Piecewise):
+            pairs = [(self.value(e), self._boolean(c)) for e, c in node.args]
+            return sympy.Piecewise(*pairs, evaluate=False)
+        if isinstance(node, sympy.logic.boolalg.Boolean) and not isinstance(node, sympy.Expr):
+            return self._boolean(node)
+        args = [self.value(a) if isinstance(a, sympy.Expr) else self._boolean(a) for a in node.args]
+        if isinstance(node, (sympy.Add, sympy.Mul, sympy.Pow)):
+            return node.func(*args, evaluate=False)
+        return node.func(*args)
+
+    def _boolean(self, cond):
+        """A condition rebuilt with its expression arguments replaced by atoms (kept inline:
+        conditions are not differentiated, only evaluated)."""
+        if cond.is_Atom:
+            return cond
+        if isinstance(cond, sympy.Expr):
+            return self.value(cond)
+        return cond.func(*[self._boolean(a) for a in cond.args])
+
+    # --- tangents -----------------------------------------------------------------------
+    def tangent(self, atom) -> dict:
+        """``{input symbol s: atom of d atom / d s}``, only the nonzero ones."""
+        hit = self._tangents.get(atom)
+        if hit is not None:
+            return hit
+        if atom in self.inputs:
+            return {atom: _ONE}
+        if atom not in self._defs:  # a number, or a symbol derivatives are not taken by
+            return {}
+        # Tangents of a definition's temporaries first, iteratively, then this one.
+        stack = [atom]
+        while stack:
+            t = stack[-1]
+            pending = [a for a in self._args(t) if a in self._defs and a not in self._tangents]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            if t not in self._tangents:
+                self._tangents[t] = self._chain(t)
+        return self._tangents[atom]
+
+    def _args(self, t):
+        return self._deps[t]
+
+    def _chain(self, t) -> dict:
+        terms: dict = {}
+        for arg, partial in self._partials(t):
+            for s, d in self.tangent(arg).items():
+                terms.setdefault(s, []).append(_times(partial, d))
+        out = {}
+        for s, parts in terms.items():
+            parts = [self.value(p) for p in parts]
+            out[s] = parts[0] if len(parts) == 1 else self.temp(sympy.Add(*parts, evaluate=False))
+        return out
+
+    def _partials(self, t):
+        """(atom, d definition / d atom) for each atom the definition of ``t`` depends on."""
+        definition = self._defs[t]
+        args = definition.args
+        if isinstance(definition, sympy.Add):
+            return [(a, _ONE) for a in args if not a.is_Number]
+        if isinstance(definition, sympy.Mul):
+            out = []
+            for k, a in enumerate(args):
+                if not a.is_Number:
+                    others = args[:k] + args[k + 1 :]
+                    out.append((a, others[0] if len(others) == 1 else sympy.Mul(*others, evaluate=False)))
+            return out
+        if isinstance(definition, sympy.Pow) and args[1].is_Number:
+            base, n = args
+            lower = base if n - 1 == 1 else self.value(sympy.Pow(base, n - 1, evaluate=False))
+            return [(base, n if n - 1 == 0 else self.value(sympy.Mul(n, lower, evaluate=False)))]
+        own_fdiff = getattr(type(definition), "fdiff", None) not in (None, sympy.Function.fdiff)
+        if isinstance(definition, sympy.Function) and own_fdiff and all(a.is_Atom for a in args):
+            out = []
+            for k, a in enumerate(args):
+                if a.is_Number:
+                    continue
+                try:
+                    d = definition.fdiff(k + 1)
+                except (ArgumentIndexError, NotImplementedError, AttributeError):
+                    break
+                out.append((a, self._reuse(d, definition, t)))
+            else:
+                return [(a, d) for a, d in out if d != 0]
+        partials = ((a, definition.diff(a)) for a in self._args(t))
+        return [(a, self._reuse(d, definition, t)) for a, d in partials if d != 0]
+
+    def _reuse(self, d, definition, t):
+        """A partial derivative as an atom, with the definition itself replaced by ``t``."""
+        if d.has(sympy.Derivative):
+            raise NotImplementedError(
+                f"symjac cannot differentiate {type(definition).__name__} ({definition}): SymPy "
+                "leaves its derivative unevaluated; declare `fdiff` on the function class"
+            )
+        d = d.xreplace({definition: t})
+        return d if d.is_Atom else self.value(d)
+
+    # --- programs -----------------------------------------------------------------------
+    def needed(self, exprs) -> list:
+        """The assignments that ``exprs`` use, in order (dead temporaries dropped)."""
+        live = set()
+        todo = [s for e in exprs for s in getattr(e, "free_symbols", ()) if s in self._defs]
+        while todo:
+            t = todo.pop()
+            if t in live:
+                continue
+            live.add(t)
+            todo.extend(s for s in self._defs[t].free_symbols if s in self._defs and s not in live)
+        return [(t, d) for t, d in self.assignments if t in live]
+
+
+def _times(a, b):
+    if a == _ONE:
+        return b
+    if b == _ONE:
+        return a
+    if b.is_Number:  # the coefficient first, as SymPy and the code generator expect it
+        a, b = b, a
+    return sympy.Mul(a, b, evaluate=False)
+
+
+def jacobian_entries(tape: Tape, outputs, inputs) -> dict:
+    """Like ``diff.jacobian_entries``: ``(i, j) -> [(row, col, atom)]``, entries in tape atoms."""
+    where = {s: (j, m) for j, arr in enumerate(inputs) for m, s in enumerate(arr.flat)}
+    entries: dict = {}
+    with Progress("differentiating the expression DAG", sum(o.size for o in outputs)) as progress:
+        for i, out in enumerate(outputs):
+            for row, expr in enumerate(out.flat):
+                for s, d in sorted(tape.tangent(tape.value(sympy.sympify(expr))).items(), key=lambda p: where[p[0]]):
+                    j, col = where[s]
+                    entries.setdefault((i, j), []).append((row, col, d))
+                progress.update()
+    return entries
