@@ -114,12 +114,19 @@ class _Lowerer:
         args = [self.as_float(a) for a in args]
         if self.lanes == 1 or name in LANEWISE_INTRINSICS:
             return self.b.call(self._declare(name, intrinsic, self.t, len(args)), args)
-        compute = "float32" if self.scalar == ir.FloatType() else "float64"
-        symbol = vecmath.vector_symbol(name.removeprefix("llvm."), len(args), compute, self.lanes)
-        if symbol is not None:
-            fn_type = ir.FunctionType(self.t, [self.t] * len(args))
-            fn = self.module.globals.get(symbol) or ir.Function(self.module, fn_type, symbol)
-            return self.b.call(fn, args)
+        base = name.removeprefix("llvm.")
+        if self.scalar == ir.FloatType():
+            # libmvec's float routines allow 4 ulp where scalar libm is near correctly rounded,
+            # and derivative formulas that cancel (sinc near 0) magnify that; its double
+            # routines on two halves give float results at least as good as the scalar path.
+            half = self.lanes // 2
+            symbol = vecmath.vector_symbol(base, len(args), "float64", half)
+            if symbol is not None:
+                return self._float_via_double(symbol, args, half)
+        else:
+            symbol = vecmath.vector_symbol(base, len(args), "float64", self.lanes)
+            if symbol is not None:
+                return self.b.call(self._vector_function(symbol, self.t, len(args)), args)
         scalar_fn = self._declare(name, intrinsic, self.scalar, len(args))
         result = ir.Constant(self.t, ir.Undefined)
         for lane in range(self.lanes):
@@ -127,6 +134,22 @@ class _Lowerer:
             value = self.b.call(scalar_fn, [self.b.extract_element(a, idx) for a in args])
             result = self.b.insert_element(result, value, idx)
         return result
+
+    def _vector_function(self, symbol, typ, nargs):
+        fn_type = ir.FunctionType(typ, [typ] * nargs)
+        return self.module.globals.get(symbol) or ir.Function(self.module, fn_type, symbol)
+
+    def _float_via_double(self, symbol, args, half):
+        b, i32 = self.b, ir.IntType(32)
+        wide = ir.VectorType(ir.DoubleType(), half)
+        fn = self._vector_function(symbol, wide, len(args))
+        parts = []
+        for h in range(2):
+            pick = ir.Constant(ir.VectorType(i32, half), [ir.Constant(i32, h * half + k) for k in range(half)])
+            halves = [b.fpext(b.shuffle_vector(a, a, pick), wide) for a in args]
+            parts.append(b.fptrunc(b.call(fn, halves), ir.VectorType(self.scalar, half)))
+        both = ir.Constant(ir.VectorType(i32, self.lanes), [ir.Constant(i32, k) for k in range(self.lanes)])
+        return b.shuffle_vector(parts[0], parts[1], both)
 
     def _declare(self, name: str, intrinsic: bool, typ, nargs: int):
         if intrinsic:  # overloaded on its one type: llvm.exp.f64, llvm.sqrt.v4f64

@@ -22,7 +22,7 @@ from .simplify import F32_REGION, Program
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 _BATCH_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _TM = None
-SIMD_OUTPUT_BYTES = 32768  # at most this much output per vector of points for a SIMD kernel
+SIMD_OUTPUT_BYTES = 16384  # at most this much output per vector of points for a SIMD kernel
 INLINE_LIMIT = 32  # statements up to which kernels are inlined into the batch loop (bigger: no gain, slow O3)
 _TM_LOCK = threading.Lock()
 

@@ -1,0 +1,235 @@
+"""Batch kernels: SIMD lanes across points, vector math, segmented kernels, the DAG tape.
+
+A batch runs a vector kernel while a full vector of points remains and the scalar kernel on the
+rest, so every check uses batches with both parts. Oracles: NumPy for values, the scalar
+single-point kernel (itself checked against torch in test_ops) for Jacobians, and SymPy's own
+``diff`` for the tape.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import sympy
+
+import symjac
+from symjac import codegen, ops, runtime, vecmath
+from symjac import functions as F
+from symjac.tape import Tape, jacobian_entries
+
+LANES = vecmath.lanes("float64")
+N = 4 * max(vecmath.lanes("float32"), 1) + 3  # full vectors and a scalar remainder, both dtypes
+UNARY = [
+    e
+    for e in ops.ELEMENTWISE_OPS
+    if not e.boolean and ops._nargs(e) == 1 and any(hasattr(np, n) for n in e.numpy)
+]
+BINARY = [
+    e
+    for e in ops.ELEMENTWISE_OPS
+    if not e.boolean and ops._nargs(e) == 2 and any(hasattr(np, n) for n in e.numpy)
+]
+# float32 results agree to a few ulp of float32; float64 to a few ulp amplified by the
+# conditioning of a derivative formula (1 - tanh(x)**2 near 1 loses digits).
+TOL = {np.float64: dict(rtol=1e-11, atol=1e-13), np.float32: dict(rtol=1e-5, atol=1e-6)}
+
+
+def _numpy_fn(e):
+    return getattr(np, next(n for n in e.numpy if hasattr(np, n)))
+
+
+def _points(domain, shape, rng):
+    if len(domain) > 2:  # nonzero
+        return rng.uniform(0.5, 2.0, shape) * rng.choice([-1.0, 1.0], shape)
+    low = max(domain[0], -2.0) + (0.1 if math.isfinite(domain[0]) else 0.0)
+    high = min(domain[1], 2.0) - (0.1 if math.isfinite(domain[1]) else 0.0)
+    return rng.uniform(low, high, shape)
+
+
+def _check_batch(cf, X, dtype, *more, exact=None):
+    """Batched results equal the single-point kernel's at every point.
+
+    In float32, derivative formulas that cancel (sinc near 0) lose digits on both paths, and
+    differently; there the batch must be as close as the single-point kernel, within a few
+    float32 ulp, to ``exact``: the same function compiled in float64.
+    """
+    got = cf(X, *more)
+    for k in range(X.shape[0]):
+        want = cf(X[k], *(m[k] for m in more))
+        best = exact(X[k], *(m[k] for m in more)) if exact is not None else None
+        for n, (g, w) in enumerate(zip(_tuple(got), _tuple(want), strict=True)):
+            g = np.asarray(g)[k]
+            if best is None:
+                np.testing.assert_allclose(g, w, **TOL[dtype])
+                continue
+            b = np.asarray(_tuple(best)[n])
+            bound = 2 * np.abs(w - b) + TOL[dtype]["atol"] + TOL[dtype]["rtol"] * np.abs(b)
+            assert np.all(np.abs(g - b) <= bound), (k, g, w, b)
+    return got
+
+
+def _tuple(r):
+    """The arrays of a (nested) result, in order."""
+    return tuple(a for part in r for a in _tuple(part)) if isinstance(r, tuple) else (r,)
+
+
+def _exact(fn, dtype, *examples, **options):
+    if dtype == np.float64:
+        return None
+    return symjac.compile(fn, *(np.asarray(e, dtype=np.float64) for e in examples), cache=False, **options)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("e", UNARY, ids=lambda e: e.name)
+def test_unary_ops_batched(e, dtype, rng):
+    fn = _numpy_fn(e)
+    X = _points(e.domain, (N, 3), rng).astype(dtype)
+    f = lambda x: fn(x) * x[::-1]  # noqa: E731
+    cf = symjac.compile(f, X[0], value=True, cache=False)
+    value, _ = _check_batch(cf, X, dtype, exact=_exact(f, dtype, X[0], value=True))
+    np.testing.assert_allclose(value, fn(X) * X[:, ::-1], **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("e", BINARY, ids=lambda e: e.name)
+def test_binary_ops_batched(e, dtype, rng):
+    fn = _numpy_fn(e)
+    X = _points(e.domain, (N, 3), rng).astype(dtype)
+    Y = _points(e.domain, (N, 3), rng).astype(dtype)
+    cf = symjac.compile(fn, X[0], Y[0], value=True, cache=False)
+    value, _ = _check_batch(cf, X, dtype, Y, exact=_exact(fn, dtype, X[0], Y[0], value=True))
+    np.testing.assert_allclose(value, fn(X, Y), **TOL[dtype])
+
+
+def _mixed(x):
+    return np.stack([np.exp(x[0]) * np.sin(x[1]), np.tanh(x[2] * x[0]), np.arctan2(x[0], x[1]), np.log1p(x[2] ** 2)])
+
+
+@pytest.mark.skipif(LANES == 1, reason="no SIMD on this CPU")
+def test_vector_math_comes_from_libmvec_or_runs_lane_by_lane(rng, monkeypatch):
+    X = rng.uniform(0.1, 1.0, (N, 3))
+    cf = symjac.compile(_mixed, X[0], cache=False)
+    reference = _check_batch(cf, X, np.float64)
+    if vecmath._libmvec() is not None:
+        assert "_ZGV" in cf.ir  # vector exp/sin/tanh/atan2/log1p calls
+    monkeypatch.setattr(vecmath, "vector_symbol", lambda *a: None)  # as on a machine without it
+    fallback = symjac.compile(_mixed, X[0], cache=False)
+    assert "_ZGV" not in fallback.ir and "symjac_kernel_simd" in fallback.ir
+    np.testing.assert_allclose(_check_batch(fallback, X, np.float64), reference, rtol=1e-13, atol=1e-15)
+
+
+def test_without_simd_batches_are_scalar_and_equal(rng, monkeypatch):
+    X = rng.uniform(0.1, 1.0, (N, 3))
+    reference = symjac.compile(_mixed, X[0], cache=False)(X)
+    monkeypatch.setattr(vecmath, "lanes", lambda compute: 1)
+    cf = symjac.compile(_mixed, X[0], cache=False)
+    assert "symjac_kernel_simd" not in cf.ir
+    np.testing.assert_allclose(cf(X), reference, rtol=1e-12, atol=1e-15)
+
+
+def test_lanes_follow_the_register_width(monkeypatch):
+    if LANES > 1:
+        assert vecmath.lanes("float32") == 2 * LANES
+    monkeypatch.setenv("SYMJAC_SIMD_BYTES", "16")
+    assert vecmath.lanes("float64") in (1, 2)
+
+
+def test_large_outputs_get_no_simd_kernel(rng):
+    # Lanes would scatter 8 points' worth of a 40x40 Jacobian: slower than scalar code.
+    x0 = rng.uniform(size=40)
+    cf = symjac.compile(lambda x: np.tanh(np.outer(x, x)).sum(axis=1), x0, cache=False)
+    assert 8 * cf.kernel.layout.n64 * LANES > runtime.SIMD_OUTPUT_BYTES
+    assert "symjac_kernel_simd" not in cf.ir
+    _check_batch(cf, rng.uniform(size=(5, 40)), np.float64)
+
+
+def _chain(x):
+    h = x
+    for _ in range(6):
+        h = np.tanh(h[::-1] * 0.7 + h)
+    return np.concatenate([h, h.sum(keepdims=True)])
+
+
+@pytest.mark.parametrize("lanes", [1, LANES])
+def test_segmented_kernels_match_one_block(lanes, rng, monkeypatch):
+    X = rng.uniform(-1, 1, (N, 5))
+    whole = symjac.compile(_chain, X[0], cache=False)
+    monkeypatch.setattr(codegen, "SEGMENT_STORES", 3 * lanes)
+    monkeypatch.setattr(codegen, "SEGMENT_STATEMENTS", 40)
+    monkeypatch.setattr(vecmath, "lanes", lambda compute: lanes)
+    split = symjac.compile(_chain, X[0], cache=False)
+    assert "symjac_kernel.part3" in split.ir
+    np.testing.assert_allclose(split(X[0]), whole(X[0]), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(split(X), whole(X), rtol=1e-14, atol=1e-15)
+
+
+def test_mostly_dense_results_store_their_zeros(rng):
+    dense = symjac.compile(lambda x: np.stack([x[0] * x[1], x[1], x[0] + x[1] ** 2]), np.ones(2), cache=False)
+    assert dense.kernel.layout.full  # 5 of 6 entries nonzero: batch buffers skip zeroing
+    sparse = symjac.compile(lambda x: x**2, np.ones(6), cache=False)
+    assert not sparse.kernel.layout.full
+    X = rng.uniform(size=(N, 6))
+    J = sparse(X)
+    assert np.all(J[:, ~np.eye(6, dtype=bool)] == 0)
+    J2 = dense(X[:, :2])
+    np.testing.assert_array_equal(J2[:, 1, 0], 0.0)
+
+
+# --- the DAG tape against sympy.diff ---------------------------------------------------------
+x, y, z = sympy.symbols("x y z", real=True)
+TAPE_CASES = [
+    x * y * z,
+    sympy.exp(x) * sympy.sin(y) / z,
+    (x + y) ** 3 - sympy.sqrt(z),
+    sympy.tanh(x * y + sympy.tanh(z * x)),
+    sympy.Piecewise((x**2, x > y), (y * z, True)),
+    sympy.atan2(x, y) * x**y,
+    sympy.Max(x, y * z),
+    F.Softplus(x * z),
+    F.MaxN(x, y, z),
+    sympy.Abs(x - y),
+    F.StopGradient(x) * y,
+    sympy.log(x**2 + 1) ** sympy.Rational(5, 2),
+    x / y / z,
+    sympy.sign(x) * x,
+    F.LogAddExp(x, y * z),
+    F.Cbrt(x * y),
+]
+
+
+def _evaluate(tape, expr, point):
+    env = dict(point)
+    for t, definition in tape.needed([expr]):
+        env[t] = definition.xreplace(env).doit()
+    return float(sympy.sympify(expr).xreplace(env).subs(sympy.DiracDelta(0), 0).evalf())
+
+
+@pytest.mark.parametrize("expr", TAPE_CASES, ids=str)
+def test_tape_gradient_and_hessian_equal_sympy_diff(expr):
+    tape = Tape([x, y, z])
+    grad = tape.tangent(tape.value(expr))
+    points = ({x: 0.7, y: -0.4, z: 1.3}, {x: 0.2, y: 0.9, z: 0.5})  # real: x > 0, z > 0
+    for point in ({k: sympy.Float(v) for k, v in p.items()} for p in points):
+        for s in (x, y, z):
+            want = float(expr.diff(s).subs(point).doit().subs(sympy.DiracDelta(0), 0).evalf())
+            got = _evaluate(tape, grad[s], point) if s in grad else 0.0
+            assert got == pytest.approx(want, rel=1e-12, abs=1e-14), (s, point)
+            hess = tape.tangent(grad[s]) if s in grad else {}
+            for r in (x, y, z):
+                want = float(expr.diff(s, r).subs(point).doit().subs(sympy.DiracDelta(0), 0).evalf())
+                got = _evaluate(tape, hess[r], point) if r in hess else 0.0
+                assert got == pytest.approx(want, rel=1e-12, abs=1e-14), (s, r, point)
+
+
+def test_tape_entries_are_exactly_the_structural_nonzeros():
+    X = np.array([x, y, z], dtype=object)
+    outs = np.array([x * y, sympy.exp(z), sympy.S(3), F.StopGradient(x) + y], dtype=object)
+    entries = jacobian_entries(Tape(X), [outs], [X])
+    assert sorted((r, c) for r, c, _ in entries[(0, 0)]) == [(0, 0), (0, 1), (1, 2), (3, 1)]
+
+
+def test_tape_refuses_an_unevaluated_derivative():
+    f = sympy.Function("f")
+    tape = Tape([x])
+    with pytest.raises(NotImplementedError, match="declare `fdiff`"):
+        tape.tangent(tape.value(f(x) * x))
