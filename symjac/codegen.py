@@ -488,57 +488,41 @@ def add_batch_loop(
     strides: tuple[int, int, int],
     compute: str,
     inline: bool = True,
-    vector: tuple[str, int] | None = None,
+    step: int = 1,
 ) -> str:
     """Add ``void <kernel>_batch(in, out64, out32, i64 n)``: the kernel over n packed points.
 
     Point ``i`` reads ``in + i*strides[0]`` and writes ``out64 + i*strides[1]``,
-    ``out32 + i*strides[2]``. ``vector`` is ``(name, lanes)`` of a kernel that takes that many
-    points at once: it runs while a full vector of points remains, the scalar kernel takes the
-    rest. With ``inline`` the kernels are inlined into the loop.
+    ``out32 + i*strides[2]``. A SIMD kernel takes ``step`` points per call; the loop stops
+    before a partial step (the caller runs the rest through the scalar kernel). With
+    ``inline`` the kernel is inlined into the loop.
     """
-    kernels = [module.get_global(kernel_name)]
-    if vector is not None:
-        kernels.append(module.get_global(vector[0]))
+    kernel = module.get_global(kernel_name)
     if inline:
-        # The scalar kernel only mops up fewer points than a vector holds: inlining it into
-        # that loop makes the loop vectoriser cost-model the whole body again, for nothing.
-        kernels[-1].attributes.add("alwaysinline")
+        kernel.attributes.add("alwaysinline")
     ftype = ir.FloatType() if compute == "float32" else ir.DoubleType()
     name = kernel_name + "_batch"
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, I64]), name=name)
     for arg in fn.args[:3]:
         arg.add_attribute("noalias")
     inp, out64, out32, n = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-
-    def call_at(kernel, i):
-        etypes = (ftype, ir.DoubleType(), ir.FloatType())
-        pointers = [
-            b.gep(base, [b.mul(i, ir.Constant(I64, stride))], source_etype=etype)
-            for base, stride, etype in zip((inp, out64, out32), strides, etypes, strict=True)
-        ]
-        b.call(kernel, pointers)
-
-    def counted_loop(kernel, start, step: int, limit):
-        """Blocks running ``kernel`` at i = start, start+step, ... while i + step <= limit."""
-        head, body, after = (fn.append_basic_block() for _ in range(3))
-        before = b.block
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64)
-        i.add_incoming(start, before)
-        b.cbranch(b.icmp_signed("<=", b.add(i, ir.Constant(I64, step)), limit), body, after)
-        b.position_at_end(body)
-        call_at(kernel, i)
-        i.add_incoming(b.add(i, ir.Constant(I64, step)), body)
-        b.branch(head)
-        b.position_at_end(after)
-        return i
-
-    start = ir.Constant(I64, 0)
-    if vector is not None:
-        start = counted_loop(kernels[1], start, vector[1], n)
-    counted_loop(kernels[0], start, 1, n)
+    entry = fn.append_basic_block("entry")
+    head, body, done = (fn.append_basic_block(label) for label in ("head", "body", "done"))
+    b = ir.IRBuilder(entry)
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64)
+    i.add_incoming(ir.Constant(I64, 0), entry)
+    b.cbranch(b.icmp_signed("<=", b.add(i, ir.Constant(I64, step)), n), body, done)
+    b.position_at_end(body)
+    etypes = (ftype, ir.DoubleType(), ir.FloatType())
+    pointers = [
+        b.gep(base, [b.mul(i, ir.Constant(I64, stride))], source_etype=etype)
+        for base, stride, etype in zip((inp, out64, out32), strides, etypes, strict=True)
+    ]
+    b.call(kernel, pointers)
+    i.add_incoming(b.add(i, ir.Constant(I64, step)), body)
+    b.branch(head)
+    b.position_at_end(done)
     b.ret_void()
     return name

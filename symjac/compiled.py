@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy
 
-from . import derive, diff, diskcache, functional
+from . import derive, diff, diskcache, functional, runtime
 from .derive import Derivation, Result, _input_specs, _out_dtype, _unique_names
 from .expand import input_symbols, output_expressions
 from .runtime import Kernel, Layout, ResultSlot, _address
@@ -221,9 +221,10 @@ class CompiledFunction:
         name = diskcache.key(spec.canonical()) if cache else None
         hit = diskcache.load(name) if cache else None
         self.cache_hit = hit is not None
+        self._cache_name = name
         if hit is not None:
             meta, obj = hit
-            self.kernel = Kernel(obj, _layout_from_json(meta["layout"]))
+            self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=self._simd_object)
         else:
             d, meta = derivation(spec)
             layout, stores = _layout(d)
@@ -235,7 +236,7 @@ class CompiledFunction:
                     slots[s] = offset
                     offset += 1
             self._program = build_program(stores, slots, layout.compute, tape=d.info["tape"])
-            self.kernel = Kernel.build(self._program, layout, batch=True)
+            self.kernel = Kernel.build(self._program, layout, batch=True, simd=self._simd_object)
             meta["layout"] = _layout_json(layout)
             meta["statements"] = len(self._program.stores) + len(self._program.assignments)
             if cache:
@@ -245,6 +246,20 @@ class CompiledFunction:
         self._n_args = len(self._in_shapes) - len(meta.get("v_shapes", ()))
         self._threads = os.cpu_count() or 1
         self._fast = self._fast_path()
+
+    def _simd_object(self):
+        """The SIMD batch kernel's object code (from the disk cache, or compiled and cached)."""
+        name = self._cache_name and self._cache_name + "-simd"
+        hit = diskcache.load(name) if name else None
+        if hit is not None:
+            meta, obj = hit
+            return (obj, "", "", meta["lanes"]) if meta["lanes"] > 1 else None
+        if runtime.simd_lanes(self.kernel.layout) == 1:
+            return None
+        built = runtime.compile_simd_object(self.program(), self.kernel.layout)
+        if name:
+            diskcache.store(name, {"lanes": built[3] if built else 1}, built[0] if built else b"")
+        return built
 
     def _fast_path(self):
         """(input shape, input dtype, result shape, result dtype, region) when a call can pass the
@@ -409,8 +424,9 @@ class CompiledFunction:
 
     @property
     def ir(self) -> str:
-        """The optimised LLVM IR (rebuilt from the expressions when the kernel came from the cache)."""
-        return self._ensure_built().optimized_ir
+        """The optimised LLVM IR (rebuilt from the expressions when the kernel came from the cache),
+        and that of the SIMD batch kernel once a batch has built it."""
+        return self._ensure_built().optimized_ir + self.kernel.simd_ir
 
     def assembly(self) -> str:
         return self._ensure_built().assembly()

@@ -12,10 +12,11 @@ import threading
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
+import llvmlite.ir as ir
 import numpy as np
 
 from . import vecmath
-from .codegen import add_batch_loop, add_kernel, lower_program
+from .codegen import add_batch_loop, add_kernel
 from .progress import stage
 from .simplify import F32_REGION, Program
 
@@ -92,28 +93,62 @@ class Layout:
         return sum(math.prod(s) for s in self.in_shapes)
 
 
+def _module(name: str):
+    tm = target_machine()
+    module = ir.Module(name=name)
+    module.triple = llvm.get_process_triple()
+    module.data_layout = str(tm.target_data)
+    return module
+
+
+def _native(module) -> tuple[bytes, str, str]:
+    """Verify, optimise and emit ``module``: (object code, IR, optimised IR)."""
+    text = str(module)
+    mod = llvm.parse_assembly(text)
+    mod.verify()
+    _optimize(mod)
+    return target_machine().emit_object(mod), text, str(mod)
+
+
+def _strides(layout: Layout) -> tuple[int, int, int]:
+    return max(layout.n_in, 1), layout.n64, layout.n32
+
+
 def compile_object(program: Program, layout: Layout, batch: bool = False) -> tuple[bytes, str, str]:
     """Native object code, the IR and the optimised IR of ``symjac_kernel`` (and, with
-    ``batch``, its loop over points ``symjac_kernel_batch``, which doubles the code to compile)."""
-    tm = target_machine()
+    ``batch``, its scalar loop over points ``symjac_kernel_batch``)."""
     with stage("compiling stores with LLVM", len(program.stores) + len(program.assignments)):
-        module = lower_program(program, "symjac_kernel", llvm.get_process_triple(), str(tm.target_data))
+        module = _module("symjac_kernel")
+        add_kernel(module, program, "symjac_kernel")
         if batch:
-            strides = (max(layout.n_in, 1), layout.n64, layout.n32)
-            # A large body inlined into the loop makes O3 take minutes for no gain: call it.
             inline = len(program.stores) + len(program.assignments) <= INLINE_LIMIT
-            lanes = vecmath.lanes(program.compute)
-            vector = None
-            # Lanes write their points' results apart; past L1's size that scatter costs more
-            # than SIMD arithmetic saves (a sparse Brusselator: 2.5 M/s SIMD, 3.8 M/s scalar).
-            if lanes > 1 and (8 * layout.n64 + 4 * layout.n32) * lanes <= SIMD_OUTPUT_BYTES:
-                vector = (add_kernel(module, program, "symjac_kernel_simd", lanes, strides), lanes)
-            add_batch_loop(module, "symjac_kernel", strides, program.compute, inline, vector)
-        text = str(module)
-        mod = llvm.parse_assembly(text)
-        mod.verify()
-        _optimize(mod)
-        return tm.emit_object(mod), text, str(mod)
+            add_batch_loop(module, "symjac_kernel", _strides(layout), program.compute, inline)
+        return _native(module)
+
+
+def simd_lanes(layout: Layout) -> int:
+    """Points per SIMD kernel call for ``layout``; 1 where scalar code is as fast."""
+    lanes = vecmath.lanes(layout.compute)
+    # Lanes write their points' results apart; past L1's size that scatter costs more than
+    # SIMD arithmetic saves (a sparse Brusselator: 2.5 M/s SIMD, 3.8 M/s scalar).
+    if (8 * layout.n64 + 4 * layout.n32) * lanes > SIMD_OUTPUT_BYTES:
+        return 1
+    return lanes
+
+
+def compile_simd_object(program: Program, layout: Layout):
+    """``(object, IR, optimised IR, lanes)`` of ``symjac_kernel_simd_batch(in, out64, out32,
+    n)``, which evaluates the points of whole vectors among ``n``; None where SIMD would not pay.
+    """
+    lanes = simd_lanes(layout)
+    if lanes == 1:
+        return None
+    with stage("compiling the SIMD batch kernel", len(program.stores) + len(program.assignments)):
+        module = _module("symjac_kernel_simd")
+        add_kernel(module, program, "symjac_kernel_simd", lanes, _strides(layout))
+        inline = len(program.stores) + len(program.assignments) <= INLINE_LIMIT
+        add_batch_loop(module, "symjac_kernel_simd", _strides(layout), program.compute, inline, lanes)
+        return (*_native(module), lanes)
 
 
 class Kernel:
@@ -122,12 +157,10 @@ class Kernel:
     Built from a Program (``Kernel.build``) or from cached object code; it owns its engine.
     """
 
-    def __init__(self, obj: bytes, layout: Layout, ir: str = "", optimized_ir: str = ""):
-        empty = llvm.parse_assembly("")
-        empty.triple = llvm.get_process_triple()
-        self._engine = llvm.create_mcjit_compiler(empty, _new_target_machine())
-        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        self._engine.finalize_object()
+    def __init__(self, obj: bytes, layout: Layout, ir: str = "", optimized_ir: str = "", simd=None):
+        self._engine = _engine(obj)
+        self._simd_source = simd  # () -> compile_simd_object's result, called at the first batch
+        self._simd = None  # (batch function, lanes, engine, optimised IR) or False once known
         self.object_code = obj
         self.ir = ir
         self.optimized_ir = optimized_ir
@@ -154,11 +187,32 @@ class Kernel:
         self._lock = threading.Lock()
 
     @classmethod
-    def build(cls, program: Program, layout: Layout, batch: bool = False) -> Kernel:
+    def build(cls, program: Program, layout: Layout, batch: bool = False, simd=None) -> Kernel:
         obj, ir, optimized = compile_object(program, layout, batch)
-        kernel = cls(obj, layout, ir, optimized)
+        kernel = cls(obj, layout, ir, optimized, simd)
         kernel.program = program
         return kernel
+
+    def simd(self):
+        """``(batch function, lanes, engine, optimised IR)`` of the SIMD batch kernel, built on
+        first use (like JAX's ``jit(vmap(f))``, a compile of its own); False where there is none."""
+        if self._simd is None:
+            with self._lock:
+                if self._simd is None:
+                    built = self._simd_source() if self._simd_source is not None else None
+                    if built is None:
+                        self._simd = False
+                    else:
+                        obj, _, optimized, lanes = built
+                        engine = _engine(obj)
+                        fn = _BATCH_TYPE(engine.get_function_address("symjac_kernel_simd_batch"))
+                        self._simd = (fn, lanes, engine, optimized)
+        return self._simd
+
+    @property
+    def simd_ir(self) -> str:
+        """The optimised IR of the SIMD batch kernel, if one has been built."""
+        return self._simd[3] if self._simd else ""
 
     def assembly(self) -> str:
         return target_machine().emit_assembly(llvm.parse_assembly(self.optimized_ir))
@@ -198,17 +252,21 @@ class Kernel:
         elif out64 is None or out32 is None:
             fresh = self.layout.allocate(n)
             out64, out32 = fresh[0] if out64 is None else out64, fresh[1] if out32 is None else out32
+        simd = self.simd() if self._simd_source is not None or self._simd else False
+
+        def run(lo: int, hi: int) -> None:
+            mid = lo
+            if simd and hi - lo >= simd[1]:  # whole vectors of points, then the rest one by one
+                mid = lo + (hi - lo) // simd[1] * simd[1]
+                simd[0](packed[lo:].ctypes.data, _address(out64[lo:]), _address(out32[lo:]), mid - lo)
+            if hi > mid:
+                self._batch(packed[mid:].ctypes.data, _address(out64[mid:]), _address(out32[mid:]), hi - mid)
+
         chunks = _chunks(n, threads) if threads > 1 else ()
         if len(chunks) <= 1:
-            self._batch(packed.ctypes.data, _address(out64), _address(out32), n)
+            run(0, n)
         else:
-            workers = [
-                threading.Thread(
-                    target=self._batch,
-                    args=(packed[lo:hi].ctypes.data, _address(out64[lo:hi]), _address(out32[lo:hi]), hi - lo),
-                )
-                for lo, hi in chunks
-            ]
+            workers = [threading.Thread(target=run, args=chunk) for chunk in chunks]
             for w in workers:
                 w.start()
             for w in workers:
@@ -217,6 +275,16 @@ class Kernel:
             (out32 if region == F32_REGION else out64)[:, start:stop].reshape(batch_shape + shape)
             for region, start, stop, shape in self._slots
         ]
+
+
+def _engine(obj: bytes):
+    """An MCJIT engine holding ``obj`` (it owns its own target machine: see target_machine)."""
+    empty = llvm.parse_assembly("")
+    empty.triple = llvm.get_process_triple()
+    engine = llvm.create_mcjit_compiler(empty, _new_target_machine())
+    engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+    engine.finalize_object()
+    return engine
 
 
 def _chunks(n: int, threads: int) -> list[tuple[int, int]]:

@@ -13,7 +13,7 @@ import pytest
 import sympy
 
 import symjac
-from symjac import codegen, ops, runtime, vecmath
+from symjac import codegen, diskcache, ops, runtime, vecmath
 from symjac import functions as F
 from symjac.tape import Tape, jacobian_entries
 
@@ -114,8 +114,8 @@ def test_vector_math_comes_from_libmvec_or_runs_lane_by_lane(rng, monkeypatch):
         assert "_ZGV" in cf.ir  # vector exp/sin/tanh/atan2/log1p calls
     monkeypatch.setattr(vecmath, "vector_symbol", lambda *a: None)  # as on a machine without it
     fallback = symjac.compile(_mixed, X[0], cache=False)
-    assert "_ZGV" not in fallback.ir and "symjac_kernel_simd" in fallback.ir
     np.testing.assert_allclose(_check_batch(fallback, X, np.float64), reference, rtol=1e-13, atol=1e-15)
+    assert "_ZGV" not in fallback.ir and "symjac_kernel_simd" in fallback.ir
 
 
 def test_without_simd_batches_are_scalar_and_equal(rng, monkeypatch):
@@ -123,8 +123,27 @@ def test_without_simd_batches_are_scalar_and_equal(rng, monkeypatch):
     reference = symjac.compile(_mixed, X[0], cache=False)(X)
     monkeypatch.setattr(vecmath, "lanes", lambda compute: 1)
     cf = symjac.compile(_mixed, X[0], cache=False)
-    assert "symjac_kernel_simd" not in cf.ir
     np.testing.assert_allclose(cf(X), reference, rtol=1e-12, atol=1e-15)
+    assert "symjac_kernel_simd" not in cf.ir
+
+
+@pytest.mark.skipif(LANES == 1, reason="no SIMD on this CPU")
+def test_simd_kernel_is_built_at_the_first_batch_and_cached_on_disk(rng, monkeypatch):
+    X = rng.uniform(0.1, 1.0, (N, 3))
+    cf = symjac.compile(_mixed, X[0])
+    assert "symjac_kernel_simd" not in cf.ir  # single calls never pay for it
+    J = cf(X)
+    assert "symjac_kernel_simd" in cf.ir
+    assert list(diskcache.cache_dir().glob("*-simd.kernel"))
+
+    def refuse(*args):
+        raise AssertionError("the SIMD kernel should come from the disk cache")
+
+    monkeypatch.setattr(runtime, "compile_simd_object", refuse)
+    again = symjac.compile(_mixed, X[0])
+    assert again.cache_hit
+    np.testing.assert_array_equal(again(X), J)
+    assert again.kernel.simd()[1] == LANES
 
 
 def test_lanes_follow_the_register_width(monkeypatch):
