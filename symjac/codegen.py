@@ -145,7 +145,8 @@ class _Lowerer:
         fn = self._vector_function(symbol, wide, len(args))
         parts = []
         for h in range(2):
-            pick = ir.Constant(ir.VectorType(i32, half), [ir.Constant(i32, h * half + k) for k in range(half)])
+            lanes = [ir.Constant(i32, h * half + k) for k in range(half)]
+            pick = ir.Constant(ir.VectorType(i32, half), lanes)
             halves = [b.fpext(b.shuffle_vector(a, a, pick), wide) for a in args]
             parts.append(b.fptrunc(b.call(fn, halves), ir.VectorType(self.scalar, half)))
         both = ir.Constant(ir.VectorType(i32, self.lanes), [ir.Constant(i32, k) for k in range(self.lanes)])

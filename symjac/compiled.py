@@ -104,7 +104,8 @@ def derivation(spec) -> tuple[Derivation, dict]:
 
     def gradients():
         grad = tape.tangent(tape.value(sympy.sympify(outs[0].flat[0])))
-        return [np.array([grad.get(s, sympy.S.Zero) for s in x.flat], dtype=object).reshape(x.shape) for x in Xw]
+        rows = ([grad.get(s, sympy.S.Zero) for s in x.flat] for x in Xw)
+        return [np.array(row, dtype=object).reshape(x.shape) for row, x in zip(rows, Xw, strict=True)]
 
     if spec.mode == "jacobian":
         entries = tape_entries(tape, outs, Xw)
@@ -188,9 +189,8 @@ def _layout(d: Derivation) -> tuple[Layout, list]:
     full = 2 * len(stores) >= sizes[0] + sizes[1]
     if full:
         taken = {(region, offset) for region, offset, _ in stores}
-        stores += [
-            (region, k, sympy.S.Zero) for region in (0, 1) for k in range(sizes[region]) if (region, k) not in taken
-        ]
+        missing = [(region, k) for region in (0, 1) for k in range(sizes[region]) if (region, k) not in taken]
+        stores += [(region, k, sympy.S.Zero) for region, k in missing]
     shapes = tuple(tuple(a.shape) for a in d.inputs)
     return Layout(shapes, tuple(slots), sizes[0], sizes[1], compute, full), stores
 

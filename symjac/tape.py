@@ -204,8 +204,10 @@ def jacobian_entries(tape: Tape, outputs, inputs) -> dict:
     with Progress("differentiating the expression DAG", sum(o.size for o in outputs)) as progress:
         for i, out in enumerate(outputs):
             for row, expr in enumerate(out.flat):
-                for s, d in sorted(tape.tangent(tape.value(sympy.sympify(expr))).items(), key=lambda p: where[p[0]]):
+                tangent = tape.tangent(tape.value(sympy.sympify(expr)))
+                for s in sorted(tangent, key=where.__getitem__):
                     j, col = where[s]
+                    d = tangent[s]
                     entries.setdefault((i, j), []).append((row, col, d))
                 progress.update()
     return entries

@@ -22,7 +22,7 @@ import llvmlite.binding as llvm
 _ISAS = (("e", 64, ("avx512f", "avx512dq")), ("d", 32, ("avx2",)), ("b", 16, ("sse4.2",)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _host_features() -> frozenset:
     llvm.initialize_native_target()
     features = llvm.get_host_cpu_features()
@@ -49,7 +49,7 @@ def lanes(compute: str) -> int:
     return width // (4 if compute == "float32" else 8)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _libmvec():
     path = ctypes.util.find_library("mvec")
     if not path:
@@ -63,7 +63,7 @@ def _libmvec():
     return lib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def vector_symbol(base: str, nargs: int, compute: str, count: int) -> str | None:
     """libmvec's name for ``base`` (a libm name, e.g. "exp") on ``count`` lanes, if it has one."""
     letter, _ = _register_bytes()
