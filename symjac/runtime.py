@@ -204,6 +204,7 @@ class Kernel:
                         self._simd = False
                     else:
                         obj, _, optimized, lanes = built
+                        vecmath.load_libmvec()  # its symbols must resolve, also for cached code
                         engine = _engine(obj)
                         fn = _BATCH_TYPE(engine.get_function_address("symjac_kernel_simd_batch"))
                         self._simd = (fn, lanes, engine, optimized)

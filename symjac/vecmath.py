@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import platform
 
 import llvmlite.binding as llvm
 
@@ -74,7 +75,14 @@ def vector_symbol(base: str, nargs: int, compute: str, count: int) -> str | None
     return name if hasattr(lib, name) else None
 
 
+def load_libmvec() -> bool:
+    """Make libmvec's symbols visible to the JIT linker; False where there is no libmvec."""
+    return _libmvec() is not None
+
+
 def abi_tag() -> str:
-    """What a cached batch kernel depends on beyond the CPU: the lane width and libmvec."""
+    """What a cached batch kernel depends on beyond the CPU: the lane width and libmvec, whose
+    set of routines grows with the C library's version (an unresolved symbol aborts the JIT)."""
     letter, width = _register_bytes()
-    return f"simd={letter}{width}:mvec={'yes' if _libmvec() is not None else 'no'}"
+    mvec = "-".join(platform.libc_ver()) if _libmvec() is not None else "none"
+    return f"simd={letter}{width}:mvec={mvec}"

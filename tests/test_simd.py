@@ -7,6 +7,11 @@ single-point kernel (itself checked against torch in test_ops) for Jacobians, an
 """
 
 import math
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -17,6 +22,7 @@ from symjac import codegen, diskcache, ops, runtime, vecmath
 from symjac import functions as F
 from symjac.tape import Tape, jacobian_entries
 
+ROOT = pathlib.Path(__file__).parent.parent
 LANES = vecmath.lanes("float64")
 N = 4 * max(vecmath.lanes("float32"), 1) + 3  # full vectors and a scalar remainder, both dtypes
 UNARY = [
@@ -144,6 +150,33 @@ def test_simd_kernel_is_built_at_the_first_batch_and_cached_on_disk(rng, monkeyp
     assert again.cache_hit
     np.testing.assert_array_equal(again(X), J)
     assert again.kernel.simd()[1] == LANES
+
+
+@pytest.mark.skipif(LANES == 1, reason="no SIMD on this CPU")
+def test_cached_simd_kernel_loads_in_a_fresh_process(tmp_path):
+    script = textwrap.dedent(
+        """
+        import numpy as np, symjac
+        from symjac import runtime
+        f = lambda x: np.stack([np.tanh(x[0] * x[1]), np.exp(x[1]) * np.sin(x[2])])
+        cf = symjac.compile(f, np.zeros(3))
+        X = np.linspace(0.1, 1.0, 3 * 37).reshape(37, 3)
+        J = cf(X)
+        want = np.stack([symjac.jacobian(f, x) for x in X])
+        assert np.allclose(J, want, rtol=1e-12, atol=1e-14), abs(J - want).max()
+        print(cf.cache_hit, cf.kernel.simd()[1])
+        """
+    )
+    env = dict(os.environ, SYMJAC_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert run() == ["False", str(LANES)]
+    assert len(list(tmp_path.glob("*-simd.kernel"))) == 1
+    assert run() == ["True", str(LANES)]  # both kernels from the cache, libmvec resolved
 
 
 def test_lanes_follow_the_register_width(monkeypatch):
