@@ -67,7 +67,13 @@ class Tape:
                 continue
             if not ready:
                 stack.append((node, True))
-                stack.extend((a, False) for a in node.args if not a.is_Atom and a not in self._values)
+                # Expression arguments only: _shallow rebuilds conditions (and Piecewise's
+                # expression-condition pairs) itself, and a boolean gets no temporary.
+                stack.extend(
+                    (a, False)
+                    for a in node.args
+                    if isinstance(a, sympy.Expr) and not a.is_Atom and a not in self._values
+                )
                 continue
             self._values[node] = self.temp(self._shallow(node))
         return self._values[expr]
