@@ -103,7 +103,7 @@ def derivation(spec) -> tuple[Derivation, dict]:
         results += derive._values([_atoms(tape, o) for o in outs], out_dt)
 
     def gradients():
-        grad = tape.tangent(tape.value(sympy.sympify(outs[0].flat[0])))
+        grad = tape.gradient(tape.value(sympy.sympify(outs[0].flat[0])))
         rows = ([grad.get(s, sympy.S.Zero) for s in x.flat] for x in Xw)
         return [np.array(row, dtype=object).reshape(x.shape) for row, x in zip(rows, Xw, strict=True)]
 

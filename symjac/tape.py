@@ -122,19 +122,39 @@ class Tape:
                 self._tangents[t] = self._chain(t)
         return self._tangents[atom]
 
+    def gradient(self, atom) -> dict:
+        """``{input symbol s: atom of d atom / d s}`` by one reverse (adjoint) sweep.
+
+        The same derivative as ``tangent``, at the cost of one pass over the temporaries
+        ``atom`` uses rather than one per input each depends on: the better road when there
+        are fewer outputs than inputs.
+        """
+        if atom in self.inputs:
+            return {atom: _ONE}
+        adjoint: dict = {atom: [_ONE]}
+        for t, _ in reversed(self.needed([atom])):
+            parts = adjoint.pop(t, None)
+            if parts is None:
+                continue
+            bar = self._sum(parts)
+            for arg, partial in self._partials(t):
+                if arg in self._defs or arg in self.inputs:
+                    adjoint.setdefault(arg, []).append(_times(partial, bar))
+        return {s: self._sum(parts) for s, parts in adjoint.items() if s in self.inputs}
+
     def _args(self, t):
         return self._deps[t]
+
+    def _sum(self, parts):
+        parts = [self.value(p) for p in parts]
+        return parts[0] if len(parts) == 1 else self.temp(sympy.Add(*parts, evaluate=False))
 
     def _chain(self, t) -> dict:
         terms: dict = {}
         for arg, partial in self._partials(t):
             for s, d in self.tangent(arg).items():
                 terms.setdefault(s, []).append(_times(partial, d))
-        out = {}
-        for s, parts in terms.items():
-            parts = [self.value(p) for p in parts]
-            out[s] = parts[0] if len(parts) == 1 else self.temp(sympy.Add(*parts, evaluate=False))
-        return out
+        return {s: self._sum(parts) for s, parts in terms.items()}
 
     def _partials(self, t):
         """(atom, d definition / d atom) for each atom the definition of ``t`` depends on."""
@@ -204,13 +224,19 @@ def _times(a, b):
 
 
 def jacobian_entries(tape: Tape, outputs, inputs) -> dict:
-    """Like ``diff.jacobian_entries``: ``(i, j) -> [(row, col, atom)]``, entries in tape atoms."""
+    """Like ``diff.jacobian_entries``: ``(i, j) -> [(row, col, atom)]``, entries in tape atoms.
+
+    Forward mode (a tangent per input) when there are at least as many output elements as
+    input elements, reverse mode (an adjoint sweep per output element) when there are fewer.
+    """
     where = {s: (j, m) for j, arr in enumerate(inputs) for m, s in enumerate(arr.flat)}
+    n_out = sum(o.size for o in outputs)
+    derivative = tape.gradient if n_out < len(where) else tape.tangent
     entries: dict = {}
-    with Progress("differentiating the expression DAG", sum(o.size for o in outputs)) as progress:
+    with Progress("differentiating the expression DAG", n_out) as progress:
         for i, out in enumerate(outputs):
             for row, expr in enumerate(out.flat):
-                tangent = tape.tangent(tape.value(sympy.sympify(expr)))
+                tangent = derivative(tape.value(sympy.sympify(expr)))
                 for s in sorted(tangent, key=where.__getitem__):
                     j, col = where[s]
                     d = tangent[s]
