@@ -61,7 +61,10 @@ _FCMP = {
 # goes to libmvec or lane by lane (symjac.vecmath).
 LANEWISE_INTRINSICS = frozenset(
     {"llvm.fabs", "llvm.sqrt", "llvm.floor", "llvm.ceil", "llvm.trunc", "llvm.roundeven", "llvm.fma"}
+    | {"llvm.copysign"}
 )
+# Vector math done inline rather than by a call (see symjac.vecmath), on double lanes.
+INLINE_VECTOR_MATH = {"tanh": vecmath.tanh}
 
 
 class _Lowerer:
@@ -115,14 +118,21 @@ class _Lowerer:
         if self.lanes == 1 or name in LANEWISE_INTRINSICS:
             return self.b.call(self._declare(name, intrinsic, self.t, len(args)), args)
         base = name.removeprefix("llvm.")
+        inline = INLINE_VECTOR_MATH.get(base)
         if self.scalar == ir.FloatType():
             # libmvec's float routines allow 4 ulp where scalar libm is near correctly rounded,
-            # and derivative formulas that cancel (sinc near 0) magnify that; its double
-            # routines on two halves give float results at least as good as the scalar path.
+            # and derivative formulas that cancel (sinc near 0) magnify that; double routines
+            # on two halves give float results at least as good as the scalar path.
             half = self.lanes // 2
+            if inline is not None:
+                wide = _Lowerer(self.module, self.b, ir.DoubleType(), {}, half)
+                return self._float_via_double(lambda *halves: inline(wide, *halves), args, half)
             symbol = vecmath.vector_symbol(base, len(args), "float64", half)
             if symbol is not None:
-                return self._float_via_double(symbol, args, half)
+                fn = self._vector_function(symbol, ir.VectorType(ir.DoubleType(), half), len(args))
+                return self._float_via_double(lambda *halves: self.b.call(fn, halves), args, half)
+        elif inline is not None:
+            return inline(self, *args)
         else:
             symbol = vecmath.vector_symbol(base, len(args), "float64", self.lanes)
             if symbol is not None:
@@ -139,16 +149,16 @@ class _Lowerer:
         fn_type = ir.FunctionType(typ, [typ] * nargs)
         return self.module.globals.get(symbol) or ir.Function(self.module, fn_type, symbol)
 
-    def _float_via_double(self, symbol, args, half):
+    def _float_via_double(self, compute, args, half):
+        """``compute`` (on vectors of ``half`` doubles) applied to both halves of float ``args``."""
         b, i32 = self.b, ir.IntType(32)
         wide = ir.VectorType(ir.DoubleType(), half)
-        fn = self._vector_function(symbol, wide, len(args))
         parts = []
         for h in range(2):
             lanes = [ir.Constant(i32, h * half + k) for k in range(half)]
             pick = ir.Constant(ir.VectorType(i32, half), lanes)
             halves = [b.fpext(b.shuffle_vector(a, a, pick), wide) for a in args]
-            parts.append(b.fptrunc(b.call(fn, halves), ir.VectorType(self.scalar, half)))
+            parts.append(b.fptrunc(compute(*halves), ir.VectorType(self.scalar, half)))
         both = ir.Constant(ir.VectorType(i32, self.lanes), [ir.Constant(i32, k) for k in range(self.lanes)])
         return b.shuffle_vector(parts[0], parts[1], both)
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import math
 import os
 import platform
 
 import llvmlite.binding as llvm
+import llvmlite.ir as ir
 
 # ISA letter of the vector-function ABI, and the vector register width in bytes.
 _ISAS = (("e", 64, ("avx512f", "avx512dq")), ("d", 32, ("avx2",)), ("b", 16, ("sse4.2",)))
@@ -86,3 +88,43 @@ def abi_tag() -> str:
     letter, width = _register_bytes()
     mvec = "-".join(platform.libc_ver()) if _libmvec() is not None else "none"
     return f"simd={letter}{width}:mvec={mvec}"
+
+
+# --- inline vector routines -------------------------------------------------------------------
+# A call to a vector routine clobbers every vector register, so each value live across it is
+# spilled and reloaded: in a small tanh MLP that was most of the batch time (1406 spill slots
+# touched per 8 points; 7.5 M/s, against 16 M/s with the calls replaced by arithmetic). The
+# routines below are plain arithmetic that LLVM schedules with the rest of the kernel.
+
+_LN2_HI = float.fromhex("0x1.62e42fee00000p-1")  # k * _LN2_HI is exact for |k| < 2**20
+_LN2_LO = float.fromhex("0x1.a39ef35793c76p-33")
+_EXPM1_TAYLOR = [1.0 / math.factorial(k) for k in range(2, 14)]  # |r| <= ln2/2: < 1e-17 left
+
+
+def expm1_nonpositive(lw, y):
+    """expm1(y) for vectors of doubles y in [-64, 0] (or NaN), within 2 ulp.
+
+    y = k ln2 + r with |r| <= ln2/2 (Cody-Waite), expm1(r) by its Taylor series to r**13,
+    then expm1(y) = 2**k expm1(r) + (2**k - 1), which does not cancel for k <= 0.
+    """
+    b, c = lw.b, lw.const
+    i64 = ir.VectorType(ir.IntType(64), lw.lanes)
+    k = lw.call("llvm.roundeven", True, [b.fmul(y, c(1 / math.log(2)))])
+    r = b.fsub(b.fsub(y, b.fmul(k, c(_LN2_HI))), b.fmul(k, c(_LN2_LO)))
+    poly = c(_EXPM1_TAYLOR[-1])
+    for coefficient in reversed(_EXPM1_TAYLOR[:-1]):
+        poly = b.fadd(b.fmul(poly, r), c(coefficient))
+    p = b.fadd(r, b.fmul(b.fmul(r, r), poly))  # expm1(r)
+    bits = b.shl(b.add(b.fptosi(k, i64), ir.Constant(i64, 1023)), ir.Constant(i64, 52))
+    scale = b.bitcast(bits, lw.t)  # 2**k
+    return b.fadd(b.fmul(scale, p), b.fsub(scale, c(1.0)))
+
+
+def tanh(lw, x):
+    """tanh of a vector of doubles, within 3 ulp: sign(x) * -e / (e + 2), e = expm1(-2|x|)."""
+    b, c = lw.b, lw.const
+    ax = lw.call("llvm.fabs", True, [x])
+    small = b.fcmp_unordered("<", ax, c(22.0))  # past 22, tanh is 1 in double; NaN stays NaN
+    e = expm1_nonpositive(lw, b.fmul(b.select(small, ax, c(0.0)), c(-2.0)))
+    magnitude = b.select(small, b.fdiv(b.fneg(e), b.fadd(e, c(2.0))), c(1.0))
+    return lw.call("llvm.copysign", True, [magnitude, x])

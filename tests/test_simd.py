@@ -107,6 +107,32 @@ def test_binary_ops_batched(e, dtype, rng):
     np.testing.assert_allclose(value, fn(X, Y), **TOL[dtype])
 
 
+@pytest.mark.skipif(LANES == 1, reason="no SIMD on this CPU")
+def test_inline_vector_tanh_is_within_3_ulp(rng):
+    special = [0.0, -0.0, 5e-324, -5e-324, 1e-300, 1e-9, 0.3466, 0.5, 1, 5, 19, 21.99, 22, 30, 710, 1e300]
+    special += [-s for s in special] + [np.inf, -np.inf, np.nan]
+    xs = np.concatenate(
+        [special, rng.uniform(-25, 25, 20000), np.exp(rng.uniform(-700, 3, 20000)) * rng.choice([-1, 1], 20000)]
+    )
+    cf = symjac.compile(np.tanh, np.zeros(1), value=True, cache=False)
+    value, J = cf(xs.reshape(-1, 1))
+    assert "_ZGV" not in cf.kernel.simd_ir  # arithmetic, not a call that clobbers registers
+    got, want = value[:, 0], np.tanh(xs)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))  # tanh(-0.0) is -0.0
+    finite = ~np.isnan(want)
+    ulps = np.abs(got - want)[finite] / np.spacing(np.abs(want[finite]).clip(np.finfo(float).tiny))
+    assert ulps.max() <= 3
+    single = np.array([cf(np.array([x]))[1][0, 0] for x in xs[:: 97]])
+    # the derivative 1 - tanh**2 cancels: a 3-ulp tanh near 1 moves it by up to 2 * 3 ulp(1)
+    np.testing.assert_allclose(J[:: 97, 0, 0], single, rtol=1e-11, atol=8 * np.finfo(float).eps)
+    with np.errstate(over="ignore"):  # 1e300 is inf in float32, and tanh(inf) is 1
+        x32 = xs.astype(np.float32)
+    value32, _ = symjac.compile(np.tanh, np.zeros(1, np.float32), value=True, cache=False)(x32.reshape(-1, 1))
+    want32 = np.tanh(x32.astype(np.float64)).astype(np.float32)
+    np.testing.assert_array_equal(value32[:, 0][finite], want32[finite])  # correctly rounded
+
+
 def _mixed(x):
     return np.stack([np.exp(x[0]) * np.sin(x[1]), np.tanh(x[2] * x[0]), np.arctan2(x[0], x[1]), np.log1p(x[2] ** 2)])
 
