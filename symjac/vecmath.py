@@ -102,7 +102,7 @@ _EXPM1_TAYLOR = [1.0 / math.factorial(k) for k in range(2, 14)]  # |r| <= ln2/2:
 
 
 def expm1_nonpositive(lw, y):
-    """expm1(y) for vectors of doubles y in [-64, 0] (or NaN), within 2 ulp.
+    """expm1(y) for vectors of doubles y in [-64, 0] (not NaN: fptosi of NaN is poison).
 
     y = k ln2 + r with |r| <= ln2/2 (Cody-Waite), expm1(r) by its Taylor series to r**13,
     then expm1(y) = 2**k expm1(r) + (2**k - 1), which does not cancel for k <= 0.
@@ -124,7 +124,8 @@ def tanh(lw, x):
     """tanh of a vector of doubles, within 3 ulp: sign(x) * -e / (e + 2), e = expm1(-2|x|)."""
     b, c = lw.b, lw.const
     ax = lw.call("llvm.fabs", True, [x])
-    small = b.fcmp_unordered("<", ax, c(22.0))  # past 22, tanh is 1 in double; NaN stays NaN
+    small = b.fcmp_ordered("<", ax, c(22.0))  # past 22, tanh is 1 in double
     e = expm1_nonpositive(lw, b.fmul(b.select(small, ax, c(0.0)), c(-2.0)))
     magnitude = b.select(small, b.fdiv(b.fneg(e), b.fadd(e, c(2.0))), c(1.0))
-    return lw.call("llvm.copysign", True, [magnitude, x])
+    signed = lw.call("llvm.copysign", True, [magnitude, x])
+    return b.select(b.fcmp_unordered("uno", x, x), x, signed)  # NaN in, NaN out

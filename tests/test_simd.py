@@ -313,3 +313,21 @@ def test_tape_refuses_an_unevaluated_derivative():
     tape = Tape([x])
     with pytest.raises(NotImplementedError, match="declare `fdiff`"):
         tape.tangent(tape.value(f(x) * x))
+
+
+@pytest.mark.parametrize("pays", [None, True, False])
+def test_threaded_batches_fill_every_point(pays, rng, monkeypatch):
+    """The first large batch times one thread against all (half the points each); later
+    batches follow the verdict. Every path must fill every point."""
+    from symjac import compiled
+
+    monkeypatch.setattr(compiled, "THREAD_WORK", 0)
+    X = rng.uniform(0.1, 1.0, (4 * 1024 + 5, 3))
+    cf = symjac.compile(_mixed, X[0], cache=False)
+    cf._threads = 2
+    cf.kernel._threads_pay = pays
+    J = cf(X)
+    assert pays is not None or cf.kernel._threads_pay in (True, False)
+    for k in (0, 1, 2047, 2048, 2053, 4099, X.shape[0] - 1):
+        np.testing.assert_allclose(J[k], cf(X[k]), **TOL[np.float64])
+    np.testing.assert_array_equal(cf(X), J)
