@@ -34,7 +34,11 @@ def _host_features() -> frozenset:
 
 def _register_bytes() -> tuple[str, int]:
     """The ISA letter and width used for batch kernels (override: SYMJAC_SIMD_BYTES)."""
-    wanted = os.environ.get("SYMJAC_SIMD_BYTES")
+    wanted = os.environ.get("SYMJAC_SIMD_BYTES", "").strip()
+    if wanted and not wanted.isdigit():
+        raise ValueError(
+            f"SYMJAC_SIMD_BYTES={wanted!r}: give a register width in bytes (64, 32, 16; 8 for none)"
+        )
     features = _host_features()
     for letter, width, needs in _ISAS:
         if wanted and int(wanted) < width:

@@ -210,6 +210,9 @@ def test_lanes_follow_the_register_width(monkeypatch):
         assert vecmath.lanes("float32") == 2 * LANES
     monkeypatch.setenv("SYMJAC_SIMD_BYTES", "16")
     assert vecmath.lanes("float64") in (1, 2)
+    monkeypatch.setenv("SYMJAC_SIMD_BYTES", "wide")
+    with pytest.raises(ValueError, match="SYMJAC_SIMD_BYTES='wide'"):
+        vecmath.lanes("float64")
 
 
 def test_large_outputs_get_no_simd_kernel(rng):
