@@ -334,3 +334,43 @@ def test_threaded_batches_fill_every_point(pays, rng, monkeypatch):
     for k in (0, 1, 2047, 2048, 2053, 4099, X.shape[0] - 1):
         np.testing.assert_allclose(J[k], cf(X[k]), **TOL[np.float64])
     np.testing.assert_array_equal(cf(X), J)
+
+
+def _model(x, p):
+    return np.tanh(x * p[0]) * np.exp(x[::-1]) + p[1] * x**2, (x * x).sum() * p[0]
+
+
+def _loss(x):
+    return np.tanh(x).sum() * np.exp(x[0])
+
+
+def _fixed(x):
+    return _model(x, np.array([1.0, 2.0]))
+
+
+@pytest.mark.parametrize(
+    "make, args",
+    [
+        (lambda x, p, v, w: symjac.compile(_model, x[0], p[0], wrt=0, value=True, cache=False), "xp"),
+        (lambda x, p, v, w: symjac.compile(_loss, x[0], mode="hessian", cache=False), "x"),
+        (lambda x, p, v, w: symjac.compile(_loss, x[0], mode="hvp", cache=False), "xv"),
+        (lambda x, p, v, w: symjac.compile(_fixed, x[0], mode="jvp", cache=False), "xv"),
+        (lambda x, p, v, w: symjac.compile(_fixed, x[0], mode="vjp", cache=False), "xw"),
+    ],
+    ids=["value-and-jacobian-with-parameters", "hessian", "hvp", "jvp", "vjp"],
+)
+def test_every_mode_batches_like_single_points(make, args, rng):
+    X, P, V = rng.uniform(0.1, 1, (N, 3)), rng.uniform(0.5, 1.5, (N, 2)), rng.normal(size=(N, 3))
+    W = (rng.normal(size=(N, 3)), rng.normal(size=(N,)))
+    cf = make(X, P, V, W)
+    positional = [X] + ([P] if "p" in args else [])
+    vector = V if "v" in args else W if "w" in args else None
+    got = cf(*positional, v=vector) if vector is not None else cf(*positional)
+    for k in (0, LANES - 1, LANES, N - 1):
+        at = [a[k] for a in positional]
+        if vector is None:
+            want = cf(*at)
+        else:
+            want = cf(*at, v=tuple(w[k] for w in vector) if isinstance(vector, tuple) else vector[k])
+        for g, w in zip(_tuple(got), _tuple(want), strict=True):
+            np.testing.assert_allclose(np.asarray(g)[k], w, **TOL[np.float64])
