@@ -112,7 +112,11 @@ def test_inline_vector_tanh_is_within_3_ulp(rng):
     special = [0.0, -0.0, 5e-324, -5e-324, 1e-300, 1e-9, 0.3466, 0.5, 1, 5, 19, 21.99, 22, 30, 710, 1e300]
     special += [-s for s in special] + [np.inf, -np.inf, np.nan]
     xs = np.concatenate(
-        [special, rng.uniform(-25, 25, 20000), np.exp(rng.uniform(-700, 3, 20000)) * rng.choice([-1, 1], 20000)]
+        [
+            special,
+            rng.uniform(-25, 25, 20000),
+            np.exp(rng.uniform(-700, 3, 20000)) * rng.choice([-1, 1], 20000),
+        ]
     )
     cf = symjac.compile(np.tanh, np.zeros(1), value=True, cache=False)
     value, J = cf(xs.reshape(-1, 1))
@@ -123,9 +127,9 @@ def test_inline_vector_tanh_is_within_3_ulp(rng):
     finite = ~np.isnan(want)
     ulps = np.abs(got - want)[finite] / np.spacing(np.abs(want[finite]).clip(np.finfo(float).tiny))
     assert ulps.max() <= 3
-    single = np.array([cf(np.array([x]))[1][0, 0] for x in xs[:: 97]])
+    single = np.array([cf(np.array([x]))[1][0, 0] for x in xs[::97]])
     # the derivative 1 - tanh**2 cancels: a 3-ulp tanh near 1 moves it by up to 2 * 3 ulp(1)
-    np.testing.assert_allclose(J[:: 97, 0, 0], single, rtol=1e-11, atol=8 * np.finfo(float).eps)
+    np.testing.assert_allclose(J[::97, 0, 0], single, rtol=1e-11, atol=8 * np.finfo(float).eps)
     with np.errstate(over="ignore"):  # 1e300 is inf in float32, and tanh(inf) is 1
         x32 = xs.astype(np.float32)
     value32, _ = symjac.compile(np.tanh, np.zeros(1, np.float32), value=True, cache=False)(x32.reshape(-1, 1))
@@ -134,7 +138,9 @@ def test_inline_vector_tanh_is_within_3_ulp(rng):
 
 
 def _mixed(x):
-    return np.stack([np.exp(x[0]) * np.sin(x[1]), np.tanh(x[2] * x[0]), np.arctan2(x[0], x[1]), np.log1p(x[2] ** 2)])
+    return np.stack(
+        [np.exp(x[0]) * np.sin(x[1]), np.tanh(x[2] * x[0]), np.arctan2(x[0], x[1]), np.log1p(x[2] ** 2)]
+    )
 
 
 @pytest.mark.skipif(LANES == 1, reason="no SIMD on this CPU")
@@ -196,7 +202,9 @@ def test_cached_simd_kernel_loads_in_a_fresh_process(tmp_path):
     env = dict(os.environ, SYMJAC_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
 
     def run():
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.split()
 
@@ -374,3 +382,27 @@ def test_every_mode_batches_like_single_points(make, args, rng):
             want = cf(*at, v=tuple(w[k] for w in vector) if isinstance(vector, tuple) else vector[k])
         for g, w in zip(_tuple(got), _tuple(want), strict=True):
             np.testing.assert_allclose(np.asarray(g)[k], w, **TOL[np.float64])
+
+
+TORCH_MODELS = {
+    "relu": lambda t, x: t.relu(x) * x,
+    "clamp": lambda t, x: t.clamp(x, -0.3, 0.4) * x.exp(),
+    "where": lambda t, x: t.where(x > 0.1, x.sin(), x.cos() * x),
+    "softplus": lambda t, x: t.nn.functional.softplus(x) * x,
+    "gelu": lambda t, x: t.nn.functional.gelu(x),
+    "gelu-tanh": lambda t, x: t.nn.functional.gelu(x, approximate="tanh"),
+    "silu": lambda t, x: t.nn.functional.silu(x) + x.abs(),
+    "logsumexp": lambda t, x: t.logsumexp(x, 0) * x,
+    "max": lambda t, x: x.max() * x,
+    "sigmoid": lambda t, x: t.sigmoid(x).prod() * x,
+}
+
+
+@pytest.mark.parametrize("name", list(TORCH_MODELS))
+def test_batched_activations_match_torch_autograd(name, rng):
+    torch = pytest.importorskip("torch")
+    f = lambda x: TORCH_MODELS[name](torch, x)  # noqa: E731
+    X = torch.tensor(rng.uniform(-1, 1, (N, 4)))
+    J = symjac.compile(f, X[0], cache=False)(X)
+    want = torch.stack([torch.autograd.functional.jacobian(f, x) for x in X])
+    torch.testing.assert_close(J, want, rtol=1e-10, atol=1e-12)
