@@ -127,14 +127,14 @@ class _Lowerer:
             if inline is not None:
                 wide = _Lowerer(self.module, self.b, ir.DoubleType(), {}, half)
                 return self._float_via_double(lambda *halves: inline(wide, *halves), args, half)
-            symbol = vecmath.vector_symbol(base, len(args), "float64", half)
+            symbol = vecmath.vector_symbol(base, len(args), half)
             if symbol is not None:
                 fn = self._vector_function(symbol, ir.VectorType(ir.DoubleType(), half), len(args))
                 return self._float_via_double(lambda *halves: self.b.call(fn, halves), args, half)
         elif inline is not None:
             return inline(self, *args)
         else:
-            symbol = vecmath.vector_symbol(base, len(args), "float64", self.lanes)
+            symbol = vecmath.vector_symbol(base, len(args), self.lanes)
             if symbol is not None:
                 return self.b.call(self._vector_function(symbol, self.t, len(args)), args)
         scalar_fn = self._declare(name, intrinsic, self.scalar, len(args))

@@ -111,6 +111,11 @@ def _native(module) -> tuple[bytes, str, str]:
     return target_machine().emit_object(mod), text, str(mod)
 
 
+def _inline(program: Program) -> bool:
+    """Whether to inline a kernel into its batch loop: only small ones gain, big ones slow O3."""
+    return len(program.stores) + len(program.assignments) <= INLINE_LIMIT
+
+
 def _strides(layout: Layout) -> tuple[int, int, int]:
     return max(layout.n_in, 1), layout.n64, layout.n32
 
@@ -122,8 +127,7 @@ def compile_object(program: Program, layout: Layout, batch: bool = False) -> tup
         module = _module("symjac_kernel")
         add_kernel(module, program, "symjac_kernel")
         if batch:
-            inline = len(program.stores) + len(program.assignments) <= INLINE_LIMIT
-            add_batch_loop(module, "symjac_kernel", _strides(layout), program.compute, inline)
+            add_batch_loop(module, "symjac_kernel", _strides(layout), program.compute, _inline(program))
         return _native(module)
 
 
@@ -146,9 +150,9 @@ def compile_simd_object(program: Program, layout: Layout):
         return None
     with stage("compiling the SIMD batch kernel", len(program.stores) + len(program.assignments)):
         module = _module("symjac_kernel_simd")
-        add_kernel(module, program, "symjac_kernel_simd", lanes, _strides(layout))
-        inline = len(program.stores) + len(program.assignments) <= INLINE_LIMIT
-        add_batch_loop(module, "symjac_kernel_simd", _strides(layout), program.compute, inline, lanes)
+        strides = _strides(layout)
+        add_kernel(module, program, "symjac_kernel_simd", lanes, strides)
+        add_batch_loop(module, "symjac_kernel_simd", strides, program.compute, _inline(program), lanes)
         return (*_native(module), lanes)
 
 
@@ -255,7 +259,7 @@ class Kernel:
         elif out64 is None or out32 is None:
             fresh = self.layout.allocate(n)
             out64, out32 = fresh[0] if out64 is None else out64, fresh[1] if out32 is None else out32
-        simd = self.simd() if self._simd_source is not None or self._simd else False
+        simd = self.simd()
 
         def run(lo: int, hi: int) -> None:
             mid = lo

@@ -113,7 +113,7 @@ class Tape:
         stack = [atom]
         while stack:
             t = stack[-1]
-            pending = [a for a in self._args(t) if a in self._defs and a not in self._tangents]
+            pending = [a for a in self._deps[t] if a in self._defs and a not in self._tangents]
             if pending:
                 stack.extend(pending)
                 continue
@@ -141,9 +141,6 @@ class Tape:
                 if arg in self._defs or arg in self.inputs:
                     adjoint.setdefault(arg, []).append(_times(partial, bar))
         return {s: self._sum(parts) for s, parts in adjoint.items() if s in self.inputs}
-
-    def _args(self, t):
-        return self._deps[t]
 
     def _sum(self, parts):
         parts = [self.value(p) for p in parts]
@@ -186,7 +183,7 @@ class Tape:
                 out.append((a, self._reuse(d, definition, t)))
             else:
                 return [(a, d) for a, d in out if d != 0]
-        partials = ((a, definition.diff(a)) for a in self._args(t))
+        partials = ((a, definition.diff(a)) for a in self._deps[t])
         return [(a, self._reuse(d, definition, t)) for a, d in partials if d != 0]
 
     def _reuse(self, d, definition, t):

@@ -71,13 +71,14 @@ def _libmvec():
 
 
 @functools.cache
-def vector_symbol(base: str, nargs: int, compute: str, count: int) -> str | None:
-    """libmvec's name for ``base`` (a libm name, e.g. "exp") on ``count`` lanes, if it has one."""
+def vector_symbol(base: str, nargs: int, count: int) -> str | None:
+    """libmvec's name for ``base`` (a libm name, e.g. "exp") on ``count`` double lanes, if it
+    has one (float kernels use the double routines too: see codegen._Lowerer.call)."""
     letter, _ = _register_bytes()
     lib = _libmvec()
     if lib is None or not letter:
         return None
-    name = f"_ZGV{letter}N{count}{'v' * nargs}_{base}{'f' if compute == 'float32' else ''}"
+    name = f"_ZGV{letter}N{count}{'v' * nargs}_{base}"
     return name if hasattr(lib, name) else None
 
 
