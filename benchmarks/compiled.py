@@ -20,31 +20,23 @@ Peers that are not installed, or too slow for a problem's size, print "-".
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import pathlib
 import subprocess
 import sys
 import tempfile
 import time
-import timeit
 
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import timing  # noqa: E402
 from problems import PROBLEMS, casadi_ns, jax_ns, numpy_ns, torch_ns  # noqa: E402
 
 import symjac  # noqa: E402
 
-
-def per_call(fn, budget=0.3) -> float:
-    n = 1
-    while True:
-        t = timeit.timeit(fn, number=n)
-        if t > budget / 20 or n > 1_000_000:
-            break
-        n *= 4
-    number = max(1, int(n * (budget / 5) / max(t, 1e-9)))
-    return min(timeit.repeat(fn, number=number, repeat=5)) / number
+per_call = functools.partial(timing.per_call, budget=0.3)  # seven problems, many peers: keep it short
 
 
 def _optional(name):

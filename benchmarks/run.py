@@ -12,27 +12,15 @@ from __future__ import annotations
 import pathlib
 import sys
 import time
-import timeit
 
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from models import exp_adder, exp_reducer, ur5_pose  # noqa: E402
+from timing import per_call  # noqa: E402
 
 import symjac  # noqa: E402
-
-
-def per_call(fn, budget=0.5) -> float:
-    """Best-of-5 seconds per call, each repeat sized to about budget/5 seconds."""
-    n = 1
-    while True:
-        t = timeit.timeit(fn, number=n)
-        if t > budget / 25 or n > 1_000_000:
-            break
-        n *= 4
-    number = max(1, int(n * (budget / 5) / max(t, 1e-9)))
-    return min(timeit.repeat(fn, number=number, repeat=5)) / number
 
 
 def main():

@@ -1,0 +1,17 @@
+"""Timing shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import timeit
+
+
+def per_call(fn, budget: float = 0.5) -> float:
+    """Best-of-5 seconds per call, each repeat sized to about budget/5 seconds."""
+    n = 1
+    while True:
+        t = timeit.timeit(fn, number=n)
+        if t > budget / 25 or n > 1_000_000:
+            break
+        n *= 4
+    number = max(1, int(n * (budget / 5) / max(t, 1e-9)))
+    return min(timeit.repeat(fn, number=number, repeat=5)) / number
