@@ -88,6 +88,8 @@ class _Lowerer:
         return ir.Constant(self.bool_t, int(value))
 
     def lower(self, expr):
+        if expr.is_Float or expr.is_Rational:  # before any hashing: a Float's hash converts it
+            return self.const(float(expr))
         if expr in self.env:
             return self.env[expr]
         if expr.is_Symbol and self.load is not None:
@@ -196,32 +198,54 @@ def _add(lw: _Lowerer, expr):
 
 
 def _mul(lw: _Lowerer, expr):
-    coeff, factors = expr.as_coeff_mul()
-    negative = bool(coeff.is_negative)
-    magnitude = -coeff if negative else coeff
-    num, den = [], []
-    for f in factors:
-        if f.is_Pow and f.exp.is_Integer and f.exp < 0:
-            den.append(f.base**-f.exp)
-        else:
-            num.append(f)
-    if magnitude.is_Rational and magnitude.q != 1 and magnitude.p == 1:
-        den.append(sympy.Integer(magnitude.q))  # x/3 as the user wrote it, not x*0.333...
-        magnitude = sympy.S.One
+    """A product as ``-(c * num...) / (den...)``: the coefficient first, as SymPy orders it,
+    negative powers as one division, and ``x/3`` as the user wrote it, not ``x*0.333...``.
+
+    Reads the coefficient off the arguments (no ``as_coeff_mul``: for a negative Float it asks
+    the assumptions system, most of the lowering time of a small MLP).
+    """
+    args = expr.args
+    head, negative, scale = args[0], False, None  # scale: the coefficient's magnitude, or None for 1
+    den = []
+    if head.is_Number and len(args) > 1:
+        if head.is_Rational:
+            args, negative = args[1:], head.p < 0
+            p = abs(head.p)
+            if head.q != 1 and p == 1:
+                den.append(lw.const(float(head.q)))
+            elif p != 1 or head.q != 1:
+                scale = lw.const(p / head.q)  # int / int is correctly rounded, as float(Rational)
+        elif head.is_Float and float(head) < 0:
+            args, negative = (None, *args[1:]), True  # None: the magnitude, lowered below
     value = None
-    for f in num:
-        v = lw.as_float(lw.lower(f))
+    for f in args:
+        if f is None:
+            v = lw.const(-float(head))
+        elif f.is_Pow and f.exp.is_Integer and f.exp.p < 0:
+            den.append(_power(lw, f.base, -f.exp.p))
+            continue
+        else:
+            v = lw.as_float(lw.lower(f))
         value = v if value is None else lw.b.fmul(value, v)
     if value is None:
-        value = lw.lower(magnitude)
-    elif magnitude != 1:
-        value = lw.b.fmul(lw.lower(magnitude), value)
+        value = scale if scale is not None else lw.const(1.0)
+    elif scale is not None:
+        value = lw.b.fmul(scale, value)
     if den:
-        d = lw.as_float(lw.lower(den[0]))
+        d = den[0]
         for f in den[1:]:
-            d = lw.b.fmul(d, lw.as_float(lw.lower(f)))
+            d = lw.b.fmul(d, f)
         value = lw.b.fdiv(value, d)
     return lw.b.fneg(value) if negative else value
+
+
+def _power(lw: _Lowerer, base, n: int):
+    """``base**n`` for a positive integer ``n``, as the Pow ``base**n`` lowers."""
+    if n == 1:
+        return lw.as_float(lw.lower(base))
+    if n <= 64:
+        return _int_power(lw, lw.as_float(lw.lower(base)), n)
+    return lw.as_float(lw.lower(base**n))
 
 
 def _int_power(lw: _Lowerer, base, n: int):

@@ -16,9 +16,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy
 
-from . import derive, diff, diskcache, functional, runtime
+from . import arith, derive, diff, diskcache, functional, runtime
 from .derive import Derivation, Result, _input_specs, _out_dtype, _unique_names
 from .expand import input_symbols, output_expressions
+from .gcpause import gc_paused
 from .runtime import Kernel, Layout, ResultSlot, _address
 from .tape import Tape
 from .tape import jacobian_entries as tape_entries
@@ -83,7 +84,8 @@ def _traced_expressions(spec: Spec):
     specs = _input_specs(graph)
     names = _unique_names(list(spec.names), len(specs))
     X = [input_symbols(names[j], shape) for j, (shape, _) in enumerate(specs)]
-    outs = output_expressions(graph, X, [])
+    with arith.light():  # the forms code needs, not the ones SymPy prints (see symjac.arith)
+        outs = output_expressions(graph, X, [])
     in_dt = [_compute(dt) for _, dt in specs]
     out_dt = [_compute(_out_dtype(graph, node)) for node in graph.outputs]
     return X, outs, in_dt, out_dt, names
@@ -226,19 +228,8 @@ class CompiledFunction:
             meta, obj = hit
             self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=self._simd_object)
         else:
-            d, meta = derivation(spec)
-            layout, stores = _layout(d)
-            from .simplify import build_program
-
-            slots, offset = {}, 0
-            for arr in d.inputs:
-                for s in arr.flat:
-                    slots[s] = offset
-                    offset += 1
-            self._program = build_program(stores, slots, layout.compute, tape=d.info["tape"])
-            self.kernel = Kernel.build(self._program, layout, batch=True, simd=self._simd_object)
-            meta["layout"] = _layout_json(layout)
-            meta["statements"] = len(self._program.stores) + len(self._program.assignments)
+            with gc_paused():
+                meta = self._build(spec)
             if cache:
                 diskcache.store(name, meta, self.kernel.object_code)
         self.meta = meta
@@ -246,6 +237,23 @@ class CompiledFunction:
         self._n_args = len(self._in_shapes) - len(meta.get("v_shapes", ()))
         self._threads = os.cpu_count() or 1
         self._fast = self._fast_path()
+
+    def _build(self, spec: Spec) -> dict:
+        """Derive, lower and compile ``spec``: sets the program and kernel, returns the metadata."""
+        d, meta = derivation(spec)
+        layout, stores = _layout(d)
+        from .simplify import build_program
+
+        slots, offset = {}, 0
+        for arr in d.inputs:
+            for s in arr.flat:
+                slots[s] = offset
+                offset += 1
+        self._program = build_program(stores, slots, layout.compute, tape=d.info["tape"])
+        self.kernel = Kernel.build(self._program, layout, batch=True, simd=self._simd_object)
+        meta["layout"] = _layout_json(layout)
+        meta["statements"] = len(self._program.stores) + len(self._program.assignments)
+        return meta
 
     def _simd_object(self):
         """The SIMD batch kernel's object code (from the disk cache, or compiled and cached)."""
@@ -256,7 +264,8 @@ class CompiledFunction:
             return (obj, "", "", meta["lanes"]) if meta["lanes"] > 1 else None
         if runtime.simd_lanes(self.kernel.layout) == 1:
             return None
-        built = runtime.compile_simd_object(self.program(), self.kernel.layout)
+        with gc_paused():
+            built = runtime.compile_simd_object(self.program(), self.kernel.layout)
         if name:
             diskcache.store(name, {"lanes": built[3] if built else 1}, built[0] if built else b"")
         return built
@@ -559,7 +568,8 @@ def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, spars
         if not 0 <= w < n:
             raise ValueError(f"compile: wrt index {w} is out of range for {n} inputs")
     functional._check_inputs(inputs, "compile")
-    call = functional._Call(func, inputs, n > 1, "compile")
+    with gc_paused():
+        call = functional._Call(func, inputs, n > 1, "compile")
     if mode in ("hessian", "hvp"):
         functional._single_output(call, f"compile(mode={mode!r})")
     spec = Spec(call.graph, tuple(call.names()), mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse)

@@ -21,7 +21,7 @@ import llvmlite.binding as llvm
 from . import vecmath
 
 MAGIC = b"SYMJAC1\n"
-FORMAT = 2
+FORMAT = 3
 
 
 def cache_dir() -> pathlib.Path:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
+from . import arith
 from . import functions as F
 
 REAL = (-math.inf, math.inf)
@@ -25,6 +26,7 @@ POSITIVE = (0.0, math.inf)
 UNIT = (-1.0, 1.0)
 ABOVE_ONE = (1.0, math.inf)
 NONZERO = (-math.inf, math.inf, "nonzero")
+_TWO = sympy.Integer(2)
 
 
 @dataclass(frozen=True)
@@ -88,18 +90,18 @@ def _heaviside(x, at_zero):
 
 _E = Elementwise
 ELEMENTWISE_OPS = (
-    _E("add", lambda a, b: a + b, ("add",), ("add", "__add__", "__radd__"), ("add", "__add__")),
-    _E("sub", lambda a, b: a - b, ("subtract",), ("sub", "subtract", "__sub__"), ("sub", "subtract")),
+    _E("add", arith.add, ("add",), ("add", "__add__", "__radd__"), ("add", "__add__")),
+    _E("sub", arith.sub, ("subtract",), ("sub", "subtract", "__sub__"), ("sub", "subtract")),
     _E(
         "mul",
-        lambda a, b: a * b,
+        arith.mul,
         ("multiply",),
         ("mul", "multiply", "__mul__", "__rmul__"),
         ("mul", "multiply"),
     ),
     _E(
         "div",
-        lambda a, b: a / b,
+        arith.div,
         ("divide", "true_divide"),
         ("div", "divide", "true_divide", "__truediv__"),
         ("div", "divide", "true_divide"),
@@ -107,13 +109,13 @@ ELEMENTWISE_OPS = (
     ),
     _E(
         "pow",
-        lambda a, b: a**b,
+        arith.power,
         ("power", "float_power"),
         ("pow", "float_power", "__pow__"),
         ("pow",),
         POSITIVE,
     ),
-    _E("neg", lambda a: -a, ("negative",), ("neg", "negative", "__neg__"), ("neg",)),
+    _E("neg", arith.neg, ("negative",), ("neg", "negative", "__neg__"), ("neg",)),
     _E("pos", lambda a: a, ("positive",), ("positive", "__pos__"), ("positive",)),
     _E("exp", sympy.exp, ("exp",), ("exp",), ("exp",)),
     _E("exp2", lambda a: 2**a, ("exp2",), ("exp2",), ("exp2",)),
@@ -124,8 +126,15 @@ ELEMENTWISE_OPS = (
     _E("log1p", lambda a: sympy.log(1 + a), ("log1p",), ("log1p",), ("log1p",), POSITIVE),
     _E("sqrt", sympy.sqrt, ("sqrt",), ("sqrt",), ("sqrt",), POSITIVE),
     _E("rsqrt", lambda a: 1 / sympy.sqrt(a), (), ("rsqrt",), ("rsqrt",), POSITIVE),
-    _E("square", lambda a: a**2, ("square",), ("square",), ("square",)),
-    _E("reciprocal", lambda a: 1 / a, ("reciprocal",), ("reciprocal",), ("reciprocal",), NONZERO),
+    _E("square", lambda a: arith.power(a, _TWO), ("square",), ("square",), ("square",)),
+    _E(
+        "reciprocal",
+        lambda a: arith.div(sympy.S.One, a),
+        ("reciprocal",),
+        ("reciprocal",),
+        ("reciprocal",),
+        NONZERO,
+    ),
     _E("sin", sympy.sin, ("sin",), ("sin",), ("sin",)),
     _E("cos", sympy.cos, ("cos",), ("cos",), ("cos",)),
     _E("tan", sympy.tan, ("tan",), ("tan",), ("tan",), UNIT),
@@ -269,12 +278,12 @@ def _nargs(op: Elementwise) -> int:
 
 def _reduce_sum(values, params):
     (x,), (axes, keepdims) = values, params
-    return _reduce(x, axes, keepdims, lambda terms: sympy.Add(*terms))
+    return _reduce(x, axes, keepdims, arith.total)
 
 
 def _reduce_prod(values, params):
     (x,), (axes, keepdims) = values, params
-    return _reduce(x, axes, keepdims, lambda terms: sympy.Mul(*terms))
+    return _reduce(x, axes, keepdims, arith.product)
 
 
 def _reduce(x, axes, keepdims, combine):
@@ -338,7 +347,7 @@ def _matmul(values, params):
         A, B = a2[bi], b2[bi]
         for i in range(n):
             for j in range(m):
-                out[bi + (i, j)] = sympy.Add(*[A[i, t] * B[t, j] for t in range(k)])
+                out[bi + (i, j)] = arith.total([arith.mul(A[i, t], B[t, j]) for t in range(k)])
     if a.ndim == 1:
         out = out.reshape(out.shape[:-2] + out.shape[-1:])
     if b.ndim == 1:

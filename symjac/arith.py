@@ -1,0 +1,111 @@
+"""Element arithmetic of traced expressions, in one of two forms.
+
+Inspection (``symjac.symbolic``, the functional API) builds SymPy's evaluated forms: sorted,
+collected, a number distributed over a sum, so that printed formulas read as SymPy's.
+
+``symjac.compile`` only needs the same values as code, and evaluation was most of a large
+build (a 2048-state Brusselator: 1.9 s of 5.6, mostly the assumptions system deciding facts
+about every new product). Inside ``light()`` arithmetic builds unevaluated sums, products and
+powers instead: nested ones flattened, their numbers folded into one exact coefficient or
+constant term, ``0*x``, ``0+x``, ``1*x``, ``x**1`` and ``x**0`` folded as SymPy folds them, and
+nothing sorted, collected or distributed. ``x - x`` therefore stays a sum (its derivative is an
+explicit zero, as in torch, whose graph also connects ``x`` to it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from functools import reduce
+
+import sympy
+
+_S = sympy.S
+_LIGHT = contextvars.ContextVar("symjac_light_arithmetic", default=False)
+
+
+@contextlib.contextmanager
+def light():
+    """Build unevaluated (light) arithmetic in the body: the form ``symjac.compile`` lowers."""
+    token = _LIGHT.set(True)
+    try:
+        yield
+    finally:
+        _LIGHT.reset(token)
+
+
+def _exprs(*xs) -> bool:
+    """Whether light forms apply: SymPy expressions (not booleans, not Python numbers)."""
+    return _LIGHT.get() and all(isinstance(x, sympy.Expr) for x in xs)
+
+
+def _is_value(x, value: float) -> bool:
+    return (x.is_Rational or x.is_Float) and float(x) == value
+
+
+def add(a, b):
+    return total([a, b]) if _exprs(a, b) else a + b
+
+
+def sub(a, b):
+    return total([a, neg(b)]) if _exprs(a, b) else a - b
+
+
+def mul(a, b):
+    return product([a, b]) if _exprs(a, b) else a * b
+
+
+def neg(a):
+    return product([_S.NegativeOne, a]) if _exprs(a) else -a
+
+
+def div(a, b):
+    if not _exprs(a, b) or (b.is_Number and (a.is_Number or _is_value(b, 0.0))):
+        return a / b
+    if b.is_Number:  # x/3 as (1/3)*x: the code generator divides by 3 again
+        return product([1 / b, a])
+    return product([a, sympy.Pow(b, -1, evaluate=False)])
+
+
+def power(a, b):
+    if not _exprs(a, b) or (a.is_Number and b.is_Number):
+        return a**b
+    if _is_value(b, 1.0):
+        return a
+    if _is_value(b, 0.0):
+        return _S.One
+    return sympy.Pow(a, b, evaluate=False)
+
+
+def total(terms):
+    """The sum of ``terms``."""
+    if not _exprs(*terms):
+        return sympy.Add(*terms)
+    flat = [t for x in terms for t in (x.args if isinstance(x, sympy.Add) else (x,))]
+    numbers = [t for t in flat if t.is_Number]
+    rest = [t for t in flat if not t.is_Number]
+    constant = reduce(lambda p, q: p + q, numbers, _S.Zero)
+    if _is_value(constant, 0.0):
+        constant = None
+    if not rest:
+        return _S.Zero if constant is None else constant
+    if constant is None and len(rest) == 1:
+        return rest[0]
+    return sympy.Add(*([] if constant is None else [constant]), *rest, evaluate=False)
+
+
+def product(factors):
+    """The product of ``factors``."""
+    if not _exprs(*factors):
+        return sympy.Mul(*factors)
+    flat = [f for x in factors for f in (x.args if isinstance(x, sympy.Mul) else (x,))]
+    numbers = [f for f in flat if f.is_Number]
+    rest = [f for f in flat if not f.is_Number]
+    coeff = reduce(lambda p, q: p * q, numbers, _S.One)
+    if not rest:
+        return coeff
+    if _is_value(coeff, 0.0):
+        return _S.Zero  # 0*x is 0, as SymPy has it
+    if _is_value(coeff, 1.0):
+        return rest[0] if len(rest) == 1 else sympy.Mul(*rest, evaluate=False)
+    return sympy.Mul(coeff, *rest, evaluate=False)  # the coefficient first, as SymPy orders it
