@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 
 import llvmlite.ir as ir
+import numpy as np
 import sympy
 
-from . import vecmath
+from . import rolling, vecmath
 from .simplify import F32_REGION, Program
 
 I1 = ir.IntType(1)
@@ -393,18 +394,26 @@ def lower_program(program: Program, name: str, triple: str = "", data_layout: st
 # SIMD code), 1840 statements with 8 stores 0.1 s.
 SEGMENT_STORES = 256  # scalar stores (a vector store is one per lane)
 SEGMENT_STATEMENTS = 4096
+INLINE_IMAGE_BYTES = 65536
 
 
-def add_kernel(module: ir.Module, program: Program, name: str, lanes: int = 1, strides=(0, 0, 0)) -> str:
+def add_kernel(
+    module: ir.Module, program: Program, name: str, lanes: int = 1, strides=(0, 0, 0), roll: bool = True
+) -> str:
     """Add ``void <name>(in, out64, out32)``: ``program`` at one point, or, with ``lanes`` > 1,
     at that many points at once (lane ``l`` reads ``in + l*strides[0]`` and writes
     ``out64 + l*strides[1]``, ``out32 + l*strides[2]``), every value a SIMD vector of points.
 
     A long program is split into segments (``SEGMENT_STORES``, ``SEGMENT_STATEMENTS``), each
     its own function; temporaries that cross a segment boundary pass through a stack buffer.
+    With ``roll``, a large scalar program's repeated stores become loops (``symjac.rolling``).
     """
     ftype = ir.FloatType() if program.compute == "float32" else ir.DoubleType()
     vtype = ftype if lanes == 1 else ir.VectorType(ftype, lanes)
+    images: list = []
+    loops: list = []
+    if lanes == 1 and roll:
+        images, loops, program = rolling.roll(program)
     segments = _segments(_schedule(program), max(SEGMENT_STORES // lanes, 16), SEGMENT_STATEMENTS)
     defined_in = {st[1]: k for k, seg in enumerate(segments) for st in seg if st[0] == "let"}
     crossing: dict = {}  # temporary -> scratch slot
@@ -413,21 +422,116 @@ def add_kernel(module: ir.Module, program: Program, name: str, lanes: int = 1, s
             for sym in _uses(st):
                 if defined_in.get(sym, k) < k and sym not in crossing:
                     crossing[sym] = len(crossing)
-    if len(segments) == 1:
-        fn = _kernel_function(module, name, 3)
+    fn = _kernel_function(module, name, 3)
+    if len(segments) == 1 and not loops and not images:
         _emit_segment(module, fn, program, segments[0], ftype, lanes, strides, {})
         return name
-    fn = _kernel_function(module, name, 3)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    scratch = b.alloca(vtype, size=ir.Constant(I64, max(len(crossing), 1)))
-    for k, seg in enumerate(segments):
-        part = _kernel_function(module, f"{name}.part{k}", 4)
-        part.linkage = "internal"
-        part.attributes.add("noinline")  # merged back, it would be one huge block again
+    for k, image in enumerate(images):  # first: later stores overwrite the image's zeros
+        _copy_image(module, b, fn, image, f"{name}.image{k}")
+    for k, loop in enumerate(loops):
+        part = _part(module, f"{name}.loop{k}", 3)
+        _emit_loop(module, part, loop, program.slots, ftype)
+        b.call(part, fn.args)
+    scratch = b.alloca(vtype, size=ir.Constant(I64, len(crossing))) if crossing else None
+    for k, seg in enumerate(s for s in segments if s):
+        part = _part(module, f"{name}.part{k}", 4 if crossing else 3)
         _emit_segment(module, part, program, seg, ftype, lanes, strides, crossing)
-        b.call(part, [*fn.args, scratch])
+        b.call(part, [*fn.args, scratch] if crossing else fn.args)
     b.ret_void()
     return name
+
+
+def _part(module, name, nargs):
+    part = _kernel_function(module, name, nargs)
+    part.linkage = "internal"
+    part.attributes.add("noinline")  # merged back, it would be one huge block again
+    return part
+
+
+def _emit_loop(module, fn, loop, slots, ftype):
+    """The body of ``fn(in, out64, out32)``: ``loop``'s computations for each of its members,
+    inputs and output offsets read from constant tables."""
+    inp, out64, out32 = fn.args
+    i32 = ir.IntType(32)
+    members, width = loop.table.shape
+    table = _table(module, fn.name + ".in", loop.table)
+    offsets = _table(module, fn.name + ".out", loop.offsets)
+    entry = fn.append_basic_block("entry")
+    head, body, done = (fn.append_basic_block(label) for label in ("head", "body", "done"))
+    b = ir.IRBuilder(entry)
+    b.branch(head)
+    b.position_at_end(head)
+    m = b.phi(I64)
+    m.add_incoming(ir.Constant(I64, 0), entry)
+    b.cbranch(b.icmp_signed("<", m, ir.Constant(I64, members)), body, done)
+    b.position_at_end(body)
+    lw = _Lowerer(module, b, ftype, {})
+    which = {s: j for j, s in enumerate(loop.inputs)}
+    row = b.mul(m, ir.Constant(I64, width))
+
+    def entry_of(tab, index):
+        return b.sext(b.load(b.gep(tab, [index], source_etype=i32), typ=i32), I64)
+
+    def load(sym):
+        j = which.get(sym)
+        if j is not None:
+            slot = entry_of(table, b.add(row, ir.Constant(I64, j)))
+            return b.load(b.gep(inp, [slot], source_etype=ftype), typ=ftype)
+        definition = loop.defs.get(sym)
+        if definition is None:
+            raise NotImplementedError(f"symjac cannot compile: {sym} is neither an input nor a temporary")
+        return lw.lower(definition)  # inlined: every member computes its own
+
+    lw.load = load
+    out_row = b.mul(m, ir.Constant(I64, len(loop.stores)))
+    for k, (region, expr) in enumerate(loop.stores):
+        value = lw.as_float(lw.lower(expr))
+        target = ir.FloatType() if region == F32_REGION else ir.DoubleType()
+        if target != ftype:
+            value = b.fptrunc(value, target) if target == ir.FloatType() else b.fpext(value, target)
+        base = out32 if region == F32_REGION else out64
+        offset = entry_of(offsets, b.add(out_row, ir.Constant(I64, k)))
+        b.store(value, b.gep(base, [offset], source_etype=target))
+    m.add_incoming(b.add(m, ir.Constant(I64, 1)), b.block)
+    b.branch(head)
+    b.position_at_end(done)
+    b.ret_void()
+
+
+def _copy_image(module, b, fn, image, name):
+    """Copy ``image``'s constants into its output region."""
+    data = _constant_bytes(module, name, image.values)
+    element = ir.FloatType() if image.region == F32_REGION else ir.DoubleType()
+    target = b.gep(
+        fn.args[2 if image.region == F32_REGION else 1], [ir.Constant(I64, image.start)], source_etype=element
+    )
+    which = (
+        "llvm.memcpy.inline.p0.p0.i64"
+        if image.values.nbytes <= INLINE_IMAGE_BYTES
+        else "llvm.memcpy.p0.p0.i64"
+    )
+    memcpy = module.globals.get(which) or ir.Function(
+        module, ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I1]), which
+    )
+    b.call(memcpy, [target, data, ir.Constant(I64, image.values.nbytes), ir.Constant(I1, 0)])
+
+
+def _constant_bytes(module, name, values):
+    """A constant global holding ``values``' bytes (printing a large array element by element
+    is slow in llvmlite)."""
+    data = bytearray(np.ascontiguousarray(values).tobytes()) or bytearray(1)
+    typ = ir.ArrayType(ir.IntType(8), len(data))
+    table = ir.GlobalVariable(module, typ, name=name)
+    table.global_constant = True
+    table.linkage = "internal"
+    table.initializer = ir.Constant(typ, data)
+    return table
+
+
+def _table(module, name, values):
+    """A constant int32 array."""
+    return _constant_bytes(module, name, np.asarray(values, dtype="<i4"))
 
 
 def _kernel_function(module, name, nargs):

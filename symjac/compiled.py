@@ -261,13 +261,11 @@ class CompiledFunction:
         hit = diskcache.load(name) if name else None
         if hit is not None:
             meta, obj = hit
-            return (obj, "", "", meta["lanes"]) if meta["lanes"] > 1 else None
-        if runtime.simd_lanes(self.kernel.layout) == 1:
-            return None
+            return (obj, "", "", meta["lanes"]) if obj else None
         with gc_paused():
             built = runtime.compile_simd_object(self.program(), self.kernel.layout)
         if name:
-            diskcache.store(name, {"lanes": built[3] if built else 1}, built[0] if built else b"")
+            diskcache.store(name, {"lanes": built[3] if built else 0}, built[0] if built else b"")
         return built
 
     def _fast_path(self):

@@ -16,7 +16,7 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 import numpy as np
 
-from . import vecmath
+from . import rolling, vecmath
 from .codegen import add_batch_loop, add_kernel
 from .progress import stage
 from .simplify import F32_REGION, Program
@@ -51,10 +51,11 @@ def target_machine():
         return _TM
 
 
-def _optimize(mod) -> None:
+def _optimize(mod, loop_vectorization: bool = True) -> None:
     """Run the O3 pipeline of the new pass manager on ``mod``."""
     tm = target_machine()
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto.loop_vectorization = loop_vectorization
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
 
@@ -102,12 +103,12 @@ def _module(name: str):
     return module
 
 
-def _native(module) -> tuple[bytes, str, str]:
+def _native(module, loop_vectorization: bool = True) -> tuple[bytes, str, str]:
     """Verify, optimise and emit ``module``: (object code, IR, optimised IR)."""
     text = str(module)
     mod = llvm.parse_assembly(text)
     mod.verify()
-    _optimize(mod)
+    _optimize(mod, loop_vectorization)
     return target_machine().emit_object(mod), text, str(mod)
 
 
@@ -128,7 +129,9 @@ def compile_object(program: Program, layout: Layout, batch: bool = False) -> tup
         add_kernel(module, program, "symjac_kernel")
         if batch:
             add_batch_loop(module, "symjac_kernel", _strides(layout), program.compute, _inline(program))
-        return _native(module)
+        # Points go through the SIMD kernel, not a vectorised loop; and a rolled loop
+        # (symjac.rolling) vectorised scatters its stores, three times slower than scalar.
+        return _native(module, loop_vectorization=False)
 
 
 def simd_lanes(layout: Layout) -> int:
@@ -142,18 +145,26 @@ def simd_lanes(layout: Layout) -> int:
 
 
 def compile_simd_object(program: Program, layout: Layout):
-    """``(object, IR, optimised IR, lanes)`` of ``symjac_kernel_simd_batch(in, out64, out32,
-    n)``, which evaluates the points of whole vectors among ``n``; None where SIMD would not pay.
+    """``(object, IR, optimised IR, lanes)`` of the batch kernel ``symjac_kernel_simd_batch(in,
+    out64, out32, n)``, which evaluates the points of whole vectors among ``n``; None where the
+    single-point kernel's loop over points is as fast.
+
+    Where SIMD does not pay (``lanes`` 1) but the single-point kernel is rolled
+    (``symjac.rolling``), this is the unrolled kernel's loop over points: a rolled loop costs
+    little per call but a third more per point than straight-line code.
     """
     lanes = simd_lanes(layout)
+    size = len(program.stores) + len(program.assignments)
     if lanes == 1:
-        return None
-    with stage("compiling the SIMD batch kernel", len(program.stores) + len(program.assignments)):
+        images, loops, _ = rolling.roll(program)
+        if not images and not loops:
+            return None
+    with stage("compiling the SIMD batch kernel" if lanes > 1 else "compiling the batch kernel", size):
         module = _module("symjac_kernel_simd")
         strides = _strides(layout)
-        add_kernel(module, program, "symjac_kernel_simd", lanes, strides)
+        add_kernel(module, program, "symjac_kernel_simd", lanes, strides, roll=False)
         add_batch_loop(module, "symjac_kernel_simd", strides, program.compute, _inline(program), lanes)
-        return (*_native(module), lanes)
+        return (*_native(module, loop_vectorization=lanes > 1), lanes)
 
 
 class Kernel:
@@ -200,8 +211,9 @@ class Kernel:
         return kernel
 
     def simd(self):
-        """``(batch function, lanes, engine, optimised IR)`` of the SIMD batch kernel, built on
-        first use (like JAX's ``jit(vmap(f))``, a compile of its own); False where there is none."""
+        """``(batch function, lanes, engine, optimised IR)`` of the batch kernel (SIMD, or the
+        unrolled kernel of a rolled one: ``compile_simd_object``), built on first use (like
+        JAX's ``jit(vmap(f))``, a compile of its own); False where there is none."""
         if self._simd is None:
             with self._lock:
                 if self._simd is None:
