@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import operator
 from functools import reduce
 
 import sympy
@@ -40,7 +41,9 @@ def _exprs(*xs) -> bool:
 
 
 def _is_value(x, value: float) -> bool:
-    return (x.is_Rational or x.is_Float) and float(x) == value
+    if x.is_Rational:
+        return x.p == value * x.q
+    return x.is_Float and float(x) == value
 
 
 def add(a, b):
@@ -81,31 +84,42 @@ def total(terms):
     """The sum of ``terms``."""
     if not _exprs(*terms):
         return sympy.Add(*terms)
-    flat = [t for x in terms for t in (x.args if isinstance(x, sympy.Add) else (x,))]
-    numbers = [t for t in flat if t.is_Number]
-    rest = [t for t in flat if not t.is_Number]
-    constant = reduce(lambda p, q: p + q, numbers, _S.Zero)
-    if _is_value(constant, 0.0):
+    numbers, rest = _split(terms, sympy.Add)
+    constant = reduce(operator.add, numbers) if numbers else None
+    if constant is not None and _is_value(constant, 0.0):
         constant = None
     if not rest:
         return _S.Zero if constant is None else constant
     if constant is None and len(rest) == 1:
         return rest[0]
-    return sympy.Add(*([] if constant is None else [constant]), *rest, evaluate=False)
+    return _new(sympy.Add, rest if constant is None else [constant, *rest])
 
 
 def product(factors):
     """The product of ``factors``."""
     if not _exprs(*factors):
         return sympy.Mul(*factors)
-    flat = [f for x in factors for f in (x.args if isinstance(x, sympy.Mul) else (x,))]
-    numbers = [f for f in flat if f.is_Number]
-    rest = [f for f in flat if not f.is_Number]
-    coeff = reduce(lambda p, q: p * q, numbers, _S.One)
+    numbers, rest = _split(factors, sympy.Mul)
+    coeff = reduce(operator.mul, numbers) if numbers else _S.One
     if not rest:
         return coeff
     if _is_value(coeff, 0.0):
         return _S.Zero  # 0*x is 0, as SymPy has it
     if _is_value(coeff, 1.0):
-        return rest[0] if len(rest) == 1 else sympy.Mul(*rest, evaluate=False)
-    return sympy.Mul(coeff, *rest, evaluate=False)  # the coefficient first, as SymPy orders it
+        return rest[0] if len(rest) == 1 else _new(sympy.Mul, rest)
+    return _new(sympy.Mul, [coeff, *rest])  # the coefficient first, as SymPy orders it
+
+
+def _split(args, cls) -> tuple[list, list]:
+    """The numbers and the other operands of ``args``, nested ``cls`` flattened."""
+    numbers, rest = [], []
+    for x in args:
+        for t in x.args if type(x) is cls else (x,):
+            (numbers if t.is_Number else rest).append(t)
+    return numbers, rest
+
+
+def _new(cls, args):
+    """``cls(*args, evaluate=False)`` without its checks: every operand here is a commutative
+    SymPy expression already."""
+    return cls._from_args(args, is_commutative=True)

@@ -57,9 +57,11 @@ class Tape:
 
     def value(self, expr):
         """The atom holding ``expr``, adding a temporary for each new subexpression."""
+        if expr.is_Atom:  # before any lookup: hashing a Float converts it
+            return expr
         hit = self._values.get(expr)
-        if hit is not None or expr.is_Atom:
-            return expr if hit is None else hit
+        if hit is not None:
+            return hit
         stack = [(expr, False)]
         while stack:  # post-order without recursion: deep sums would overflow the stack
             node, ready = stack.pop()
@@ -86,7 +88,9 @@ class Tape:
         if isinstance(node, sympy.logic.boolalg.Boolean) and not isinstance(node, sympy.Expr):
             return self._boolean(node)
         args = [self.value(a) if isinstance(a, sympy.Expr) else self._boolean(a) for a in node.args]
-        if isinstance(node, (sympy.Add, sympy.Mul, sympy.Pow)):
+        if isinstance(node, (sympy.Add, sympy.Mul)):
+            return node.func._from_args(args, is_commutative=True)  # evaluate=False, unchecked
+        if isinstance(node, sympy.Pow):
             return node.func(*args, evaluate=False)
         return node.func(*args)
 
@@ -144,7 +148,7 @@ class Tape:
 
     def _sum(self, parts):
         parts = [self.value(p) for p in parts]
-        return parts[0] if len(parts) == 1 else self.temp(sympy.Add(*parts, evaluate=False))
+        return parts[0] if len(parts) == 1 else self.temp(sympy.Add._from_args(parts, is_commutative=True))
 
     def _chain(self, t) -> dict:
         terms: dict = {}
