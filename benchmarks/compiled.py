@@ -5,7 +5,8 @@ Run: pip install -e ".[bench]" && python benchmarks/compiled.py [--quick]
 Per problem it prints:
   build     - symjac.compile from scratch (trace, exact derivative, LLVM; no disk cache)
               and JAX's first call of jit(jacfwd) (trace + XLA compile); then the first batch
-              call of each (symjac builds its SIMD batch kernel, JAX compiles jit(vmap(...)))
+              call of each (symjac builds its batch kernel: SIMD, or the unrolled kernel of a
+              rolled one; JAX compiles jit(vmap(...)))
   latency   - one Jacobian at one point: the bare call floor (a kernel with one zero store,
               called the same way), symjac, torch.autograd.functional (vectorize=True), torch.func.jacrev,
               JAX jit, CasADi Function, SymEngine Lambdify and SymPy lambdify (both given
@@ -156,7 +157,7 @@ def main():
         Xb = np.random.default_rng(2).uniform(0.1, 1.0, (B, n))
         cf._threads = 1
         start = time.perf_counter()
-        cf(Xb)  # the first batch builds the SIMD batch kernel
+        cf(Xb)  # the first batch builds the batch kernel (SIMD, or unrolled where rolled)
         r["first batch"] = time.perf_counter() - start
         r["symjac 1t"] = B / per_call(lambda: cf(Xb))
         cf._threads = os.cpu_count() or 1
@@ -201,7 +202,7 @@ def main():
             + "".join(f"{rate(r.get(c)):>13s}" for c in bat_cols)
             + f"{'-' if ratio is None else f'{ratio:.2f}x':>28s}"
         )
-    print("\nBuild time (compile to a callable, then the first batch call, which builds a SIMD kernel)")
+    print("\nBuild time (compile to a callable, then the first batch call, which builds the batch kernel)")
     print(f"{'problem':28s}{'symjac':>12s}{'jax first call':>16s}{'symjac batch':>14s}{'jax vmap first':>16s}")
     for r in rows:
         print(

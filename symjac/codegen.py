@@ -3,8 +3,9 @@
 The kernel has one signature for every use:
 ``void kernel(const T *in, double *out64, float *out32)`` where ``T`` is the compute type
 (double unless every input and result is float32). Inputs are read by slot, temporaries are
-computed in CSE order, and each nonzero result entry is stored at its offset; zeros are never
-written (the caller allocates zeroed buffers).
+computed in CSE order, and each nonzero result entry is stored at its offset; zeros are written
+only where the program stores them (mostly dense results), else the caller zeroes the buffers.
+Large scalar programs store their repeated computations from loops (``symjac.rolling``).
 
 Lowering dispatches on the SymPy class, walking its MRO (``LOWERINGS``), like SymPy's printers.
 Integer powers become multiplications; other math goes through LLVM intrinsics or libm.
