@@ -168,7 +168,7 @@ class Tape:
             for k, a in enumerate(args):
                 if not a.is_Number:
                     others = args[:k] + args[k + 1 :]
-                    out.append((a, others[0] if len(others) == 1 else sympy.Mul(*others, evaluate=False)))
+                    out.append((a, others[0] if len(others) == 1 else _product(others)))
             return out
         if isinstance(definition, sympy.Pow) and args[1].is_Number:
             base, n = args
@@ -215,13 +215,18 @@ class Tape:
 
 
 def _times(a, b):
-    if a == _ONE:
+    if a is _ONE:
         return b
-    if b == _ONE:
+    if b is _ONE:
         return a
     if b.is_Number:  # the coefficient first, as SymPy and the code generator expect it
         a, b = b, a
-    return sympy.Mul(a, b, evaluate=False)
+    return _product((a, b))
+
+
+def _product(factors):
+    """``Mul(*factors, evaluate=False)`` without its checks: tape atoms are commutative."""
+    return sympy.Mul._from_args(factors, is_commutative=True)
 
 
 def jacobian_entries(tape: Tape, outputs, inputs) -> dict:
