@@ -51,24 +51,62 @@ def two_inputs(x, p):
     return np.concatenate([x * x * p[0] + 0.1, np.sin(x) * p[1] - 0.2 * x])
 
 
+def activations(x):
+    gate = symjac.where(x > 0.5, np.tanh(x) * x, np.exp(-x) / (1 + x * x))
+    return np.concatenate([gate, symjac.clamp(x * 3.0 - 1.0, -0.5, 0.5), np.maximum(x, 0.4) ** 1.5])
+
+
 RHS4, N4 = brusselator(4)
+Y4 = np.linspace(0.2, 0.9, N4)
+V4 = np.linspace(-1.0, 1.0, N4)
+MIXED = [np.linspace(0.1, 1, 24, dtype=np.float32), np.array([0.5, 2.0])]
+# name: (func, inputs, compile options, call options, the oracle: symjac's functional API)
 CASES = {
-    "brusselator csr": (RHS4, [np.linspace(0.2, 0.9, N4)], dict(sparse="csr")),
-    "brusselator csc": (RHS4, [np.linspace(0.2, 0.9, N4)], dict(sparse="csc")),
-    "brusselator dense": (RHS4, [np.linspace(0.2, 0.9, N4)], {}),
-    "brusselator value": (RHS4, [np.linspace(0.2, 0.9, N4)], dict(value=True)),
-    "brusselator float32": (RHS4, [np.linspace(0.2, 0.9, N4, dtype=np.float32)], {}),
-    "chain": (chain, [np.linspace(0.0, 40.0, 41)], {}),
-    "hessian": (banded_energy, [np.linspace(0.1, 1.0, 30)], dict(mode="hessian")),
-    "float32 and float64": (
-        two_inputs,
-        [np.linspace(0.1, 1, 24, dtype=np.float32), np.array([0.5, 2.0])],
+    "brusselator csr": (RHS4, [Y4], dict(sparse="csr"), {}, lambda: symjac.jacobian(RHS4, Y4)),
+    "brusselator csc": (RHS4, [Y4], dict(sparse="csc"), {}, lambda: symjac.jacobian(RHS4, Y4)),
+    "brusselator dense": (RHS4, [Y4], {}, {}, lambda: symjac.jacobian(RHS4, Y4)),
+    "brusselator value": (RHS4, [Y4], dict(value=True), {}, lambda: (RHS4(Y4), symjac.jacobian(RHS4, Y4))),
+    "brusselator jvp": (RHS4, [Y4], dict(mode="jvp"), dict(v=V4), lambda: symjac.jvp(RHS4, Y4, V4)[1]),
+    "brusselator float32": (
+        RHS4,
+        [Y4.astype(np.float32)],
         {},
+        {},
+        lambda: symjac.jacobian(RHS4, Y4.astype(np.float32)),
+    ),
+    "brusselator float32 csr": (  # an image of float32 constants
+        RHS4,
+        [Y4.astype(np.float32)],
+        dict(sparse="csr"),
+        {},
+        lambda: symjac.jacobian(RHS4, Y4.astype(np.float32)),
+    ),
+    "chain": (
+        chain,
+        [np.linspace(0.0, 40.0, 41)],
+        {},
+        {},
+        lambda: symjac.jacobian(chain, np.linspace(0.0, 40.0, 41)),
+    ),
+    "hessian": (
+        banded_energy,
+        [np.linspace(0.1, 1.0, 30)],
+        dict(mode="hessian"),
+        {},
+        lambda: symjac.hessian(banded_energy, np.linspace(0.1, 1.0, 30)),
+    ),
+    "float32 and float64": (two_inputs, MIXED, {}, {}, lambda: symjac.jacobian(two_inputs, tuple(MIXED))),
+    "branches and libm": (
+        activations,
+        [np.linspace(-1.0, 2.0, 40)],
+        {},
+        {},
+        lambda: symjac.jacobian(activations, np.linspace(-1.0, 2.0, 40)),
     ),
 }
 
 
-def _dense(r):
+def _arrays(r):
     r = r if isinstance(r, tuple) else (r,)
     return [np.asarray(x.toarray() if hasattr(x, "toarray") else x) for x in r]
 
@@ -82,25 +120,19 @@ def roll_small(monkeypatch):
 
 @pytest.mark.parametrize("case", CASES)
 def test_rolled_kernels_equal_unrolled_bit_for_bit(case, roll_small, monkeypatch):
-    func, args, options = CASES[case]
+    func, args, options, call, oracle = CASES[case]
     rolled = symjac.compile(func, *args, cache=False, **options)
     assert ".loop" in rolled.kernel.ir or ".image" in rolled.kernel.ir
     monkeypatch.setattr(rolling, "ROLL_MIN_STATEMENTS", 10**9)
     unrolled = symjac.compile(func, *args, cache=False, **options)
     assert ".loop" not in unrolled.kernel.ir and ".image" not in unrolled.kernel.ir
-    for got, want in zip(_dense(rolled(*args)), _dense(unrolled(*args)), strict=True):
-        assert got.dtype == want.dtype
-        np.testing.assert_array_equal(got, want)
-    if options.get("mode") == "hessian":
-        oracle = symjac.hessian(func, *args)
-    else:
-        oracle = symjac.jacobian(func, tuple(args) if len(args) > 1 else args[0])
-    oracle = oracle if isinstance(oracle, tuple) else (oracle,)
-    result = _dense(rolled(*args))[-len(oracle) :] if not options.get("value") else _dense(rolled(*args))[1:]
-    for got, want in zip(result, oracle, strict=True):
-        np.testing.assert_allclose(
-            got, np.asarray(want), rtol=2e-6 if got.dtype == np.float32 else 1e-13, atol=1e-6
-        )
+    got = _arrays(rolled(*args, **call))
+    for g, w in zip(got, _arrays(unrolled(*args, **call)), strict=True):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+    for g, w in zip(got, _arrays(oracle()), strict=True):
+        tol = dict(rtol=1e-5, atol=1e-6) if g.dtype == np.float32 else dict(rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(g, np.asarray(w, dtype=g.dtype), **tol)
 
 
 def test_constants_become_one_image_and_repeated_stores_few_loops():
