@@ -256,7 +256,8 @@ class CompiledFunction:
         return meta
 
     def _simd_object(self):
-        """The SIMD batch kernel's object code (from the disk cache, or compiled and cached)."""
+        """The batch kernel's object code (from the disk cache, or compiled and cached); see
+        ``runtime.compile_simd_object``."""
         name = self._cache_name and self._cache_name + "-simd"
         hit = diskcache.load(name) if name else None
         if hit is not None:

@@ -150,8 +150,8 @@ def compile_simd_object(program: Program, layout: Layout):
     single-point kernel's loop over points is as fast.
 
     Where SIMD does not pay (``lanes`` 1) but the single-point kernel is rolled
-    (``symjac.rolling``), this is the unrolled kernel's loop over points: a rolled loop costs
-    little per call but a third more per point than straight-line code.
+    (``symjac.rolling``), this is the unrolled kernel's loop over points: rolled loops are as
+    fast for one point, but less than half as fast when results stream to memory.
     """
     lanes = simd_lanes(layout)
     size = len(program.stores) + len(program.assignments)
