@@ -25,6 +25,7 @@ _KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c
 _BATCH_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _TM = None
 SIMD_OUTPUT_BYTES = 16384  # at most this much output per vector of points for a SIMD kernel
+UNROLLED_BATCH_BYTES = 1 << 20  # results of a batch from which a rolled kernel's unrolled form pays
 INLINE_LIMIT = 32  # statements up to which kernels are inlined into the batch loop (bigger: no gain, slow O3)
 _TM_LOCK = threading.Lock()
 
@@ -228,6 +229,18 @@ class Kernel:
                         self._simd = (fn, lanes, engine, optimized)
         return self._simd
 
+    def _batch_kernel_pays(self, n: int) -> bool:
+        """Whether a batch of ``n`` points should build (or use) the batch kernel.
+
+        A SIMD kernel always pays. An unrolled kernel of a rolled one (lanes 1) pays once
+        results stream to memory, where rolled loops run at 0.4x its speed; below about L2's
+        size they are within 5-17% of it, and the unrolled compile would cost more than the
+        batch (a 2048-state Brusselator: 1.5 s).
+        """
+        if self._simd is not None or simd_lanes(self.layout) > 1:
+            return True
+        return n * (8 * self.layout.n64 + 4 * self.layout.n32) >= UNROLLED_BATCH_BYTES
+
     @property
     def simd_ir(self) -> str:
         """The optimised IR of the SIMD batch kernel, if one has been built."""
@@ -271,7 +284,7 @@ class Kernel:
         elif out64 is None or out32 is None:
             fresh = self.layout.allocate(n)
             out64, out32 = fresh[0] if out64 is None else out64, fresh[1] if out32 is None else out32
-        simd = self.simd()
+        simd = self.simd() if self._batch_kernel_pays(n) else False
 
         def run(lo: int, hi: int) -> None:
             mid = lo

@@ -15,7 +15,7 @@ import pytest
 import sympy
 
 import symjac
-from symjac import rolling
+from symjac import rolling, runtime
 from symjac.simplify import Program
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -147,16 +147,21 @@ def test_constants_become_one_image_and_repeated_stores_few_loops():
     assert cf.kernel.ir.count('define internal void @"symjac_kernel.loop') == len(loops)
 
 
-def test_batches_of_a_rolled_kernel_run_its_unrolled_kernel(rng):
+def test_large_batches_of_a_rolled_kernel_run_its_unrolled_kernel(rng):
     rhs, n = brusselator(8)  # 768 results per point: too many for SIMD lanes
     cf = symjac.compile(rhs, np.zeros(n), cache=False)
     assert ".loop" in cf.kernel.ir
-    X = rng.uniform(0.1, 1.0, (7, n))
-    batch = cf(X)
+    small = rng.uniform(0.1, 1.0, (7, n))  # 0.9 MB of results: the rolled loops are as fast
+    for x, J in zip(small, cf(small), strict=True):
+        np.testing.assert_array_equal(J, cf(x))
+    assert cf.kernel._simd is None  # nothing compiled for it
+    large = rng.uniform(0.1, 1.0, (runtime.UNROLLED_BATCH_BYTES // (8 * n * n) + 3, n))
+    batch = cf(large)
     fn, lanes, _, optimized = cf.kernel.simd()
     assert lanes == 1 and ".loop" not in optimized
-    for x, J in zip(X, batch, strict=True):
+    for x, J in zip(large, batch, strict=True):
         np.testing.assert_array_equal(J, cf(x))
+    np.testing.assert_array_equal(cf(small), np.stack([cf(x) for x in small]))  # now unrolled too
 
 
 def test_small_programs_stay_straight_line():
@@ -195,7 +200,7 @@ def test_cached_rolled_kernel_and_its_batch_kernel_load_in_a_fresh_process(tmp_p
         from test_rolling import brusselator
         rhs, n = brusselator(8)
         cf = symjac.compile(rhs, np.zeros(n), sparse="csr")
-        X = np.linspace(0.1, 1.0, 5 * n).reshape(5, n)
+        X = np.linspace(0.1, 1.0, 200 * n).reshape(200, n)  # 1.2 MB of results: unrolled
         batch = cf(X)
         for x, data in zip(X, batch):  # a sparse batch: each point's nonzeros
             assert np.array_equal(data, cf(x).data)
