@@ -92,7 +92,7 @@ def total(terms):
         return _S.Zero if constant is None else constant
     if constant is None and len(rest) == 1:
         return rest[0]
-    return _new(sympy.Add, rest if constant is None else [constant, *rest])
+    return unchecked(sympy.Add, rest if constant is None else [constant, *rest])
 
 
 def product(factors):
@@ -106,8 +106,8 @@ def product(factors):
     if _is_value(coeff, 0.0):
         return _S.Zero  # 0*x is 0, as SymPy has it
     if _is_value(coeff, 1.0):
-        return rest[0] if len(rest) == 1 else _new(sympy.Mul, rest)
-    return _new(sympy.Mul, [coeff, *rest])  # the coefficient first, as SymPy orders it
+        return rest[0] if len(rest) == 1 else unchecked(sympy.Mul, rest)
+    return unchecked(sympy.Mul, [coeff, *rest])  # the coefficient first, as SymPy orders it
 
 
 def _split(args, cls) -> tuple[list, list]:
@@ -119,7 +119,7 @@ def _split(args, cls) -> tuple[list, list]:
     return numbers, rest
 
 
-def _new(cls, args):
-    """``cls(*args, evaluate=False)`` without its checks: every operand here is a commutative
-    SymPy expression already."""
+def unchecked(cls, args):
+    """``cls(*args, evaluate=False)`` (an Add or Mul) without its checks, for operands that are
+    commutative SymPy expressions already: those checks were much of a large build."""
     return cls._from_args(args, is_commutative=True)

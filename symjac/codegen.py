@@ -458,15 +458,7 @@ def _emit_loop(module, fn, loop, ftype):
     members, width = loop.table.shape
     table = _table(module, fn.name + ".in", loop.table)
     offsets = _table(module, fn.name + ".out", loop.offsets)
-    entry = fn.append_basic_block("entry")
-    head, body, done = (fn.append_basic_block(label) for label in ("head", "body", "done"))
-    b = ir.IRBuilder(entry)
-    b.branch(head)
-    b.position_at_end(head)
-    m = b.phi(I64)
-    m.add_incoming(ir.Constant(I64, 0), entry)
-    b.cbranch(b.icmp_signed("<", m, ir.Constant(I64, members)), body, done)
-    b.position_at_end(body)
+    b, m, close = _counted_loop(fn, lambda b, m: b.icmp_signed("<", m, ir.Constant(I64, members)))
     lw = _Lowerer(module, b, ftype, {})
     which = {s: j for j, s in enumerate(loop.inputs)}
     row = b.mul(m, ir.Constant(I64, width))
@@ -494,10 +486,30 @@ def _emit_loop(module, fn, loop, ftype):
         base = out32 if region == F32_REGION else out64
         offset = entry_of(offsets, b.add(out_row, ir.Constant(I64, k)))
         b.store(value, b.gep(base, [offset], source_etype=target))
-    m.add_incoming(b.add(m, ir.Constant(I64, 1)), b.block)
+    close(1)
+
+
+def _counted_loop(fn, condition):
+    """Open ``for (i = 0; condition(b, i); i += step)`` as the body of ``fn``: returns the
+    builder, positioned in the loop body, ``i``, and ``close(step)``, which ends the body and
+    returns from ``fn``."""
+    entry = fn.append_basic_block("entry")
+    head, body, done = (fn.append_basic_block(label) for label in ("head", "body", "done"))
+    b = ir.IRBuilder(entry)
     b.branch(head)
-    b.position_at_end(done)
-    b.ret_void()
+    b.position_at_end(head)
+    i = b.phi(I64)
+    i.add_incoming(ir.Constant(I64, 0), entry)
+    b.cbranch(condition(b, i), body, done)
+    b.position_at_end(body)
+
+    def close(step: int) -> None:
+        i.add_incoming(b.add(i, ir.Constant(I64, step)), b.block)
+        b.branch(head)
+        b.position_at_end(done)
+        b.ret_void()
+
+    return b, i, close
 
 
 def _copy_image(module, b, fn, image, name):
@@ -668,23 +680,12 @@ def add_batch_loop(
     for arg in fn.args[:3]:
         arg.add_attribute("noalias")
     inp, out64, out32, n = fn.args
-    entry = fn.append_basic_block("entry")
-    head, body, done = (fn.append_basic_block(label) for label in ("head", "body", "done"))
-    b = ir.IRBuilder(entry)
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64)
-    i.add_incoming(ir.Constant(I64, 0), entry)
-    b.cbranch(b.icmp_signed("<=", b.add(i, ir.Constant(I64, step)), n), body, done)
-    b.position_at_end(body)
+    b, i, close = _counted_loop(fn, lambda b, i: b.icmp_signed("<=", b.add(i, ir.Constant(I64, step)), n))
     etypes = (ftype, ir.DoubleType(), ir.FloatType())
     pointers = [
         b.gep(base, [b.mul(i, ir.Constant(I64, stride))], source_etype=etype)
         for base, stride, etype in zip((inp, out64, out32), strides, etypes, strict=True)
     ]
     b.call(kernel, pointers)
-    i.add_incoming(b.add(i, ir.Constant(I64, step)), body)
-    b.branch(head)
-    b.position_at_end(done)
-    b.ret_void()
+    close(step)
     return name

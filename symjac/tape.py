@@ -17,6 +17,7 @@ from __future__ import annotations
 import sympy
 from sympy.core.function import ArgumentIndexError
 
+from . import arith
 from .progress import Progress
 
 _ONE = sympy.S.One
@@ -89,7 +90,7 @@ class Tape:
             return self._boolean(node)
         args = [self.value(a) if isinstance(a, sympy.Expr) else self._boolean(a) for a in node.args]
         if isinstance(node, (sympy.Add, sympy.Mul)):
-            return node.func._from_args(args, is_commutative=True)  # evaluate=False, unchecked
+            return arith.unchecked(node.func, args)
         if isinstance(node, sympy.Pow):
             return node.func(*args, evaluate=False)
         return node.func(*args)
@@ -148,7 +149,7 @@ class Tape:
 
     def _sum(self, parts):
         parts = [self.value(p) for p in parts]
-        return parts[0] if len(parts) == 1 else self.temp(sympy.Add._from_args(parts, is_commutative=True))
+        return parts[0] if len(parts) == 1 else self.temp(arith.unchecked(sympy.Add, parts))
 
     def _chain(self, t) -> dict:
         terms: dict = {}
@@ -168,7 +169,7 @@ class Tape:
             for k, a in enumerate(args):
                 if not a.is_Number:
                     others = args[:k] + args[k + 1 :]
-                    out.append((a, others[0] if len(others) == 1 else _product(others)))
+                    out.append((a, others[0] if len(others) == 1 else arith.unchecked(sympy.Mul, others)))
             return out
         if isinstance(definition, sympy.Pow) and args[1].is_Number:
             base, n = args
@@ -221,12 +222,7 @@ def _times(a, b):
         return a
     if b.is_Number:  # the coefficient first, as SymPy and the code generator expect it
         a, b = b, a
-    return _product((a, b))
-
-
-def _product(factors):
-    """``Mul(*factors, evaluate=False)`` without its checks: tape atoms are commutative."""
-    return sympy.Mul._from_args(factors, is_commutative=True)
+    return arith.unchecked(sympy.Mul, (a, b))
 
 
 def jacobian_entries(tape: Tape, outputs, inputs) -> dict:
