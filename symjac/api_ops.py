@@ -75,6 +75,7 @@ def lift(trace, x) -> Var:
     if isinstance(x, _SCALARS):
         value = float(x)
         return trace.emit("scalar", (), (value if value == value else "nan",), (), None)
+    original = x
     if _is_torch_tensor(x):
         x = _torch_to_numpy(x)
     elif isinstance(x, (list, tuple)):
@@ -88,9 +89,29 @@ def lift(trace, x) -> Var:
         return _from_objects(trace, x)
     if x.dtype.kind not in "biuf":
         raise TypeError(f"symjac cannot use a constant array of dtype {x.dtype} in a traced operation")
+    if trace.param_values is not None and _is_data(x):
+        return trace.param(original, x)
     if not x.flags.c_contiguous:
         x = x.copy()  # np.ascontiguousarray would turn a 0-d array into shape (1,)
     return trace.emit("const", (), (x.dtype.str, x.shape, x.tobytes()), x.shape, x.dtype)
+
+
+PARAM_MIN_SIZE = 16  # captured float arrays from this size on are kernel data, not literals
+
+
+def _is_data(x: np.ndarray) -> bool:
+    """Whether a captured array is recorded as data: a float array of some size, mostly nonzero.
+
+    Literals fold exactly (a zero removes a term, a sparse stencil keeps a sparse program); data
+    keeps one kernel for every value (weights after an optimiser step). Mostly-zero arrays are
+    structure, so they stay literals.
+    """
+    return (
+        x.dtype.kind == "f"
+        and x.size >= PARAM_MIN_SIZE
+        and x.dtype.itemsize in (4, 8)
+        and 2 * np.count_nonzero(x) >= x.size
+    )
 
 
 def lift_all(*xs) -> list[Var]:

@@ -25,6 +25,7 @@ from .tape import Tape
 from .tape import jacobian_entries as tape_entries
 
 MODES = ("jacobian", "hessian", "jvp", "vjp", "hvp")
+BUILDS = 0  # kernels built in this process (cache hits excluded): what tests count
 THREAD_WORK = 4_000_000  # points x kernel statements from which a batch is split across cores
 F64 = np.dtype(np.float64)
 F32 = np.dtype(np.float32)
@@ -42,11 +43,14 @@ class Spec:
     out_tuple: bool
     value: bool
     sparse: str | None
+    forward: bool = False  # blocks take the dtype of their output (torch's forward-mode strategy)
+    single: bool = False  # single points only (the drop-in API): no batch loop is built
 
     def canonical(self) -> str:
         g = self.graph
+        extra = (self.forward, self.single) if self.forward or self.single else ()
         return repr(
-            (g.eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse)
+            (g.eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse, *extra)
         )
 
 
@@ -66,6 +70,8 @@ class SympySpec:
     out_tuple: bool
     value: bool
     sparse: str | None
+    forward: bool = False
+    single: bool = False
 
     def canonical(self) -> str:
         import sympy
@@ -116,14 +122,19 @@ def derivation(spec) -> tuple[Derivation, dict]:
             results.append(result)
             meta["pattern"] = pattern
         else:
-            results += derive._blocks(
-                entries, outs, Xw, lambda i, j: in_dt[spec.wrt[j]], lambda i, j: ("in", j)
-            )
+            if spec.forward:
+                dtype_of = lambda i, j: out_dt[i]  # noqa: E731
+            else:
+                dtype_of = lambda i, j: in_dt[spec.wrt[j]]  # noqa: E731
+            results += derive._blocks(entries, outs, Xw, dtype_of, lambda i, j: ("in", j))
         meta["nest"] = (len(outs), len(Xw))
     elif spec.mode == "hessian":
         grads = gradients()
         entries = tape_entries(tape, grads, Xw)
-        results += derive._blocks(entries, grads, Xw, lambda i, j: in_dt[spec.wrt[j]], lambda i, j: ("in", j))
+        pick = (lambda i, j: i) if spec.forward else (lambda i, j: j)
+        results += derive._blocks(
+            entries, grads, Xw, lambda i, j: in_dt[spec.wrt[pick(i, j)]], lambda i, j: ("in", j)
+        )
         meta["nest"] = (len(Xw), len(Xw))
     else:
         if spec.mode == "vjp":
@@ -138,10 +149,11 @@ def derivation(spec) -> tuple[Derivation, dict]:
                 entries = tape_entries(tape, outs, Xw)
                 sums = diff.contract_cols(entries, V, [o.size for o in outs])
                 prods = [(o.shape, out_dt[i], sums[i]) for i, o in enumerate(outs)]
-            else:  # hvp
+            else:  # hvp, or vhp (the drop-in's v^T H: rows contracted, as torch does)
                 grads = gradients()
                 entries = tape_entries(tape, grads, Xw)
-                sums = diff.contract_cols(entries, V, [x.size for x in Xw])
+                contract = diff.contract_cols if spec.mode == "hvp" else diff.contract_rows
+                sums = contract(entries, V, [x.size for x in Xw])
                 prods = [(x.shape, in_dt[spec.wrt[j]], sums[j]) for j, x in enumerate(Xw)]
             kernel_dtypes += [in_dt[j] for j in spec.wrt]
         kernel_inputs += V
@@ -250,7 +262,9 @@ class CompiledFunction:
                 slots[s] = offset
                 offset += 1
         self._program = build_program(stores, slots, layout.compute, tape=d.info["tape"])
-        self.kernel = Kernel.build(self._program, layout, batch=True, simd=self._simd_object)
+        global BUILDS
+        BUILDS += 1
+        self.kernel = Kernel.build(self._program, layout, batch=not spec.single, simd=self._simd_object)
         meta["layout"] = _layout_json(layout)
         meta["statements"] = len(self._program.stores) + len(self._program.assignments)
         return meta

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import sympy
 
-from . import api_ops, derive, errors
+from . import api_ops, arrays, derive, errors
 from .functions import StopGradient
 from .ops import PRIMITIVES, Primitive
 from .tensor import Var
@@ -128,16 +128,17 @@ def _param_names(func, n: int) -> list[str]:
 class _Call:
     """One traced call of the user's function."""
 
-    __slots__ = ("graph", "in_tuple", "out_tuple", "inputs", "trace", "parent", "func")
+    __slots__ = ("graph", "in_tuple", "out_tuple", "inputs", "trace", "parent", "func", "params")
 
-    def __init__(self, func, inputs, in_tuple, fn):
+    def __init__(self, func, inputs, in_tuple, fn, params=False):
         parent = api_ops._find_trace(inputs)
-        trace = Trace(parent)
+        trace = Trace(parent, params=params)
         args = []
         for j, x in enumerate(inputs):
             shape = tuple(x.shape)
             dtype = x.dtype if type(x) is Var else _numeric_dtype(x)
             args.append(trace.emit("input", (), (j, shape, dtype), shape, dtype))
+        trace.n_inputs = len(args)
         out = func(*args)
         self.out_tuple, outs = _as_tuple(out, "outputs of the user-provided function", fn, True)
         nodes = [api_ops.lift(trace, o)._node for o in outs]
@@ -147,6 +148,7 @@ class _Call:
         self.trace = trace
         self.parent = parent
         self.func = func
+        self.params = trace.param_values or []
 
     def names(self):
         return _param_names(self.func, len(self.inputs))
@@ -180,12 +182,93 @@ def _derivation(call: _Call, key):
     return derive.derivation(key, call.names)
 
 
-def _run(call: _Call, key, extra=()):
-    """Numeric results of the derivation ``key`` for this call (kernel built once per key)."""
-    plan = derive.plan(key, call.names)
-    arrays = [_numeric(x) for x in call.inputs] + [_numeric(v) for v in extra]
-    raw = plan.kernel(arrays)
-    return [_finish(arr, r.ref, call) for arr, r in zip(raw, plan.derivation.results, strict=True)]
+def _run(call: _Call, key, extra=(), expand="auto"):
+    """Numeric results of the derivation ``key`` for this call, on the road the cost model
+    (:func:`symjac.arrays.choose`) picks: array-level rules, or a per-element kernel (built
+    once per key and cached on disk)."""
+    mode = key[0]
+    width = 1 if mode == "jvp" else sum(math.prod(x.shape) for x in call.inputs)
+    if arrays.choose(call.graph, width, expand, mode) == "arrays":
+        if mode not in ("jacobian", "jvp", "vjp"):
+            if expand == "arrays":
+                raise ValueError(
+                    f"{mode}: second derivatives have no array-level road yet; use expand='auto' "
+                    "or 'elements'"
+                )
+        else:
+            raw = _arrays_results(call, mode, extra, width)
+            return [_finish(arr, ref, call) for arr, ref in zip(raw, _refs(call, key), strict=True)]
+    compiled_function, refs = _fast_kernel(call, key)
+    values = [_numeric(x) for x in call.inputs] + call.params + [_numeric(v) for v in extra]
+    raw = compiled_function.kernel(values)
+    return [_finish(arr, ref, call) for arr, ref in zip(raw, refs, strict=True)]
+
+
+def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarray]:
+    """The results of ``mode`` on the array road (forward mode at the array level)."""
+    shapes = [tuple(x.shape) for x in call.inputs]
+    sizes = [math.prod(s) for s in shapes]
+    offsets = np.cumsum([0] + sizes)
+    if mode == "jvp":
+        seeds = {j: np.asarray(_numeric(v), dtype=np.float64).reshape(shapes[j] + (1,)) for j, v in enumerate(extra)}
+    else:
+        eye = np.eye(width)
+        seeds = {j: eye[offsets[j] : offsets[j + 1]].reshape(shapes[j] + (width,)) for j in range(len(shapes))}
+    values = [_numeric(x) for x in call.inputs] + call.params
+    outs, tangents = arrays.evaluate(call.graph, values, seeds, width)
+    outs = [np.array(o, dtype=np.float64) for o in outs]
+    flat = [
+        np.zeros((o.size, width)) if t is None else np.reshape(t, (o.size, width))
+        for o, t in zip(outs, tangents, strict=True)
+    ]
+    if mode == "jvp":
+        return outs + [f[:, 0].reshape(o.shape) for f, o in zip(flat, outs, strict=True)]
+    blocks = [
+        np.ascontiguousarray(f[:, offsets[j] : offsets[j + 1]]).reshape(o.shape + shapes[j])
+        for f, o in zip(flat, outs, strict=True)
+        for j in range(len(shapes))
+    ]
+    if mode == "jacobian":
+        return blocks
+    total = sum(np.asarray(_numeric(v), dtype=np.float64).reshape(-1) @ f for v, f in zip(extra, flat, strict=True))
+    return outs + [np.asarray(total[offsets[j] : offsets[j + 1]]).reshape(shapes[j]) for j in range(len(shapes))]
+
+
+def _refs(call: _Call, key) -> list[tuple]:
+    """Which tensor sets each result's final dtype: ``("in", j)`` or ``("out", i)``."""
+    mode = key[0]
+    forward = len(key) > 2 and bool(key[2])
+    n_in, n_out = len(call.inputs), call.n_out()
+    if mode == "jacobian":
+        return [("out", i) if forward else ("in", j) for i in range(n_out) for j in range(n_in)]
+    if mode == "hessian":
+        return [("in", i if forward else j) for i in range(n_in) for j in range(n_in)]
+    if mode == "jvp":
+        return [("out", i) for i in range(n_out)] * 2
+    return [("out", i) for i in range(n_out)] + [("in", j) for j in range(n_in)]
+
+
+_KERNELS = derive._LRU(256)
+_VALUE_MODES = ("vjp", "jvp", "hvp", "vhp")
+
+
+def _fast_kernel(call: _Call, key):
+    """The compiled function of ``key`` on the element road (tape, rolled loops, disk cache),
+    and the tensor that sets each result's final dtype (``("in", j)`` or ``("out", i)``)."""
+    hit = _KERNELS.get(key)
+    if hit is not None:
+        return hit
+    from . import compiled
+
+    mode, graph = key[0], key[1]
+    forward = len(key) > 2 and bool(key[2])
+    n_in, n_out = len(call.inputs), call.n_out()
+    n_in = len(call.inputs)
+    spec = compiled.Spec(
+        graph, tuple(call.names()), mode, tuple(range(n_in)), n_in > 1, call.out_tuple,
+        mode in _VALUE_MODES, None, forward, True,
+    )  # fmt: skip
+    return _KERNELS.put(key, (compiled.CompiledFunction(spec), _refs(call, key)))
 
 
 def _finish(arr: np.ndarray, ref, call: _Call):
@@ -249,10 +332,10 @@ def _eval_derived(values, params):
 PRIMITIVES["derived"] = Primitive("derived", _eval_derived)
 
 
-def _results(call: _Call, key, extra=(), create_graph=False):
+def _results(call: _Call, key, extra=(), create_graph=False, expand="auto"):
     if call.parent is not None:
         return _symbolic(call, key, extra, create_graph)
-    return _run(call, key, extra)
+    return _run(call, key, extra, expand)
 
 
 def _nest(blocks, n_out, n_in, out_tuple, in_tuple):
@@ -345,7 +428,9 @@ def _single_output(call: _Call, fn: str):
 # --- the public API -------------------------------------------------------------------------------
 
 
-def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, strategy="reverse-mode"):
+def jacobian(
+    func, inputs, create_graph=False, strict=False, vectorize=False, strategy="reverse-mode", *, expand="auto"
+):
     """Compute the exact Jacobian of ``func`` at ``inputs``, as ``torch.autograd.functional.jacobian``.
 
     Args:
@@ -356,6 +441,10 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
         strict: raise when an output does not depend on an input (exactly: its block is 0).
         vectorize, strategy: accepted for compatibility; values never depend on them
             (``strategy="forward-mode"`` gives each block the output's dtype, as torch).
+        expand: "auto" lets a cost model choose the road; "elements" expands every tensor
+            element to SymPy and compiles a kernel (exact simplification across operations);
+            "arrays" differentiates operation by operation with exact array-level rules (cost
+            grows with the number of operations, not of elements). Same mathematics either way.
 
     Returns:
         Block ``J[i][j]`` of shape ``outputs[i].shape + inputs[j].shape``, nested as torch
@@ -373,18 +462,25 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
     _check_strategy(strategy, "jacobian")
     in_tuple, inputs = _as_tuple(inputs, "inputs", "jacobian")
     _check_inputs(inputs, "jacobian")
-    call = _Call(func, inputs, in_tuple, "jacobian")
+    call = _Call(func, inputs, in_tuple, "jacobian", params=not strict)
     key = ("jacobian", call.graph, strategy == "forward-mode")
     if strict:
         info = _derivation(call, key).info
         _check_outputs_require_grad(call, info["nonzero"], len(inputs))
         _strict_jacobian(call, info, create_graph)
-    blocks = _results(call, key, (), create_graph)
+    blocks = _results(call, key, (), create_graph, expand)
     return _nest(blocks, call.n_out(), len(inputs), call.out_tuple, in_tuple)
 
 
 def hessian(
-    func, inputs, create_graph=False, strict=False, vectorize=False, outer_jacobian_strategy="reverse-mode"
+    func,
+    inputs,
+    create_graph=False,
+    strict=False,
+    vectorize=False,
+    outer_jacobian_strategy="reverse-mode",
+    *,
+    expand="auto",
 ):
     """Compute the exact Hessian of a scalar ``func``, as ``torch.autograd.functional.hessian``.
 
@@ -400,7 +496,7 @@ def hessian(
     in_tuple, inputs = _as_tuple(inputs, "inputs", "hessian")
     _check_inputs(inputs, "hessian")
     _check_strategy(outer_jacobian_strategy, "hessian")
-    call = _Call(func, inputs, in_tuple, "hessian")
+    call = _Call(func, inputs, in_tuple, "hessian", params=not strict)
     _single_output(call, "hessian")
     key = ("hessian", call.graph, outer_jacobian_strategy == "forward-mode")
     n_in = len(inputs)
@@ -421,11 +517,11 @@ def hessian(
                             f"The hessian of output {i} with respect to input {j} is independent of "
                             "the inputs. This is not allowed in strict mode when create_graph=True."
                         )
-    blocks = _results(call, key, (), create_graph)
+    blocks = _results(call, key, (), create_graph, expand)
     return _nest(blocks, n_in, n_in, in_tuple, in_tuple)
 
 
-def vjp(func, inputs, v=None, create_graph=False, strict=False):
+def vjp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), v^T J)`` exactly, as ``torch.autograd.functional.vjp``.
 
     ``v`` has the structure and shapes of func's outputs (it may be None when func returns a
@@ -439,7 +535,7 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False):
     """
     in_tuple, inputs = _as_tuple(inputs, "inputs", "vjp")
     _check_inputs(inputs, "vjp")
-    call = _Call(func, inputs, in_tuple, "vjp")
+    call = _Call(func, inputs, in_tuple, "vjp", params=not strict)
     n_out, n_in = call.n_out(), len(inputs)
     out_shapes = [call.out_shape(i) for i in range(n_out)]
     if v is not None:
@@ -465,12 +561,12 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False):
                         "independent of the inputs. This is not allowed in strict mode when "
                         "create_graph=True."
                     )
-    res = _results(call, key, v, create_graph)
+    res = _results(call, key, v, create_graph, expand)
     outs, prods = res[:n_out], res[n_out:]
     return _pack(outs, call.out_tuple), _pack(prods, in_tuple)
 
 
-def jvp(func, inputs, v=None, create_graph=False, strict=False):
+def jvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), J v)`` exactly, as ``torch.autograd.functional.jvp``.
 
     ``v`` has the structure and shapes of ``inputs`` (None for a single one-element input);
@@ -485,7 +581,7 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
     in_tuple, inputs = _as_tuple(inputs, "inputs", "jvp")
     _check_inputs(inputs, "jvp")
     v = _input_vector(v, inputs, in_tuple, "jvp")
-    call = _Call(func, inputs, in_tuple, "jvp")
+    call = _Call(func, inputs, in_tuple, "jvp", params=not strict)
     n_out, n_in = call.n_out(), len(inputs)
     key = ("jvp", call.graph)
     if strict:
@@ -500,15 +596,15 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
                         "independent of the inputs. This is not allowed in strict mode when "
                         "create_graph=True."
                     )
-    res = _results(call, key, v, create_graph)
+    res = _results(call, key, v, create_graph, expand)
     return _pack(res[:n_out], call.out_tuple), _pack(res[n_out:], call.out_tuple)
 
 
-def _hessian_vector(kind, func, inputs, v, create_graph, strict):
+def _hessian_vector(kind, func, inputs, v, create_graph, strict, expand):
     in_tuple, inputs = _as_tuple(inputs, "inputs", kind)
     _check_inputs(inputs, kind)
     v = _input_vector(v, inputs, in_tuple, kind)
-    call = _Call(func, inputs, in_tuple, kind)
+    call = _Call(func, inputs, in_tuple, kind, params=not strict)
     _single_output(call, kind)
     n_in = len(inputs)
     key = (kind, call.graph)
@@ -523,11 +619,11 @@ def _hessian_vector(kind, func, inputs, v, create_graph, strict):
                         f"The hessian of the user-provided function is independent of input {i}. "
                         "This is not allowed in strict mode when create_graph=True."
                     )
-    res = _results(call, key, v, create_graph)
+    res = _results(call, key, v, create_graph, expand)
     return _pack(res[:1], call.out_tuple), _pack(res[1:], in_tuple)
 
 
-def hvp(func, inputs, v=None, create_graph=False, strict=False):
+def hvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), H v)`` exactly, as ``torch.autograd.functional.hvp``.
 
     Example:
@@ -536,10 +632,10 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False):
         >>> hv
         array([ 6., 12.])
     """
-    return _hessian_vector("hvp", func, inputs, v, create_graph, strict)
+    return _hessian_vector("hvp", func, inputs, v, create_graph, strict, expand)
 
 
-def vhp(func, inputs, v=None, create_graph=False, strict=False):
+def vhp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), v^T H)`` exactly, as ``torch.autograd.functional.vhp``.
 
     Example:
@@ -548,7 +644,7 @@ def vhp(func, inputs, v=None, create_graph=False, strict=False):
         >>> vh
         array([0., 1.])
     """
-    return _hessian_vector("vhp", func, inputs, v, create_graph, strict)
+    return _hessian_vector("vhp", func, inputs, v, create_graph, strict, expand)
 
 
 class _Shaped:

@@ -60,13 +60,18 @@ class Graph:
 class Trace:
     """The equations recorded while one user function runs."""
 
-    def __init__(self, parent: Trace | None = None):
+    def __init__(self, parent: Trace | None = None, params: bool = False):
         self.eqns: list[tuple] = []
         self.meta: list[tuple] = []  # (shape, dtype, op name) per node
         self.parent = parent
         self.depth = 0 if parent is None else parent.depth + 1
         self.captures: dict[int, int] = {}  # id(outer Var) -> local node
         self.captured_vars: list = []
+        # Captured arrays recorded as data (kernel inputs after the function's own), or None
+        # when every constant is recorded by value (compile, symbolic views, nested calls).
+        self.param_values: list[np.ndarray] | None = [] if params and parent is None else None
+        self._param_of: dict[int, tuple] = {}  # id(user's array) -> (array, node, snapshot)
+        self.n_inputs = 0
 
     def emit(self, op: str, args: tuple, params: tuple, shape: tuple, dtype: np.dtype):
         self.eqns.append((op, args, params))
@@ -85,6 +90,22 @@ class Trace:
             self.captured_vars.append(var)
         node = self.captures[key]
         return Var(self, node, var.shape, var.dtype)
+
+    def param(self, original, x: np.ndarray):
+        """The node standing for captured array ``x`` as data: an extra, undifferentiated input.
+
+        ``original`` is the user's object; keeping it alive keeps its id unique for the trace, so
+        reusing one array reuses one node. A reuse after an in-place change gets a new node.
+        """
+        seen = self._param_of.get(id(original))
+        if seen is not None and seen[2].shape == x.shape and np.array_equal(seen[2], x):
+            return Var(self, seen[1], x.shape, x.dtype)
+        snapshot = np.array(x, copy=True, order="C")
+        j = self.n_inputs + len(self.param_values)
+        var = self.emit("input", (), (j, x.shape, x.dtype), x.shape, x.dtype)
+        self.param_values.append(snapshot)
+        self._param_of[id(original)] = (original, var._node, snapshot)
+        return var
 
     def graph(self, inputs, outputs) -> Graph:
         captures = tuple(self.captures.values())

@@ -6,19 +6,20 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import derive
+from symjac import compiled
 
 
 @pytest.fixture
 def compiles(monkeypatch):
+    """Kernels the drop-in API makes (built, or loaded from the disk cache)."""
     count = []
-    original = derive.compile_derivation
+    original = compiled.CompiledFunction.__init__
 
-    def counting(d):
+    def counting(self, *args, **kwargs):
         count.append(1)
-        return original(d)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(derive, "compile_derivation", counting)
+    monkeypatch.setattr(compiled.CompiledFunction, "__init__", counting)
     return count
 
 

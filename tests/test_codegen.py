@@ -6,7 +6,7 @@ import pytest
 import sympy
 
 import symjac
-from symjac import derive
+from symjac import derive, functional
 from symjac.codegen import lower_program
 from symjac.simplify import F64_REGION, build_program
 
@@ -56,32 +56,36 @@ def test_unknown_class_names_itself():
 def test_generated_modules_verify_for_all_apis():
     f = lambda a, b: (a.sin() * b).sum() + (a**3).sum() * b.cos().sum()  # noqa: E731
     a, b = np.array([0.1, 0.2]), np.array([0.3, 0.4])
-    symjac.jacobian(f, (a, b))
+    functional._KERNELS.data.clear()
+    symjac.jacobian(f, (a, b), expand="elements")
     symjac.hessian(f, (a, b))
     symjac.hvp(f, (a, b), (a, b))
-    for plan in list(derive.PLANS.data.values()):
-        llvm.parse_assembly(plan.kernel.ir).verify()
-        assert 'define void @"symjac_kernel"(ptr noalias' in plan.kernel.ir
+    symjac.vhp(f, (a, b), (a, b))
+    kernels = [cf._ensure_built() for cf, _ in functional._KERNELS.data.values()]
+    assert len(kernels) == 4
+    for kernel in kernels:
+        llvm.parse_assembly(kernel.ir).verify()
+        assert 'define void @"symjac_kernel"(ptr noalias' in kernel.ir
 
 
 def test_float32_kernels_compute_in_float32():
-    symjac.jacobian(lambda a: a.exp() * 2, np.ones(3, dtype=np.float32))
-    irs = [p.kernel.ir for p in derive.PLANS.data.values()]
+    symjac.jacobian(lambda a: a.exp() * 2, np.ones(3, dtype=np.float32), expand="elements")
+    irs = [cf.ir for cf, _ in functional._KERNELS.data.values()]
     assert any("llvm.exp.f32" in text for text in irs)
 
 
 def test_sparse_results_store_only_nonzeros():
     x = np.ones(50)
-    symjac.jacobian(lambda a: a**2, x)
-    plan = next(p for k, p in derive.PLANS.data.items() if k[1].shape(k[1].outputs[0]) == (50,))
-    assert plan.kernel.ir.count("store double") == 50  # the diagonal, not 2500 entries
+    symjac.jacobian(lambda a: a**2, x, expand="elements")
+    cf = next(cf for k, (cf, _) in functional._KERNELS.data.items() if k[1].shape(k[1].outputs[0]) == (50,))
+    assert cf.ir.count("store double") == 50  # the diagonal, not 2500 entries
 
 
 def test_large_work_shows_progress(capfd, monkeypatch):
     monkeypatch.setenv("SYMJAC_PROGRESS", "1")
-    symjac.jacobian(lambda a: a.sin() * 1.25, np.ones(3))
+    symjac.jacobian(lambda a: a.sin() * 1.25, np.ones(3), expand="elements")
     err = capfd.readouterr().err
-    assert "differentiating output elements" in err and "compiling" in err and "done in" in err
+    assert "differentiating the expression DAG" in err and "compiling" in err and "done in" in err
     monkeypatch.setenv("SYMJAC_PROGRESS", "0")
     symjac.jacobian(lambda a: a.sin() * 1.5, np.ones(3))
     assert capfd.readouterr().err == ""

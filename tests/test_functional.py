@@ -204,4 +204,8 @@ def test_signatures_match_torch(name):
 
     ours = inspect.signature(getattr(symjac, name)).parameters
     theirs = inspect.signature(getattr(AF, name)).parameters
-    assert [(p.name, p.default) for p in ours.values()] == [(p.name, p.default) for p in theirs.values()]
+    # torch's parameters, in torch's order, then symjac's own keyword-only choice of road
+    assert [(p.name, p.default) for p in ours.values()] == [(p.name, p.default) for p in theirs.values()] + [
+        ("expand", "auto")
+    ]
+    assert ours["expand"].kind is inspect.Parameter.KEYWORD_ONLY

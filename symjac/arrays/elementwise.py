@@ -1,0 +1,101 @@
+"""Elementwise primitives at the array level: one scalar formula, differentiated once by SymPy.
+
+An elementwise op's element is a SymPy expression of its arguments (the op table's ``sympy``
+entry). Here it is built on scalar symbols, its partial derivatives are taken exactly with
+``sympy.diff``, and value and partials are turned into NumPy functions with ``lambdify``, so
+applying the op to a million elements costs one vectorised call, not a million expressions.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import types
+
+import numpy as np
+import sympy
+
+from sympy.printing.numpy import NumPyPrinter
+
+from .. import functions as F
+from ..ops import ELEMENTWISE, PRIMITIVES
+
+# NumPy spellings of symjac's own SymPy functions (``sympy.lambdify`` knows the standard ones).
+NUMPY_FUNCTIONS = {
+    "StopGradient": lambda x: x,
+    "Floor": np.floor,
+    "Ceil": np.ceil,
+    "Trunc": np.trunc,
+    "Round": np.rint,  # half to even, as numpy.round and torch.round
+    "Sign": np.sign,
+    "Cbrt": np.cbrt,
+    "Softplus": lambda x: np.logaddexp(0.0, x),
+    "LogAddExp": np.logaddexp,
+}
+_USER_FUNCTIONS = {name: name for name in NUMPY_FUNCTIONS}
+_KNOWN = {cls.__name__ for cls in F.CUSTOM_FUNCTIONS} - {"MaxN", "MinN"}
+assert _KNOWN <= NUMPY_FUNCTIONS.keys(), _KNOWN - NUMPY_FUNCTIONS.keys()
+
+
+@functools.lru_cache(maxsize=None)
+def _vector_math():
+    """What NumPy's printer calls ``math.*`` (erf, erfc: NumPy has none), over arrays."""
+    try:
+        from scipy import special
+
+        erf, erfc = special.erf, special.erfc
+    except ImportError:  # scipy is optional: the math module's, element by element
+        erf = np.vectorize(math.erf, otypes=[float])
+        erfc = np.vectorize(math.erfc, otypes=[float])
+    return types.SimpleNamespace(erf=erf, erfc=erfc, pi=math.pi, e=math.e, inf=math.inf, nan=math.nan)
+
+
+class Unsupported(Exception):
+    """An op the array level cannot evaluate: the graph takes the per-element road."""
+
+
+@functools.lru_cache(maxsize=None)
+def rule(op: str, boolean_args: tuple[bool, ...]):
+    """``(value, partials)`` NumPy functions of ``op`` for arguments that are masks or reals.
+
+    ``partials[k]`` is None for a mask argument (it has no tangent).
+    """
+    syms = [
+        sympy.Symbol(f"c{k}") if is_bool else sympy.Symbol(f"a{k}", real=True)
+        for k, is_bool in enumerate(boolean_args)
+    ]
+    cells = []
+    for s in syms:
+        cell = np.empty((), dtype=object)
+        cell[()] = s
+        cells.append(cell)
+    try:
+        expr = PRIMITIVES[op].evaluate(cells, ())[()]
+    except Exception as exc:  # an op whose formula does not take free symbols
+        raise Unsupported(f"{op}: {exc}") from None
+    expr = sympy.sympify(expr)
+    modules = [{**NUMPY_FUNCTIONS, "numpy": np, "math": _vector_math()}]
+    value = _lambdify(syms, expr, modules)
+    partials = []
+    for s, is_bool in zip(syms, boolean_args, strict=True):
+        if is_bool or ELEMENTWISE[op].boolean:
+            partials.append(None)
+        else:
+            # powsimp: d(a**b)/da is b*a**b/a as SymPy writes it, 0/0 at a = 0; b*a**(b - 1) is not.
+            d = sympy.powsimp(sympy.diff(expr, s))
+            partials.append(None if d == 0 else _lambdify(syms, d, modules))
+    return value, tuple(partials)
+
+
+def _lambdify(syms, expr, modules):
+    names = {f.func.__name__ for f in expr.atoms(sympy.Function)} - {"Piecewise"}
+    unknown = {n for n in names if n in {"MaxN", "MinN"} or (n[0].isupper() and n not in NUMPY_FUNCTIONS)}
+    if unknown - {"Abs"}:
+        raise Unsupported(f"no NumPy form for {sorted(unknown)}")
+    try:
+        # An explicit namespace: lambdify's "numpy" module string imports all of numpy's lazy
+        # submodules (f2py, testing) on its first use, 0.4 s.
+        printer = NumPyPrinter({"allow_unknown_functions": True, "user_functions": _USER_FUNCTIONS})
+        return sympy.lambdify(syms, expr, modules=modules, printer=printer, cse=True)
+    except Exception as exc:  # a form NumPy's printer lacks (Derivative, an unknown class)
+        raise Unsupported(str(exc).splitlines()[0]) from None

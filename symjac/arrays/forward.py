@@ -1,0 +1,283 @@
+"""Forward-mode evaluation of a recorded graph at the array level.
+
+Every node gets its value (a NumPy array) and, when it depends on the inputs, its tangent: an
+array of shape ``node.shape + (n,)`` holding the derivative of each element along ``n`` seed
+directions (the identity for a Jacobian, ``v`` for a jvp). Each primitive has an exact
+array-level rule: linear ops (reshape, indexing, sums, matmul, ...) apply to tangents as to
+values; elementwise ops multiply by partial derivatives that SymPy derived from the scalar formula
+(:mod:`symjac.arrays.elementwise`). Cost grows with the number of operations times the tangent
+width, not with the size of an expanded expression tree.
+
+A zero partial derivative contributes nothing, even against an infinite or NaN tangent: the
+branch not taken of ``where`` stays out of the result, as it does on the per-element road.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ops import ELEMENTWISE, decode_index
+from .elementwise import Unsupported, rule
+
+F64 = np.dtype(np.float64)
+
+STRUCTURAL = frozenset(
+    {"input", "const", "scalar", "reshape", "transpose", "broadcast_to", "getitem", "setitem", "concat",
+     "stack", "sum", "max", "min", "cumsum", "matmul", "einsum", "cast"}
+)  # fmt: skip
+
+
+def unsupported_ops(graph) -> set[str]:
+    """The ops of ``graph`` that have no array-level rule (empty when the graph can take it)."""
+    bad = set()
+    for op, _, params in graph.eqns:
+        if op in ELEMENTWISE:
+            continue
+        if op == "einsum" and "->" not in params[0]:
+            bad.add("einsum (implicit output)")
+        elif op not in STRUCTURAL:
+            bad.add(op)
+    return bad
+
+
+def element_operations(graph) -> int:
+    """About how many scalar operations the per-element road would expand ``graph`` into."""
+    total = 0
+    for n, (op, args, _) in enumerate(graph.eqns):
+        size = math.prod(graph.shape(n))
+        if op == "matmul":
+            a = graph.shape(args[0])
+            size *= a[-1] if a else 1
+        elif op in ("sum", "max", "min") and args and type(args[0]) is int:
+            size = math.prod(graph.shape(args[0]))
+        total += size
+    return total
+
+
+def tangent_elements(graph, width: int) -> int:
+    """Elements of all tangents for ``width`` seed directions (the array road's working set)."""
+    return width * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
+
+
+def evaluate(graph, arrays, seeds, width):
+    """Values and tangents of the graph's outputs.
+
+    Args:
+        graph: a recorded :class:`~symjac.trace.Graph`.
+        arrays: a value for every graph input, in input order (the function's inputs, then
+            captured arrays recorded as data).
+        seeds: ``{input index: tangent}``, each of shape ``input.shape + (width,)``.
+        width: the number of seed directions.
+
+    Returns:
+        ``(values, tangents)`` of the outputs; a tangent is None where an output does not depend
+        on any seeded input.
+    """
+    eqns = graph.eqns
+    last_use = {}
+    for n, (_, args, _) in enumerate(eqns):
+        for a in args:
+            if type(a) is int:
+                last_use[a] = n
+    keep = set(graph.outputs)
+    vals: list = [None] * len(eqns)
+    tans: list = [None] * len(eqns)
+    with np.errstate(all="ignore"):
+        for n, (op, args, params) in enumerate(eqns):
+            if op == "input":
+                j = params[0]
+                vals[n] = _real(np.asarray(arrays[j]).reshape(graph.shape(n)))
+                tans[n] = seeds.get(j)
+            else:
+                av = [vals[a] if type(a) is int else np.float64(a[1]) for a in args]
+                at = [tans[a] if type(a) is int else None for a in args]
+                vals[n], tans[n] = _apply(op, av, at, params, graph, n, width)
+            for a in args:  # free what no later equation reads
+                if type(a) is int and last_use.get(a) == n and a not in keep:
+                    vals[a] = tans[a] = None
+    return [vals[o] for o in graph.outputs], [tans[o] for o in graph.outputs]
+
+
+def _real(x: np.ndarray) -> np.ndarray:
+    return x.astype(F64) if x.dtype.kind == "f" and x.dtype != F64 else x
+
+
+def _apply(op, vals, tans, params, graph, n, width):
+    shape = graph.shape(n)
+    if op in ELEMENTWISE:
+        return _elementwise(op, vals, tans, shape, width)
+    return _STRUCTURAL_RULES[op](vals, tans, params, shape, graph.dtype(n), width)
+
+
+def _elementwise(op, vals, tans, shape, width):
+    value_fn, partials = rule(op, tuple(np.asarray(v).dtype == np.bool_ for v in vals))
+    value = np.broadcast_to(np.asarray(value_fn(*vals)), shape)
+    tangent = None
+    for partial, t in zip(partials, tans, strict=True):
+        if partial is None or t is None:
+            continue
+        p = np.broadcast_to(np.asarray(partial(*vals), dtype=F64), shape)[..., None]
+        term = np.zeros(shape + (width,))
+        np.multiply(p, t, out=term, where=p != 0)  # a zero partial kills an inf/NaN tangent
+        tangent = term if tangent is None else tangent + term
+    return value, tangent
+
+
+def _expand_index(index, ndim):
+    """``index`` with its Ellipsis spelled out, so that a trailing tangent axis stays untouched."""
+    if not any(k is Ellipsis for k in index):
+        return index
+    used = sum(
+        (k.ndim if k.dtype == np.bool_ else 1) if isinstance(k, np.ndarray) else (k is not None)
+        for k in index
+        if k is not Ellipsis
+    )
+    at = next(i for i, k in enumerate(index) if k is Ellipsis)
+    return index[:at] + (slice(None),) * (ndim - used) + index[at + 1 :]
+
+
+def _getitem(vals, tans, params, shape, dtype, width):
+    (x,), (t,) = vals, tans
+    index = _expand_index(decode_index(params[0]), x.ndim)
+    value = np.asarray(x[index])
+    return value, None if t is None else np.asarray(t[index + (slice(None),)])
+
+
+def _setitem(vals, tans, params, shape, dtype, width):
+    (x, y), (tx, ty) = vals, tans
+    index = _expand_index(decode_index(params[0]), x.ndim)
+    value = x.astype(F64 if dtype is not None and dtype.kind == "f" else x.dtype, copy=True)
+    value[index] = y
+    if tx is None and ty is None:
+        return value, None
+    tangent = np.zeros(shape + (width,)) if tx is None else tx.copy()
+    tangent[index + (slice(None),)] = 0.0 if ty is None else ty
+    return value, tangent
+
+
+def _joined(kind):
+    join = np.concatenate if kind == "concat" else np.stack
+
+    def rule_(vals, tans, params, shape, dtype, width):
+        value = join([np.asarray(v, dtype=F64) if v.dtype != np.bool_ else v for v in vals], axis=params[0])
+        if all(t is None for t in tans):
+            return value, None
+        parts = [np.zeros(np.shape(v) + (width,)) if t is None else t for v, t in zip(vals, tans, strict=True)]
+        return value, join(parts, axis=params[0])
+
+    return rule_
+
+
+def _sum(vals, tans, params, shape, dtype, width):
+    (x,), (t,), (axes, keepdims) = vals, tans, params
+    value = np.sum(x, axis=axes, keepdims=keepdims, dtype=F64 if x.dtype == np.bool_ else None)
+    return value, None if t is None else np.sum(t, axis=axes, keepdims=keepdims)
+
+
+def _extremum(pick):
+    def rule_(vals, tans, params, shape, dtype, width):
+        (x,), (t,), (axes, keepdims) = vals, tans, params
+        m = pick(x, axis=axes, keepdims=True)
+        value = m if keepdims else np.reshape(m, shape)
+        if t is None:
+            return value, None
+        tied = x == m  # the derivative splits evenly between ties, as torch's amax/amin
+        weight = tied / np.sum(tied, axis=axes, keepdims=True)
+        return value, np.sum(weight[..., None] * t, axis=axes, keepdims=keepdims)
+
+    return rule_
+
+
+def _matmul(vals, tans, params, shape, dtype, width):
+    (a, b), (ta, tb) = vals, tans
+    value = np.matmul(a, b)
+    if ta is None and tb is None:
+        return value, None
+    # Tangent axis first, so that matmul broadcasts over it as a batch dimension.
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    total = 0
+    if ta is not None:
+        ta2 = np.moveaxis(ta, -1, 0)
+        ta2 = ta2[:, None, :] if a.ndim == 1 else ta2
+        total = total + np.matmul(ta2, b2)
+    if tb is not None:
+        tb2 = np.moveaxis(tb, -1, 0)
+        tb2 = tb2[..., None] if b.ndim == 1 else tb2
+        total = total + np.matmul(a2, tb2)
+    if a.ndim == 1:
+        total = total[..., 0, :]
+    if b.ndim == 1:
+        total = total[..., 0]
+    return value, np.moveaxis(np.broadcast_to(total, (width,) + shape), 0, -1)
+
+
+def _einsum(vals, tans, params, shape, dtype, width):
+    spec = params[0]
+    value = np.asarray(np.einsum(spec, *vals))
+    ins, out = spec.split("->")
+    ins = ins.split(",")
+    free = next(c for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in spec)
+    tangent = None
+    for k, t in enumerate(tans):
+        if t is None:
+            continue
+        terms = [s + free if i == k else s for i, s in enumerate(ins)]
+        operands = [t if i == k else v for i, v in enumerate(vals)]
+        part = np.einsum(",".join(terms) + "->" + out + free, *operands)
+        tangent = part if tangent is None else tangent + part
+    return value, tangent
+
+
+def _cast(vals, tans, params, shape, dtype, width):
+    (x,), (t,) = vals, tans
+    if dtype is not None and dtype.kind == "f":
+        return x.astype(F64), t
+    return x.astype(dtype), None
+
+
+def _const(vals, tans, params, shape, dtype, width):
+    dt, shape_, data = params
+    return _real(np.frombuffer(data, dtype=np.dtype(dt)).reshape(shape_)), None
+
+
+def _scalar(vals, tans, params, shape, dtype, width):
+    return np.float64("nan" if params[0] == "nan" else params[0]), None
+
+
+def _unsupported(name):
+    def rule_(*_):
+        raise Unsupported(name)
+
+    return rule_
+
+
+_STRUCTURAL_RULES = {
+    "const": _const,
+    "scalar": _scalar,
+    "reshape": lambda v, t, p, s, d, w: (v[0].reshape(s), None if t[0] is None else t[0].reshape(s + (w,))),
+    "transpose": lambda v, t, p, s, d, w: (
+        v[0].transpose(p[0]),
+        None if t[0] is None else t[0].transpose(tuple(p[0]) + (len(p[0]),)),
+    ),
+    "broadcast_to": lambda v, t, p, s, d, w: (
+        np.broadcast_to(v[0], s),
+        None if t[0] is None else np.broadcast_to(t[0], s + (w,)),
+    ),
+    "getitem": _getitem,
+    "setitem": _setitem,
+    "concat": _joined("concat"),
+    "stack": _joined("stack"),
+    "sum": _sum,
+    "max": _extremum(np.max),
+    "min": _extremum(np.min),
+    "cumsum": lambda v, t, p, s, d, w: (
+        np.cumsum(v[0], axis=p[0]),
+        None if t[0] is None else np.cumsum(t[0], axis=p[0]),
+    ),
+    "matmul": _matmul,
+    "einsum": _einsum,
+    "cast": _cast,
+}
