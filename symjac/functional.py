@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
+import time
 
 import numpy as np
 import sympy
@@ -188,16 +189,23 @@ def _run(call: _Call, key, extra=(), expand="auto"):
     once per key and cached on disk)."""
     mode = key[0]
     width = 1 if mode == "jvp" else sum(math.prod(x.shape) for x in call.inputs)
-    if arrays.choose(call.graph, width, expand, mode) == "arrays":
-        if mode not in ("jacobian", "jvp", "vjp"):
-            if expand == "arrays":
-                raise ValueError(
-                    f"{mode}: second derivatives have no array-level road yet; use expand='auto' "
-                    "or 'elements'"
-                )
-        else:
-            raw = _arrays_results(call, mode, extra, width)
-            return [_finish(arr, ref, call) for arr, ref in zip(raw, _refs(call, key), strict=True)]
+    road = arrays.choose(call.graph, width, expand, mode)
+    if road == "arrays" and mode not in ("jacobian", "jvp", "vjp"):
+        if expand == "arrays":
+            raise ValueError(
+                f"{mode}: second derivatives have no array-level road yet; use expand='auto' or 'elements'"
+            )
+        road = "elements"
+    if road == "arrays" and (expand == "arrays" or _KERNELS.get(key) is None):
+        start = time.perf_counter()
+        raw = _arrays_results(call, mode, extra, width)
+        results = [_finish(arr, ref, call) for arr, ref in zip(raw, _refs(call, key), strict=True)]
+        if expand == "auto":  # ski rental: build the kernel once the calls have cost as much
+            spent = (_ARRAY_SECONDS.get(key) or 0.0) + time.perf_counter() - start
+            _ARRAY_SECONDS.put(key, spent)
+            if spent >= arrays.build_estimate(call.graph):
+                _fast_kernel(call, key)
+        return results
     compiled_function, refs = _fast_kernel(call, key)
     values = [_numeric(x) for x in call.inputs] + call.params + [_numeric(v) for v in extra]
     raw = compiled_function.kernel(values)
@@ -249,6 +257,7 @@ def _refs(call: _Call, key) -> list[tuple]:
 
 
 _KERNELS = derive._LRU(256)
+_ARRAY_SECONDS = derive._LRU(1024)  # time each graph has spent on the array road
 _VALUE_MODES = ("vjp", "jvp", "hvp", "vhp")
 
 

@@ -12,12 +12,22 @@ from .elementwise import Unsupported
 from .forward import element_operations, evaluate, tangent_elements, unsupported_ops
 
 EXPAND_MODES = ("auto", "elements", "arrays")
-# The element road compiles one statement per scalar operation; from this many on, its build
-# (about 0.5 ms a statement, LLVM included) costs more than the array road's whole call.
+# Below this many scalar operations the element road's build is short (tens of ms) and its
+# kernel the fastest call there is.
 ELEMENTS_FROM = 400
-# The array road holds dense tangents; beyond this many elements the element road's sparse
-# program is cheaper (a 2-D grid's Jacobian is mostly zeros).
-TANGENT_BUDGET = 20_000_000
+# The cost model's two prices, as measured on one 2-core machine (benchmarks/dropin.py): the
+# element road's build per scalar operation (tape, lowering, LLVM), and the array road's work
+# per tangent element. Only their ratio matters.
+BUILD_SECONDS_PER_OPERATION = 1e-3
+ARRAY_SECONDS_PER_TANGENT_ELEMENT = 3e-8
+# Dense tangents beyond this many elements (seconds of work, gigabytes at once) are refused to
+# the array road whatever the element road costs.
+TANGENT_BUDGET = 500_000_000
+
+
+def build_estimate(graph) -> float:
+    """Seconds the element road would take to build ``graph``'s kernel (the ski-rental price)."""
+    return element_operations(graph) * BUILD_SECONDS_PER_OPERATION
 
 
 def choose(graph, width: int, expand: str, what: str) -> str:
@@ -34,9 +44,12 @@ def choose(graph, width: int, expand: str, what: str) -> str:
                 "array level yet; use expand='auto' or 'elements'"
             )
         return "arrays"
-    if missing or tangent_elements(graph, width) > TANGENT_BUDGET:
+    tangents = tangent_elements(graph, width)
+    if missing or tangents > TANGENT_BUDGET or element_operations(graph) < ELEMENTS_FROM:
         return "elements"
-    return "arrays" if element_operations(graph) >= ELEMENTS_FROM else "elements"
+    # The cheaper first call. Repeated calls move to the element road once their array-road
+    # time pays for its build (functional._run): never more than twice the better choice.
+    return "arrays" if tangents * ARRAY_SECONDS_PER_TANGENT_ELEMENT < build_estimate(graph) else "elements"
 
 
-__all__ = ["EXPAND_MODES", "Unsupported", "choose", "element_operations", "evaluate", "tangent_elements"]
+__all__ = ["EXPAND_MODES", "Unsupported", "build_estimate", "choose", "element_operations", "evaluate", "tangent_elements"]

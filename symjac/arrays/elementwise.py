@@ -37,17 +37,25 @@ _KNOWN = {cls.__name__ for cls in F.CUSTOM_FUNCTIONS} - {"MaxN", "MinN"}
 assert _KNOWN <= NUMPY_FUNCTIONS.keys(), _KNOWN - NUMPY_FUNCTIONS.keys()
 
 
-@functools.lru_cache(maxsize=None)
-def _vector_math():
-    """What NumPy's printer calls ``math.*`` (erf, erfc: NumPy has none), over arrays."""
-    try:
-        from scipy import special
+def _special(name: str):
+    """erf/erfc over arrays (NumPy has none): SciPy's, imported at first use (it costs a second),
+    else the math module's, element by element."""
 
-        erf, erfc = special.erf, special.erfc
-    except ImportError:  # scipy is optional: the math module's, element by element
-        erf = np.vectorize(math.erf, otypes=[float])
-        erfc = np.vectorize(math.erfc, otypes=[float])
-    return types.SimpleNamespace(erf=erf, erfc=erfc, pi=math.pi, e=math.e, inf=math.inf, nan=math.nan)
+    def apply(x):
+        try:
+            from scipy import special
+
+            return getattr(special, name)(x)
+        except ImportError:  # scipy is an optional extra
+            return np.vectorize(getattr(math, name), otypes=[float])(x)
+
+    return apply
+
+
+# What NumPy's printer calls ``math.*``.
+_VECTOR_MATH = types.SimpleNamespace(
+    erf=_special("erf"), erfc=_special("erfc"), pi=math.pi, e=math.e, inf=math.inf, nan=math.nan
+)
 
 
 class Unsupported(Exception):
@@ -74,7 +82,7 @@ def rule(op: str, boolean_args: tuple[bool, ...]):
     except Exception as exc:  # an op whose formula does not take free symbols
         raise Unsupported(f"{op}: {exc}") from None
     expr = sympy.sympify(expr)
-    modules = [{**NUMPY_FUNCTIONS, "numpy": np, "math": _vector_math()}]
+    modules = [{**NUMPY_FUNCTIONS, "numpy": np, "math": _VECTOR_MATH}]
     value = _lambdify(syms, expr, modules)
     partials = []
     for s, is_bool in zip(syms, boolean_args, strict=True):

@@ -25,7 +25,7 @@ F64 = np.dtype(np.float64)
 
 STRUCTURAL = frozenset(
     {"input", "const", "scalar", "reshape", "transpose", "broadcast_to", "getitem", "setitem", "concat",
-     "stack", "sum", "max", "min", "cumsum", "matmul", "einsum", "cast"}
+     "stack", "sum", "prod", "max", "min", "cumsum", "cumprod", "matmul", "einsum", "cast"}
 )  # fmt: skip
 
 
@@ -118,9 +118,12 @@ def _elementwise(op, vals, tans, shape, width):
     for partial, t in zip(partials, tans, strict=True):
         if partial is None or t is None:
             continue
-        p = np.broadcast_to(np.asarray(partial(*vals), dtype=F64), shape)[..., None]
-        term = np.zeros(shape + (width,))
-        np.multiply(p, t, out=term, where=p != 0)  # a zero partial kills an inf/NaN tangent
+        p = np.asarray(partial(*vals), dtype=F64)
+        term = p[..., None] * t
+        zero = p == 0
+        if zero.any():  # a zero partial kills an inf/NaN tangent (the branch not taken)
+            term = np.where(zero[..., None], 0.0, term)
+        term = np.broadcast_to(term, shape + (width,))
         tangent = term if tangent is None else tangent + term
     return value, tangent
 
@@ -190,6 +193,41 @@ def _extremum(pick):
     return rule_
 
 
+def _running_products(x, t, axis):
+    """Running products along ``axis`` and their tangents, by the product rule step by step
+    (no division, so zeros are exact): ``T[k] = T[k-1] * x[k] + P[k-1] * t[k]``."""
+    x = np.moveaxis(x, axis, 0)
+    t = np.moveaxis(t, axis, 0)
+    P, T = np.empty(x.shape), np.empty(t.shape)
+    P[0], T[0] = x[0], t[0]
+    for k in range(1, x.shape[0]):
+        P[k] = P[k - 1] * x[k]
+        T[k] = T[k - 1] * x[k][..., None] + P[k - 1][..., None] * t[k]
+    return np.moveaxis(P, 0, axis), np.moveaxis(T, 0, axis)
+
+
+def _prod(vals, tans, params, shape, dtype, width):
+    (x,), (t,), (axes, keepdims) = vals, tans, params
+    value = np.prod(x, axis=axes, keepdims=keepdims)
+    if t is None:
+        return value, None
+    k = len(axes)
+    rest = tuple(d for d in range(x.ndim) if d not in axes)
+    xs = np.transpose(x, rest + tuple(axes)).reshape([x.shape[d] for d in rest] + [-1])
+    ts = np.transpose(t, rest + tuple(axes) + (x.ndim,)).reshape(xs.shape + (width,))
+    if xs.shape[-1] == 0:
+        return value, np.zeros(shape + (width,))
+    _, T = _running_products(xs, ts, xs.ndim - 1)
+    return value, T[..., -1, :].reshape(shape + (width,)) if k else T.reshape(shape + (width,))
+
+
+def _cumprod(vals, tans, params, shape, dtype, width):
+    (x,), (t,) = vals, tans
+    if t is None or x.shape[params[0]] == 0:
+        return np.cumprod(x, axis=params[0]), None if t is None else np.zeros(shape + (width,))
+    return _running_products(x, t, params[0])
+
+
 def _matmul(vals, tans, params, shape, dtype, width):
     (a, b), (ta, tb) = vals, tans
     value = np.matmul(a, b)
@@ -198,15 +236,17 @@ def _matmul(vals, tans, params, shape, dtype, width):
     # Tangent axis first, so that matmul broadcasts over it as a batch dimension.
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
+    batch = max(a2.ndim, b2.ndim) - 2
+
+    def leading(t, matrix_shape):  # (width, 1, ..., 1, *matrix_shape): broadcasts over batches
+        t = np.moveaxis(t, -1, 0).reshape((width,) + matrix_shape)
+        return t.reshape((width,) + (1,) * (batch - (len(matrix_shape) - 2)) + matrix_shape)
+
     total = 0
     if ta is not None:
-        ta2 = np.moveaxis(ta, -1, 0)
-        ta2 = ta2[:, None, :] if a.ndim == 1 else ta2
-        total = total + np.matmul(ta2, b2)
+        total = total + np.matmul(leading(ta, a2.shape), b2)
     if tb is not None:
-        tb2 = np.moveaxis(tb, -1, 0)
-        tb2 = tb2[..., None] if b.ndim == 1 else tb2
-        total = total + np.matmul(a2, tb2)
+        total = total + np.matmul(a2, leading(tb, b2.shape))
     if a.ndim == 1:
         total = total[..., 0, :]
     if b.ndim == 1:
@@ -277,6 +317,8 @@ _STRUCTURAL_RULES = {
         np.cumsum(v[0], axis=p[0]),
         None if t[0] is None else np.cumsum(t[0], axis=p[0]),
     ),
+    "prod": _prod,
+    "cumprod": _cumprod,
     "matmul": _matmul,
     "einsum": _einsum,
     "cast": _cast,

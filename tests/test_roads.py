@@ -1,0 +1,304 @@
+"""The two roads of the drop-in API agree: per-element kernels and array-level rules.
+
+``expand="elements"`` expands every element to SymPy and compiles a kernel; ``expand="arrays"``
+differentiates operation by operation with exact array-level rules. The mathematics is the same,
+so results agree to rounding on every op-table row, every API example and every test system.
+Captured float arrays are kernel data: changing them never builds a kernel.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from cases import CASES, numpy_ns
+from test_ops import SMOOTH, _call, _nargs, _sample, _styles
+
+import symjac
+from symjac import arrays, compiled, functional
+from symjac.names import API
+
+ULPS = dict(rtol=1e-12, atol=1e-13)
+
+
+def _both(api, fn, args, *rest):
+    ours = [getattr(symjac, api)(fn, args, *rest, expand=e) for e in ("elements", "arrays")]
+    return ours
+
+
+def _assert_close(a, b, path="result"):
+    if isinstance(a, tuple):
+        assert isinstance(b, tuple) and len(a) == len(b), path
+        for k, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_close(x, y, f"{path}[{k}]")
+        return
+    assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape, path
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), err_msg=path, **ULPS)
+
+
+def _numpy_style(entry):
+    styles = [(s, n) for s, n in _styles(entry) if s == "numpy"] if hasattr(np, "sin") else []
+    return styles[0] if styles else None
+
+
+ROWS = [pytest.param(e, id=e.name) for e in SMOOTH if any(s == "numpy" for s, _ in _styles(e))]
+
+
+@pytest.mark.parametrize("entry", ROWS)
+def test_elementwise_rows_agree(entry, rng):
+    style, name = _numpy_style(entry)
+    fn = _call(style, name)
+    n = _nargs(entry)
+    xs = tuple(_sample(entry.domain, (3,), rng) for _ in range(n))
+    args = xs if n > 1 else xs[0]
+    _assert_close(*_both("jacobian", fn, args))
+    v = tuple(rng.standard_normal(3) for _ in range(n)) if n > 1 else rng.standard_normal(3)
+    _assert_close(*_both("jvp", fn, args, v))
+    _assert_close(*_both("vjp", fn, args, rng.standard_normal(3)))
+
+
+EXAMPLES = [
+    pytest.param(api, k, id=f"{api.name}-{k}")
+    for api in API
+    for k, ex in enumerate(api.examples)
+    if ex.numpy is not None
+]
+
+
+@pytest.mark.parametrize("api,k", EXAMPLES)
+def test_api_examples_agree_or_name_the_missing_rule(api, k, rng):
+    ex = api.examples[k]
+    xs = tuple(rng.uniform(ex.low, ex.high, s) for s in ex.shapes)
+    fn = lambda *a: ex.numpy(np, *a)  # noqa: E731
+    args = xs[0] if len(xs) == 1 else xs
+    call = functional._Call(fn, xs, len(xs) > 1, "test")
+    missing = arrays.unsupported_ops(call.graph)
+    if missing:
+        with pytest.raises(ValueError, match=sorted(missing)[0].split(" ")[0]):
+            symjac.jacobian(fn, args, expand="arrays")
+        # auto never picks a road that cannot take the graph
+        _assert_close(symjac.jacobian(fn, args), symjac.jacobian(fn, args, expand="elements"))
+        return
+    _assert_close(*_both("jacobian", fn, args))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_cases_agree(case, rng):
+    fn = case.fn(numpy_ns())
+    xs = case.inputs(rng)
+    call = functional._Call(fn, xs if isinstance(xs, tuple) else (xs,), isinstance(xs, tuple), "test")
+    missing = arrays.unsupported_ops(call.graph)
+    if missing:
+        with pytest.raises(ValueError, match=sorted(missing)[0].split(" ")[0]):
+            symjac.jacobian(fn, xs, expand="arrays")
+        return
+    _assert_close(*_both("jacobian", fn, xs))
+    _assert_close(*_both("jacobian", fn, xs, False, False, False, "forward-mode"))
+
+
+def test_float32_inputs_keep_their_dtype_on_both_roads(rng):
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    f = lambda a: np.tanh(a @ np.ones((3, 2), dtype=np.float32)).sum(axis=0)  # noqa: E731
+    J_el, J_ar = _both("jacobian", f, x)
+    assert J_el.dtype == J_ar.dtype == np.float32
+    np.testing.assert_allclose(J_ar, J_el, rtol=2e-6, atol=2e-7)
+
+
+def _mlp(sizes, rng, act=np.tanh):
+    Ws = [rng.standard_normal((b, a)) / math.sqrt(a) for a, b in zip(sizes, sizes[1:], strict=False)]
+    bs = [rng.standard_normal(b) for b in sizes[1:]]
+
+    def f(x):
+        h = x
+        for k, (W, b) in enumerate(zip(Ws, bs, strict=True)):
+            h = W @ h + b
+            if k < len(Ws) - 1:
+                h = act(h)
+        return h
+
+    return f, Ws, bs
+
+
+def _mlp_jacobian(Ws, bs, x):
+    """The textbook formula: J = W3 diag(1 - tanh(z2)^2) W2 diag(1 - tanh(z1)^2) W1."""
+    J, h = np.eye(len(x)), x
+    for k, (W, b) in enumerate(zip(Ws, bs, strict=True)):
+        z = W @ h + b
+        J = W @ J
+        if k < len(Ws) - 1:
+            h = np.tanh(z)
+            J = (1 - h**2)[:, None] * J
+    return J
+
+
+@pytest.mark.parametrize("expand", ["elements", "arrays", "auto"])
+def test_mlp_matches_the_textbook_formula(expand, rng):
+    f, Ws, bs = _mlp([5, 16, 16, 3], rng)
+    x = rng.standard_normal(5)
+    np.testing.assert_allclose(symjac.jacobian(f, x, expand=expand), _mlp_jacobian(Ws, bs, x), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("expand", ["elements", "auto"])
+def test_changed_captured_arrays_give_fresh_results_without_a_build(expand, rng):
+    f, Ws, bs = _mlp([4, 16, 16, 2], rng)
+    x = rng.standard_normal(4)
+    symjac.jacobian(f, x, expand=expand)
+    builds = compiled.BUILDS
+    for step in range(5):
+        Ws[1] += 0.01 * rng.standard_normal(Ws[1].shape)  # an optimiser step, in place
+        bs[0] = bs[0] - 0.1  # and a rebound closure array
+        J = symjac.jacobian(f, x, expand=expand)
+        np.testing.assert_allclose(J, _mlp_jacobian(Ws, bs, x), rtol=1e-12, atol=1e-13)
+    assert compiled.BUILDS == builds
+
+
+def test_an_array_changed_in_place_between_two_uses_is_two_values(rng):
+    W = rng.standard_normal((16, 16))
+
+    def f(x):
+        a = W @ x
+        W[:] = 2 * W  # the second use sees the new values, as NumPy would
+        return a + W @ x
+
+    x = rng.standard_normal(16)
+    W0 = W.copy()
+    J = symjac.jacobian(f, x, expand="elements")
+    np.testing.assert_allclose(J, W0 + 2 * W0, rtol=1e-13)
+    W[:] = W0
+    np.testing.assert_allclose(symjac.jacobian(f, x, expand="arrays"), W0 + 2 * W0, rtol=1e-13)
+
+
+def test_small_and_mostly_zero_arrays_stay_literals(rng):
+    stencil = np.diag(np.full(20, -2.0)) + np.diag(np.ones(19), 1) + np.diag(np.ones(19), -1)
+    gains = np.array([1.0, 2.0, 3.0])
+    call = functional._Call(lambda x: stencil @ x + gains.sum(), (np.zeros(20),), False, "t", params=True)
+    assert call.params == []  # a sparse stencil is structure: its zeros keep the program sparse
+    weights = rng.standard_normal((20, 20))
+    call = functional._Call(lambda x: weights @ x, (np.zeros(20),), False, "t", params=True)
+    assert len(call.params) == 1 and np.array_equal(call.params[0], weights)
+
+
+def test_torch_module_weights_change_between_calls(rng):
+    torch = pytest.importorskip("torch")
+
+    class MLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W1 = torch.nn.Parameter(torch.randn(16, 4, dtype=torch.float64))
+            self.b1 = torch.nn.Parameter(torch.randn(16, dtype=torch.float64))
+            self.W2 = torch.nn.Parameter(torch.randn(3, 16, dtype=torch.float64))
+
+        def forward(self, x):
+            return torch.tanh(x @ self.W1.T + self.b1) @ self.W2.T
+
+    net = MLP()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x = torch.randn(4, dtype=torch.float64)
+    builds = None
+    for _ in range(3):
+        for expand in ("elements", "auto"):
+            ours = symjac.jacobian(net, x, expand=expand)
+            theirs = torch.autograd.functional.jacobian(net, x)
+            assert isinstance(ours, torch.Tensor) and ours.dtype == torch.float64
+            np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-12, atol=1e-13)
+        builds = compiled.BUILDS if builds is None else builds
+        assert compiled.BUILDS == builds
+        opt.zero_grad()
+        net(x).pow(2).sum().backward()
+        opt.step()
+
+
+def _log_softmax_relu(width, rng):
+    W1, b1 = rng.standard_normal((width, 4)), rng.standard_normal(width)
+    W2 = rng.standard_normal((3, width))
+
+    def f(x):
+        z = W2 @ np.maximum(W1 @ x + b1, 0.0)
+        shifted = z - np.max(z)
+        return shifted - np.log(np.sum(np.exp(shifted)))
+
+    return f
+
+
+def test_softmax_over_relu_builds_a_program_linear_in_width(rng):
+    x = rng.standard_normal(4)
+    sizes = []
+    for width in (6, 12, 24):
+        f = _log_softmax_relu(width, rng)
+        cf = symjac.compile(f, x, cache=False)
+        sizes.append(cf.meta["statements"])
+        _assert_close(*_both("jacobian", f, x))
+    # a tree expansion doubles per level; the DAG grows with the width
+    assert sizes[2] <= 5 * sizes[0], sizes
+
+
+def test_the_branch_not_taken_stays_out_on_the_array_road():
+    f = lambda a: symjac.where(a > 0, np.sqrt(a), a * 0 + 1.0)  # noqa: E731
+    J = symjac.jacobian(f, np.array([-1.0, 4.0]), expand="arrays")
+    np.testing.assert_array_equal(J, np.array([[0.0, 0.0], [0.0, 0.25]]))
+
+
+def test_expand_is_checked_and_second_derivatives_say_which_road():
+    with pytest.raises(ValueError, match='expand must be "auto", "elements" or "arrays"'):
+        symjac.jacobian(np.sin, np.ones(2), expand="array")
+    with pytest.raises(ValueError, match="second derivatives have no array-level road"):
+        symjac.hessian(lambda a: (a**2).sum(), np.ones(40), expand="arrays")
+
+
+def test_the_cost_model_picks_arrays_for_big_regular_models_and_elements_for_small_ones(rng):
+    f, _, _ = _mlp([8, 32, 32, 4], rng)
+    big = functional._Call(f, (np.zeros(8),), False, "t", params=True).graph
+    assert arrays.choose(big, 8, "auto", "jacobian") == "arrays"
+    small = functional._Call(lambda q: np.sin(q) * q[0], (np.zeros(3),), False, "t", params=True).graph
+    assert arrays.choose(small, 3, "auto", "jacobian") == "elements"
+    # dense tangents of a large grid would cost more than the element road's sparse program
+    grid = functional._Call(lambda u: np.roll(u, 1) - u, (np.zeros(32768),), False, "t", params=True).graph
+    assert arrays.choose(grid, 32768, "auto", "jacobian") == "elements"
+
+
+def _systems():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "examples" / "models.py"
+    spec = importlib.util.spec_from_file_location("example_models", path)
+    models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(models)
+    from test_rolling import activations, banded_energy, brusselator, chain, two_inputs
+    from test_systems import cartpole, ur5_numpy
+
+    rhs, n = brusselator(6)
+    return [
+        ("ur5", ur5_numpy, (np.linspace(0.1, 0.6, 6),)),
+        ("cartpole", lambda s, u: np.stack(cartpole(s, u)), (np.array([0.1, 0.2, -0.3, 0.4]), np.array([1.5]))),
+        ("two_link_arm", models.two_link_arm, (np.array([0.3, 0.4]),)),
+        ("spring_chain", models.spring_chain, (np.linspace(0.0, 5.5, 6), np.linspace(-1.0, 1.0, 6))),
+        ("brusselator", rhs, (np.linspace(0.2, 0.9, n),)),
+        ("chain", chain, (np.linspace(0.0, 4.0, 41),)),
+        ("banded_energy", banded_energy, (np.linspace(-1.0, 1.0, 30),)),
+        ("two_inputs", two_inputs, (np.linspace(-1.0, 1.0, 10), np.array([0.5, 2.0]))),
+        ("activations", activations, (np.linspace(-1.0, 1.5, 12),)),
+    ]
+
+
+@pytest.mark.parametrize("name", [s[0] for s in _systems()])
+def test_systems_agree(name):
+    _, fn, xs = next(s for s in _systems() if s[0] == name)
+    args = xs if len(xs) > 1 else xs[0]
+    _assert_close(*_both("jacobian", fn, args))
+    v = tuple(np.cos(np.arange(x.size)).reshape(x.shape) for x in xs)
+    _assert_close(*_both("jvp", fn, args, v if len(xs) > 1 else v[0]))
+
+
+def test_repeated_array_road_calls_buy_the_kernel_once_they_cost_as_much(rng, monkeypatch):
+    f, Ws, bs = _mlp([6, 24, 3], rng)
+    x = rng.standard_normal(6)
+    call = functional._Call(f, (x,), False, "t", params=True)
+    key = ("jacobian", call.graph, False)
+    assert arrays.choose(call.graph, 6, "auto", "jacobian") == "arrays"
+    monkeypatch.setattr(arrays, "BUILD_SECONDS_PER_OPERATION", 1e-12)  # a build as cheap as one call
+    builds = compiled.BUILDS
+    J1 = symjac.jacobian(f, x)  # the array road, which then buys the kernel
+    assert functional._KERNELS.get(key) is not None and compiled.BUILDS == builds + 1
+    J2 = symjac.jacobian(f, x)  # the kernel from now on
+    assert compiled.BUILDS == builds + 1
+    np.testing.assert_allclose(J2, J1, **ULPS)
