@@ -302,3 +302,15 @@ def test_repeated_array_road_calls_buy_the_kernel_once_they_cost_as_much(rng, mo
     J2 = symjac.jacobian(f, x)  # the kernel from now on
     assert compiled.BUILDS == builds + 1
     np.testing.assert_allclose(J2, J1, **ULPS)
+
+
+def test_a_singular_or_nan_element_keeps_other_columns_exact_on_both_roads():
+    x = np.array([0.0, 1.0, np.nan, 4.0])
+    for expand in ("elements", "arrays"):
+        J = symjac.jacobian(lambda a: np.sqrt(a) * 2.0, x, expand=expand)
+        off = ~np.eye(4, dtype=bool)
+        assert np.all(J[off] == 0), expand
+        assert J[0, 0] == np.inf and J[1, 1] == 1.0 and np.isnan(J[2, 2]) and J[3, 3] == 0.5
+        W = np.arange(16.0).reshape(4, 4) + 1
+        J = symjac.jacobian(lambda a: W @ np.sin(a), x, expand=expand)
+        assert np.isnan(J[:, 2]).all() and np.isfinite(np.delete(J, 2, axis=1)).all(), expand

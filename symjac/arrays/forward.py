@@ -120,9 +120,14 @@ def _elementwise(op, vals, tans, shape, width):
             continue
         p = np.asarray(partial(*vals), dtype=F64)
         term = p[..., None] * t
+        # 0 * inf is 0 here in both orders, as on the element road, which never forms the
+        # product: a zero partial kills an inf/NaN tangent (the branch not taken), and a zero
+        # tangent an inf/NaN partial (sqrt at 0 leaves the other columns exact zeros).
         zero = p == 0
-        if zero.any():  # a zero partial kills an inf/NaN tangent (the branch not taken)
+        if zero.any():
             term = np.where(zero[..., None], 0.0, term)
+        if not np.isfinite(p).all():
+            term = np.where(t == 0, 0.0, term)
         term = np.broadcast_to(term, shape + (width,))
         tangent = term if tangent is None else tangent + term
     return value, tangent
