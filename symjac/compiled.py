@@ -299,7 +299,11 @@ class CompiledFunction:
 
     # --- calling --------------------------------------------------------------------------
     def __call__(self, *inputs, v=None, out=None):
-        """Evaluate at ``inputs`` (or at a batch: extra leading dimensions on every input)."""
+        """Evaluate at ``inputs`` (or at a batch: extra leading dimensions on every input).
+
+        ``out=`` (one result array: no ``value=``) is filled in place and returned, for a single
+        point or a batch, so a simulation loop reuses one buffer.
+        """
         fast = self._fast
         if fast is not None and len(inputs) == 1 and v is None and out is None:
             x = inputs[0]
@@ -388,11 +392,29 @@ class CompiledFunction:
         return [out]
 
     def _batched(self, arrays, batch, out):
-        if out is not None:
-            raise TypeError("out= is for single points; batches allocate their results")
         # Threads pay off only when each gets milliseconds of work.
         work = math.prod(batch) * self.meta["statements"]
-        return self.kernel.batch(arrays, batch, threads=self._threads if work >= THREAD_WORK else 1)
+        threads = self._threads if work >= THREAD_WORK else 1
+        if out is None:
+            return self.kernel.batch(arrays, batch, threads=threads)
+        # A simulation loop's buffer, filled in place: the kernel writes straight into it.
+        layout = self.kernel.layout
+        if len(layout.slots) != 1:
+            raise TypeError("out= needs a compiled function with exactly one result array")
+        (slot,) = layout.slots
+        dtype = np.dtype(np.float64 if slot.region == 0 else np.float32)
+        shape = tuple(batch) + tuple(slot.shape)
+        if not (isinstance(out, np.ndarray) and out.dtype == dtype and out.shape == shape and out.flags.c_contiguous):
+            raise ValueError(f"out must be a C-contiguous {dtype} array of shape {shape}")
+        if not out.flags.writeable:
+            raise ValueError("out must be writeable")
+        if not layout.full:
+            out.fill(0)  # only nonzeros are stored
+        rows = out.reshape(math.prod(batch), -1)
+        empty = np.empty((rows.shape[0], 0), dtype=np.float32 if slot.region == 0 else np.float64)
+        out64, out32 = (rows, empty) if slot.region == 0 else (empty, rows)
+        self.kernel.batch(arrays, batch, out64=out64, out32=out32, threads=threads)
+        return [out]
 
     def _shape(self, raw, batch, torch_out):
         if torch_out:

@@ -114,6 +114,28 @@ def test_out_argument(rng):
         cf(x, out=np.zeros((3, 4)))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_out_argument_for_batches(rng, dtype):
+    f = lambda x: np.concatenate([x**2 * x[0], np.sin(x[:1])])  # noqa: E731
+    X = rng.standard_normal((7, 3)).astype(dtype)
+    cf = symjac.compile(f, X[0])
+    out = np.full((7, 4, 3), 99.0, dtype=dtype)  # dirty: zeros must be written too
+    assert cf(X, out=out) is out
+    np.testing.assert_array_equal(out, cf(X))
+    ulps = dict(rtol=4 * np.finfo(dtype).eps, atol=0)  # vector math may round cos differently
+    for k in range(7):
+        np.testing.assert_allclose(out[k], cf(X[k]), **ulps)
+    big = rng.standard_normal((5000, 3)).astype(dtype)  # the SIMD kernel and its scalar tail
+    out = np.empty((5000, 4, 3), dtype=dtype)
+    np.testing.assert_array_equal(cf(big, out=out), cf(big))
+    with pytest.raises(ValueError, match=r"C-contiguous .* array of shape \(7, 4, 3\)"):
+        cf(X, out=np.zeros((7, 3, 4), dtype=dtype))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cf(X, out=np.zeros((4, 3, 7), dtype=dtype).transpose(2, 0, 1))
+    with pytest.raises(TypeError, match="exactly one result array"):
+        symjac.compile(f, X[0], value=True)(X, out=np.zeros((7, 4, 3), dtype=dtype))
+
+
 def test_sparse_results(rng):
     scipy = pytest.importorskip("scipy")
     n = 12
