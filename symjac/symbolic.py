@@ -231,6 +231,26 @@ class SymbolicView:
                 return matrix
 
 
+    def formula(self) -> str:
+        """The Jacobian as one array-level formula, the chain rule as a person writes it.
+
+        Captured weight arrays are named ``W1, b1, ...`` in order of use; intermediate values that
+        the derivative factors mention are named ``z1, ...`` and defined below the formula.
+
+        Example:
+            >>> import numpy as np, symjac
+            >>> W, b = np.ones((16, 3)), np.ones(16)
+            >>> print(symjac.symbolic(lambda x: np.tanh(W @ x + b).sum(), (3,)).formula())
+            J = 1ᵀ·diag(1 - tanh(z1)**2)·W1
+            where z1 = W1·x + b1
+        """
+        from .arrays.formula import structured_jacobian
+
+        inputs = tuple(np.zeros(x.shape) for x in self.inputs)
+        call = functional._Call(self._call.func, inputs, self._in_tuple, "symbolic", params=True)
+        return structured_jacobian(call.graph, self._names, len(inputs))
+
+
 def _simplify_matrix(matrix):
     return matrix.applyfunc(sympy.simplify)
 

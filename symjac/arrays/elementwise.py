@@ -68,6 +68,16 @@ def rule(op: str, boolean_args: tuple[bool, ...]):
 
     ``partials[k]`` is None for a mask argument (it has no tangent).
     """
+    syms, expr, partials = formulas(op, boolean_args)
+    modules = [{**NUMPY_FUNCTIONS, "numpy": np, "math": _VECTOR_MATH}]
+    value = _lambdify(syms, expr, modules)
+    return value, tuple(None if d is None else _lambdify(syms, d, modules) for d in partials)
+
+
+@functools.lru_cache(maxsize=None)
+def formulas(op: str, boolean_args: tuple[bool, ...]):
+    """``(symbols, element, partials)``: ``op``'s scalar formula on symbols ``a0, a1, ...`` (``c0``
+    for a mask) and its exact partial derivatives (None where zero or for a mask)."""
     syms = [
         sympy.Symbol(f"c{k}") if is_bool else sympy.Symbol(f"a{k}", real=True)
         for k, is_bool in enumerate(boolean_args)
@@ -82,8 +92,6 @@ def rule(op: str, boolean_args: tuple[bool, ...]):
     except Exception as exc:  # an op whose formula does not take free symbols
         raise Unsupported(f"{op}: {exc}") from None
     expr = sympy.sympify(expr)
-    modules = [{**NUMPY_FUNCTIONS, "numpy": np, "math": _VECTOR_MATH}]
-    value = _lambdify(syms, expr, modules)
     partials = []
     for s, is_bool in zip(syms, boolean_args, strict=True):
         if is_bool or ELEMENTWISE[op].boolean:
@@ -91,8 +99,8 @@ def rule(op: str, boolean_args: tuple[bool, ...]):
         else:
             # powsimp: d(a**b)/da is b*a**b/a as SymPy writes it, 0/0 at a = 0; b*a**(b - 1) is not.
             d = sympy.powsimp(sympy.diff(expr, s))
-            partials.append(None if d == 0 else _lambdify(syms, d, modules))
-    return value, tuple(partials)
+            partials.append(None if d == 0 else d)
+    return syms, expr, tuple(partials)
 
 
 def _lambdify(syms, expr, modules):
