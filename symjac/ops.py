@@ -398,7 +398,7 @@ def number(value) -> sympy.Expr:
     if value.is_integer() and abs(value) < 2**53:
         return sympy.Integer(int(value))
     num, den = value.as_integer_ratio()
-    if den <= 1024:  # 0.5, 0.25, 0.375: the float is exactly this rational, and reads better
+    if den <= 1024 and abs(value) < 2**53:  # 0.5, 0.375: exactly this rational, and reads better
         return sympy.Rational(num, den)
     # The fewest digits that give back the same double (>= 15, so the value stays exact): SymPy
     # then prints 9.81 as 9.81, not 9.8100000000000005.
