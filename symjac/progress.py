@@ -1,10 +1,10 @@
 """Progress of long builds through one channel, the ``symjac`` logger; short builds say nothing.
 
 A stage (differentiating, CSE, an LLVM compile) that is still running after a second logs an INFO
-record naming it, then one per tenth of its work, then its time. Applications that configure
-``logging`` receive these records like any other (``logging.getLogger("symjac")``); where nothing
-is configured they go to stderr, one line each. ``SYMJAC_PROGRESS=0`` silences them, ``=1``
-reports every stage however short.
+record naming it, then one per tenth of its work, then its time. Applications whose ``logging``
+handles INFO records of ``logging.getLogger("symjac")`` receive them like any other; where
+logging would drop them they go to stderr, one line each. ``SYMJAC_PROGRESS=0`` (or the
+``symjac`` logger's level set above INFO) silences them; ``=1`` reports every stage however short.
 """
 
 from __future__ import annotations
@@ -18,7 +18,21 @@ import time
 LOGGER = logging.getLogger("symjac")
 AFTER = 1.0  # seconds a stage runs before it reports
 
-_STDERR = logging.StreamHandler(sys.stderr)
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler for whatever ``sys.stderr`` is at the time (test runners replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+_STDERR = _Stderr()
 _STDERR.setFormatter(logging.Formatter("symjac: %(message)s"))
 _settings = {"enabled": None}  # None: follow SYMJAC_PROGRESS
 
@@ -38,10 +52,11 @@ def _delay() -> float | None:
 
 
 def _emit(message: str):
-    if LOGGER.hasHandlers():
+    if LOGGER.isEnabledFor(logging.INFO) and LOGGER.hasHandlers():
         LOGGER.info(message)
     elif LOGGER.level <= logging.INFO:
-        # logging is not configured: stderr, as logging.lastResort does for warnings
+        # logging would drop it (not configured, or not for INFO): stderr, as logging.lastResort
+        # does for warnings. Setting the symjac logger's level above INFO silences it.
         _STDERR.handle(LOGGER.makeRecord(LOGGER.name, logging.INFO, __file__, 0, message, (), None))
 
 
