@@ -31,7 +31,8 @@ assert best.success and np.allclose(best.x, 1.0, atol=1e-4), best.x
 newton = minimize(obj.value_and_grad, np.zeros(6), jac=True, hessp=obj.hessp, method="Newton-CG")
 assert np.allclose(newton.x, 1.0, atol=1e-4)
 bfgs = minimize(rosenbrock, np.zeros(6), method="BFGS")  # SciPy's finite-difference gradient
-print(f"minimize: trust-exact {best.nit} iterations, Newton-CG {newton.nit}, BFGS without derivatives {bfgs.nit}")
+print(f"minimize: trust-exact {best.nit} iterations, Newton-CG {newton.nit}, "
+      f"BFGS without derivatives {bfgs.nit}")
 
 
 # --- solve_ivp: a stiff chain of 40 coupled reactions, with a sparse exact Jacobian ------------
@@ -43,8 +44,9 @@ def chain(t, u, k):
 u0 = np.linspace(1.0, 0.0, 40)
 jac = symjac.ode_jacobian(chain, 0.0, u0, args=(np.array([50.0]),), sparse=True)  # CSC matrices
 pattern = jac.sparsity()  # the exact pattern, for solve_ivp(jac_sparsity=...) with finite differences
-exact = solve_ivp(chain, (0.0, 5.0), u0, method="BDF", jac=jac, args=(np.array([50.0]),), rtol=1e-8, atol=1e-10)
-fd = solve_ivp(chain, (0.0, 5.0), u0, method="BDF", jac_sparsity=pattern, args=(np.array([50.0]),), rtol=1e-8, atol=1e-10)
+options = dict(method="BDF", args=(np.array([50.0]),), rtol=1e-8, atol=1e-10)
+exact = solve_ivp(chain, (0.0, 5.0), u0, jac=jac, **options)
+fd = solve_ivp(chain, (0.0, 5.0), u0, jac_sparsity=pattern, **options)  # SciPy's sparse finite differences
 assert exact.success and fd.success and pattern.nnz == 40 + 2 * 39
 np.testing.assert_allclose(exact.y[:, -1], fd.y[:, -1], rtol=1e-5, atol=1e-8)
 print(f"solve_ivp: {pattern.nnz} of {40 * 40} Jacobian entries nonzero; {exact.njev} exact Jacobians")

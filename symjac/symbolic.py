@@ -209,7 +209,8 @@ class SymbolicView:
         prog = self.program()
         lines = [f"{sym} = {sstr(expr)}" for sym, expr in prog.assignments]
         places = [(r, c) for r, c, _ in self._entries()]
-        lines += [f"J[{r}, {c}] = {sstr(expr)}" for (r, c), (_, _, expr) in zip(places, prog.stores, strict=True)]
+        stores = zip(places, prog.stores, strict=True)
+        lines += [f"J[{r}, {c}] = {sstr(expr)}" for (r, c), (_, _, expr) in stores]
         return "\n".join(lines)
 
     # --- presentation -------------------------------------------------------------------------

@@ -78,13 +78,13 @@ def test_missing_file():
 
 
 def test_missing_function():
-    _one_line_error(
-        _symjac("show", "examples/models.py:nope", "--shape", "2"), "examples/models.py has no function 'nope'"
-    )
+    done = _symjac("show", "examples/models.py:nope", "--shape", "2")
+    _one_line_error(done, "examples/models.py has no function 'nope'")
 
 
 def test_missing_module():
-    _one_line_error(_symjac("show", "examples.nomodule:f", "--shape", "2"), "no module named 'examples.nomodule'")
+    done = _symjac("show", "examples.nomodule:f", "--shape", "2")
+    _one_line_error(done, "no module named 'examples.nomodule'")
 
 
 def test_target_without_function():

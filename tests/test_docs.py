@@ -34,7 +34,7 @@ import pytest
 sybil = pytest.importorskip("sybil")
 from sybil import Sybil  # noqa: E402
 from sybil.evaluators.doctest import NUMBER, OutputChecker  # noqa: E402
-from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser  # noqa: E402
+from sybil.parsers.markdown import PythonCodeBlockParser  # noqa: E402
 from sybil.parsers.markdown.lexers import FencedCodeBlockLexer  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -132,9 +132,8 @@ def _from_example(example, path: str):
     script = ROOT / path
     if script not in _LINE_CACHE:
         _LINE_CACHE[script] = {line.strip() for line in script.read_text().splitlines()}
-    missing = [
-        line for line in example.parsed.splitlines() if line.strip() and line.strip() not in _LINE_CACHE[script]
-    ]
+    lines = [line for line in example.parsed.splitlines() if line.strip()]
+    missing = [line for line in lines if line.strip() not in _LINE_CACHE[script]]
     if missing:
         return f"these lines are not in {path}:\n" + "\n".join(missing)
     if script not in _NAMESPACES:
@@ -194,7 +193,7 @@ class OtherBlocks:
 
 
 SYBIL = Sybil(
-    parsers=[PythonCodeBlockParser(doctest_optionflags=FLAGS), OtherBlocks(), SkipParser()],
+    parsers=[PythonCodeBlockParser(doctest_optionflags=FLAGS), OtherBlocks()],
     path=str(ROOT),
 )
 

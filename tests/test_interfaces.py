@@ -11,7 +11,8 @@ import symjac
 
 
 def test_linearization_indexes_like_a_result_tuple():
-    lin = symjac.linearize(lambda x, u: np.stack([x[1], -9.81 * np.sin(x[0]) + u[0]]), np.zeros(2), np.zeros(1))
+    pendulum = lambda x, u: np.stack([x[1], -9.81 * np.sin(x[0]) + u[0]])  # noqa: E731
+    lin = symjac.linearize(pendulum, np.zeros(2), np.zeros(1))
     A, B = lin[:2]
     assert len(lin) == 2 and lin[0] is lin.A and lin[-1] is lin.B and A is lin.A and B is lin.B
     np.testing.assert_array_equal(lin.A, [[0.0, 1.0], [-9.81, 0.0]])
