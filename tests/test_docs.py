@@ -208,6 +208,8 @@ def test_code_blocks_run(path, monkeypatch):
     for example in document.examples():
         try:
             example.evaluate()
+        except ImportError as exc:  # an optional package (control, matplotlib) is not installed
+            pytest.skip(f"{path.relative_to(ROOT)}, code block at line {example.line}: {exc}")
         except Exception as exc:
             raise AssertionError(
                 f"{path.relative_to(ROOT)}, code block at line {example.line}:\n{exc}"
