@@ -213,7 +213,10 @@ def _run_show(args) -> int:
             pathlib.Path(args.latex).write_text(text + "\n")
             print(f"wrote {args.latex}")
     if args.spy:
-        view.spy(args.spy)
+        try:
+            view.spy(args.spy)
+        except ImportError as exc:  # matplotlib is an optional extra
+            raise UsageError(str(exc)) from exc
         print(f"wrote {args.spy}")
     return 0
 
