@@ -210,13 +210,18 @@ def _run_show(args) -> int:
         if args.latex == "-":
             print(text)
         else:
-            pathlib.Path(args.latex).write_text(text + "\n")
+            try:
+                pathlib.Path(args.latex).write_text(text + "\n")
+            except OSError as exc:
+                raise UsageError(f"cannot write --latex {args.latex}: {exc.strerror}") from exc
             print(f"wrote {args.latex}")
     if args.spy:
         try:
             view.spy(args.spy)
         except ImportError as exc:  # matplotlib is an optional extra
             raise UsageError(str(exc)) from exc
+        except OSError as exc:
+            raise UsageError(f"cannot write --spy {args.spy}: {exc.strerror}") from exc
         print(f"wrote {args.spy}")
     return 0
 

@@ -138,3 +138,8 @@ def test_main_returns_usage_status_in_process(capsys):
 
     assert main(["show", "no/such.py:f", "--shape", "2"]) == 2
     assert capsys.readouterr().err == "symjac show: error: no such file: no/such.py\n"
+
+
+def test_unwritable_output_file():
+    done = _symjac("show", "examples/models.py:two_link_arm", "--shape", "2", "--latex", "/no/such/dir/j.tex")
+    _one_line_error(done, "cannot write --latex /no/such/dir/j.tex")
