@@ -9,25 +9,36 @@ import symjac
 G, MC, MP, L = 9.81, 1.0, 0.1, 0.5  # gravity, cart mass, pole mass, half pole length
 
 
-def cartpole(state, force):
-    """state = (x, theta, xdot, thetadot); theta = 0 is upright."""
+def cartpole(state, force, params=(MP,)):
+    """state = (x, theta, xdot, thetadot); theta = 0 is upright; params = (pole mass,)."""
+    mp = params[0]
     x, th, xd, thd = state[0], state[1], state[2], state[3]
     s, c = np.sin(th), np.cos(th)
-    total = MC + MP
-    tmp = (force[0] + MP * L * thd**2 * s) / total
-    thdd = (G * s - c * tmp) / (L * (4.0 / 3.0 - MP * c**2 / total))
-    xdd = tmp - MP * L * thdd * c / total
+    total = MC + mp
+    tmp = (force[0] + mp * L * thd**2 * s) / total
+    thdd = (G * s - c * tmp) / (L * (4.0 / 3.0 - mp * c**2 / total))
+    xdd = tmp - mp * L * thdd * c / total
     return np.stack([xd + 0 * x, thd, xdd, thdd])
 
 
-lin = symjac.linearize(cartpole, np.zeros(4), np.zeros(1))
-A, B = lin
+def pole_angle(state, force, params=(MP,)):
+    """The measured output: the pole's angle."""
+    return state[1:2]
+
+
+A, B = symjac.linearize(cartpole, np.zeros(4), np.zeros(1))  # xdot = f(x, u) at (x0, u0)
 print("A =\n", A, "\nB =", B.ravel())
+
+# the pole mass as a parameter p (not differentiated) and the angle as the output y = h(x, u, p)
+lin = symjac.linearize(cartpole, np.zeros(4), np.zeros(1), p=[MP], h=pole_angle)
+A, B, C, D = lin
+assert np.array_equal(lin[:2][0], A) and np.array_equal(C, [[0.0, 1.0, 0.0, 0.0]]) and not D.any()
 Q, R = np.diag([1.0, 10.0, 1.0, 1.0]), np.array([[0.1]])
 try:
     import control
 
-    K, _, _ = control.lqr(lin.statespace(), Q, R)
+    sys = lin.statespace()  # a control.StateSpace with C and D
+    K, _, _ = control.lqr(sys, Q, R)
 except ImportError:  # python-control is optional: the Riccati equation gives the same gain
     P = solve_continuous_are(A, B, Q, R)
     K = np.linalg.solve(R, B.T @ P)

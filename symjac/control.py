@@ -13,7 +13,8 @@ from .functional import jacobian
 class Linearization:
     """``xdot = A dx + B du`` (and ``y = C dx + D du``) at an operating point.
 
-    Unpacks as ``A, B = lin`` (or ``A, B, C, D`` with an output map).
+    Unpacks and indexes like NumPy's result tuples: ``A, B = lin`` (``A, B, C, D`` with an
+    output map), ``lin[0]``, ``lin[:2]``, ``len(lin)``.
     """
 
     A: np.ndarray
@@ -31,12 +32,17 @@ class Linearization:
         n = x0.size
         return view.matrix[:, :n], view.matrix[:, n:]
 
+    def _fields(self) -> tuple:
+        return (self.A, self.B) if self.C is None else (self.A, self.B, self.C, self.D)
+
     def __iter__(self):
-        yield self.A
-        yield self.B
-        if self.C is not None:
-            yield self.C
-            yield self.D
+        return iter(self._fields())
+
+    def __len__(self) -> int:
+        return len(self._fields())
+
+    def __getitem__(self, index):
+        return self._fields()[index]
 
     def statespace(self):
         """A ``control.StateSpace`` (python-control; pip install 'symjac[control]')."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import tempfile
+from typing import NamedTuple
 
 import sympy
 from sympy.printing.c import C99CodePrinter
@@ -72,8 +73,15 @@ class _Printer(C99CodePrinter):
         return "0.0"
 
 
-def c_source(program, layout, name: str = "symjac_kernel") -> tuple[str, str]:
-    """(C source, header) for a Program with its buffer Layout."""
+class CSource(NamedTuple):
+    """What ``CompiledFunction.c_source()`` returns: the C file's text and its header's."""
+
+    source: str  # NAME.c: the function, including NAME.h
+    header: str  # NAME.h: the prototype and a comment giving each buffer's layout
+
+
+def c_source(program, layout, name: str = "symjac_kernel") -> CSource:
+    """The C source and header (a :class:`CSource`) for a Program with its buffer Layout."""
     ctype = "float" if program.compute == "float32" else "double"
     printer = _Printer()
     temps = {sym: sympy.Symbol(f"t{k}") for k, (sym, _) in enumerate(program.assignments)}
@@ -100,7 +108,7 @@ def c_source(program, layout, name: str = "symjac_kernel") -> tuple[str, str]:
     guard = name.upper() + "_H"
     header = f"#ifndef {guard}\n#define {guard}\n\n{doc}{signature};\n\n#endif\n"
     source = f'{doc}#include <math.h>\n#include "{name}.h"\n\n{signature}\n{{\n' + "\n".join(body) + "\n}\n"
-    return source, header
+    return CSource(source, header)
 
 
 def write_c(program, layout, directory, name: str = "symjac_kernel") -> tuple[pathlib.Path, pathlib.Path]:

@@ -398,9 +398,12 @@ def number(value) -> sympy.Expr:
     if value.is_integer() and abs(value) < 2**53:
         return sympy.Integer(int(value))
     num, den = value.as_integer_ratio()
-    if den <= 1024:  # 0.5, 0.25, 0.375: the float is exactly this rational, and reads better
+    if den <= 1024 and abs(value) < 2**53:  # 0.5, 0.375: exactly this rational, and reads better
         return sympy.Rational(num, den)
-    return sympy.Float(value, 17)
+    # The fewest digits that give back the same double (>= 15, so the value stays exact): SymPy
+    # then prints 9.81 as 9.81, not 9.8100000000000005.
+    digits = next(d for d in (15, 16, 17) if float(f"{value:.{d}g}") == value)
+    return sympy.Float(value, digits)
 
 
 def constant_values(dtype: str, shape, data: bytes) -> np.ndarray:

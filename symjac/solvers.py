@@ -32,9 +32,11 @@ class ODEJacobian:
         self.calls += 1
         return self._cf(np.asarray(t, dtype=float), y, *[np.asarray(a, dtype=float) for a in args])
 
-    @property
     def sparsity(self):
-        """The exact pattern, for ``solve_ivp(jac_sparsity=...)`` with finite differences."""
+        """The exact pattern as a SciPy CSR matrix, for ``solve_ivp(jac_sparsity=...)``.
+
+        A method, as on compiled functions (``CompiledFunction.sparsity()``).
+        """
         return self._cf.sparsity()
 
 
@@ -79,8 +81,9 @@ def root_jacobian(fun, x0, args=()):
 class Objective:
     """Exact gradient, Hessian and Hessian-vector product of a scalar ``fun(x, *args)``.
 
-    Use ``minimize(obj.value_and_grad, x0, jac=True, hess=obj.hess)`` or pass ``obj.jac`` /
-    ``obj.hessp``.
+    Pass the Hessian to a method that uses it: ``minimize(obj.value_and_grad, x0, jac=True,
+    hess=obj.hess, method="trust-exact")`` (or ``"trust-constr"``, ``"Newton-CG"`` with
+    ``hessp=obj.hessp``). SciPy's default, BFGS, ignores ``hess``.
     """
 
     def __init__(self, fun, x0, args=()):

@@ -9,9 +9,63 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.pretty.pretty import PrettyPrinter
+from sympy.printing.pretty.stringpict import prettyForm
+from sympy.printing.str import StrPrinter
 
 from . import derive, functional
 from .simplify import F64_REGION, build_program
+
+
+def _float_text(expr) -> str | None:
+    """Python's shortest round-tripping repr of a Float that holds a double (what the kernel
+    computes with); None for a Float of higher precision, which SymPy prints itself."""
+    if expr._prec > 60:
+        return None
+    return repr(float(expr))
+
+
+class _Str(StrPrinter):
+    def _print_Float(self, expr):
+        return _float_text(expr) or super()._print_Float(expr)
+
+
+class _Pretty(PrettyPrinter):
+    def _print_Float(self, expr):
+        text = _float_text(expr)
+        return prettyForm(text) if text else super()._print_Float(expr)
+
+
+class _Latex(LatexPrinter):
+    def _print_Float(self, expr):
+        text = _float_text(expr)
+        if text is None:
+            return super()._print_Float(expr)
+        mantissa, _, exponent = text.partition("e")
+        return mantissa if not exponent else rf"{mantissa} \cdot 10^{{{int(exponent)}}}"
+
+
+def sstr(expr) -> str:
+    """``str(expr)``, with every float constant as Python prints it (``9.81``, ``0.1``, ``0.001``).
+
+    Example:
+        >>> import sympy
+        >>> from symjac.symbolic import sstr
+        >>> sstr(sympy.Float(9.81, 17) * sympy.Symbol("g"))
+        '9.81*g'
+    """
+    return _Str().doprint(expr)
+
+
+def pretty(expr) -> str:
+    """``sympy.pretty(expr)`` with floats as Python prints them."""
+    return _Pretty({"use_unicode": True}).doprint(expr)
+
+
+def latex(expr) -> str:
+    """``sympy.latex(expr)`` with floats as Python prints them (``10^{-5}`` for exponents)."""
+    return _Latex().doprint(expr)
 
 
 @dataclass(frozen=True)
@@ -153,18 +207,20 @@ class SymbolicView:
     def listing(self) -> str:
         """The CSE'd program as readable code: temporaries, then each nonzero ``J[row, col]``."""
         prog = self.program()
-        lines = [f"{sym} = {expr}" for sym, expr in prog.assignments]
+        lines = [f"{sym} = {sstr(expr)}" for sym, expr in prog.assignments]
         places = [(r, c) for r, c, _ in self._entries()]
-        lines += [f"J[{r}, {c}] = {expr}" for (r, c), (_, _, expr) in zip(places, prog.stores, strict=True)]
+        stores = zip(places, prog.stores, strict=True)
+        lines += [f"J[{r}, {c}] = {sstr(expr)}" for (r, c), (_, _, expr) in stores]
         return "\n".join(lines)
 
     # --- presentation -------------------------------------------------------------------------
     def latex(self) -> str:
-        """The Jacobian matrix as LaTeX."""
-        return sympy.latex(self.matrix)
+        """The Jacobian matrix as LaTeX; constants print as written (``9.81``, not ``9.8100000000000005``)."""
+        return latex(self.matrix)
 
     def pretty(self) -> str:
-        return sympy.pretty(self.matrix)
+        """The Jacobian matrix as Unicode art, constants as written."""
+        return pretty(self.matrix)
 
     def _repr_latex_(self) -> str:
         return f"$${self.latex()}$$"
@@ -181,7 +237,7 @@ class SymbolicView:
         )
 
     def __repr__(self) -> str:
-        return f"SymbolicView(matrix={self.matrix!r})"
+        return f"SymbolicView(matrix={sstr(self.matrix)})"
 
     def __str__(self) -> str:
         return self.pretty()

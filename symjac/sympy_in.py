@@ -5,8 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 import sympy
+from sympy.core.function import AppliedUndef
 
 from .compiled import MODES, CompiledFunction, SympySpec
+
+
+def _dynamic_advice(expr) -> str:
+    """How to turn dynamic symbols (``q0(t)`` from ``mechanics.dynamicsymbols``) into symbols."""
+    if not isinstance(expr, AppliedUndef):
+        return ""
+    return (
+        f". {expr} is a function (a dynamic symbol, as sympy.physics.mechanics makes them); "
+        "replace such functions by plain symbols in both the outputs and the inputs first: "
+        "qs = sympy.symbols('q0:2'); subs = dict(zip(q, qs)); "
+        "from_sympy(expr.xreplace(subs), [qs])"
+    )
 
 
 def _array(x) -> np.ndarray:
@@ -52,9 +65,17 @@ def from_sympy(outputs, inputs, *, mode="jacobian", wrt=None, value=False, spars
     for arr in X:
         for s in arr.flat:
             if not isinstance(s, sympy.Symbol):
-                raise TypeError(f"from_sympy: inputs must be symbols, got {s!r}")
+                raise TypeError(f"from_sympy: inputs must be symbols, got {s!r}{_dynamic_advice(s)}")
     out_tuple = isinstance(outputs, tuple)
     outs = tuple(_array(o) for o in (outputs if out_tuple else (outputs,)))
+    for arr in outs:
+        for e in arr.flat:
+            functions = sorted(map(str, e.atoms(AppliedUndef))) if isinstance(e, sympy.Basic) else []
+            if functions:
+                raise TypeError(
+                    f"from_sympy: outputs contain undefined functions {', '.join(functions[:4])}"
+                    f"{_dynamic_advice(e.atoms(AppliedUndef).pop())}"
+                )
     n = len(X)
     if wrt is None:
         wrt_t, wrt_tuple = tuple(range(n)), n > 1

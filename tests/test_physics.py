@@ -85,7 +85,7 @@ def test_sparse_ode_jacobian():
     m = jac(0.0, y)
     assert isinstance(m, scipy.sparse.csc_matrix)
     np.testing.assert_allclose(m.toarray(), symjac.jacobian(lambda y: diffusion(0.0, y), y), rtol=1e-14)
-    assert jac.sparsity.nnz == 30 + 2 * 29
+    assert jac.sparsity().nnz == 30 + 2 * 29
 
 
 def test_objective_with_minimize():
