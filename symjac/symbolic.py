@@ -3,6 +3,8 @@ sparsity, an independence report, the CSE'd program, pictures and LaTeX."""
 
 from __future__ import annotations
 
+import functools
+
 import multiprocessing
 import warnings
 from dataclasses import dataclass
@@ -107,17 +109,41 @@ class SymbolicView:
         call = functional._Call(func, inputs, self._in_tuple, "symbolic")
         self._call = call
         self._names = list(names) if names is not None else call.names()
-        d = derive.derive(("jacobian", call.graph, False), self._names)
-        self._derivation = d
-        self.inputs = d.inputs
-        n_in = len(d.inputs)
-        self._n_out = len(d.results) // n_in
-        self._rows = [d.results[i * n_in : (i + 1) * n_in] for i in range(self._n_out)]
+        self._shapes = [tuple(x.shape) for x in inputs]
+
+    # The per-element form is derived on first use: formula() of a large model never needs it.
+    @functools.cached_property
+    def _derivation(self):
+        return derive.derive(("jacobian", self._call.graph, False), self._names)
+
+    @functools.cached_property
+    def inputs(self) -> list:
+        """The symbol arrays of the inputs (``x_0_1`` is ``x[0, 1]``)."""
+        return self._derivation.inputs
+
+    @functools.cached_property
+    def _n_out(self) -> int:
+        return len(self._derivation.results) // len(self._shapes)
+
+    @functools.cached_property
+    def _rows(self) -> list:
+        results, n_in = self._derivation.results, len(self._shapes)
+        return [results[i * n_in : (i + 1) * n_in] for i in range(self._n_out)]
+
+    @functools.cached_property
+    def outputs(self) -> list:
+        """The element expressions of the function's outputs."""
         from .expand import output_expressions
 
-        self.outputs = output_expressions(call.graph, d.inputs, d.captures)
-        blocks = [_dense(r) for r in d.results]
-        self.jacobian = functional._nest(blocks, self._n_out, n_in, call.out_tuple, self._in_tuple)
+        d = self._derivation
+        return output_expressions(self._call.graph, d.inputs, d.captures)
+
+    @functools.cached_property
+    def jacobian(self):
+        """The exact Jacobian blocks as object arrays, nested as ``symjac.jacobian`` nests them."""
+        blocks = [_dense(r) for r in self._derivation.results]
+        n_in = len(self._shapes)
+        return functional._nest(blocks, self._n_out, n_in, self._call.out_tuple, self._in_tuple)
 
     # --- the Jacobian as one matrix ---------------------------------------------------------
     def _entries(self):
@@ -302,7 +328,7 @@ class SymbolicView:
         """
         from .arrays.formula import structured_jacobian
 
-        inputs = tuple(np.zeros(x.shape) for x in self.inputs)
+        inputs = tuple(np.zeros(shape) for shape in self._shapes)
         call = functional._Call(self._call.func, inputs, self._in_tuple, "symbolic", params=True)
         return structured_jacobian(call.graph, self._names, len(inputs))
 
