@@ -97,6 +97,19 @@ def show(args) -> int:
     return 0
 
 
+def cache(args) -> int:
+    from . import diskcache
+
+    if args.action == "clear":
+        print(f"symjac: removed {diskcache.clear()} files from {diskcache.cache_dir()}")
+        return 0
+    i = diskcache.info()
+    state = "in use" if i["usable"] else "absent or refused (not used)"
+    print(f"kernel cache: {i['path']} ({state})")
+    print(f"entries: {i['entries']}, {i['bytes'] / 2**20:.1f} MiB of {i['max_bytes'] / 2**20:.0f} MiB")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="symjac", description="Exact Jacobians of tensor code.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -114,8 +127,10 @@ def main(argv=None) -> int:
     p.add_argument("--latex", metavar="FILE", help="write the Jacobian as LaTeX to FILE ('-' prints it)")
     p.add_argument("--spy", metavar="PNG", help="save the sparsity picture to PNG (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
+    c = commands.add_parser("cache", help="where the kernel cache is and its size, or clear it")
+    c.add_argument("action", choices=["info", "clear"])
     args = parser.parse_args(argv)
-    return show(args)
+    return cache(args) if args.command == "cache" else show(args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ on disk (:mod:`symjac.diskcache`), so a new process pays only for one trace.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from ctypes import addressof, c_char
@@ -208,6 +209,69 @@ def _layout_json(layout: Layout) -> dict:
     }
 
 
+KERNEL_SYMBOLS = ("symjac_kernel", "symjac_kernel_batch")
+SIMD_SYMBOLS = ("symjac_kernel_simd", "symjac_kernel_simd_batch")
+
+
+def _count(v) -> int:
+    if type(v) is not int or v < 0:
+        raise ValueError(f"expected a count, got {v!r}")
+    return v
+
+
+def _shape_of(v) -> tuple:
+    if not isinstance(v, list):
+        raise ValueError(f"expected a shape, got {v!r}")
+    return tuple(_count(n) for n in v)
+
+
+def _check_meta(meta: dict, spec) -> None:
+    """Raise ValueError unless cached metadata is well formed, consistent, and fits ``spec``:
+    it sizes the buffers the cached object code writes to."""
+    m = meta["layout"]
+    if not isinstance(m, dict) or m["compute"] not in ("float32", "float64") or type(m["full"]) is not bool:
+        raise ValueError("bad layout")
+    shapes = [_shape_of(s) for s in m["in_shapes"]]
+    sizes = [_count(m["n64"]), _count(m["n32"])]
+    for slot in m["slots"]:
+        region, offset, shape = slot
+        if region not in (0, 1) or _count(offset) + math.prod(_shape_of(shape)) > sizes[region]:
+            raise ValueError("a result slot outside its buffer")
+    inputs = (
+        [tuple(a.shape) for a in spec.inputs]
+        if isinstance(spec, SympySpec)
+        else [tuple(shape) for shape, _ in _input_specs(spec.graph)]
+    )
+    products = [_shape_of(s) for s in meta.get("v_shapes", [])]
+    if shapes != inputs + products or bool(products) != (spec.mode in ("jvp", "vjp", "hvp")):
+        raise ValueError("input shapes differ from the function's")
+    _count(meta["statements"]), _count(meta["n_out"])
+    if spec.mode in ("jacobian", "hessian"):
+        n_rows, n_cols = meta["nest"]
+        if _count(n_cols) != len(spec.wrt) or _count(n_rows) < 1:
+            raise ValueError("bad nesting")
+    if spec.sparse:
+        p = meta["pattern"]
+        n_rows, n_cols = (_count(n) for n in p["shape"])
+        indptr, indices = p["indptr"], p["indices"]
+        n_major, n_minor = (n_rows, n_cols) if p["kind"] == "csr" else (n_cols, n_rows)
+        if (
+            p["kind"] != spec.sparse
+            or len(indptr) != n_major + 1
+            or indptr[0] != 0
+            or indptr[-1] != len(indices)
+            or any(_count(b) < _count(a) for a, b in itertools.pairwise(indptr))
+            or any(_count(k) >= n_minor for k in indices)
+        ):
+            raise ValueError("bad sparsity pattern")
+
+
+def _check_simd_meta(meta: dict, obj: bytes, layout: Layout) -> None:
+    lanes = meta["lanes"]
+    if type(lanes) is not int or (lanes != runtime.simd_lanes(layout) if obj else lanes != 0):
+        raise ValueError(f"lanes {lanes!r} do not fit this kernel")
+
+
 def _layout_from_json(m: dict) -> Layout:
     slots = tuple(ResultSlot(r, o, tuple(s)) for r, o, s in m["slots"])
     shapes = tuple(tuple(s) for s in m["in_shapes"])
@@ -221,7 +285,8 @@ class CompiledFunction:
         self.spec = spec
         self._program = None
         name = diskcache.key(spec.canonical()) if cache else None
-        hit = diskcache.load(name) if cache else None
+        check = lambda meta, obj: _check_meta(meta, spec)  # noqa: E731
+        hit = diskcache.load(name, check, KERNEL_SYMBOLS) if cache else None
         self.cache_hit = hit is not None
         self._cache_name = name
         if hit is not None:
@@ -259,7 +324,8 @@ class CompiledFunction:
         """The batch kernel's object code (from the disk cache, or compiled and cached); see
         ``runtime.compile_simd_object``."""
         name = self._cache_name and self._cache_name + "-simd"
-        hit = diskcache.load(name) if name else None
+        check = lambda meta, obj: _check_simd_meta(meta, obj, self.kernel.layout)  # noqa: E731
+        hit = diskcache.load(name, check, SIMD_SYMBOLS) if name else None
         if hit is not None:
             meta, obj = hit
             return (obj, "", "", meta["lanes"]) if obj else None
