@@ -272,6 +272,11 @@ class Kernel:
         if self._batch is None:
             raise RuntimeError("this kernel was built without its batch loop (Kernel.build(..., batch=True))")
         n = math.prod(batch_shape)
+        if n == 0:  # an empty batch: empty results of the right shapes, nothing to run
+            return [
+                np.zeros(batch_shape + shape, np.float32 if region == F32_REGION else np.float64)
+                for region, _, _, shape in self._slots
+            ]
         only = arrays[0] if len(arrays) == 1 else None
         if isinstance(only, np.ndarray) and only.dtype == self._dtype and only.flags.c_contiguous:
             packed = only.reshape(n, -1)  # already laid out point after point: no copy
