@@ -29,6 +29,7 @@ import pathlib
 import re
 import stat
 import struct
+import sys
 import time
 import warnings
 
@@ -45,6 +46,10 @@ MAX_ENTRY_BYTES = 256 << 20  # an entry larger than this is refused unread
 DEFAULT_MAX_BYTES = 1 << 30  # total size past which least recently used entries are evicted
 TMP_AGE_S = 600  # a temporary file this old belongs to a writer that died
 _NAME = re.compile(r"[0-9a-f]{64}(-[a-z]+)?")
+# Owner checks, O_NOFOLLOW and descriptor-relative access are POSIX; elsewhere (Windows) the
+# cache is not used rather than used unchecked.
+_POSIX = hasattr(os, "getuid") and hasattr(os, "O_NOFOLLOW") and os.open in os.supports_dir_fd
+_ELF = sys.platform.startswith(("linux", "freebsd"))  # where LLVM's host object code is ELF
 _warned: set = set()
 
 
@@ -113,6 +118,9 @@ def _folder(create: bool):
     is never used.
     """
     root = cache_dir()
+    if not _POSIX:
+        yield None
+        return
     if create:
         try:
             root.parent.mkdir(parents=True, exist_ok=True)
@@ -274,7 +282,7 @@ def load(name: str, check=None, symbols=()) -> tuple[dict, bytes] | None:
             meta, obj = _unpack(data, secret, name)
             if check is not None:
                 check(meta, obj)
-            if symbols and obj and defined_symbols(obj) != set(symbols):
+            if symbols and obj and _ELF and defined_symbols(obj) != set(symbols):
                 raise ValueError("object code defines other symbols than expected")
         except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error):
             _discard(entry, dir_fd)
