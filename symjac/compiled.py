@@ -245,7 +245,8 @@ def _check_meta(meta: dict, spec) -> None:
     products = [_shape_of(s) for s in meta.get("v_shapes", [])]
     if shapes != inputs + products or bool(products) != (spec.mode in ("jvp", "vjp", "hvp")):
         raise ValueError("input shapes differ from the function's")
-    _count(meta["statements"]), _count(meta["n_out"])
+    for field in ("statements", "n_out"):
+        _count(meta[field])
     if spec.mode in ("jacobian", "hessian"):
         n_rows, n_cols = meta["nest"]
         if _count(n_cols) != len(spec.wrt) or _count(n_rows) < 1:
