@@ -226,12 +226,30 @@ def _run_show(args) -> int:
     return 0
 
 
+def _configure_cache(p) -> None:
+    p.add_argument("action", choices=["info", "clear"], help="info: where and how big; clear: empty it")
+
+
+def _run_cache(args) -> int:
+    from . import diskcache
+
+    if args.action == "clear":
+        print(f"symjac: removed {diskcache.clear()} files from {diskcache.cache_dir()}")
+        return 0
+    i = diskcache.info()
+    state = "in use" if i["usable"] else "absent or refused (not used)"
+    print(f"kernel cache: {i['path']} ({state})")
+    print(f"entries: {i['entries']}, {i['bytes'] / 2**20:.1f} MiB of {i['max_bytes'] / 2**20:.0f} MiB")
+    return 0
+
+
 COMMANDS = {
     "show": (
         "print a function's exact Jacobian, its structure and timings",
         _configure_show,
         _run_show,
     ),
+    "cache": ("where the kernel cache is and its size, or clear it", _configure_cache, _run_cache),
 }
 
 

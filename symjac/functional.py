@@ -69,7 +69,8 @@ def _check_inputs(inputs, fn: str):
             f"{fn}: inputs is an empty tuple; pass at least one tensor to differentiate with respect to"
         )
     for j, x in enumerate(inputs):
-        if type(x) is Var or (x.dtype.kind == "f" if type(x) is np.ndarray else x.is_floating_point()):
+        _check_array(x, f"{fn}: inputs[{j}]")
+        if type(x) is Var or (x.dtype.kind == "f" if isinstance(x, np.ndarray) else x.is_floating_point()):
             continue
         name = _dtype_name(x)
         if "complex" in name:
@@ -80,6 +81,24 @@ def _check_inputs(inputs, fn: str):
             f"{fn}: inputs[{j}] has dtype {name}; only floating point inputs can be "
             "differentiated (torch: only Tensors of floating point dtype can require gradients). "
             "Convert it first, e.g. x.double() or x.astype(numpy.float64)."
+        )
+
+
+def _check_array(x, what: str) -> None:
+    """Refuse arrays whose values symjac would change silently: masks, matrix algebra, long double."""
+    if not isinstance(x, np.ndarray):
+        return
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{what} is a masked array; symjac would ignore its mask. "
+            "Pass x.filled(value) or x.compressed() (a plain array) instead."
+        )
+    if isinstance(x, np.matrix):
+        raise TypeError(f"{what} is a numpy.matrix; pass numpy.asarray(x) (a plain 2-d array) instead.")
+    if x.dtype.kind == "f" and x.dtype.itemsize > 8:
+        raise errors.DtypeError(
+            f"{what} has dtype {x.dtype} (long double); symjac computes in float64 at most, "
+            "which would drop its extra precision. Convert it first: x.astype(numpy.float64)."
         )
 
 

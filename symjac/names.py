@@ -111,6 +111,17 @@ def _untraceable(name, advice):
     return refuse
 
 
+def _boolean(name):
+    def refuse(*args, **kwargs):
+        raise errors.UntraceableError(
+            f"symjac cannot trace {name} of a traced tensor: it reduces to booleans, whose values "
+            "are not known while tracing (and have no derivative). Choose values elementwise with "
+            "symjac.where(condition, a, b), or decide outside the function and pass the flag in."
+        )
+
+    return refuse
+
+
 def _random(name):
     def refuse(*args, **kwargs):
         raise errors.UntraceableError(
@@ -823,6 +834,12 @@ API = (
             n: _untraceable(f".{n}()", _ORDER_ADVICE)
             for n in ("sort", "argsort", "argmax", "argmin", "nonzero", "topk", "median")
         },
+    ),
+    Api(
+        "boolean reductions",
+        {n: _boolean(f"numpy.{n}") for n in ("any", "all")},
+        {n: _boolean(f"torch.{n}") for n in ("any", "all")},
+        {n: _boolean(f".{n}()") for n in ("any", "all")},
     ),
 )
 

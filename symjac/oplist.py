@@ -31,6 +31,10 @@ REWRITES = [
         "random draws (`torch.rand_like(x)`, `torch.nn.functional.dropout`)",
         "draw outside the function and pass the noise in as an input or captured constant",
     ),
+    (
+        "`any`, `all` of traced values (`x.any()`, `np.all(x > 0)`)",
+        "choose values elementwise with `symjac.where`, or decide outside the function and pass the flag in",
+    ),
     ("`torch.max(x, dim).indices`", "`x.amax(dim)` or `.values` (indices depend on the data)"),
     (
         "integer casts (`.long()`, `.int()`)",
@@ -70,7 +74,7 @@ def markdown() -> str:
         "|---|---|---|---|",
     ]
     for api in names.API:
-        if api.name in ("sort", "random"):
+        if api.name in ("sort", "random", "boolean reductions"):
             continue
         lines.append(f"| {api.name} | {_names(api.numpy)} | {_names(api.torch)} | {_names(api.methods)} |")
     lines += [

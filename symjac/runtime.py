@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 import numpy as np
+from llvmlite.binding import ffi, newpassmanagers
 
 from . import rolling, vecmath
 from .codegen import add_batch_loop, add_kernel
@@ -53,12 +54,33 @@ def target_machine():
 
 
 def _optimize(mod, loop_vectorization: bool = True) -> None:
-    """Run the O3 pipeline of the new pass manager on ``mod``."""
-    tm = target_machine()
+    """Run the O3 pipeline of the new pass manager on ``mod``.
+
+    One pass builder per module: a run registers instrumentation callbacks into its builder
+    that point into the run's stack frame, so a reused builder would call dangling ones. The
+    O3 pass manager is single-use too (its inliner moves its passes out when it runs).
+    """
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
     pto.loop_vectorization = loop_vectorization
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
+    pb = llvm.create_pass_builder(target_machine(), pto)
+    pm = pb.getModulePassManager()
+    try:
+        pm.run(mod, pb)
+    finally:
+        _close_pass_manager(pm)
+        pb.close()
+        pto.close()
+
+
+def _close_pass_manager(pm) -> None:
+    # llvmlite's ModulePassManager lists ffi.ObjectRef before NewPassManager among its bases,
+    # so close() finds ObjectRef's no-op _dispose and never frees the pipeline: about 55 KB per
+    # build (llvmlite 0.44-0.50). Free it through NewPassManager's _dispose while that is so.
+    if type(pm)._dispose is ffi.ObjectRef._dispose and not pm.closed:
+        newpassmanagers.NewPassManager._dispose(pm)
+        pm.detach()
+    else:
+        pm.close()
 
 
 @dataclass(frozen=True)
@@ -272,6 +294,11 @@ class Kernel:
         if self._batch is None:
             raise RuntimeError("this kernel was built without its batch loop (Kernel.build(..., batch=True))")
         n = math.prod(batch_shape)
+        if n == 0:  # an empty batch: empty results of the right shapes, nothing to run
+            return [
+                np.zeros(batch_shape + shape, np.float32 if region == F32_REGION else np.float64)
+                for region, _, _, shape in self._slots
+            ]
         only = arrays[0] if len(arrays) == 1 else None
         if isinstance(only, np.ndarray) and only.dtype == self._dtype and only.flags.c_contiguous:
             packed = only.reshape(n, -1)  # already laid out point after point: no copy

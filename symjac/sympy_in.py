@@ -7,7 +7,7 @@ import numpy as np
 import sympy
 from sympy.core.function import AppliedUndef
 
-from .compiled import MODES, CompiledFunction, SympySpec
+from .compiled import MODES, CompiledFunction, SympySpec, wrt_indices
 
 
 def _dynamic_advice(expr) -> str:
@@ -76,12 +76,15 @@ def from_sympy(outputs, inputs, *, mode="jacobian", wrt=None, value=False, spars
                     f"from_sympy: outputs contain undefined functions {', '.join(functions[:4])}"
                     f"{_dynamic_advice(e.atoms(AppliedUndef).pop())}"
                 )
-    n = len(X)
-    if wrt is None:
-        wrt_t, wrt_tuple = tuple(range(n)), n > 1
-    elif isinstance(wrt, int):
-        wrt_t, wrt_tuple = (wrt,), False
-    else:
-        wrt_t, wrt_tuple = tuple(wrt), True
+    for i, arr in enumerate(outs):
+        for index, e in np.ndenumerate(arr):
+            if e.has(sympy.I, sympy.zoo):
+                where = f"outputs[{i}]" + (str(list(index)) if index else "")
+                raise ValueError(
+                    f"from_sympy: {where} = {e} is complex (it contains I); symjac computes in real "
+                    "arithmetic. Declare its symbols real (sympy.symbols(..., real=True)) and compile "
+                    "sympy.re(e) and sympy.im(e) as separate outputs."
+                )
+    wrt_t, wrt_tuple = wrt_indices(wrt, len(X), "from_sympy")
     spec = SympySpec(X, outs, mode, wrt_t, wrt_tuple, out_tuple, bool(value), sparse)
     return CompiledFunction(spec, cache=cache)

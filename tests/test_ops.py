@@ -161,7 +161,7 @@ def test_api_example(api, k, style, rng):
 
 def test_every_api_row_has_examples_or_is_a_refusal():
     for api in API:
-        assert api.examples or api.name in ("metadata", "sort", "random"), api.name
+        assert api.examples or api.name in ("metadata", "sort", "random", "boolean reductions"), api.name
 
 
 def test_small_exact_linear_algebra_is_exact():
