@@ -255,7 +255,7 @@ def _check_meta(meta: dict, spec) -> None:
         else [tuple(shape) for shape, _ in _input_specs(spec.graph)]
     )
     products = [_shape_of(s) for s in meta.get("v_shapes", [])]
-    if shapes != inputs + products or bool(products) != (spec.mode in ("jvp", "vjp", "hvp")):
+    if shapes != inputs + products or bool(products) != (spec.mode in ("jvp", "vjp", "hvp", "vhp")):
         raise ValueError("input shapes differ from the function's")
     for field in ("statements", "n_out"):
         _count(meta[field])
@@ -299,7 +299,8 @@ class CompiledFunction:
         self._program = None
         name = diskcache.key(spec.canonical()) if cache else None
         check = lambda meta, obj: _check_meta(meta, spec)  # noqa: E731
-        hit = diskcache.load(name, check, KERNEL_SYMBOLS) if cache else None
+        symbols = KERNEL_SYMBOLS[:1] if getattr(spec, "single", False) else KERNEL_SYMBOLS
+        hit = diskcache.load(name, check, symbols) if cache else None
         self.cache_hit = hit is not None
         self._cache_name = name
         if hit is not None:

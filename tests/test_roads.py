@@ -348,3 +348,40 @@ def test_structured_formula_of_products_and_several_inputs():
     text = symjac.symbolic(lambda x, y: 2 * np.exp(x) + 3 * y, (2,), (2,)).formula()
     assert text.splitlines() == ["J[0] = 2·diag(exp(x))", "J[1] = 3·I"]
     assert "∂max" in symjac.symbolic(lambda x: np.sum(np.exp(x - np.max(x))), (4,)).formula()
+
+
+def test_drop_in_kernels_come_from_the_disk_cache_in_a_new_process(tmp_path):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import warnings, numpy as np, symjac
+        from symjac import compiled
+        warnings.simplefilter("error")  # a refused entry would warn
+        W = np.linspace(-1.0, 1.0, 48).reshape(16, 3)
+        f = lambda x: np.tanh(W @ x) * x[0]
+        s = lambda x: f(x).sum()
+        x = np.array([0.1, 0.2, 0.3])
+        symjac.jacobian(f, x, expand="elements")
+        symjac.hessian(s, x)
+        symjac.vjp(f, x, np.ones(16), expand="elements")
+        symjac.jvp(f, x, np.ones(3), expand="elements")
+        symjac.hvp(s, x, np.ones(3))
+        symjac.vhp(s, x, np.ones(3))
+        print(compiled.BUILDS)
+        """
+    )
+    root = pathlib.Path(__file__).parent.parent
+    env = dict(os.environ, SYMJAC_CACHE_DIR=str(tmp_path), PYTHONPATH=str(root))
+
+    def builds():
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.split()[-1])
+
+    assert builds() == 6
+    assert builds() == 0
