@@ -21,6 +21,8 @@ from functools import reduce
 
 import sympy
 
+from .functions import Power
+
 _S = sympy.S
 _LIGHT = contextvars.ContextVar("symjac_light_arithmetic", default=False)
 
@@ -71,6 +73,8 @@ def div(a, b):
 
 
 def power(a, b):
+    if isinstance(b, sympy.Basic) and b.free_symbols:  # a traced exponent: torch's derivative at 0
+        return Power(sympy.sympify(a), b)
     if not _exprs(a, b) or (a.is_Number and b.is_Number):
         return a**b
     if _is_value(b, 1.0):

@@ -54,7 +54,8 @@ class Tape:
         self.assignments.append((t, definition))
         self._defs[t] = definition
         self._deps[t] = [s for s in definition.free_symbols if s in self._defs or s in self.inputs]
-        self._smooth[t] = isinstance(definition, _SMOOTH) and all(self._smooth.get(s, True) for s in self._deps[t])
+        smooth = isinstance(definition, _SMOOTH) or getattr(type(definition), "_smooth", False)
+        self._smooth[t] = smooth and all(self._smooth.get(s, True) for s in self._deps[t])
         if isinstance(definition, sympy.Pow) and not (definition.exp.is_Integer and definition.exp >= 0):
             self._smooth[t] = False
         self._values[definition] = t
