@@ -458,13 +458,17 @@ def _emit_loop(module, fn, loop, ftype):
     members, width = loop.table.shape
     table = _table(module, fn.name + ".in", loop.table)
     offsets = _table(module, fn.name + ".out", loop.offsets)
+    table64 = table if loop.table.dtype == np.int64 else None
+    offsets64 = offsets if loop.offsets.dtype == np.int64 else None
     b, m, close = _counted_loop(fn, lambda b, m: b.icmp_signed("<", m, ir.Constant(I64, members)))
     lw = _Lowerer(module, b, ftype, {})
     which = {s: j for j, s in enumerate(loop.inputs)}
     row = b.mul(m, ir.Constant(I64, width))
 
     def entry_of(tab, index):
-        return b.sext(b.load(b.gep(tab, [index], source_etype=i32), typ=i32), I64)
+        etype = I64 if tab is table64 or tab is offsets64 else i32
+        value = b.load(b.gep(tab, [index], source_etype=etype), typ=etype)
+        return value if etype == I64 else b.sext(value, I64)
 
     def load(sym):
         j = which.get(sym)
@@ -543,8 +547,9 @@ def _constant_bytes(module, name, values):
 
 
 def _table(module, name, values):
-    """A constant int32 array."""
-    return _constant_bytes(module, name, np.asarray(values, dtype="<i4"))
+    """A constant int32 (or, for an int64 table, int64) array."""
+    wide = np.asarray(values).dtype == np.int64
+    return _constant_bytes(module, name, np.asarray(values, dtype="<i8" if wide else "<i4"))
 
 
 def _kernel_function(module, name, nargs):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy
 
-from . import arith, derive, diff, diskcache, functional, runtime
+from . import arith, budget, derive, diff, diskcache, functional, runtime
 from .derive import Derivation, Result, _input_specs, _out_dtype, _unique_names
 from .expand import input_symbols, output_expressions
 from .gcpause import gc_paused
@@ -82,6 +82,9 @@ class SympySpec:
 def _traced_expressions(spec: Spec):
     graph = spec.graph
     specs = _input_specs(graph)
+    n_in = sum(math.prod(shape) for shape, _ in specs)
+    n_out = sum(math.prod(graph.shape(node)) for node in graph.outputs)
+    budget.check(spec.mode, graph, n_in, n_out, dense=not spec.sparse, where="symjac.compile")
     names = _unique_names(list(spec.names), len(specs))
     X = [input_symbols(names[j], shape) for j, (shape, _) in enumerate(specs)]
     with arith.light():  # the forms code needs, not the ones SymPy prints (see symjac.arith)
