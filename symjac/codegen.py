@@ -100,12 +100,33 @@ class _Lowerer:
         hit = self.memo.get(expr)
         if hit is not None:
             return hit
-        for cls in type(expr).__mro__:
-            rule = LOWERINGS.get(cls)
-            if rule is not None:
-                value = rule(self, expr)
-                self.memo[expr] = value
-                return value
+        self._lower_arguments(expr)
+        return self._apply_rule(expr)
+
+    def _trivial(self, expr) -> bool:
+        return expr.is_Float or expr.is_Rational or expr in self.env or expr in self.memo or expr.is_Atom
+
+    def _lower_arguments(self, expr) -> None:
+        """Lower every subexpression of ``expr`` first, in post-order without recursion, so that
+        the rules' own ``lower`` calls on their arguments find them lowered (deep chains)."""
+        stack = [(a, False) for a in expr.args if not self._trivial(a)]
+        while stack:
+            node, ready = stack.pop()
+            if self._trivial(node):
+                continue
+            if ready:
+                if _rule(node) is not None:  # not for ExprCondPair: its parts are lowered
+                    self._apply_rule(node)
+                continue
+            stack.append((node, True))
+            stack.extend((a, False) for a in node.args if not self._trivial(a))
+
+    def _apply_rule(self, expr):
+        rule = _rule(expr)
+        if rule is not None:
+            value = rule(self, expr)
+            self.memo[expr] = value
+            return value
         raise NotImplementedError(
             f"symjac cannot compile the SymPy class {type(expr).__name__} ({expr}); "
             "no lowering is declared for it in symjac.codegen.LOWERINGS"
@@ -181,6 +202,14 @@ class _Lowerer:
 
     def select(self, cond, a, b):
         return self.b.select(self.as_bool(cond), self.as_float(a), self.as_float(b))
+
+
+def _rule(expr):
+    for cls in type(expr).__mro__:
+        rule = LOWERINGS.get(cls)
+        if rule is not None:
+            return rule
+    return None
 
 
 def _number(lw: _Lowerer, expr):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy
 
-from . import arith, budget, derive, diff, diskcache, functional, runtime
+from . import arith, budget, deep, derive, diff, diskcache, functional, runtime
 from .derive import Derivation, Result, _input_specs, _out_dtype, _unique_names
 from .expand import input_symbols, output_expressions
 from .gcpause import gc_paused
@@ -232,7 +232,7 @@ class CompiledFunction:
             self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=self._simd_object)
         else:
             with gc_paused():
-                meta = self._build(spec)
+                meta = deep.call(self._build, spec)  # SymPy recurses on deep expressions
             if cache:
                 diskcache.store(name, meta, self.kernel.object_code)
         self.meta = meta

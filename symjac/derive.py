@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import budget, diff
+from . import budget, deep, diff
 from .expand import input_symbols, output_expressions
 from .runtime import Kernel, Layout, ResultSlot
 from .simplify import F32_REGION, F64_REGION, build_program
@@ -255,7 +255,7 @@ PLANS = _LRU(256)
 def derivation(key, names) -> Derivation:
     d = DERIVATIONS.get(key)
     if d is None:
-        d = DERIVATIONS.put(key, derive(key, names))
+        d = DERIVATIONS.put(key, deep.call(derive, key, names))
     return d
 
 
@@ -263,5 +263,5 @@ def plan(key, names) -> Plan:
     p = PLANS.get(key)
     if p is None:
         d = derivation(key, names)
-        p = PLANS.put(key, Plan(d, compile_derivation(d)))
+        p = PLANS.put(key, Plan(d, deep.call(compile_derivation, d)))
     return p
