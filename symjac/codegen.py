@@ -66,7 +66,7 @@ LANEWISE_INTRINSICS = frozenset(
     | {"llvm.copysign"}
 )
 # Vector math done inline rather than by a call (see symjac.vecmath), on double lanes.
-INLINE_VECTOR_MATH = {"tanh": vecmath.tanh}
+INLINE_VECTOR_MATH = {"tanh": vecmath.tanh, "symjac_tanh_derivative": vecmath.tanh_derivative}
 
 
 class _Lowerer:

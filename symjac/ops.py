@@ -144,7 +144,7 @@ ELEMENTWISE_OPS = (
     _E("arctan2", F.atan2, ("arctan2",), ("atan2", "arctan2"), ("atan2", "arctan2")),
     _E("sinh", sympy.sinh, ("sinh",), ("sinh",), ("sinh",)),
     _E("cosh", sympy.cosh, ("cosh",), ("cosh",), ("cosh",)),
-    _E("tanh", sympy.tanh, ("tanh",), ("tanh",), ("tanh",)),
+    _E("tanh", F.tanh, ("tanh",), ("tanh",), ("tanh",)),
     _E("arcsinh", sympy.asinh, ("arcsinh",), ("asinh", "arcsinh"), ("asinh", "arcsinh")),
     _E("arccosh", sympy.acosh, ("arccosh",), ("acosh", "arccosh"), ("acosh", "arccosh"), ABOVE_ONE),
     _E("arctanh", sympy.atanh, ("arctanh",), ("atanh", "arctanh"), ("atanh", "arctanh"), UNIT),

@@ -18,6 +18,7 @@ import sympy
 from sympy.core.function import ArgumentIndexError
 
 from . import arith
+from .functions import TanhDerivative
 from .progress import Progress
 
 _ONE = sympy.S.One
@@ -227,6 +228,8 @@ class Tape:
             base, n = args
             lower = base if n - 1 == 1 else self.value(sympy.Pow(base, n - 1, evaluate=False))
             return [(base, n if n - 1 == 0 else self.value(sympy.Mul(n, lower, evaluate=False)))]
+        if type(definition) is sympy.tanh:  # SymPy's own (from_sympy): the derivative that does not cancel
+            return [(args[0], self.value(TanhDerivative(args[0])))]
         own_fdiff = getattr(type(definition), "fdiff", None) not in (None, sympy.Function.fdiff)
         if isinstance(definition, sympy.Function) and own_fdiff and all(a.is_Atom for a in args):
             out = []

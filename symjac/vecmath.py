@@ -125,6 +125,37 @@ def expm1_nonpositive(lw, y):
     return b.fadd(b.fmul(scale, p), b.fsub(scale, c(1.0)))
 
 
+def exp_nonpositive(lw, y):
+    """exp(y) for vectors of doubles y in [-700, 0] (not NaN), within a few ulp: the reduction
+    of ``expm1_nonpositive``, then 2**k * (1 + expm1(r)), which keeps the relative accuracy
+    of tiny results (1 + expm1(y) would lose it to cancellation)."""
+    b, c = lw.b, lw.const
+    i64 = ir.VectorType(ir.IntType(64), lw.lanes)
+    k = lw.call("llvm.roundeven", True, [b.fmul(y, c(1 / math.log(2)))])
+    r = b.fsub(b.fsub(y, b.fmul(k, c(_LN2_HI))), b.fmul(k, c(_LN2_LO)))
+    poly = c(_EXPM1_TAYLOR[-1])
+    for coefficient in reversed(_EXPM1_TAYLOR[:-1]):
+        poly = b.fadd(b.fmul(poly, r), c(coefficient))
+    p = b.fadd(r, b.fmul(b.fmul(r, r), poly))  # expm1(r)
+    bits = b.shl(b.add(b.fptosi(k, i64), ir.Constant(i64, 1023)), ir.Constant(i64, 52))
+    return b.fmul(b.bitcast(bits, lw.t), b.fadd(c(1.0), p))
+
+
+def tanh_derivative(lw, x):
+    """1 - tanh(x)**2 of a vector of doubles as 4t / (1 + t)**2, t = exp(-2|x|): no
+    cancellation (1 - tanh**2 of a 3-ulp tanh near 1 was off by up to 2.4e-4 relative at
+    |x| > 14, against the scalar kernel), and 0 past |x| = 700, where the value underflows."""
+    b, c = lw.b, lw.const
+    y = b.fmul(lw.call("llvm.fabs", True, [x]), c(-1.0))  # t = h*h, h = exp(-|x|): denormal t too
+    inside = b.fcmp_ordered(">", y, c(-700.0))
+    h = exp_nonpositive(lw, b.select(inside, y, c(0.0)))
+    t = b.fmul(h, h)
+    one_plus = b.fadd(c(1.0), t)
+    value = b.fdiv(b.fmul(c(4.0), t), b.fmul(one_plus, one_plus))
+    value = b.select(inside, value, c(0.0))
+    return b.select(b.fcmp_unordered("uno", x, x), x, value)  # NaN in, NaN out
+
+
 def tanh(lw, x):
     """tanh of a vector of doubles, within 3 ulp: sign(x) * -e / (e + 2), e = expm1(-2|x|)."""
     b, c = lw.b, lw.const
