@@ -26,12 +26,11 @@ def call(fn, *args, **kwargs):
 
     Example:
         >>> import sympy
-        >>> x = sympy.Symbol("x")
-        >>> e = x
-        >>> for _ in range(3000):
-        ...     e = sympy.sin(e)
-        >>> call(sympy.diff, e, x).func is sympy.Mul
-        True
+        >>> e = sympy.Symbol("x")
+        >>> for _ in range(5000):
+        ...     e = sympy.sin(e, evaluate=False)
+        >>> call(lambda: e.free_symbols)  # SymPy walks the 5000 levels recursively
+        {x}
     """
     if threading.current_thread().name == _THREAD_NAME:  # already on a deep stack
         return fn(*args, **kwargs)

@@ -100,7 +100,7 @@ def _sigmoid_llvm(lw, args):
 
 
 class sigmoid(sympy.Function):  # noqa: N801 -- printed by its class name, as torch names it
-    """1 / (1 + exp(-x)), whose derivative is written ``sigmoid(x) * (1 - sigmoid(x))``.
+    """1 / (1 + exp(-x)), whose derivative is written ``sigmoid(x) * sigmoid(-x)``.
 
     SymPy's derivative of ``1 / (1 + exp(-x))``, ``exp(-x) / (1 + exp(-x))**2``, is inf/inf
     (NaN) from x = -710 (float64) or -89 (float32) on, where the true value is a tiny number.
@@ -112,7 +112,7 @@ class sigmoid(sympy.Function):  # noqa: N801 -- printed by its class name, as to
     _llvm = staticmethod(_sigmoid_llvm)
 
     def fdiff(self, argindex=1):
-        return self * (1 - self)
+        return self * sigmoid(-self.args[0])  # = s * (1 - s), without 1 - s cancelling for x >> 0
 
     @classmethod
     def eval(cls, arg):
