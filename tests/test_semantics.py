@@ -188,10 +188,12 @@ OPS = {
     "x/x": lambda x: x / x,
     "tanh": torch.tanh,
 }
-SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 30.0, -88.9, -89.5, -104.0, 709.0, -710.0, -745.0, 800.0, -1e300, 1e300]
-POINTS = st.lists(
-    st.one_of(st.sampled_from(SPECIAL), st.floats(-50, 50, allow_nan=False, allow_subnormal=False)), min_size=2, max_size=2
-)
+SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 30.0, -88.9, -89.5, -104.0, 709.0, -710.0, -745.0, 800.0, -1e300, 1e300, math.inf, -math.inf]
+# Tiny nonzero values are left out: there, formulas that cancel (sinc'' near 0) give rounding
+# noise whose sign depends on the formula's form, on any road.
+FLOATS = st.floats(-50, 50, allow_nan=False).filter(lambda v: v == 0 or abs(v) > 1e-3)
+POINTS = st.lists(st.one_of(st.sampled_from(SPECIAL), FLOATS), min_size=2, max_size=2)
+SCALAR = {"logsumexp", "pow", "atan2", "norm", "std"}
 _KERNELS: dict = {}
 
 
@@ -199,8 +201,7 @@ def _kernels(name):
     """Compiled once per op (hypothesis draws only points): Jacobian and, for scalars, Hessian."""
     if name not in _KERNELS:
         f, x = OPS[name], torch.zeros(2, dtype=torch.float64)
-        scalar = f(x).ndim == 0
-        total = f if scalar else (lambda x: f(x).sum())
+        total = f if name in SCALAR else (lambda x: f(x).sum())
         _KERNELS[name] = (
             _compiled(f, x),
             _compiled(total, x, mode="hessian"),
@@ -209,10 +210,10 @@ def _kernels(name):
     return _KERNELS[name]
 
 
-def _agree(got, want):
+def _agree(got, want, atol=1e-300):
     got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-300, equal_nan=True)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=atol, equal_nan=True)
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -225,4 +226,7 @@ def test_compile_agrees_with_the_functional_api(name, point):
         _agree(jac(x), want)
         _agree(np.asarray(jac(torch.stack([x] * 9)))[4], want)  # SIMD lanes and the remainder
         if all(math.isfinite(v) and abs(v) < 1e150 for v in point):  # squares stay finite
-            _agree(hess(x), np.asarray(symjac.hessian(total, x)))
+            want = np.asarray(symjac.hessian(total, x))
+            # the roads' formulas differ in form: rounding noise around exact zeros
+            scale = sum(np.abs(w[np.isfinite(w)]).max(initial=0.0) for w in (want, np.asarray(jac(x))))
+            _agree(hess(x), want, atol=1e-13 * scale + 1e-300)
