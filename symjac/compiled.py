@@ -223,7 +223,7 @@ class CompiledFunction:
     def __init__(self, spec: Spec, cache: bool = True):
         self.spec = spec
         self._program = None
-        name = diskcache.key(spec.canonical()) if cache else None
+        name = diskcache.key(deep.call(spec.canonical)) if cache else None  # srepr recurses
         hit = diskcache.load(name) if cache else None
         self.cache_hit = hit is not None
         self._cache_name = name

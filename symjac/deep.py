@@ -16,6 +16,7 @@ import threading
 
 STACK_BYTES = 1 << 30
 RECURSION_LIMIT = 200_000  # about 5 KB of stack per level fits in STACK_BYTES
+SAFE_LIMIT = 4000  # a recursion limit that an 8 MB thread stack holds
 _lock = threading.Lock()
 _active = 0
 _saved_limit = None
@@ -34,6 +35,8 @@ def call(fn, *args, **kwargs):
     """
     if threading.current_thread().name == _THREAD_NAME:  # already on a deep stack
         return fn(*args, **kwargs)
+    if sys.getrecursionlimit() > SAFE_LIMIT:  # no RecursionError would come before a crash
+        return on_deep_stack(fn, *args, **kwargs)
     try:
         return fn(*args, **kwargs)
     except RecursionError:

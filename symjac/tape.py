@@ -201,7 +201,9 @@ class Tape:
             symbols = {s: None for tangent, _ in branches for s in tangent}
             return {
                 s: self.temp(
-                    sympy.Piecewise(*[(tangent.get(s, sympy.S.Zero), c) for tangent, c in branches], evaluate=False)
+                    sympy.Piecewise(
+                        *[(tangent.get(s, sympy.S.Zero), c) for tangent, c in branches], evaluate=False
+                    )
                 )
                 for s in symbols
             }

@@ -10,7 +10,6 @@ Oracles: the functional API, torch autograd, and exact values (SymPy at 30 digit
 import math
 
 import mpmath
-
 import numpy as np
 import pytest
 import sympy
@@ -27,7 +26,9 @@ def _compiled(f, x, **options):
 
 
 def _same(got, want):
-    np.testing.assert_allclose(np.asarray(got, dtype=float), np.asarray(want, dtype=float), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(
+        np.asarray(got, dtype=float), np.asarray(want, dtype=float), rtol=1e-12, atol=0
+    )
 
 
 # --- the cases -----------------------------------------------------------------------
@@ -107,7 +108,9 @@ def test_activations_do_not_overflow(name, dtype):
     total = lambda x: f(x).sum()  # noqa: E731
     hess = np.asarray(_compiled(total, tx, mode="hessian")(tx))
     assert np.isfinite(hess).all(), hess
-    np.testing.assert_allclose(hess, np.asarray(symjac.hessian(total, tx)), rtol=1e-5 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(
+        hess, np.asarray(symjac.hessian(total, tx)), rtol=1e-5 if dtype == np.float32 else 1e-12
+    )
 
 
 @pytest.mark.parametrize("p", [3.0, 2.0, 1.0, 0.5, 0.0, -1.0])
@@ -141,7 +144,9 @@ def test_zero_subgradients_at_zero(name, f):
     np.testing.assert_array_equal(np.asarray(symjac.jacobian(f, tx)), want)
     np.testing.assert_array_equal(np.asarray(_compiled(f, tx)(tx)), want)
     y = np.array([0.3, -1.2, 2.0])  # away from 0, the ordinary derivative
-    np.testing.assert_allclose(np.asarray(_compiled(f, torch.tensor(y))(torch.tensor(y))), _torch_jacobian(f, y), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(_compiled(f, torch.tensor(y))(torch.tensor(y))), _torch_jacobian(f, y), rtol=1e-12
+    )
 
 
 def test_atan2_keeps_the_sign_of_zero():
@@ -155,7 +160,9 @@ def test_atan2_keeps_the_sign_of_zero():
 
 
 def test_simd_tanh_derivative_matches_scalar_and_exact():
-    xs = np.concatenate([np.linspace(-40, 40, 801), np.linspace(340, 380, 41), [0.0, -0.0, 700, np.inf, np.nan]])
+    xs = np.concatenate(
+        [np.linspace(-40, 40, 801), np.linspace(340, 380, 41), [0.0, -0.0, 700, np.inf, np.nan]]
+    )
     cf = _compiled(np.tanh, np.zeros(1))
     batch = cf(xs.reshape(-1, 1))[:, 0, 0]
     single = np.array([cf(np.array([x]))[0, 0] for x in xs])
@@ -164,7 +171,9 @@ def test_simd_tanh_derivative_matches_scalar_and_exact():
     denormal = 4 * np.finfo(float).smallest_subnormal  # past |x| = 354 the values are denormal
     np.testing.assert_allclose(batch, single, rtol=4e-15, atol=denormal)  # was 2.4e-4 at |x| > 14
     np.testing.assert_allclose(single, exact, rtol=4e-15, atol=denormal)
-    np.testing.assert_allclose(symjac.jacobian(np.tanh, xs[:50])[np.arange(50), np.arange(50)], exact[:50], rtol=4e-15)
+    np.testing.assert_allclose(
+        symjac.jacobian(np.tanh, xs[:50])[np.arange(50), np.arange(50)], exact[:50], rtol=4e-15
+    )
 
 
 # --- property: compile equals the functional API over an op set ------------------------------
@@ -188,7 +197,26 @@ OPS = {
     "x/x": lambda x: x / x,
     "tanh": torch.tanh,
 }
-SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 30.0, -88.9, -89.5, -104.0, 709.0, -710.0, -745.0, 800.0, -1e300, 1e300, math.inf, -math.inf]
+SPECIAL = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    -2.0,
+    30.0,
+    -88.9,
+    -89.5,
+    -104.0,
+    709.0,
+    -710.0,
+    -745.0,
+    800.0,
+    -1e300,
+    1e300,
+    math.inf,
+    -math.inf,
+]
 # Tiny nonzero values are left out: there, formulas that cancel (sinc'' near 0) give rounding
 # noise whose sign depends on the formula's form, on any road.
 FLOATS = st.floats(-50, 50, allow_nan=False).filter(lambda v: v == 0 or abs(v) > 1e-3)

@@ -69,7 +69,13 @@ def test_dense_result_entries_count_separately(monkeypatch):
 
 
 def test_env_budget_reaches_a_subprocess():
-    code = "import numpy as np, symjac\ntry:\n    symjac.jacobian(lambda x: x * x, np.ones(30))\nexcept MemoryError as e:\n    print('refused', type(e).__name__)\n"
+    code = (
+        "import numpy as np, symjac\n"
+        "try:\n"
+        "    symjac.jacobian(lambda x: x * x, np.ones(30))\n"
+        "except MemoryError as e:\n"
+        "    print('refused', type(e).__name__)\n"
+    )
     env = dict(os.environ, SYMJAC_MAX_ELEMENTS="10", PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "refused BuildTooLargeError" in out.stdout, out.stderr
