@@ -174,7 +174,9 @@ class Tape:
                 bar = self._sum(parts)
                 if isinstance(definition, sympy.Piecewise):
                     for value, selected in _selections(definition):
-                        add(value, selected if guard is None else sympy.And(guard, selected), bar)
+                        if guard is not None:
+                            selected = sympy.And(guard, selected, evaluate=False)
+                        add(value, selected, bar)
                     continue
                 for arg, partial in self._partials(t):
                     add(arg, guard, _times(partial, bar))
@@ -277,7 +279,10 @@ def _selections(definition):
     previous = []
     for value, cond in definition.args:
         if not value.is_Number:
-            yield value, cond if not previous else sympy.And(*[sympy.Not(c) for c in previous], cond)
+            # Unevaluated: Not(x > 0) is not x <= 0 where x is NaN, and the Piecewise then
+            # takes a later branch.
+            earlier = [sympy.Not(c, evaluate=False) for c in previous]
+            yield value, cond if not previous else sympy.And(*earlier, cond, evaluate=False)
         previous.append(cond)
 
 
