@@ -21,6 +21,8 @@ from functools import reduce
 
 import sympy
 
+from .functions import Power
+
 _S = sympy.S
 _LIGHT = contextvars.ContextVar("symjac_light_arithmetic", default=False)
 
@@ -71,12 +73,18 @@ def div(a, b):
 
 
 def power(a, b):
+    if isinstance(b, sympy.Basic) and b.free_symbols:  # a traced exponent: torch's derivative at 0
+        return Power(sympy.sympify(a), b)
     if not _exprs(a, b) or (a.is_Number and b.is_Number):
         return a**b
     if _is_value(b, 1.0):
         return a
     if _is_value(b, 0.0):
         return _S.One
+    if a.is_Pow and a.exp.is_Number and b.is_Number:
+        # SymPy's own rules for a power of a power ((x**2)**(1/2) is |x|, sqrt(x)**2 is x),
+        # as the functional API has them: the derivative at 0 then is its, not 0/0.
+        return sympy.Pow(a, b)
     return sympy.Pow(a, b, evaluate=False)
 
 
@@ -105,9 +113,34 @@ def product(factors):
         return coeff
     if _is_value(coeff, 0.0):
         return _S.Zero  # 0*x is 0, as SymPy has it
+    rest = _combine_powers(rest)
+    if not rest:
+        return coeff
     if _is_value(coeff, 1.0):
         return rest[0] if len(rest) == 1 else unchecked(sympy.Mul, rest)
     return unchecked(sympy.Mul, [coeff, *rest])  # the coefficient first, as SymPy orders it
+
+
+def _base_exp(x):
+    return (x.base, x.exp) if x.is_Pow and x.exp.is_Number else (x, _S.One)
+
+
+def _combine_powers(factors):
+    """Powers of one base as one power (``x * x**-1`` is 1, ``x*x`` is ``x**2``), as SymPy's
+    product has them: ``x/x`` then has derivative 0 at 0, as in the functional API."""
+    pairs = [_base_exp(f) for f in factors]
+    if len({b for b, _ in pairs}) == len(pairs):
+        return factors
+    exps: dict = {}
+    for b, e in pairs:
+        exps[b] = exps.get(b, _S.Zero) + e
+    out = []
+    for b, e in exps.items():
+        if e.is_Number and e == 1:
+            out.append(b)
+        elif not (e.is_Number and e == 0):
+            out.append(power(b, e))
+    return out
 
 
 def _split(args, cls) -> tuple[list, list]:

@@ -66,7 +66,7 @@ LANEWISE_INTRINSICS = frozenset(
     | {"llvm.copysign"}
 )
 # Vector math done inline rather than by a call (see symjac.vecmath), on double lanes.
-INLINE_VECTOR_MATH = {"tanh": vecmath.tanh}
+INLINE_VECTOR_MATH = {"tanh": vecmath.tanh, "symjac_tanh_derivative": vecmath.tanh_derivative}
 
 
 class _Lowerer:
@@ -100,12 +100,33 @@ class _Lowerer:
         hit = self.memo.get(expr)
         if hit is not None:
             return hit
-        for cls in type(expr).__mro__:
-            rule = LOWERINGS.get(cls)
-            if rule is not None:
-                value = rule(self, expr)
-                self.memo[expr] = value
-                return value
+        self._lower_arguments(expr)
+        return self._apply_rule(expr)
+
+    def _trivial(self, expr) -> bool:
+        return expr.is_Float or expr.is_Rational or expr in self.env or expr in self.memo or expr.is_Atom
+
+    def _lower_arguments(self, expr) -> None:
+        """Lower every subexpression of ``expr`` first, in post-order without recursion, so that
+        the rules' own ``lower`` calls on their arguments find them lowered (deep chains)."""
+        stack = [(a, False) for a in expr.args if not self._trivial(a)]
+        while stack:
+            node, ready = stack.pop()
+            if self._trivial(node):
+                continue
+            if ready:
+                if _rule(node) is not None:  # not for ExprCondPair: its parts are lowered
+                    self._apply_rule(node)
+                continue
+            stack.append((node, True))
+            stack.extend((a, False) for a in node.args if not self._trivial(a))
+
+    def _apply_rule(self, expr):
+        rule = _rule(expr)
+        if rule is not None:
+            value = rule(self, expr)
+            self.memo[expr] = value
+            return value
         raise NotImplementedError(
             f"symjac cannot compile the SymPy class {type(expr).__name__} ({expr}); "
             "no lowering is declared for it in symjac.codegen.LOWERINGS"
@@ -181,6 +202,14 @@ class _Lowerer:
 
     def select(self, cond, a, b):
         return self.b.select(self.as_bool(cond), self.as_float(a), self.as_float(b))
+
+
+def _rule(expr):
+    for cls in type(expr).__mro__:
+        rule = LOWERINGS.get(cls)
+        if rule is not None:
+            return rule
+    return None
 
 
 def _number(lw: _Lowerer, expr):
@@ -458,13 +487,17 @@ def _emit_loop(module, fn, loop, ftype):
     members, width = loop.table.shape
     table = _table(module, fn.name + ".in", loop.table)
     offsets = _table(module, fn.name + ".out", loop.offsets)
+    table64 = table if loop.table.dtype == np.int64 else None
+    offsets64 = offsets if loop.offsets.dtype == np.int64 else None
     b, m, close = _counted_loop(fn, lambda b, m: b.icmp_signed("<", m, ir.Constant(I64, members)))
     lw = _Lowerer(module, b, ftype, {})
     which = {s: j for j, s in enumerate(loop.inputs)}
     row = b.mul(m, ir.Constant(I64, width))
 
     def entry_of(tab, index):
-        return b.sext(b.load(b.gep(tab, [index], source_etype=i32), typ=i32), I64)
+        etype = I64 if tab is table64 or tab is offsets64 else i32
+        value = b.load(b.gep(tab, [index], source_etype=etype), typ=etype)
+        return value if etype == I64 else b.sext(value, I64)
 
     def load(sym):
         j = which.get(sym)
@@ -543,8 +576,9 @@ def _constant_bytes(module, name, values):
 
 
 def _table(module, name, values):
-    """A constant int32 array."""
-    return _constant_bytes(module, name, np.asarray(values, dtype="<i4"))
+    """A constant int32 (or, for an int64 table, int64) array."""
+    wide = np.asarray(values).dtype == np.int64
+    return _constant_bytes(module, name, np.asarray(values, dtype="<i8" if wide else "<i4"))
 
 
 def _kernel_function(module, name, nargs):

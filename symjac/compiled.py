@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy
 
-from . import arith, derive, diff, diskcache, functional, runtime
+from . import arith, budget, deep, derive, diff, diskcache, functional, runtime
 from .derive import Derivation, Result, _input_specs, _out_dtype, _unique_names
 from .expand import input_symbols, output_expressions
 from .gcpause import gc_paused
@@ -89,6 +89,9 @@ class SympySpec:
 def _traced_expressions(spec: Spec):
     graph = spec.graph
     specs = _input_specs(graph)
+    n_in = sum(math.prod(shape) for shape, _ in specs)
+    n_out = sum(math.prod(graph.shape(node)) for node in graph.outputs)
+    budget.check(spec.mode, graph, n_in, n_out, dense=not spec.sparse, where="symjac.compile")
     names = _unique_names(list(spec.names), len(specs))
     X = [input_symbols(names[j], shape) for j, (shape, _) in enumerate(specs)]
     with arith.light():  # the forms code needs, not the ones SymPy prints (see symjac.arith)
@@ -297,7 +300,7 @@ class CompiledFunction:
     def __init__(self, spec: Spec, cache: bool = True):
         self.spec = spec
         self._program = None
-        name = diskcache.key(spec.canonical()) if cache else None
+        name = diskcache.key(deep.call(spec.canonical)) if cache else None  # srepr recurses
         check = lambda meta, obj: _check_meta(meta, spec)  # noqa: E731
         symbols = KERNEL_SYMBOLS[:1] if getattr(spec, "single", False) else KERNEL_SYMBOLS
         hit = diskcache.load(name, check, symbols) if cache else None
@@ -308,7 +311,7 @@ class CompiledFunction:
             self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=self._simd_object)
         else:
             with gc_paused():
-                meta = self._build(spec)
+                meta = deep.call(self._build, spec)  # SymPy recurses on deep expressions
             if cache:
                 diskcache.store(name, meta, self.kernel.object_code)
         self.meta = meta

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import diff
+from . import budget, deep, diff
 from .expand import input_symbols, output_expressions
 from .runtime import Kernel, Layout, ResultSlot
 from .simplify import F32_REGION, F64_REGION, build_program
@@ -67,6 +67,9 @@ def derive(key, names) -> Derivation:
     returning them) name the inputs' symbols."""
     mode, graph = key[0], key[1]
     specs = _input_specs(graph)
+    n_in = sum(math.prod(shape) for shape, _ in specs)
+    n_out = sum(math.prod(graph.shape(node)) for node in graph.outputs)
+    budget.check(mode, graph, n_in, n_out, where=f"symjac.{mode}")
     names = _unique_names(names() if callable(names) else names, len(specs))
     X = [input_symbols(names[j], shape) for j, (shape, _) in enumerate(specs)]
     C = [input_symbols(_fresh(f"captured{k}", names), graph.shape(n)) for k, n in enumerate(graph.captures)]
@@ -252,7 +255,7 @@ PLANS = _LRU(256)
 def derivation(key, names) -> Derivation:
     d = DERIVATIONS.get(key)
     if d is None:
-        d = DERIVATIONS.put(key, derive(key, names))
+        d = DERIVATIONS.put(key, deep.call(derive, key, names))
     return d
 
 
@@ -260,5 +263,5 @@ def plan(key, names) -> Plan:
     p = PLANS.get(key)
     if p is None:
         d = derivation(key, names)
-        p = PLANS.put(key, Plan(d, compile_derivation(d)))
+        p = PLANS.put(key, Plan(d, deep.call(compile_derivation, d)))
     return p

@@ -59,7 +59,7 @@ def _count(x, axes) -> int:
 def vector_norm(x, ord=2, axis=None, keepdims=False):
     x = _as_var(x)
     if ord in (2, 2.0, None):
-        return EW["sqrt"](reduce_sum(x * x, axis, keepdims))
+        return EW["norm_sqrt"](reduce_sum(x * x, axis, keepdims))
     if ord in (1, 1.0):
         return reduce_sum(EW["abs"](x), axis, keepdims)
     if ord == math.inf:
@@ -68,13 +68,13 @@ def vector_norm(x, ord=2, axis=None, keepdims=False):
         return amin(EW["abs"](x), axis, keepdims)
     if ord == 0:
         raise NotImplementedError("norm: ord=0 counts nonzeros, which is not differentiable; use a p-norm")
-    return reduce_sum(EW["abs"](x) ** float(ord), axis, keepdims) ** (1.0 / float(ord))
+    return EW["norm_root"](reduce_sum(EW["abs"](x) ** float(ord), axis, keepdims), 1.0 / float(ord))
 
 
 def _matrix_norm(x, ord, axes, keepdims):
     a0, a1 = axes
     if ord in (None, "fro"):
-        return EW["sqrt"](reduce_sum(x * x, axes, keepdims))
+        return EW["norm_sqrt"](reduce_sum(x * x, axes, keepdims))
     if ord in (1, -1, math.inf, -math.inf):
         summed_axis, kept_axis = (a0, a1) if ord in (1, -1) else (a1, a0)
         sums = reduce_sum(EW["abs"](x), summed_axis, True)
@@ -100,7 +100,7 @@ def norm(x, ord=None, axis=None, keepdims=False):
 def _torch_norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     x = _as_var(input)
     if p == "fro" or p is None:
-        return EW["sqrt"](reduce_sum(x * x, dim, keepdim))
+        return EW["norm_sqrt"](reduce_sum(x * x, dim, keepdim))
     if p == "nuc":
         raise NotImplementedError("norm: the nuclear norm needs singular values")
     return vector_norm(x, p, dim, keepdim)
@@ -131,7 +131,7 @@ def var(x, axis=None, ddof=0, keepdims=False):
 
 
 def std(x, axis=None, ddof=0, keepdims=False):
-    return EW["sqrt"](var(x, axis, ddof, keepdims))
+    return EW["norm_sqrt"](var(x, axis, ddof, keepdims))  # torch: subgradient 0 at variance 0
 
 
 def _torch_moment(fn):

@@ -43,8 +43,8 @@ class Loop:
 
     stores: tuple  # (region, expr) per group
     inputs: tuple
-    table: np.ndarray  # int32, (members, len(inputs))
-    offsets: np.ndarray  # int32, (members, len(stores))
+    table: np.ndarray  # int32 (int64 past 2**31), (members, len(inputs))
+    offsets: np.ndarray  # int32 (int64 past 2**31), (members, len(stores))
     defs: dict
 
 
@@ -80,8 +80,8 @@ def roll(program: Program) -> tuple[list[Image], list[Loop], Program]:
         if len(members) < ROLL_MIN_GROUP:
             continue
         first, inputs = members[0]
-        table = np.array([[program.slots[s] for s in ins] for _, ins in members], dtype=np.int32)
-        offsets = np.array([program.stores[k][1] for k, _ in members], dtype=np.int32)
+        table = _indices([[program.slots[s] for s in ins] for _, ins in members])
+        offsets = _indices([program.stores[k][1] for k, _ in members])
         entry = fused.setdefault((table.shape, table.tobytes()), (tuple(inputs), table, [], []))
         entry[2].append((region, program.stores[first][2]))
         entry[3].append(offsets)
@@ -179,3 +179,9 @@ def _live(assignments, stores, defs: dict) -> tuple:
             live.add(t)
             todo.extend(s for s in defs[t].free_symbols if s in defs and s not in live)
     return tuple((t, d) for t, d in assignments if t in live)
+
+
+def _indices(values) -> np.ndarray:
+    """An index table: int32, or int64 where an index does not fit (results past 2**31 entries)."""
+    table = np.array(values, dtype=np.int64)
+    return table.astype(np.int32) if table.size == 0 or table.max() < 2**31 else table

@@ -18,6 +18,7 @@ import sympy
 from sympy.core.function import ArgumentIndexError
 
 from . import arith
+from .functions import TanhDerivative
 from .progress import Progress
 
 _ONE = sympy.S.One
@@ -38,6 +39,7 @@ class Tape:
         self._defs: dict = {}  # temporary -> definition
         self._deps: dict = {}  # temporary -> the temporaries and inputs its definition uses
         self._tangents: dict = {}  # atom -> {input symbol: atom}
+        self._smooth: dict = {}  # temporary -> whether its tangent is finite where its inputs are
         self._count = 0
 
     # --- values -------------------------------------------------------------------------
@@ -53,6 +55,10 @@ class Tape:
         self.assignments.append((t, definition))
         self._defs[t] = definition
         self._deps[t] = [s for s in definition.free_symbols if s in self._defs or s in self.inputs]
+        smooth = isinstance(definition, _SMOOTH) or getattr(type(definition), "_smooth", False)
+        self._smooth[t] = smooth and all(self._smooth.get(s, True) for s in self._deps[t])
+        if isinstance(definition, sympy.Pow) and not (definition.exp.is_Integer and definition.exp >= 0):
+            self._smooth[t] = False
         self._values[definition] = t
         return t
 
@@ -98,11 +104,20 @@ class Tape:
     def _boolean(self, cond):
         """A condition rebuilt with its expression arguments replaced by atoms (kept inline:
         conditions are not differentiated, only evaluated)."""
-        if cond.is_Atom:
-            return cond
-        if isinstance(cond, sympy.Expr):
-            return self.value(cond)
-        return cond.func(*[self._boolean(a) for a in cond.args])
+        done: dict = {}
+        stack = [(cond, False)]
+        while stack:  # post-order without recursion
+            node, ready = stack.pop()
+            if node in done:
+                continue
+            if node.is_Atom or isinstance(node, sympy.Expr):
+                done[node] = node if node.is_Atom else self.value(node)
+            elif not ready:
+                stack.append((node, True))
+                stack.extend((a, False) for a in node.args if a not in done)
+            else:
+                done[node] = node.func(*[done[a] for a in node.args])
+        return done[cond]
 
     # --- tangents -----------------------------------------------------------------------
     def tangent(self, atom) -> dict:
@@ -133,25 +148,67 @@ class Tape:
         The same derivative as ``tangent``, at the cost of one pass over the temporaries
         ``atom`` uses rather than one per input each depends on: the better road when there
         are fewer outputs than inputs.
+
+        A Piecewise passes its adjoint to each branch under that branch's selection condition
+        (a guard), and a guarded adjoint stays guarded down the branch: ``sympy.diff`` selects
+        the derivative of the branch taken, so the NaN or infinite partials of a branch not
+        taken (``sqrt`` at 0 in ``where(x > 0, sqrt(x), 0)``) must be selected away, never
+        multiplied by 0. Guards are merged into one selected value at a temporary whose
+        tangent is finite (``_SMOOTH``), where selecting late or early gives the same numbers.
         """
         if atom in self.inputs:
             return {atom: _ONE}
-        adjoint: dict = {atom: [_ONE]}
-        for t, _ in reversed(self.needed([atom])):
-            parts = adjoint.pop(t, None)
-            if parts is None:
+        adjoint: dict = {atom: {None: [_ONE]}}  # atom -> {guard or None: [parts]}
+
+        def add(arg, guard, part):
+            if arg in self._defs or arg in self.inputs:
+                adjoint.setdefault(arg, {}).setdefault(guard, []).append(part)
+
+        for t, definition in reversed(self.needed([atom])):
+            groups = adjoint.pop(t, None)
+            if groups is None:
                 continue
-            bar = self._sum(parts)
-            for arg, partial in self._partials(t):
-                if arg in self._defs or arg in self.inputs:
-                    adjoint.setdefault(arg, []).append(_times(partial, bar))
-        return {s: self._sum(parts) for s, parts in adjoint.items() if s in self.inputs}
+            if self._smooth[t] and (len(groups) > 1 or None not in groups):
+                groups = {None: [self._merge(groups)]}
+            for guard, parts in groups.items():
+                bar = self._sum(parts)
+                if isinstance(definition, sympy.Piecewise):
+                    for value, selected in _selections(definition):
+                        if guard is not None:
+                            selected = sympy.And(guard, selected, evaluate=False)
+                        add(value, selected, bar)
+                    continue
+                for arg, partial in self._partials(t):
+                    add(arg, guard, _times(partial, bar))
+        return {s: self._merge(groups) for s, groups in adjoint.items() if s in self.inputs}
+
+    def _merge(self, groups: dict):
+        """One atom for ``sum(guard ? sum(parts) : 0)`` over the guard groups."""
+        terms = []
+        for guard, parts in groups.items():
+            total = self._sum(parts)
+            if guard is not None:
+                total = self.temp(sympy.Piecewise((total, guard), (0, True), evaluate=False))
+            terms.append(total)
+        return self._sum(terms)
 
     def _sum(self, parts):
         parts = [self.value(p) for p in parts]
         return parts[0] if len(parts) == 1 else self.temp(arith.unchecked(sympy.Add, parts))
 
     def _chain(self, t) -> dict:
+        definition = self._defs[t]
+        if isinstance(definition, sympy.Piecewise):  # select the branch's tangent (see gradient)
+            branches = [(self.tangent(e), c) for e, c in definition.args]
+            symbols = {s: None for tangent, _ in branches for s in tangent}
+            return {
+                s: self.temp(
+                    sympy.Piecewise(
+                        *[(tangent.get(s, sympy.S.Zero), c) for tangent, c in branches], evaluate=False
+                    )
+                )
+                for s in symbols
+            }
         terms: dict = {}
         for arg, partial in self._partials(t):
             for s, d in self.tangent(arg).items():
@@ -175,6 +232,8 @@ class Tape:
             base, n = args
             lower = base if n - 1 == 1 else self.value(sympy.Pow(base, n - 1, evaluate=False))
             return [(base, n if n - 1 == 0 else self.value(sympy.Mul(n, lower, evaluate=False)))]
+        if type(definition) is sympy.tanh:  # SymPy's own (from_sympy): the derivative that does not cancel
+            return [(args[0], self.value(TanhDerivative(args[0])))]
         own_fdiff = getattr(type(definition), "fdiff", None) not in (None, sympy.Function.fdiff)
         if isinstance(definition, sympy.Function) and own_fdiff and all(a.is_Atom for a in args):
             out = []
@@ -213,6 +272,38 @@ class Tape:
             live.add(t)
             todo.extend(s for s in self._defs[t].free_symbols if s in self._defs and s not in live)
         return [(t, d) for t, d in self.assignments if t in live]
+
+
+def _selections(definition):
+    """``(value, condition under which the Piecewise takes it)`` for each branch."""
+    previous = []
+    for value, cond in definition.args:
+        if not value.is_Number:
+            # Unevaluated: Not(x > 0) is not x <= 0 where x is NaN, and the Piecewise then
+            # takes a later branch.
+            earlier = [sympy.Not(c, evaluate=False) for c in previous]
+            yield value, cond if not previous else sympy.And(*earlier, cond, evaluate=False)
+        previous.append(cond)
+
+
+# Definitions whose partial derivatives are finite wherever their arguments are (overflow aside).
+_SMOOTH = (
+    sympy.Add,
+    sympy.Mul,
+    sympy.Pow,  # nonnegative integer powers only: see Tape.temp
+    sympy.Piecewise,
+    sympy.sin,
+    sympy.cos,
+    sympy.tanh,
+    sympy.exp,
+    sympy.Abs,
+    sympy.erf,
+    sympy.erfc,
+    sympy.atan,
+    sympy.Max,
+    sympy.Min,
+    sympy.sign,
+)
 
 
 def _times(a, b):
