@@ -32,14 +32,22 @@ STRUCTURAL = frozenset(
 def unsupported_ops(graph) -> set[str]:
     """The ops of ``graph`` that have no array-level rule (empty when the graph can take it)."""
     bad = set()
-    for op, _, params in graph.eqns:
+    for op, args, params in graph.eqns:
         if op in ELEMENTWISE:
+            try:  # built once per op: a formula NumPy cannot evaluate keeps the graph per element
+                rule(op, tuple(_is_mask(graph, a) for a in args))
+            except Unsupported:
+                bad.add(op)
             continue
         if op == "einsum" and "->" not in params[0]:
             bad.add("einsum (implicit output)")
         elif op not in STRUCTURAL:
             bad.add(op)
     return bad
+
+
+def _is_mask(graph, arg) -> bool:
+    return type(arg) is int and graph.dtype(arg) is not None and graph.dtype(arg).kind == "b"
 
 
 def element_operations(graph) -> int:
@@ -113,6 +121,8 @@ def _apply(op, vals, tans, params, graph, n, width):
 
 def _elementwise(op, vals, tans, shape, width):
     value_fn, partials = rule(op, tuple(np.asarray(v).dtype == np.bool_ for v in vals))
+    # One shape for all: lambdify's Piecewise code stacks its conditions (logical_and.reduce).
+    vals = np.broadcast_arrays(*vals) if len(vals) > 1 else vals
     value = np.broadcast_to(np.asarray(value_fn(*vals)), shape)
     tangent = None
     for partial, t in zip(partials, tans, strict=True):
