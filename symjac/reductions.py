@@ -114,11 +114,13 @@ def _linalg_vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=No
     return vector_norm(x, ord, dim, keepdim)
 
 
+_logsumexp = reduction("logsumexp", has_identity=False)
+
+
 def logsumexp(x, axis=None, keepdims=False):
-    x = _as_var(x)
-    top = EW["detach"](amax(x, axis, True))  # the shift changes no value and no derivative
-    out = EW["log"](reduce_sum(EW["exp"](x - top), axis, True)) + top
-    return out if keepdims else squeeze(out, _axes(axis, x.ndim, "logsumexp")) if x.ndim else out
+    # One LogSumExp per reduced slice: exact formulas carry no stabilising shift (the kernel
+    # applies it), and the derivative is the softmax exp(x - logsumexp).
+    return _logsumexp(_as_var(x), axis, keepdims)
 
 
 def var(x, axis=None, ddof=0, keepdims=False):
@@ -168,8 +170,7 @@ cumprod = _scan("cumprod")
 
 def softmax(x, axis=-1):
     x = _as_var(x)
-    e = EW["exp"](x - EW["detach"](amax(x, axis, True)))
-    return e / reduce_sum(e, axis, True)
+    return EW["exp"](x - logsumexp(x, axis, True))
 
 
 def log_softmax(x, axis=-1):

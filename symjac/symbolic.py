@@ -11,6 +11,7 @@ import numpy as np
 import sympy
 
 from . import derive, functional
+from .functions import standard
 from .simplify import F64_REGION, build_program
 
 
@@ -61,7 +62,9 @@ class SymbolicView:
         self._rows = [d.results[i * n_in : (i + 1) * n_in] for i in range(self._n_out)]
         from .expand import output_expressions
 
-        self.outputs = output_expressions(call.graph, d.inputs, d.captures)
+        outputs = output_expressions(call.graph, d.inputs, d.captures)
+        # Standard SymPy functions only (issue 13): the kernels keep symjac's stable forms.
+        self.outputs = [_standard_array(o) for o in outputs]
         blocks = [_dense(r) for r in d.results]
         self.jacobian = functional._nest(blocks, self._n_out, n_in, call.out_tuple, self._in_tuple)
 
@@ -84,7 +87,7 @@ class SymbolicView:
     def matrix(self) -> sympy.Matrix:
         m = sympy.zeros(*self.shape)
         for r, c, e in self._entries():
-            m[r, c] = e
+            m[r, c] = standard(e)
         return m
 
     @property
@@ -235,10 +238,17 @@ def _simplify_matrix(matrix):
     return matrix.applyfunc(sympy.simplify)
 
 
+def _standard_array(arr: np.ndarray) -> np.ndarray:
+    out = np.empty(arr.shape, dtype=object)
+    for idx in np.ndindex(arr.shape):
+        out[idx] = standard(arr[idx])
+    return out
+
+
 def _dense(result):
     arr = np.full(result.shape, sympy.S.Zero, dtype=object)
     for k, e in result.entries:
-        arr.flat[k] = e
+        arr.flat[k] = standard(e)
     return sympy.Array(arr.tolist(), result.shape) if result.shape else arr[()]
 
 
