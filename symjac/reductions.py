@@ -97,13 +97,20 @@ def norm(x, ord=None, axis=None, keepdims=False):
     return vector_norm(x, 2 if ord is None else ord, axes, keepdims)
 
 
-def _torch_norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+def _torch_norm(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
+    """torch.norm (and Tensor.norm): torch.functional.norm's dispatch onto vector/matrix norms."""
+    if out is not None:
+        raise errors.InPlaceError("torch.norm(..., out=...) writes in place; assign the result instead")
     x = _as_var(input)
-    if p == "fro" or p is None:
-        return EW["sqrt"](reduce_sum(x * x, dim, keepdim))
-    if p == "nuc":
-        raise NotImplementedError("norm: the nuclear norm needs singular values")
-    return vector_norm(x, p, dim, keepdim)
+    if isinstance(dim, int):
+        dim = (dim,)
+    if isinstance(p, str):
+        if p == "fro" and (dim is None or len(dim) <= 2):
+            return vector_norm(x, 2, dim, keepdim)
+        if p == "nuc":
+            raise NotImplementedError("norm: the nuclear norm needs singular values; use 'fro'")
+        raise ValueError(f"norm: p={p!r} is not a valid norm; use 'fro', 'nuc' or a number")
+    return vector_norm(x, 2 if p is None else p, dim, keepdim)
 
 
 def _linalg_norm(A, ord=None, dim=None, keepdim=False, *, out=None, dtype=None):

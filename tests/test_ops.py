@@ -15,11 +15,13 @@ torch = pytest.importorskip("torch")
 AF = torch.autograd.functional
 
 # Internal entries, reached through front-end functions with arguments and tested there.
-INTERNAL = {"clamp", "where", "mask_to_float", "elu", "leaky_relu", "detach", "pos"}
+INTERNAL = {"clamp", "where", "mask_to_float", "elu", "leaky_relu", "detach", "pos", "hardtanh"}
 # NumPy-only names whose torch twin has another spelling or needs an explicit oracle.
 ORACLES = {
     "floor_divide": lambda x, y: torch.floor(x / y),  # torch cannot differentiate floor_divide
     "cbrt": lambda x: torch.sign(x) * torch.abs(x) ** (1 / 3),
+    # torch's hardsigmoid backward uses the float32 1/6 even in float64; the same values:
+    "hardsigmoid": lambda x: torch.where((x > -3) & (x < 3), x / 6 + 0.5, (x >= 3).to(x.dtype)),
     # torch.heaviside has no derivative; the same values written with where do
     "heaviside": lambda x, y: (
         torch.where(x > 0, torch.ones_like(x), torch.zeros_like(x))
@@ -50,12 +52,31 @@ def _torch_oracle(e):
         fn = getattr(torch, name, None)
         if fn is not None and not name.startswith("__"):
             return fn
+    special = [n for n in e.torch if n.startswith("special_")]
+    if special:
+        return getattr(torch.special, special[0][len("special_") :])
     return getattr(torch.nn.functional, e.torch[0])
+
+
+def _scipy_special():
+    try:
+        import scipy.special
+    except ImportError:
+        return None
+    return scipy.special
 
 
 def _styles(e):
     styles = [("numpy", n) for n in e.numpy if hasattr(np, n)]
+    # scipy.special's ufuncs reach symjac through __array_ufunc__ under their NumPy-style names
+    sp = _scipy_special()
+    styles += [("scipy.special", n) for n in e.numpy if not hasattr(np, n) and sp and hasattr(sp, n)]
     styles += [("torch", n) for n in e.torch if hasattr(torch, n) and not n.startswith("__")]
+    styles += [
+        ("torch.special", n)
+        for n in e.torch
+        if n.startswith("special_") and hasattr(torch.special, n[len("special_") :])
+    ]
     styles += [
         ("torch.nn.functional", n)
         for n in e.torch
@@ -68,8 +89,12 @@ def _styles(e):
 def _call(style, name):
     if style == "numpy":
         return getattr(np, name)
+    if style == "scipy.special":
+        return getattr(_scipy_special(), name)
     if style == "torch":
         return getattr(torch, name)
+    if style == "torch.special":
+        return getattr(torch.special, name[len("special_") :])
     if style == "torch.nn.functional":
         return getattr(torch.nn.functional, name)
     return lambda x, *rest: getattr(x, name)(*rest)
@@ -85,10 +110,11 @@ def test_elementwise_entry(entry, style, name, rng):
     n = _nargs(entry)
     xs = tuple(_sample(entry.domain, (3,), rng) for _ in range(n))
     fn, oracle = _call(style, name), _torch_oracle(entry)
-    ours_in = to_torch(xs) if style != "numpy" else xs
-    args = ours_in if n > 1 else ours_in[0]
     targs = to_torch(xs) if n > 1 else to_torch(xs[0])
-    value = symjac.vjp(fn, args, np.ones(3) if style == "numpy" else torch.ones(3, dtype=torch.float64))[0]
+    numpy_style = style in ("numpy", "scipy.special")
+    ours_in = to_torch(xs) if not numpy_style else xs
+    args = ours_in if n > 1 else ours_in[0]
+    value = symjac.vjp(fn, args, np.ones(3) if numpy_style else torch.ones(3, dtype=torch.float64))[0]
     expected = oracle(*(targs if n > 1 else (targs,)))
     np.testing.assert_allclose(np.asarray(value), expected.numpy(), rtol=1e-12, atol=1e-14)
     assert_same(symjac.jacobian(fn, args), AF.jacobian(oracle, targs), np.float64)
@@ -142,11 +168,11 @@ def _structure_sum(out):
 def test_api_example(api, k, style, rng):
     ex = api.examples[k]
     xs = tuple(rng.uniform(ex.low, ex.high, s) for s in ex.shapes)
-    oracle = lambda *a: ex.torch(torch, *a)  # noqa: E731
+    oracle = lambda *a: (ex.oracle or ex.torch)(torch, *a)  # noqa: E731
     if style == "numpy":
         fn, args = (lambda *a: ex.numpy(np, *a)), xs
     elif style == "torch":
-        fn, args = oracle, to_torch(xs)
+        fn, args = (lambda *a: ex.torch(torch, *a)), to_torch(xs)
     else:
         fn, args = ex.method, (to_torch(xs) if style == "method" else xs)
     targs = to_torch(xs)
