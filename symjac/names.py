@@ -831,6 +831,7 @@ API = (
 
 from . import curves as C  # noqa: E402
 from . import indexing as I  # noqa: E402
+from . import scipy_ops  # noqa: E402
 
 
 def _ix(t, values):
@@ -842,6 +843,13 @@ def _torch_interp_oracle(t, x):
     fp = t.tensor([0.5, -1.0, 2.0, 0.0], dtype=t.float64)
     k = t.searchsorted(xp, x.detach(), right=True).clamp(1, 3)
     return fp[k - 1] + (fp[k] - fp[k - 1]) / (xp[k] - xp[k - 1]) * (x - xp[k - 1])
+
+
+def _scipy():
+    import scipy.linalg
+    import scipy.special
+
+    return scipy
 
 
 def _cdist_oracle(p):
@@ -1116,6 +1124,42 @@ ISSUE13_API = (
             E(((2, 3),), None, lambda t, x: t.special.logsumexp(x, 1)),
             E(((2, 3),), None, lambda t, x: t.special.softmax(x, dim=0)),
             E(((2, 3),), None, lambda t, x: t.special.log_softmax(x, dim=1)),
+        ),
+    ),
+    Api(
+        "scipy",
+        {
+            "scipy.special.logsumexp": scipy_ops.logsumexp,
+            "scipy.special.softmax": scipy_ops.softmax,
+            "scipy.special.log_softmax": scipy_ops.log_softmax,
+        },
+        {},
+        {},
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: _scipy().special.logsumexp(x, axis=1),
+                None,
+                oracle=lambda t, x: t.logsumexp(x, 1),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: _scipy().special.logsumexp(x, b=np.array([0.5, 0.0, 2.0])),
+                None,
+                oracle=lambda t, x: t.logsumexp(x + t.log(t.tensor([0.5, 0.0, 2.0], dtype=t.float64)), (0, 1)),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: _scipy().special.softmax(x),
+                None,
+                oracle=lambda t, x: t.softmax(x.reshape(-1), 0).reshape(2, 3),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: _scipy().special.log_softmax(x, axis=0),
+                None,
+                oracle=lambda t, x: t.log_softmax(x, 0),
+            ),
         ),
     ),
     Api(
