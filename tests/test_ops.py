@@ -208,3 +208,63 @@ def test_operations_doc_is_generated_from_the_table():
 
     doc = pathlib.Path(__file__).parent.parent / "docs" / "operations.md"
     assert doc.read_text() == oplist.markdown(), "regenerate: python -m symjac.oplist > docs/operations.md"
+
+
+# --- issue 13: exact formulas use only standard SymPy functions -------------------------------
+
+
+def _formula_cases():
+    for e in SMOOTH:
+        styles = _styles(e)
+        if styles:
+            yield pytest.param(("elementwise", e, styles[0]), id=f"{e.name}")
+    for api in API:
+        for k, ex in enumerate(api.examples):
+            yield pytest.param(("api", api, k), id=f"{api.name}-{k}")
+
+
+def _formula_function(case, rng):
+    if case[0] == "elementwise":
+        _, e, (style, name) = case
+        n = _nargs(e)
+        xs = tuple(_sample(e.domain, (3,), rng) for _ in range(n))
+        fn = _call(style, name)
+        numpy_style = style in ("numpy", "scipy.special")
+        return fn, (xs if numpy_style else to_torch(xs))
+    _, api, k = case
+    ex = api.examples[k]
+    xs = tuple(rng.uniform(ex.low, ex.high, s) for s in ex.shapes)
+    if ex.numpy is not None:
+        return (lambda *a: ex.numpy(np, *a)), xs
+    if ex.torch is not None:
+        return (lambda *a: ex.torch(torch, *a)), to_torch(xs)
+    return ex.method, xs
+
+
+@pytest.mark.parametrize("case", list(_formula_cases()))
+def test_formula_lambdifies_with_standard_sympy(case, rng):
+    import sympy
+
+    fn, args = _formula_function(case, rng)
+    view = symjac.symbolic(fn, *args)
+    symbols = [s for x in view.inputs for s in x.flat]
+    known = {
+        v for v in vars(sympy).values() if isinstance(v, type) and issubclass(v, (sympy.Function, sympy.Piecewise))
+    }
+    for f in view.matrix.atoms(sympy.Function):
+        assert type(f) in known, f"{type(f).__name__} is not a standard SymPy function"
+    evaluate = sympy.lambdify(symbols, view.matrix, "numpy")
+    point = np.concatenate([np.asarray(a, dtype=float).reshape(-1) for a in args])
+    ours = np.asarray(evaluate(*point), dtype=float)
+    jac = symjac.jacobian(fn, args[0] if len(args) == 1 else tuple(args))
+    # view.matrix: a row per output element, a column per input element, in order
+    rows = jac if view._call.out_tuple else (jac,)
+    expected = np.vstack(
+        [
+            np.hstack(
+                [np.asarray(b, dtype=float).reshape(o.size, -1) for b in (row if len(args) > 1 else (row,))]
+            )
+            for row, o in zip(rows, view.outputs, strict=True)
+        ]
+    )
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-10)
