@@ -175,7 +175,9 @@ def _scale_other(args, alpha):
     a, b = args
     if alpha == 1:
         return a, b
-    return a, (b * alpha if isinstance(b, _SCALARS) or type(b) is Var else EW["mul"](lift_all(a, b)[1], alpha))
+    return a, (
+        b * alpha if isinstance(b, _SCALARS) or type(b) is Var else EW["mul"](lift_all(a, b)[1], alpha)
+    )
 
 
 def _as_number(mask: Var) -> Var:

@@ -56,10 +56,10 @@ def torch_gather(input, dim, index, *, sparse_grad=False, out=None):
     x = _as_var(input)
     idx = _index_array(index, "gather")
     dim = _normalize_axis(dim, x.ndim, "gather")
-    if idx.ndim != x.ndim or any(
-        idx.shape[d] > x.shape[d] for d in range(x.ndim) if d != dim
-    ):
-        raise IndexError(f"gather: index of shape {idx.shape} does not fit input of shape {x.shape} at dim {dim}")
+    if idx.ndim != x.ndim or any(idx.shape[d] > x.shape[d] for d in range(x.ndim) if d != dim):
+        raise IndexError(
+            f"gather: index of shape {idx.shape} does not fit input of shape {x.shape} at dim {dim}"
+        )
     grid = list(np.indices(idx.shape, sparse=True))
     grid[dim] = idx
     return gather(x, _flat_index(x)[tuple(grid)])
@@ -109,4 +109,3 @@ def select(input, dim, index):
     if not -x.shape[dim] <= index < x.shape[dim]:
         raise IndexError(f"select: index {index} is out of range for dimension {dim} of size {x.shape[dim]}")
     return getitem(x, (slice(None),) * dim + (index,))
-

@@ -987,8 +987,18 @@ ISSUE13_API = (
         {"fliplr": S.fliplr, "flipud": S.flipud},
         {"fliplr": S.fliplr, "flipud": S.flipud},
         (
-            E(((2, 3),), lambda np, x: np.fliplr(x**2), lambda t, x: t.fliplr(x**2), lambda x: (x**2).fliplr()),
-            E(((3, 2),), lambda np, x: np.flipud(x**2), lambda t, x: t.flipud(x**2), lambda x: (x**2).flipud()),
+            E(
+                ((2, 3),),
+                lambda np, x: np.fliplr(x**2),
+                lambda t, x: t.fliplr(x**2),
+                lambda x: (x**2).fliplr(),
+            ),
+            E(
+                ((3, 2),),
+                lambda np, x: np.flipud(x**2),
+                lambda t, x: t.flipud(x**2),
+                lambda x: (x**2).flipud(),
+            ),
         ),
     ),
     Api(
@@ -1115,7 +1125,9 @@ ISSUE13_API = (
         "special",
         {},
         {
-            "special_logsumexp": lambda input, dim, keepdim=False, *, out=None: R.logsumexp(input, dim, keepdim),
+            "special_logsumexp": lambda input, dim, keepdim=False, *, out=None: R.logsumexp(
+                input, dim, keepdim
+            ),
             "special_softmax": act._torch_softmax,
             "special_log_softmax": act._torch_log_softmax,
         },
@@ -1146,7 +1158,9 @@ ISSUE13_API = (
                 ((2, 3),),
                 lambda np, x: _scipy().special.logsumexp(x, b=np.array([0.5, 0.0, 2.0])),
                 None,
-                oracle=lambda t, x: t.logsumexp(x + t.log(t.tensor([0.5, 0.0, 2.0], dtype=t.float64)), (0, 1)),
+                oracle=lambda t, x: t.logsumexp(
+                    x + t.log(t.tensor([0.5, 0.0, 2.0], dtype=t.float64)), (0, 1)
+                ),
             ),
             E(
                 ((2, 3),),
@@ -1187,7 +1201,12 @@ ISSUE13_API = (
             E(((3,),), None, lambda t, x: t.diag(x**2, -1), lambda x: (x**2).diag(-1)),
             E(((2, 2),), None, lambda t, x: t.diagflat(x**2), lambda x: (x**2).diagflat()),
             E(((2, 3),), None, lambda t, x: t.moveaxis(x**2, 0, 1), lambda x: (x**2).moveaxis(0, 1)),
-            E(((3,),), None, lambda t, x: t.broadcast_to(x**2, (2, 3)), lambda x: (x**2).broadcast_to((2, 3))),
+            E(
+                ((3,),),
+                None,
+                lambda t, x: t.broadcast_to(x**2, (2, 3)),
+                lambda x: (x**2).broadcast_to((2, 3)),
+            ),
             E(((3,), (3,)), None, lambda t, a, b: t.vdot(a, b * a), lambda a, b: a.vdot(b * a)),
             E(
                 ((3,),),

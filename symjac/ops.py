@@ -240,8 +240,8 @@ def _hardtanh(x, lo, hi):
 
 
 def _hardswish(x):
-    # torch differentiates the middle branch on [-3, 3] (hardswish_backward)
-    return _pw((sympy.S.Zero, x < -3), (x * (x + 3) / 6, x <= 3), (x, True))
+    # the outer branches own the breakpoints, as torch's hardswish_backward has it
+    return _pw((sympy.S.Zero, x <= -3), (x, x >= 3), (x * (x + 3) / 6, True))
 
 
 def _hardsigmoid(x):

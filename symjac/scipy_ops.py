@@ -60,24 +60,35 @@ def swapped(func):
     if "scipy" not in sys.modules:
         yield
         return
-    namespaces = [getattr(func, "__globals__", None)]
+    user_globals = getattr(func, "__globals__", None)
+    cells = getattr(func, "__closure__", None) or ()
     with _LOCK:
-        saved = []
+        saved, saved_cells = [], []
         for namespace, name, original, traced in _targets():
             wrapper = _dispatching(original, traced)
-            for ns in [namespace, *namespaces]:
-                if ns is None:
+            saved.append((namespace, name, original))
+            namespace[name] = wrapper
+            if user_globals is not None and user_globals is not namespace:
+                for key, value in list(user_globals.items()):
+                    if value is original:
+                        saved.append((user_globals, key, value))
+                        user_globals[key] = wrapper
+            for cell in cells:  # names imported inside the enclosing function
+                try:
+                    hit = cell.cell_contents is original
+                except ValueError:  # an empty cell
                     continue
-                for key, value in list(ns.items()):
-                    if value is original and (ns is not namespace or key == name):
-                        saved.append((ns, key, value))
-                        ns[key] = wrapper
+                if hit:
+                    saved_cells.append((cell, original))
+                    cell.cell_contents = wrapper
     try:
         yield
     finally:
         with _LOCK:
             for ns, key, value in reversed(saved):
                 ns[key] = value
+            for cell, value in saved_cells:
+                cell.cell_contents = value
 
 
 # --- the traced forms ---------------------------------------------------------------------------

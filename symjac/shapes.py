@@ -184,7 +184,9 @@ def _int_tuple(value, name):
     try:
         return tuple(int(v) for v in value)
     except TypeError:
-        raise TypeError(f"{name}: expected an int or a sequence of ints, got {type(value).__name__}") from None
+        raise TypeError(
+            f"{name}: expected an int or a sequence of ints, got {type(value).__name__}"
+        ) from None
 
 
 def diff(x, n=1, axis=-1, prepend=None, append=None):
@@ -257,7 +259,9 @@ def torch_pad(input, pad, mode="constant", value=None):
     """torch.nn.functional.pad: ``pad`` lists (before, after) pairs from the last dim backwards."""
     x = _as_var(input)
     if mode not in _TORCH_PAD_MODES:
-        raise NotImplementedError(f"F.pad: mode {mode!r} is not supported; use one of {sorted(_TORCH_PAD_MODES)}")
+        raise NotImplementedError(
+            f"F.pad: mode {mode!r} is not supported; use one of {sorted(_TORCH_PAD_MODES)}"
+        )
     pad = _int_tuple(pad, "F.pad")
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
         raise ValueError(f"F.pad: padding length {len(pad)} must be even and at most 2 * {x.ndim}")

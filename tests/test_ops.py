@@ -219,7 +219,7 @@ def _formula_cases():
         if styles:
             yield pytest.param(("elementwise", e, styles[0]), id=f"{e.name}")
     for api in API:
-        for k, ex in enumerate(api.examples):
+        for k in range(len(api.examples)):
             yield pytest.param(("api", api, k), id=f"{api.name}-{k}")
 
 
@@ -249,7 +249,9 @@ def test_formula_lambdifies_with_standard_sympy(case, rng):
     view = symjac.symbolic(fn, *args)
     symbols = [s for x in view.inputs for s in x.flat]
     known = {
-        v for v in vars(sympy).values() if isinstance(v, type) and issubclass(v, (sympy.Function, sympy.Piecewise))
+        v
+        for v in vars(sympy).values()
+        if isinstance(v, type) and issubclass(v, (sympy.Function, sympy.Piecewise))
     }
     for f in view.matrix.atoms(sympy.Function):
         assert type(f) in known, f"{type(f).__name__} is not a standard SymPy function"
