@@ -218,3 +218,13 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=No
         raise ValueError(f"linalg.matrix_norm: expected a tensor with 2 or more dims, got shape {x.shape}")
     axes = tuple(_normalize_axis(d, x.ndim, "linalg.matrix_norm") for d in dim)
     return _matrix_norm(x, ord, axes, keepdim)
+
+
+def matrix_exp(A):
+    """torch.linalg.matrix_exp / scipy.linalg.expm (see :mod:`symjac.matrixexp` for the method)."""
+    from . import matrixexp  # noqa: F401  (registers the primitive)
+
+    x = _as_var(A)
+    if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"matrix_exp: expected square matrices (..., n, n), got shape {x.shape}")
+    return x._trace.emit("matrix_exp", (x._node,), (), x.shape, x.dtype)

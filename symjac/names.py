@@ -1098,6 +1098,20 @@ ISSUE13_API = (
         ),
     ),
     Api(
+        "matrix_exp",
+        {"scipy.linalg.expm": lambda A, q=None: linalg.matrix_exp(A)},
+        {"linalg_matrix_exp": linalg.matrix_exp, "matrix_exp": linalg.matrix_exp},
+        {"matrix_exp": linalg.matrix_exp},
+        (
+            # 2 x 2 keeps the Hessian's kernel small (see symjac.matrixexp on sizes)
+            E(
+                ((2, 2),),
+                lambda np, x: _scipy().linalg.expm(2.0 * x),
+                lambda t, x: t.linalg.matrix_exp(2.0 * x),
+            ),
+        ),
+    ),
+    Api(
         "matrix_norm",
         {},
         {"linalg_matrix_norm": linalg.matrix_norm},

@@ -204,3 +204,46 @@ def test_kron_of_three_dimensional_operands(rng):
         symjac.vjp(np.kron, (a.numpy(), b.numpy()[0]), np.ones((2, 3, 4)))[0],
         np.kron(a.numpy(), b.numpy()[0]),
     )
+
+
+def test_matrix_exp_of_a_rotation_generator_matches_autograd_and_rodrigues():
+    w = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+
+    def rotation(w):
+        zero = w[0] * 0.0
+        K = torch.stack(
+            [
+                torch.stack([zero, -w[2], w[1]]),
+                torch.stack([w[2], zero, -w[0]]),
+                torch.stack([-w[1], w[0], zero]),
+            ]
+        )
+        return torch.linalg.matrix_exp(K)
+
+    J = symjac.jacobian(rotation, w)
+    torch.testing.assert_close(J, torch.autograd.functional.jacobian(rotation, w))
+    # the value is Rodrigues' rotation, an independent closed form
+    theta = w.norm()
+    K = rotation(w).new_zeros(3, 3)
+    K[0, 1], K[0, 2], K[1, 2] = -w[2], w[1], -w[0]
+    K = K - K.T
+    R = torch.eye(3, dtype=w.dtype) + torch.sin(theta) / theta * K + (1 - torch.cos(theta)) / theta**2 * K @ K
+    value = symjac.vjp(rotation, w, torch.ones(3, 3, dtype=w.dtype))[0]
+    torch.testing.assert_close(value, R)
+
+
+def test_matrix_exp_values_follow_scipy_across_scales(rng):
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    from symjac import matrixexp
+
+    for scale in (1e-3, 0.5, 3.0, 40.0):
+        A = rng.standard_normal((3, 3)) * scale
+        ours = np.array(matrixexp._numeric(3, list(A.flat)), dtype=float)
+        expected = scipy_linalg.expm(A)
+        np.testing.assert_allclose(ours, expected, rtol=1e-11, atol=1e-13 * np.abs(expected).max())
+    E = rng.standard_normal((3, 3))
+    ours = np.array(matrixexp._numeric(3, list(A.flat) + list(E.flat)), dtype=float)
+    np.testing.assert_allclose(ours, scipy_linalg.expm_frechet(A, E, compute_expm=False), rtol=1e-9)
+    # beyond the scaling range the result is NaN, never an inaccurate number
+    big = np.eye(3) * 1e4
+    assert np.isnan(np.array(matrixexp._numeric(3, list(big.flat)), dtype=float)).all()
