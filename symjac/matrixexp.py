@@ -244,7 +244,8 @@ def _lowered(lw, n, args):
 
 def _numeric(n, args):
     A, directions = _split([np.asarray(a, dtype=float) for a in args], n)
-    return _expm(_NumPyArithmetic, A, directions)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond the range the result is NaN anyway
+        return _expm(_NumPyArithmetic, A, directions)
 
 
 class _Entry(sympy.Function):

@@ -36,21 +36,32 @@ def _dispatching(original, traced):
     return call
 
 
+@functools.cache
+def _rows():
+    """(module name, function name, traced form) of every SciPy row in the table."""
+    return tuple(
+        (*qualified.rsplit(".", 1), traced)
+        for qualified, traced in ops.NUMPY_API.items()
+        if qualified.startswith("scipy.")
+    )
+
+
+_WRAPPERS: dict = {}  # SciPy function -> its dispatching wrapper
+
+
 def _targets():
-    """(namespace dict, name, replacement) for every SciPy function in the table."""
+    """(module namespace, name, SciPy's function, wrapper) for each row whose module is loaded."""
     out = []
-    for qualified, traced in ops.NUMPY_API.items():
-        if not qualified.startswith("scipy."):
-            continue
-        module_name, _, name = qualified.rpartition(".")
+    for module_name, name, traced in _rows():
         module = sys.modules.get(module_name)
-        if module is None:  # never imported: the user's code cannot call it
-            continue
-        original = getattr(module, name, None)
-        if original is None:
+        original = getattr(module, name, None) if module is not None else None
+        if original is None:  # never imported: the user's code cannot call it
             continue
         original = getattr(original, "_symjac_original", original)
-        out.append((module.__dict__, name, original, traced))
+        wrapper = _WRAPPERS.get(original)
+        if wrapper is None:
+            wrapper = _WRAPPERS[original] = _dispatching(original, traced)
+        out.append((module.__dict__, name, original, wrapper))
     return out
 
 
@@ -64,23 +75,26 @@ def swapped(func):
     cells = getattr(func, "__closure__", None) or ()
     with _LOCK:
         saved, saved_cells = [], []
-        for namespace, name, original, traced in _targets():
-            wrapper = _dispatching(original, traced)
-            saved.append((namespace, name, original))
-            namespace[name] = wrapper
-            if user_globals is not None and user_globals is not namespace:
-                for key, value in list(user_globals.items()):
-                    if value is original:
-                        saved.append((user_globals, key, value))
-                        user_globals[key] = wrapper
-            for cell in cells:  # names imported inside the enclosing function
-                try:
-                    hit = cell.cell_contents is original
-                except ValueError:  # an empty cell
-                    continue
-                if hit:
-                    saved_cells.append((cell, original))
-                    cell.cell_contents = wrapper
+        targets = _targets()
+        swap = {id(original): (original, wrapper) for _, _, original, wrapper in targets}
+        for namespace, name, original, wrapper in targets:
+            if namespace[name] is original:
+                saved.append((namespace, name, original))
+                namespace[name] = wrapper
+        if user_globals is not None:
+            for key, value in list(user_globals.items()):
+                hit = swap.get(id(value))
+                if hit is not None and hit[0] is value:
+                    saved.append((user_globals, key, value))
+                    user_globals[key] = hit[1]
+        for cell in cells:  # names imported inside the enclosing function
+            try:
+                hit = swap.get(id(cell.cell_contents))
+            except ValueError:  # an empty cell
+                continue
+            if hit is not None and hit[0] is cell.cell_contents:
+                saved_cells.append((cell, hit[0]))
+                cell.cell_contents = hit[1]
     try:
         yield
     finally:
