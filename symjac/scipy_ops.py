@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import sys
 import threading
 
@@ -53,9 +54,11 @@ def _targets():
     """(module namespace, name, SciPy's function, wrapper) for each row whose module is loaded."""
     out = []
     for module_name, name, traced in _rows():
-        module = sys.modules.get(module_name)
-        original = getattr(module, name, None) if module is not None else None
-        if original is None:  # never imported: the user's code cannot call it
+        # SciPy is loaded (swapped() checks): load the submodule too, since the traced function
+        # may import it only when it runs
+        module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        original = getattr(module, name, None)
+        if original is None:
             continue
         original = getattr(original, "_symjac_original", original)
         wrapper = _WRAPPERS.get(original)

@@ -288,8 +288,7 @@ def _atleast(ndim):
     def atleast(*arys):
         if len(arys) == 1 and isinstance(arys[0], (list, tuple)):
             arys = tuple(arys[0])
-        outs = [_as_var(a) for a in arys]
-        outs = [reshape(v, _atleast_shape(v.shape, ndim)) for v in outs]
+        outs = [reshape(v, _atleast_shape(v.shape, ndim)) for v in lift_all(*arys)]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     atleast.__name__ = f"atleast_{ndim}d"
