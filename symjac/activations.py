@@ -58,6 +58,34 @@ def _torch_log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     return log_softmax(input, -1 if dim is None else dim)
 
 
+# --- issue 13: hard activations ----------------------------------------------------------------
+
+
+def relu6(input, inplace=False):
+    return EW["relu6"](input)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    if min_val > max_val:
+        raise ValueError(f"hardtanh: min_val ({min_val}) cannot be greater than max_val ({max_val})")
+    return EW["hardtanh"](input, float(min_val), float(max_val))
+
+
+def hardswish(input, inplace=False):
+    return EW["hardswish"](input)
+
+
+def hardsigmoid(input, inplace=False):
+    return EW["hardsigmoid"](input)
+
+
+HARD_ACTIVATIONS = {
+    "relu6": relu6,
+    "hardtanh": hardtanh,
+    "hardswish": hardswish,
+    "hardsigmoid": hardsigmoid,
+}
+
 TORCH_ACTIVATIONS = {
     "relu": relu,
     "leaky_relu": leaky_relu,
@@ -70,4 +98,5 @@ TORCH_ACTIVATIONS = {
     "log_sigmoid": logsigmoid,
     "softmax": _torch_softmax,
     "log_softmax": _torch_log_softmax,
+    **HARD_ACTIVATIONS,
 }

@@ -168,6 +168,8 @@ def _elementwise(name: str):
 
     def apply(*args, **kwargs):
         if kwargs:
+            if "alpha" in kwargs and name in ("add", "sub"):
+                args = _scale_other(args, kwargs.pop("alpha"))
             _ignore_numpy_kwargs(name, kwargs)
         trace = _find_trace(args)
         refs, vs = [], []
@@ -187,6 +189,16 @@ def _elementwise(name: str):
 
     apply.__name__ = name
     return apply
+
+
+def _scale_other(args, alpha):
+    # issue 13: torch.add(a, b, alpha=2) / a.sub(b, alpha=2) use alpha * b
+    a, b = args
+    if alpha == 1:
+        return a, b
+    return a, (
+        b * alpha if isinstance(b, _SCALARS) or type(b) is Var else EW["mul"](lift_all(a, b)[1], alpha)
+    )
 
 
 def _as_number(mask: Var) -> Var:
@@ -639,3 +651,54 @@ def minimum(a, b):
                [0., 1.]])
     """
     return EW["minimum"](a, b)
+
+
+# --- issue 13: methods that map onto existing functions -------------------------------------
+
+
+def _new_constant(self, size, fill, dtype=None):
+    x = _as_var(self)
+    dt = _to_numpy_dtype(dtype) if dtype is not None else (x.dtype if x.dtype is not None else F64)
+    return lift(x._trace, np.full(_shape_arg(size), fill, dtype=dt))
+
+
+def new_zeros(self, *size, dtype=None, **kwargs):
+    return _new_constant(self, size, 0.0, dtype)
+
+
+def new_ones(self, *size, dtype=None, **kwargs):
+    return _new_constant(self, size, 1.0, dtype)
+
+
+def new_full(self, size, fill_value, *, dtype=None, **kwargs):
+    if type(fill_value) is Var:
+        raise TypeError("new_full: fill_value must be a number; use torch.full_like(x, 0) + value")
+    return _new_constant(self, (size,), fill_value, dtype)
+
+
+def _rebind(x: Var, new: Var, name: str) -> Var:
+    # an in-place method on a copy: x now stands for the new value, as after setitem
+    if x._op in ("input", "capture"):
+        raise errors.InPlaceError(
+            f"symjac cannot apply .{name}() to an input of the traced function in place; copy it "
+            f"first (y = x.clone()) and call y.{name}(), or use the out-of-place form"
+        )
+    x._trace, x._node = new._trace, new._node
+    return x
+
+
+def zero_(self):
+    return _rebind(self, zeros_like(self), "zero_")
+
+
+def fill_(self, value):
+    return _rebind(self, cast(zeros_like(self) + value, self.dtype), "fill_")
+
+
+def masked_fill(self, mask, value):
+    return where(mask, value, self)
+
+
+def _method_where(self, condition, y):
+    # torch: x.where(condition, y) is torch.where(condition, x, y)
+    return where(condition, self, y)

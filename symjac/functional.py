@@ -19,7 +19,7 @@ import time
 import numpy as np
 import sympy
 
-from . import api_ops, arrays, derive, errors
+from . import api_ops, arrays, derive, errors, scipy_ops
 from .functions import StopGradient
 from .ops import PRIMITIVES, Primitive
 from .tensor import Var
@@ -159,7 +159,8 @@ class _Call:
             dtype = x.dtype if type(x) is Var else _numeric_dtype(x)
             args.append(trace.emit("input", (), (j, shape, dtype), shape, dtype))
         trace.n_inputs = len(args)
-        out = func(*args)
+        with scipy_ops.swapped(func):  # SciPy's non-ufunc functions record symjac ops meanwhile
+            out = func(*args)
         self.out_tuple, outs = _as_tuple(out, "outputs of the user-provided function", fn, True)
         nodes = [api_ops.lift(trace, o)._node for o in outs]
         self.graph = trace.graph([a._node for a in args], nodes)

@@ -8,6 +8,8 @@ function's derivative is 0, not a DiracDelta) is a ``sympy.Function`` subclass w
 
 from __future__ import annotations
 
+import math
+
 import sympy
 
 
@@ -368,6 +370,49 @@ class tanh(sympy.tanh):  # noqa: N801 -- printed, exported and lowered as SymPy'
         return TanhDerivative(self.args[0])
 
 
+# --- issue 13: logsumexp without a shift in the formula, and standard SymPy forms ------------
+
+
+def _logsumexp_llvm(lw, args):
+    # The max shift lives only here: the formula (and so its derivatives) never sees it.
+    top = args[0]
+    for v in args[1:]:
+        top = lw.b.select(lw.b.fcmp_ordered(">", top, v), top, v)
+    finite = lw.b.fcmp_ordered("<", lw.call("llvm.fabs", True, [top]), lw.const(math.inf))
+    shift = lw.b.select(finite, top, lw.const(0.0))  # all -inf: log(0) = -inf, as torch
+    total = None
+    for v in args:
+        term = lw.call("llvm.exp", True, [lw.b.fsub(v, shift)])
+        total = term if total is None else lw.b.fadd(total, term)
+    return lw.b.fadd(shift, lw.call("llvm.log", True, [total]))
+
+
+class LogSumExp(sympy.Function):
+    """log(exp(x_1) + ... + exp(x_n)); its derivative exp(x_i - LogSumExp) is the softmax,
+    which never overflows. The kernel shifts by the maximum, the formula does not."""
+
+    is_real = True
+    _llvm = staticmethod(_logsumexp_llvm)
+
+    def fdiff(self, argindex=1):
+        return sympy.exp(self.args[argindex - 1] - self)
+
+    @classmethod
+    def eval(cls, *args):
+        if len(args) == 1:
+            return args[0]
+        return None
+
+    def _ccode(self, printer):
+        args = [printer._print(a) for a in self.args]
+        top = args[0]
+        for a in args[1:]:
+            top = f"fmax({top}, {a})"
+        shift = f"(isfinite({top}) ? ({top}) : 0.0)"
+        terms = " + ".join(f"exp(({a}) - {shift})" for a in args)
+        return f"({shift} + log({terms}))"
+
+
 CUSTOM_FUNCTIONS = (
     TanhDerivative,
     tanh,
@@ -387,4 +432,54 @@ CUSTOM_FUNCTIONS = (
     NormRoot,
     atan2,
     Power,
+    LogSumExp,
 )
+
+
+def _round_half_even(a):
+    nearest = sympy.floor(a + sympy.S.Half)
+    tie_to_odd = sympy.And(sympy.Eq(a - sympy.floor(a), sympy.S.Half), sympy.Eq(sympy.Mod(nearest, 2), 1))
+    return sympy.Piecewise((nearest - 1, tie_to_odd), (nearest, True))
+
+
+# The standard SymPy form of each custom function: the same values, without the numerical
+# safeguards (overflow-free softplus, the logsumexp shift) that only the kernels need.
+STANDARD_FORMS = {
+    StopGradient: lambda a: a,  # a derivative already taken: only the value remains
+    Floor: sympy.floor,
+    Ceil: sympy.ceiling,
+    Trunc: lambda a: sympy.Piecewise((sympy.floor(a), a >= 0), (sympy.ceiling(a), True)),
+    Round: _round_half_even,
+    Sign: sympy.sign,
+    Cbrt: lambda a: sympy.sign(a) * sympy.Abs(a) ** sympy.Rational(1, 3),
+    Softplus: lambda a: sympy.log(1 + sympy.exp(a)),
+    LogAddExp: lambda a, b: sympy.log(sympy.exp(a) + sympy.exp(b)),
+    LogSumExp: lambda *args: sympy.log(sympy.Add(*(sympy.exp(a) for a in args))),
+    MaxN: sympy.Max,
+    MinN: sympy.Min,
+    TanhDerivative: lambda a: 1 - sympy.tanh(a) ** 2,
+    tanh: sympy.tanh,
+    sigmoid: lambda a: 1 / (1 + sympy.exp(-a)),
+    NormSqrt: sympy.sqrt,
+    NormRoot: sympy.Pow,
+    atan2: sympy.atan2,
+    Power: sympy.Pow,
+}
+
+
+def standard(expr):
+    """``expr`` with symjac's functions replaced by standard SymPy ones (for reading and
+    ``sympy.lambdify``); values are unchanged.
+
+    Example:
+        >>> import sympy
+        >>> x = sympy.Symbol("x", real=True)
+        >>> standard(Softplus(x) + StopGradient(x))
+        x + log(exp(x) + 1)
+    """
+    if not isinstance(expr, sympy.Basic):
+        return expr
+    for cls, form in STANDARD_FORMS.items():
+        if expr.has(cls):
+            expr = expr.replace(cls, form)
+    return expr

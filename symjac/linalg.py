@@ -96,14 +96,14 @@ def _torch_cross(input, other, dim=None, *, out=None):
 
 
 def kron(a, b):
+    """numpy.kron / torch.kron for operands of any number of dims."""
     a, b = lift_all(a, b)
-    if a.ndim == 1 and b.ndim == 1:
-        return reshape(outer(a, b), -1)
-    if a.ndim == 2 and b.ndim == 2:
-        (m, n), (p, q) = a.shape, b.shape
-        prod = reshape(a, (m, 1, n, 1)) * reshape(b, (1, p, 1, q))
-        return reshape(prod, (m * p, n * q))
-    raise NotImplementedError("kron: only 1-d or 2-d operands are supported")
+    ndim = max(a.ndim, b.ndim)
+    sa = (1,) * (ndim - a.ndim) + a.shape
+    sb = (1,) * (ndim - b.ndim) + b.shape
+    # interleave: a's dims at even places, b's at odd ones, then merge each pair
+    prod = reshape(a, tuple(d for n in sa for d in (n, 1))) * reshape(b, tuple(d for n in sb for d in (1, n)))
+    return reshape(prod, tuple(m * n for m, n in zip(sa, sb, strict=True)))
 
 
 def _square(x, name):
@@ -142,3 +142,89 @@ def cholesky(a, upper=False):
 
 def _np_cholesky(a, upper=False):
     return cholesky(a, upper)
+
+
+# --- issue 13: batched products with scaling, distances, matrix norms, matrix exponential ----
+
+
+def _matrices(x, ndim, name, what):
+    if x.ndim != ndim:
+        raise ValueError(f"{name}: {what} must be a {ndim}-d tensor, got shape {x.shape}")
+
+
+def _scaled_sum(input, product, beta, alpha):
+    # torch ignores input entirely when beta == 0 (even its NaNs)
+    out = product if alpha == 1 else product * float(alpha)
+    if beta == 0:
+        return out
+    return out + (input if beta == 1 else input * float(beta))
+
+
+def bmm(input, mat2, *, out=None):
+    a, b = lift_all(input, mat2)
+    _matrices(a, 3, "bmm", "input")
+    _matrices(b, 3, "bmm", "mat2")
+    return matmul(a, b)
+
+
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
+    c, a, b = lift_all(input, batch1, batch2)
+    return _scaled_sum(c, bmm(a, b), beta, alpha)
+
+
+def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
+    c, a, b = lift_all(input, batch1, batch2)
+    return _scaled_sum(c, reduce_sum(bmm(a, b), 0), beta, alpha)
+
+
+def addmm(input, mat1, mat2, *, beta=1, alpha=1, out=None):
+    c, a, b = lift_all(input, mat1, mat2)
+    _matrices(a, 2, "addmm", "mat1")
+    _matrices(b, 2, "addmm", "mat2")
+    return _scaled_sum(c, matmul(a, b), beta, alpha)
+
+
+def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
+    c, a, v = lift_all(input, mat, vec)
+    _matrices(a, 2, "addmv", "mat")
+    _matrices(v, 1, "addmv", "vec")
+    return _scaled_sum(c, matmul(a, v), beta, alpha)
+
+
+def addr(input, vec1, vec2, *, beta=1, alpha=1, out=None):
+    c, a, b = lift_all(input, vec1, vec2)
+    return _scaled_sum(c, outer(a, b), beta, alpha)
+
+
+def cdist(x1, x2, p=2.0, compute_mode=None):
+    """torch.cdist: p-norm distances between the rows of x1 (..., P, M) and x2 (..., R, M)."""
+    from .reductions import vector_norm
+
+    a, b = lift_all(x1, x2)
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"cdist: expected (..., P, M) and (..., R, M), got {a.shape} and {b.shape}")
+    if p < 0:
+        raise ValueError(f"cdist: p must be non-negative, got {p}")
+    gaps = reshape(a, a.shape[:-1] + (1, a.shape[-1])) - reshape(b, b.shape[:-2] + (1,) + b.shape[-2:])
+    return vector_norm(gaps, float(p), -1)
+
+
+def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None):
+    """torch.linalg.matrix_norm: 'fro', 1, -1, inf and -inf (those without singular values)."""
+    from .reductions import _matrix_norm
+
+    x = _as_var(A)
+    if x.ndim < 2:
+        raise ValueError(f"linalg.matrix_norm: expected a tensor with 2 or more dims, got shape {x.shape}")
+    axes = tuple(_normalize_axis(d, x.ndim, "linalg.matrix_norm") for d in dim)
+    return _matrix_norm(x, ord, axes, keepdim)
+
+
+def matrix_exp(A):
+    """torch.linalg.matrix_exp / scipy.linalg.expm (see :mod:`symjac.matrixexp` for the method)."""
+    from . import matrixexp  # noqa: F401  (registers the primitive)
+
+    x = _as_var(A)
+    if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"matrix_exp: expected square matrices (..., n, n), got shape {x.shape}")
+    return x._trace.emit("matrix_exp", (x._node,), (), x.shape, x.dtype)

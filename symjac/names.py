@@ -31,6 +31,7 @@ class Example:
     method: object = None
     low: float = -1.0
     high: float = 1.0
+    oracle: object = None  # torch(torch, *xs) for the check when symjac lacks a torch form
 
 
 @dataclass(frozen=True)
@@ -842,6 +843,431 @@ API = (
         {n: _boolean(f".{n}()") for n in ("any", "all")},
     ),
 )
+
+# --- issue 13: the operations practitioners reached for ---------------------------------------
+
+from . import curves as C  # noqa: E402
+from . import indexing as I  # noqa: E402
+from . import scipy_ops  # noqa: E402
+
+
+def _ix(t, values):
+    return t.tensor(values) if t is not np else np.array(values)
+
+
+def _torch_interp_oracle(t, x):
+    xp = t.tensor([-1.0, -0.2, 0.3, 1.0], dtype=t.float64)
+    fp = t.tensor([0.5, -1.0, 2.0, 0.0], dtype=t.float64)
+    k = t.searchsorted(xp, x.detach(), right=True).clamp(1, 3)
+    return fp[k - 1] + (fp[k] - fp[k - 1]) / (xp[k] - xp[k - 1]) * (x - xp[k - 1])
+
+
+def _scipy():
+    import scipy.linalg
+    import scipy.special
+
+    return scipy
+
+
+def _cdist_oracle(p):
+    return lambda t, a, b: (a.unsqueeze(-2) - b.unsqueeze(-3)).abs().pow(p).sum(-1).pow(1 / p)
+
+
+def _torch_polyval_oracle(t, x):
+    return 2.0 * x**3 - 1.5 * x**2 + 0.5 * x + 3.0
+
+
+ISSUE13_API = (
+    Api(
+        "diff",
+        {"diff": lambda a, n=1, axis=-1, prepend=None, append=None: S.diff(a, n, axis, prepend, append)},
+        {"diff": S._torch_diff},
+        {"diff": lambda self, n=1, dim=-1, prepend=None, append=None: S.diff(self, n, dim, prepend, append)},
+        (
+            E(((5,),), lambda np, x: np.diff(x**2), lambda t, x: t.diff(x**2), lambda x: (x**2).diff()),
+            E(
+                ((3, 4),),
+                lambda np, x: np.diff(x**3, n=2, axis=0),
+                lambda t, x: t.diff(x**3, n=2, dim=0),
+                lambda x: (x**3).diff(n=2, dim=0),
+            ),
+            E(
+                ((4,),),
+                lambda np, x: np.diff(x * x, prepend=x[:1], append=0.5),
+                lambda t, x: t.diff(x * x, prepend=x[:1], append=t.tensor([0.5], dtype=t.float64)),
+            ),
+        ),
+    ),
+    Api(
+        "pad",
+        {"pad": S.pad},
+        {"pad": S.torch_pad},
+        {},
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.pad(x**2, 1, constant_values=1.5),
+                lambda t, x: t.nn.functional.pad(x**2, (1, 1, 1, 1), value=1.5),
+            ),
+            E(
+                ((2, 4),),
+                lambda np, x: np.pad(x**2, ((0, 0), (2, 1)), mode="reflect"),
+                lambda t, x: t.nn.functional.pad(x**2, (2, 1), mode="reflect"),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: np.pad(x**2, ((0, 0), (2, 2)), mode="edge"),
+                lambda t, x: t.nn.functional.pad(x**2, (2, 2), mode="replicate"),
+            ),
+            E(
+                ((1, 2, 3),),
+                lambda np, x: np.pad(x**2, ((0, 0), (1, 2), (2, 1)), mode="wrap"),
+                lambda t, x: t.nn.functional.pad(x**2, (2, 1, 1, 2), mode="circular"),
+            ),
+            E(((2, 4),), None, lambda t, x: t.nn.functional.pad(x**2, (-1, 2))),
+        ),
+    ),
+    Api(
+        "atleast_nd",
+        {"atleast_1d": S.atleast_1d, "atleast_2d": S.atleast_2d, "atleast_3d": S.atleast_3d},
+        {"atleast_1d": S.atleast_1d, "atleast_2d": S.atleast_2d, "atleast_3d": S.atleast_3d},
+        {},
+        (
+            E(((3,),), lambda np, x: np.atleast_2d(x**2), lambda t, x: t.atleast_2d(x**2)),
+            E(((3,),), lambda np, x: np.atleast_3d(x**2), lambda t, x: t.atleast_3d(x**2)),
+            E(((2, 3),), lambda np, x: np.atleast_3d(x**2), lambda t, x: t.atleast_3d(x**2)),
+            E(((), (2,)), lambda np, a, b: np.atleast_1d(a, b), lambda t, a, b: t.atleast_1d(a, b)),
+        ),
+    ),
+    Api(
+        "indexing",
+        {"take": I.take, "take_along_axis": I.take_along_axis},
+        {
+            "take": I.torch_take,
+            "take_along_dim": I.take_along_dim,
+            "index_select": I.index_select,
+            "gather": I.torch_gather,
+            "narrow": I.narrow,
+            "select": I.select,
+        },
+        {
+            "take": lambda self, index, axis=None, **kw: I.take(self, index, axis, **kw),
+            "take_along_dim": lambda self, indices, dim=None: I.take_along_dim(self, indices, dim),
+            "index_select": lambda self, dim, index: I.index_select(self, dim, index),
+            "gather": lambda self, dim, index, **kw: I.torch_gather(self, dim, index, **kw),
+            "narrow": lambda self, dim, start, length: I.narrow(self, dim, start, length),
+            "select": lambda self, dim, index: I.select(self, dim, index),
+        },
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.take(x**2, _ix(np, [5, 0, 0, 2])),
+                lambda t, x: t.take(x**2, _ix(t, [5, 0, 0, 2])),
+                lambda x: (x**2).take(_ix(np, [5, 0, 0, 2])),
+            ),
+            E(
+                ((3, 2),),
+                lambda np, x: np.take(x**2, _ix(np, [2, 0, 2]), axis=0),
+                lambda t, x: t.index_select(x**2, 0, _ix(t, [2, 0, 2])),
+                lambda x: (x**2).index_select(0, _ix(np, [2, 0, 2])),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: np.take_along_axis(x**2, _ix(np, [[0, 2], [1, 1]]), 1),
+                lambda t, x: t.gather(x**2, 1, _ix(t, [[0, 2], [1, 1]])),
+                lambda x: (x**2).gather(1, _ix(np, [[0, 2], [1, 1]])),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: np.take_along_axis(x**2, _ix(np, [[1, 0, 1]]), 0),
+                lambda t, x: t.take_along_dim(x**2, _ix(t, [[1, 0, 1]]), 0),
+                lambda x: (x**2).take_along_dim(_ix(np, [[1, 0, 1]]), 0),
+            ),
+            E(((3, 2),), None, lambda t, x: t.gather(x**2, 0, _ix(t, [[2, 0]]))),
+            E(
+                ((4, 3),),
+                lambda np, x: (x**2)[1:3],
+                lambda t, x: t.narrow(x**2, 0, 1, 2),
+                lambda x: (x**2).narrow(0, 1, 2),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: (x**2)[:, -1],
+                lambda t, x: t.select(x**2, 1, -1),
+                lambda x: (x**2).select(1, -1),
+            ),
+        ),
+    ),
+    Api(
+        "fliplr",
+        {"fliplr": S.fliplr, "flipud": S.flipud},
+        {"fliplr": S.fliplr, "flipud": S.flipud},
+        {"fliplr": S.fliplr, "flipud": S.flipud},
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: np.fliplr(x**2),
+                lambda t, x: t.fliplr(x**2),
+                lambda x: (x**2).fliplr(),
+            ),
+            E(
+                ((3, 2),),
+                lambda np, x: np.flipud(x**2),
+                lambda t, x: t.flipud(x**2),
+                lambda x: (x**2).flipud(),
+            ),
+        ),
+    ),
+    Api(
+        "diag_embed",
+        {},
+        {"diag_embed": S.diag_embed},
+        {"diag_embed": S.diag_embed},
+        (
+            E(((2, 3),), None, lambda t, x: t.diag_embed(x**2), lambda x: (x**2).diag_embed()),
+            E(((2, 2),), None, lambda t, x: t.diag_embed(x**2, offset=-1, dim1=0, dim2=2)),
+        ),
+    ),
+    Api(
+        "expand_dims",
+        {"expand_dims": S.expand_dims},
+        {},
+        {},
+        (
+            E(
+                ((3,),),
+                lambda np, x: np.expand_dims(x**2, (0, 2)),
+                None,
+                oracle=lambda t, x: (x**2).reshape(1, 3, 1),
+            ),
+        ),
+    ),
+    Api(
+        "curves",
+        {"polyval": C.polyval, "interp": C.interp},
+        {},
+        {},
+        (
+            E(
+                ((4,),),
+                lambda np, x: np.polyval(np.array([2.0, -1.5, 0.5, 3.0]), x),
+                None,
+                oracle=_torch_polyval_oracle,
+            ),
+            E(
+                ((5,),),
+                lambda np, x: np.interp(x, [-1.0, -0.2, 0.3, 1.0], [0.5, -1.0, 2.0, 0.0]),
+                None,
+                oracle=_torch_interp_oracle,
+                low=-0.95,
+                high=0.95,
+            ),
+        ),
+    ),
+    Api(
+        "cdist",
+        {},
+        {"cdist": linalg.cdist},
+        {},
+        (
+            # torch's cdist has no second derivative: the oracle spells the distances out
+            E(((3, 2), (4, 2)), None, lambda t, a, b: t.cdist(a, b), oracle=_cdist_oracle(2.0)),
+            E(((2, 3, 2), (2, 2, 2)), None, lambda t, a, b: t.cdist(a, b, p=1.0), oracle=_cdist_oracle(1.0)),
+            E(((3, 2), (2, 2)), None, lambda t, a, b: t.cdist(a, b, p=3.0), oracle=_cdist_oracle(3.0)),
+        ),
+    ),
+    Api(
+        "addmm",
+        {},
+        {
+            "bmm": linalg.bmm,
+            "baddbmm": linalg.baddbmm,
+            "addbmm": linalg.addbmm,
+            "addmm": linalg.addmm,
+            "addmv": linalg.addmv,
+            "addr": linalg.addr,
+        },
+        {
+            "bmm": linalg.bmm,
+            "baddbmm": linalg.baddbmm,
+            "addbmm": linalg.addbmm,
+            "addmm": linalg.addmm,
+            "addmv": linalg.addmv,
+            "addr": linalg.addr,
+        },
+        (
+            E(((2, 2, 3), (2, 3, 2)), None, lambda t, a, b: t.bmm(a, b), lambda a, b: a.bmm(b)),
+            E(
+                ((2, 2, 2), (2, 2, 3)),
+                None,
+                lambda t, a, b: t.baddbmm(a[:, :, :1], a, b, beta=0.5, alpha=2.0),
+                lambda a, b: a[:, :, :1].baddbmm(a, b, beta=0.5, alpha=2.0),
+            ),
+            E(((2, 2, 3), (2, 3, 2)), None, lambda t, a, b: t.addbmm(a[0, :, :2], a, b, alpha=0.5)),
+            E(
+                ((2, 3), (3, 2)),
+                None,
+                lambda t, a, b: t.addmm(b[:2].T, a, b, beta=3.0),
+                lambda a, b: b[:2].T.addmm(a, b, beta=3.0),
+            ),
+            E(((2, 3), (3,)), None, lambda t, a, b: t.addmv(a[:, 0], a, b, beta=0.0)),
+            E(((2,), (3,)), None, lambda t, a, b: t.addr(a[:, None] * b, a, b, alpha=-1.0)),
+        ),
+    ),
+    Api(
+        "matrix_exp",
+        {"scipy.linalg.expm": lambda A, q=None: linalg.matrix_exp(A)},
+        {"linalg_matrix_exp": linalg.matrix_exp, "matrix_exp": linalg.matrix_exp},
+        {"matrix_exp": linalg.matrix_exp},
+        (
+            # 2 x 2 keeps the Hessian's kernel small (see symjac.matrixexp on sizes)
+            E(
+                ((2, 2),),
+                lambda np, x: _scipy().linalg.expm(2.0 * x),
+                lambda t, x: t.linalg.matrix_exp(2.0 * x),
+            ),
+        ),
+    ),
+    Api(
+        "matrix_norm",
+        {},
+        {"linalg_matrix_norm": linalg.matrix_norm},
+        {},
+        (
+            E(((2, 3),), None, lambda t, x: t.linalg.matrix_norm(x)),
+            E(((2, 3, 3),), None, lambda t, x: t.linalg.matrix_norm(x, ord=1)),
+            E(((3, 2),), None, lambda t, x: t.linalg.matrix_norm(x, ord=float("inf"), keepdim=True)),
+        ),
+    ),
+    Api(
+        "torch_norm",
+        {},
+        {},
+        {},
+        (
+            E(((2, 3),), None, lambda t, x: t.norm(x), lambda x: x.norm()),
+            E(((2, 3),), None, lambda t, x: t.norm(x, p=1, dim=1), lambda x: x.norm(p=1, dim=1)),
+            E(((2, 3),), None, lambda t, x: t.norm(x, dim=(0, 1), keepdim=True)),
+            E(((2, 3),), None, lambda t, x: t.norm(x, p=3.0, dim=0)),
+            E(((2, 3),), None, lambda t, x: t.linalg.vector_norm(x, ord=1.5, dim=(0, 1))),
+        ),
+    ),
+    Api(
+        "special",
+        {},
+        {
+            "special_logsumexp": lambda input, dim, keepdim=False, *, out=None: R.logsumexp(
+                input, dim, keepdim
+            ),
+            "special_softmax": act._torch_softmax,
+            "special_log_softmax": act._torch_log_softmax,
+        },
+        {},
+        (
+            E(((2, 3),), None, lambda t, x: t.special.logsumexp(x, 1)),
+            E(((2, 3),), None, lambda t, x: t.special.softmax(x, dim=0)),
+            E(((2, 3),), None, lambda t, x: t.special.log_softmax(x, dim=1)),
+        ),
+    ),
+    Api(
+        "scipy",
+        {
+            "scipy.special.logsumexp": scipy_ops.logsumexp,
+            "scipy.special.softmax": scipy_ops.softmax,
+            "scipy.special.log_softmax": scipy_ops.log_softmax,
+        },
+        {},
+        {},
+        (
+            E(
+                ((2, 3),),
+                lambda np, x: _scipy().special.logsumexp(x, axis=1),
+                None,
+                oracle=lambda t, x: t.logsumexp(x, 1),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: _scipy().special.logsumexp(x, b=np.array([0.5, 0.0, 2.0])),
+                None,
+                oracle=lambda t, x: t.logsumexp(
+                    x + t.log(t.tensor([0.5, 0.0, 2.0], dtype=t.float64)), (0, 1)
+                ),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: _scipy().special.softmax(x),
+                None,
+                oracle=lambda t, x: t.softmax(x.reshape(-1), 0).reshape(2, 3),
+            ),
+            E(
+                ((2, 3),),
+                lambda np, x: _scipy().special.log_softmax(x, axis=0),
+                None,
+                oracle=lambda t, x: t.log_softmax(x, 0),
+            ),
+        ),
+    ),
+    Api(
+        "methods",
+        {},
+        {"masked_fill": A.masked_fill},
+        {
+            "where": A._method_where,
+            "tile": lambda self, *reps: S.tile(self, _reps(reps)),
+            "diag": lambda self, diagonal=0: S.diag(self, diagonal),
+            "diagflat": lambda self, offset=0: S.diagflat(self, offset),
+            "moveaxis": A.moveaxis,
+            "broadcast_to": A.broadcast_to,
+            "vdot": linalg.vdot,
+            "new_zeros": A.new_zeros,
+            "new_ones": A.new_ones,
+            "new_full": A.new_full,
+            "zero_": A.zero_,
+            "fill_": A.fill_,
+            "masked_fill": A.masked_fill,
+        },
+        (
+            E(((4,),), None, lambda t, x: t.where(x > 0, x**2, -x), lambda x: (x**2).where(x > 0, -x)),
+            E(((2,),), None, lambda t, x: t.tile(x**2, (2, 2)), lambda x: (x**2).tile(2, 2)),
+            E(((3,),), None, lambda t, x: t.diag(x**2, -1), lambda x: (x**2).diag(-1)),
+            E(((2, 2),), None, lambda t, x: t.diagflat(x**2), lambda x: (x**2).diagflat()),
+            E(((2, 3),), None, lambda t, x: t.moveaxis(x**2, 0, 1), lambda x: (x**2).moveaxis(0, 1)),
+            E(
+                ((3,),),
+                None,
+                lambda t, x: t.broadcast_to(x**2, (2, 3)),
+                lambda x: (x**2).broadcast_to((2, 3)),
+            ),
+            E(((3,), (3,)), None, lambda t, a, b: t.vdot(a, b * a), lambda a, b: a.vdot(b * a)),
+            E(
+                ((3,),),
+                None,
+                lambda t, x: x * t.zeros(3, dtype=t.float64) + x * t.full((3,), 2.0, dtype=t.float64) + 1.0,
+                lambda x: x * x.new_zeros(3) + x * x.new_full((3,), 2.0) + x.new_ones((3,)),
+            ),
+            E(
+                ((3,),),
+                None,
+                lambda t, x: x**2 + 0.0 * x,
+                lambda x: x**2 + x.clone().zero_(),
+            ),
+            E(
+                ((4,),),
+                None,
+                lambda t, x: t.masked_fill(x**2, x > 0, 0.5),
+                lambda x: (x**2).masked_fill(x > 0, 0.5),
+            ),
+        ),
+    ),
+)
+
+
+def _reps(reps):
+    return tuple(reps[0]) if len(reps) == 1 and isinstance(reps[0], (tuple, list)) else reps
+
+
+API = API + ISSUE13_API
+
 
 # Reflected operators: torch calls these names when a constant tensor is the left operand.
 REFLECTED = {

@@ -41,6 +41,10 @@ REWRITES = [
         "allowed, but the result is a constant (derivative 0), as in torch",
     ),
     (
+        "`np.interp` with traced breakpoints `xp`, or `period=`",
+        "constant, increasing `xp` (x and fp may be traced); wrap x into one period first",
+    ),
+    (
         "det / inv / solve / cholesky of matrices larger than 6x6",
         "exact symbolic forms grow factorially; restructure the model",
     ),
@@ -83,6 +87,18 @@ def markdown() -> str:
         "indexing (ints, slices, `None`, `...`, integer and boolean constant arrays) "
         "and index assignment on a copy. "
         "`np.array([...])` of traced scalars builds a tensor.",
+        "",
+        "Names that start with `scipy.` are SciPy functions that are not ufuncs: while a function "
+        "is traced, symjac swaps them in SciPy's modules and in the names the function's module "
+        "(or enclosing function) imported from them. SciPy's ufuncs (`scipy.special.expit`, "
+        "`erf`, `xlogy`, `ndtr`, ...) dispatch by themselves under their NumPy-column names. "
+        "`torch.special.NAME` appears as `special_NAME`.",
+        "",
+        "`matrix_exp` is a Taylor polynomial of degree 12 at A / 2**s with s squarings (s from "
+        "the 1-norm of A, per evaluation); it agrees with `scipy.linalg.expm` to about 1e-13 "
+        "relative and gives NaN for norms above about 4096. Its exact formulas are "
+        "`MatrixExpN_i_j` functions, which `sympy.lambdify` evaluates; its kernels are large "
+        "(a 3x3 Jacobian takes seconds to build), so keep it to small matrices.",
         "",
         "## What cannot be traced, and what to write instead",
         "",

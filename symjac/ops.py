@@ -118,12 +118,12 @@ ELEMENTWISE_OPS = (
     _E("neg", arith.neg, ("negative",), ("neg", "negative", "__neg__"), ("neg",)),
     _E("pos", lambda a: a, ("positive",), ("positive", "__pos__"), ("positive",)),
     _E("exp", sympy.exp, ("exp",), ("exp",), ("exp",)),
-    _E("exp2", lambda a: 2**a, ("exp2",), ("exp2",), ("exp2",)),
-    _E("expm1", lambda a: sympy.exp(a) - 1, ("expm1",), ("expm1",), ("expm1",)),
+    _E("exp2", lambda a: 2**a, ("exp2",), ("exp2", "special_exp2"), ("exp2",)),
+    _E("expm1", lambda a: sympy.exp(a) - 1, ("expm1",), ("expm1", "special_expm1"), ("expm1",)),
     _E("log", sympy.log, ("log",), ("log",), ("log",), POSITIVE),
     _E("log2", lambda a: sympy.log(a) / sympy.log(2), ("log2",), ("log2",), ("log2",), POSITIVE),
     _E("log10", lambda a: sympy.log(a) / sympy.log(10), ("log10",), ("log10",), ("log10",), POSITIVE),
-    _E("log1p", lambda a: sympy.log(1 + a), ("log1p",), ("log1p",), ("log1p",), POSITIVE),
+    _E("log1p", lambda a: sympy.log(1 + a), ("log1p",), ("log1p", "special_log1p"), ("log1p",), POSITIVE),
     _E("sqrt", sympy.sqrt, ("sqrt",), ("sqrt",), ("sqrt",), POSITIVE),
     _E("rsqrt", lambda a: 1 / sympy.sqrt(a), (), ("rsqrt",), ("rsqrt",), POSITIVE),
     _E("square", lambda a: arith.power(a, _TWO), ("square",), ("square",), ("square",)),
@@ -149,8 +149,21 @@ ELEMENTWISE_OPS = (
     _E("arccosh", sympy.acosh, ("arccosh",), ("acosh", "arccosh"), ("acosh", "arccosh"), ABOVE_ONE),
     _E("arctanh", sympy.atanh, ("arctanh",), ("atanh", "arctanh"), ("atanh", "arctanh"), UNIT),
     _E("hypot", lambda a, b: sympy.sqrt(a**2 + b**2), ("hypot",), ("hypot",), ("hypot",), NONZERO),
-    _E("sigmoid", F.sigmoid, ("expit",), ("sigmoid", "expit"), ("sigmoid",)),
-    _E("logit", lambda a: sympy.log(a / (1 - a)), ("logit",), ("logit",), ("logit",), (0.0, 1.0)),
+    _E(
+        "sigmoid",
+        F.sigmoid,
+        ("expit",),
+        ("sigmoid", "expit", "special_expit"),
+        ("sigmoid",),
+    ),
+    _E(
+        "logit",
+        lambda a: sympy.log(a / (1 - a)),
+        ("logit",),
+        ("logit", "special_logit"),
+        ("logit",),
+        (0.0, 1.0),
+    ),
     _E("relu", _relu, (), ("relu",), ("relu",)),
     _E("softplus", F.Softplus, (), ("softplus",), ()),
     _E("norm_sqrt", F.NormSqrt, domain=POSITIVE),  # the root of a 2-norm or std: 0 subgradient at 0
@@ -159,10 +172,10 @@ ELEMENTWISE_OPS = (
     _E("leaky_relu", lambda x, slope: _pw((x, x > 0), (slope * x, True)), (), (), ()),
     _E("selu", lambda x: _SELU_SCALE * _elu(x, _SELU_ALPHA), (), ("selu",), ()),
     _E("gelu", lambda x: x / 2 * (1 + sympy.erf(x / sympy.sqrt(2))), (), ("gelu",), ()),
-    _E("erf", sympy.erf, ("erf",), ("erf",), ("erf",)),
-    _E("erfc", sympy.erfc, ("erfc",), ("erfc",), ("erfc",)),
+    _E("erf", sympy.erf, ("erf",), ("erf", "special_erf"), ("erf",)),
+    _E("erfc", sympy.erfc, ("erfc",), ("erfc", "special_erfc"), ("erfc",)),
     _E("cbrt", F.Cbrt, ("cbrt",), (), ()),
-    _E("sinc", _sinc, ("sinc",), ("sinc",), ("sinc",)),
+    _E("sinc", _sinc, ("sinc",), ("sinc", "special_sinc"), ("sinc",)),
     _E("deg2rad", lambda a: a * sympy.pi / 180, ("deg2rad", "radians"), ("deg2rad",), ("deg2rad",)),
     _E("rad2deg", lambda a: a * 180 / sympy.pi, ("rad2deg", "degrees"), ("rad2deg",), ("rad2deg",)),
     _E("logaddexp", F.LogAddExp, ("logaddexp",), ("logaddexp",), ("logaddexp",)),
@@ -189,7 +202,7 @@ ELEMENTWISE_OPS = (
     _E("floor", F.Floor, ("floor",), ("floor",), ("floor",)),
     _E("ceil", F.Ceil, ("ceil",), ("ceil",), ("ceil",)),
     _E("trunc", F.Trunc, ("trunc", "fix"), ("trunc", "fix"), ("trunc",)),
-    _E("round", F.Round, ("rint", "round", "around"), ("round",), ("round",)),
+    _E("round", F.Round, ("rint", "round", "around"), ("round", "special_round"), ("round",)),
     _E("maximum", _maximum, ("maximum", "fmax"), ("maximum", "fmax"), ("maximum", "fmax")),
     _E("minimum", _minimum, ("minimum", "fmin"), ("minimum", "fmin"), ("minimum", "fmin")),
     _E("clamp", _clamp, (), (), ()),
@@ -219,6 +232,55 @@ ELEMENTWISE_OPS = (
     _E("logical_and", sympy.And, ("logical_and",), ("logical_and",), ("logical_and",), boolean=True),
     _E("logical_or", sympy.Or, ("logical_or",), ("logical_or",), ("logical_or",), boolean=True),
     _E("logical_not", sympy.Not, ("logical_not",), ("logical_not",), ("logical_not",), boolean=True),
+)
+# --- issue 13: special functions and hard activations ---------------------------------------
+
+
+def _hardtanh(x, lo, hi):
+    # torch's derivative is 0 at the bounds themselves (hardtanh_backward), unlike clamp's
+    return _pw((lo, x <= lo), (hi, x >= hi), (x, True))
+
+
+def _hardswish(x):
+    # the outer branches own the breakpoints, as torch's hardswish_backward has it
+    return _pw((sympy.S.Zero, x <= -3), (x, x >= 3), (x * (x + 3) / 6, True))
+
+
+def _hardsigmoid(x):
+    return _pw((sympy.S.Zero, x <= -3), (sympy.S.One, x >= 3), (x / 6 + sympy.S.Half, True))
+
+
+def _xlogy(x, y):
+    # 0 where x == 0 (even for y == 0), and torch's derivative there: 0 in both arguments
+    return _pw((sympy.S.Zero, sympy.Eq(x, 0)), (x * sympy.log(y), True))
+
+
+def _xlog1py(x, y):
+    return _pw((sympy.S.Zero, sympy.Eq(x, 0)), (x * sympy.log(1 + y), True))
+
+
+def _entr(x):
+    return _pw((-x * sympy.log(x), x > 0), (sympy.S.Zero, sympy.Eq(x, 0)), (-sympy.oo, True))
+
+
+_LN2 = sympy.log(2)
+
+ELEMENTWISE_OPS += (
+    _E("relu6", lambda x: _hardtanh(x, sympy.S.Zero, sympy.Integer(6)), (), ("relu6",), ()),
+    _E("hardtanh", _hardtanh, (), (), ()),
+    _E("hardswish", _hardswish, (), ("hardswish",), ()),
+    _E("hardsigmoid", _hardsigmoid, (), ("hardsigmoid",), ()),
+    _E("xlogy", _xlogy, ("xlogy",), ("xlogy", "special_xlogy"), ("xlogy",), POSITIVE),
+    _E("xlog1py", _xlog1py, ("xlog1py",), ("special_xlog1py",), (), POSITIVE),
+    _E("entr", _entr, ("entr",), ("special_entr",), (), POSITIVE),
+    _E("ndtr", lambda x: (1 + sympy.erf(x / sympy.sqrt(2))) / 2, ("ndtr",), ("special_ndtr",), ()),
+    _E(
+        "logaddexp2",
+        lambda a, b: F.LogAddExp(a * _LN2, b * _LN2) / _LN2,
+        ("logaddexp2",),
+        ("logaddexp2",),
+        ("logaddexp2",),
+    ),
 )
 ELEMENTWISE: dict[str, Elementwise] = {e.name: e for e in ELEMENTWISE_OPS}
 
@@ -432,6 +494,7 @@ PRIMITIVES: dict[str, Primitive] = {
     "matmul": Primitive("matmul", _matmul),
     "max": Primitive("max", _reduce_extremum(F.MaxN)),
     "min": Primitive("min", _reduce_extremum(F.MinN)),
+    "logsumexp": Primitive("logsumexp", _reduce_extremum(F.LogSumExp)),
     "cumsum": Primitive("cumsum", lambda v, p: np.cumsum(v[0], axis=p[0])),
     "cumprod": Primitive("cumprod", lambda v, p: np.cumprod(v[0], axis=p[0])),
     "einsum": Primitive("einsum", _einsum),

@@ -97,13 +97,20 @@ def norm(x, ord=None, axis=None, keepdims=False):
     return vector_norm(x, 2 if ord is None else ord, axes, keepdims)
 
 
-def _torch_norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+def _torch_norm(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
+    """torch.norm (and Tensor.norm): torch.functional.norm's dispatch onto vector/matrix norms."""
+    if out is not None:
+        raise errors.InPlaceError("torch.norm(..., out=...) writes in place; assign the result instead")
     x = _as_var(input)
-    if p == "fro" or p is None:
-        return EW["norm_sqrt"](reduce_sum(x * x, dim, keepdim))
-    if p == "nuc":
-        raise NotImplementedError("norm: the nuclear norm needs singular values")
-    return vector_norm(x, p, dim, keepdim)
+    if isinstance(dim, int):
+        dim = (dim,)
+    if isinstance(p, str):
+        if p == "fro" and (dim is None or len(dim) <= 2):
+            return vector_norm(x, 2, dim, keepdim)
+        if p == "nuc":
+            raise NotImplementedError("norm: the nuclear norm needs singular values; use 'fro'")
+        raise ValueError(f"norm: p={p!r} is not a valid norm; use 'fro', 'nuc' or a number")
+    return vector_norm(x, 2 if p is None else p, dim, keepdim)
 
 
 def _linalg_norm(A, ord=None, dim=None, keepdim=False, *, out=None, dtype=None):
@@ -114,11 +121,13 @@ def _linalg_vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=No
     return vector_norm(x, ord, dim, keepdim)
 
 
+_logsumexp = reduction("logsumexp", has_identity=False)
+
+
 def logsumexp(x, axis=None, keepdims=False):
-    x = _as_var(x)
-    top = EW["detach"](amax(x, axis, True))  # the shift changes no value and no derivative
-    out = EW["log"](reduce_sum(EW["exp"](x - top), axis, True)) + top
-    return out if keepdims else squeeze(out, _axes(axis, x.ndim, "logsumexp")) if x.ndim else out
+    # One LogSumExp per reduced slice: exact formulas carry no stabilising shift (the kernel
+    # applies it), and the derivative is the softmax exp(x - logsumexp).
+    return _logsumexp(_as_var(x), axis, keepdims)
 
 
 def var(x, axis=None, ddof=0, keepdims=False):
@@ -168,8 +177,7 @@ cumprod = _scan("cumprod")
 
 def softmax(x, axis=-1):
     x = _as_var(x)
-    e = EW["exp"](x - EW["detach"](amax(x, axis, True)))
-    return e / reduce_sum(e, axis, True)
+    return EW["exp"](x - logsumexp(x, axis, True))
 
 
 def log_softmax(x, axis=-1):

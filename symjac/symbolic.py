@@ -17,6 +17,7 @@ from sympy.printing.pretty.stringpict import prettyForm
 from sympy.printing.str import StrPrinter
 
 from . import derive, functional
+from .functions import standard
 from .simplify import F64_REGION, build_program
 
 
@@ -136,7 +137,8 @@ class SymbolicView:
         from .expand import output_expressions
 
         d = self._derivation
-        return output_expressions(self._call.graph, d.inputs, d.captures)
+        # Standard SymPy functions only (issue 13): the kernels keep symjac's stable forms.
+        return [_standard_array(o) for o in output_expressions(self._call.graph, d.inputs, d.captures)]
 
     @functools.cached_property
     def jacobian(self):
@@ -164,7 +166,7 @@ class SymbolicView:
     def matrix(self) -> sympy.Matrix:
         m = sympy.zeros(*self.shape)
         for r, c, e in self._entries():
-            m[r, c] = e
+            m[r, c] = standard(e)
         return m
 
     @property
@@ -337,10 +339,17 @@ def _simplify_matrix(matrix):
     return matrix.applyfunc(sympy.simplify)
 
 
+def _standard_array(arr: np.ndarray) -> np.ndarray:
+    out = np.empty(arr.shape, dtype=object)
+    for idx in np.ndindex(arr.shape):
+        out[idx] = standard(arr[idx])
+    return out
+
+
 def _dense(result):
     arr = np.full(result.shape, sympy.S.Zero, dtype=object)
     for k, e in result.entries:
-        arr.flat[k] = e
+        arr.flat[k] = standard(e)
     return sympy.Array(arr.tolist(), result.shape) if result.shape else arr[()]
 
 

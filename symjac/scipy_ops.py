@@ -1,0 +1,143 @@
+"""SciPy functions that are not ufuncs (``scipy.special.logsumexp``, ``scipy.linalg.expm``, ...).
+
+SciPy's ufuncs reach symjac through ``__array_ufunc__``; these plain Python functions do not
+dispatch at all, so while a function is traced they are swapped for ones that record symjac
+operations on traced arguments and call SciPy's own otherwise. The swap covers the SciPy
+modules and names the traced function's module imported from them
+(``from scipy.special import logsumexp``). The replacements are op-table rows whose NumPy-style
+names start with ``scipy.`` (see :mod:`symjac.names`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import sys
+import threading
+
+import numpy as np
+
+from . import errors, ops
+from . import reductions as R
+from .api_ops import EW, _as_var, _find_trace, lift
+from .tensor import Var
+
+_LOCK = threading.Lock()
+
+
+def _dispatching(original, traced):
+    @functools.wraps(original)
+    def call(*args, **kwargs):
+        if _find_trace(tuple(args) + tuple(kwargs.values())) is None:
+            return original(*args, **kwargs)
+        return traced(*args, **kwargs)
+
+    call._symjac_original = original
+    return call
+
+
+@functools.cache
+def _rows():
+    """(module name, function name, traced form) of every SciPy row in the table."""
+    return tuple(
+        (*qualified.rsplit(".", 1), traced)
+        for qualified, traced in ops.NUMPY_API.items()
+        if qualified.startswith("scipy.")
+    )
+
+
+_WRAPPERS: dict = {}  # SciPy function -> its dispatching wrapper
+
+
+def _targets():
+    """(module namespace, name, SciPy's function, wrapper) for each row whose module is loaded."""
+    out = []
+    for module_name, name, traced in _rows():
+        # SciPy is loaded (swapped() checks): load the submodule too, since the traced function
+        # may import it only when it runs
+        module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        original = getattr(module, name, None)
+        if original is None:
+            continue
+        original = getattr(original, "_symjac_original", original)
+        wrapper = _WRAPPERS.get(original)
+        if wrapper is None:
+            wrapper = _WRAPPERS[original] = _dispatching(original, traced)
+        out.append((module.__dict__, name, original, wrapper))
+    return out
+
+
+@contextlib.contextmanager
+def swapped(func):
+    """Within the block, SciPy's non-ufunc functions in the table record symjac operations."""
+    if "scipy" not in sys.modules:
+        yield
+        return
+    user_globals = getattr(func, "__globals__", None)
+    cells = getattr(func, "__closure__", None) or ()
+    with _LOCK:
+        saved, saved_cells = [], []
+        targets = _targets()
+        swap = {id(original): (original, wrapper) for _, _, original, wrapper in targets}
+        for namespace, name, original, wrapper in targets:
+            if namespace[name] is original:
+                saved.append((namespace, name, original))
+                namespace[name] = wrapper
+        if user_globals is not None:
+            for key, value in list(user_globals.items()):
+                hit = swap.get(id(value))
+                if hit is not None and hit[0] is value:
+                    saved.append((user_globals, key, value))
+                    user_globals[key] = hit[1]
+        for cell in cells:  # names imported inside the enclosing function
+            try:
+                hit = swap.get(id(cell.cell_contents))
+            except ValueError:  # an empty cell
+                continue
+            if hit is not None and hit[0] is cell.cell_contents:
+                saved_cells.append((cell, hit[0]))
+                cell.cell_contents = hit[1]
+    try:
+        yield
+    finally:
+        with _LOCK:
+            for ns, key, value in reversed(saved):
+                ns[key] = value
+            for cell, value in saved_cells:
+                cell.cell_contents = value
+
+
+# --- the traced forms ---------------------------------------------------------------------------
+
+
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
+    """scipy.special.logsumexp; weights ``b`` must be non-negative constants."""
+    if return_sign:
+        raise NotImplementedError(
+            "scipy.special.logsumexp: return_sign=True needs the sign of a traced sum; "
+            "use weights b >= 0 (or numpy.log(numpy.abs(...)) of the sum)"
+        )
+    x = _as_var(a)
+    if b is not None:
+        if type(b) is Var:
+            raise errors.UntraceableError(
+                "scipy.special.logsumexp: traced weights b are not supported; "
+                "write logsumexp(a + numpy.log(b)) for positive b"
+            )
+        weights = np.asarray(b, dtype=float)
+        if np.any(weights < 0):
+            raise NotImplementedError("scipy.special.logsumexp: negative weights b are not supported")
+        with np.errstate(divide="ignore"):
+            x = x + lift(x._trace, np.log(weights))
+    return R.logsumexp(x, axis, keepdims)
+
+
+def softmax(x, axis=None):
+    """scipy.special.softmax (``axis=None``: over all elements)."""
+    return EW["exp"](log_softmax(x, axis))
+
+
+def log_softmax(x, axis=None):
+    x = _as_var(x)
+    return x - R.logsumexp(x, axis, True)
