@@ -25,7 +25,7 @@ F64 = np.dtype(np.float64)
 
 STRUCTURAL = frozenset(
     {"input", "const", "scalar", "reshape", "transpose", "broadcast_to", "getitem", "setitem", "concat",
-     "stack", "sum", "prod", "max", "min", "cumsum", "cumprod", "matmul", "einsum", "cast"}
+     "stack", "sum", "prod", "logsumexp", "max", "min", "cumsum", "cumprod", "matmul", "einsum", "cast"}
 )  # fmt: skip
 
 
@@ -208,6 +208,20 @@ def _extremum(pick):
     return rule_
 
 
+def _logsumexp(vals, tans, params, shape, dtype, width):
+    (x,), (t,), (axes, keepdims) = vals, tans, params
+    top = np.max(x, axis=axes, keepdims=True)
+    shift = np.where(np.isfinite(top), top, 0.0)  # all -inf: log(0) = -inf, as torch
+    weights = np.exp(x - shift)
+    total = np.sum(weights, axis=axes, keepdims=True)
+    value = np.log(total) + shift
+    out = value if keepdims else np.reshape(value, shape)
+    if t is None:
+        return out, None
+    softmax = weights / total  # the exact derivative, exp(x - logsumexp(x))
+    return out, np.sum(softmax[..., None] * t, axis=axes, keepdims=keepdims)
+
+
 def _running_products(x, t, axis):
     """Running products along ``axis`` and their tangents, by the product rule step by step
     (no division, so zeros are exact): ``T[k] = T[k-1] * x[k] + P[k-1] * t[k]``."""
@@ -333,6 +347,7 @@ _STRUCTURAL_RULES = {
         None if t[0] is None else np.cumsum(t[0], axis=p[0]),
     ),
     "prod": _prod,
+    "logsumexp": _logsumexp,
     "cumprod": _cumprod,
     "matmul": _matmul,
     "einsum": _einsum,
