@@ -24,7 +24,7 @@ def gather(x, index: np.ndarray):
     flat = reshape(x, -1)
     index = np.asarray(index, dtype=np.int64)
     if (index < 0).any():
-        flat = concatenate([flat, lift(x._trace, np.zeros(1, dtype=x.dtype))], 0)
+        flat = concatenate([flat, lift(x._trace, np.zeros(1, dtype=x._dtype))], 0)
         index = np.where(index < 0, flat.shape[0] - 1, index)
     return getitem(flat, index)
 
@@ -163,4 +163,4 @@ def column_stack(tup):
 
 def full_like(x, fill_value, dtype=None, **kwargs):
     x = _as_var(x)
-    return lift(x._trace, np.full(x.shape, fill_value, dtype=dtype or x.dtype))
+    return lift(x._trace, np.full(x.shape, fill_value, dtype=dtype or x._dtype))

@@ -9,9 +9,11 @@ only when no kernel is cached for it.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from .tensor import Var
+from .tensor import Var, torch_var_class
 
 
 class Graph:
@@ -60,18 +62,23 @@ class Graph:
 class Trace:
     """The equations recorded while one user function runs."""
 
-    def __init__(self, parent: Trace | None = None):
+    def __init__(self, parent: Trace | None = None, torch_style: bool = False):
         self.eqns: list[tuple] = []
         self.meta: list[tuple] = []  # (shape, dtype, op name) per node
         self.parent = parent
         self.depth = 0 if parent is None else parent.depth + 1
         self.captures: dict[int, int] = {}  # id(outer Var) -> local node
         self.captured_vars: list = []
+        # Under torch-style inputs every traced value is a torch.Tensor subclass (tensor.py).
+        self.torch_style = torch_style
+        self._new = torch_var_class().new if torch_style else Var
 
     def emit(self, op: str, args: tuple, params: tuple, shape: tuple, dtype: np.dtype):
+        if dtype is not None and type(dtype) is not np.dtype:
+            dtype = numpy_dtype(dtype)
         self.eqns.append((op, args, params))
         self.meta.append((shape, dtype, op))
-        return Var(self, len(self.eqns) - 1, shape, dtype)
+        return self._new(self, len(self.eqns) - 1, shape, dtype)
 
     def capture(self, var):
         """Bring a Var of an enclosing trace into this one as a free (non-input) value."""
@@ -80,12 +87,49 @@ class Trace:
             if var._trace is not self.parent:
                 var = self.parent.capture(var)
             self.eqns.append(("capture", (), (len(self.captured_vars),)))
-            self.meta.append((var.shape, var.dtype, "capture"))
+            self.meta.append((var.shape, var._dtype, "capture"))
             self.captures[key] = len(self.eqns) - 1
             self.captured_vars.append(var)
         node = self.captures[key]
-        return Var(self, node, var.shape, var.dtype)
+        return self._new(self, node, var.shape, var._dtype)
 
     def graph(self, inputs, outputs) -> Graph:
         captures = tuple(self.captures.values())
         return Graph(tuple(self.eqns), tuple(inputs), tuple(outputs), captures, tuple(self.meta))
+
+
+def numpy_dtype(dtype) -> np.dtype:
+    """The NumPy dtype for a NumPy or torch dtype (bfloat16, which NumPy lacks, as float32)."""
+    text = str(dtype)
+    if text.startswith("torch."):
+        name = text[6:]
+        aliases = {"double": "float64", "float": "float32", "half": "float16", "long": "int64", "int": "int32"}
+        return np.dtype(np.float32) if name == "bfloat16" else np.dtype(aliases.get(name, name))
+    return np.dtype(dtype)
+
+
+_ACTIVE = threading.local()
+
+
+def current() -> Trace | None:
+    """The innermost trace running in this thread (None outside traced calls)."""
+    stack = getattr(_ACTIVE, "stack", None)
+    return stack[-1] if stack else None
+
+
+class active:
+    """Context manager: ``trace`` is the current trace of this thread while the function runs."""
+
+    def __init__(self, trace: Trace):
+        self.trace = trace
+
+    def __enter__(self):
+        stack = getattr(_ACTIVE, "stack", None)
+        if stack is None:
+            stack = _ACTIVE.stack = []
+        stack.append(self.trace)
+        return self.trace
+
+    def __exit__(self, *exc):
+        _ACTIVE.stack.pop()
+        return False
