@@ -171,6 +171,9 @@ def unknown_op(name: str, args) -> NotImplementedError:
     from .tensor import Var
 
     position = next((i for i, a in enumerate(args) if isinstance(a, Var)), 0)
+    where = library_function(sys._getframe(1))
+    if where is not None:
+        name = f"{name}, called inside the library function {where},"
     return UnsupportedOpError(
         f"symjac cannot trace {name} (argument {position} is a traced tensor): it is not in the "
         "op table. See docs/operations.md or symjac.ops.NUMPY_API / TORCH_API / METHODS for "

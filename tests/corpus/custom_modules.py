@@ -7,10 +7,10 @@ from torch import nn
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.layers = nn.ModuleList([nn.Linear(3, 6), nn.Linear(6, 6)])
-        self.acts = nn.ModuleDict({"first": nn.ELU(), "second": nn.LeakyReLU(0.1)})
-        self.norm = nn.RMSNorm(6)
-        self.mix = nn.Bilinear(6, 3, 2)
+        self.layers = nn.ModuleList([nn.Linear(3, 4), nn.Linear(4, 4)])
+        self.acts = nn.ModuleDict({"first": nn.Tanh(), "second": nn.SiLU()})
+        self.norm = nn.RMSNorm(4)
+        self.mix = nn.Bilinear(4, 3, 2)
 
     def forward(self, x):
         if not isinstance(x, torch.Tensor):
