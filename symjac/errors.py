@@ -125,14 +125,16 @@ def torch_name(func) -> str:
     name = getattr(func, "__name__", repr(func))
     module = getattr(func, "__module__", None) or ""
     if module.startswith("torch.nn.functional") or module == "torch._C._nn":
-        return f"torch.nn.functional.{name}" + _module_hint()
-    if module.startswith("torch.special") or module == "torch._C._special":
-        return f"torch.special.{name.removeprefix('special_')}"
-    if module.startswith("torch.linalg") or module == "torch._C._linalg":
-        return f"torch.linalg.{name.removeprefix('linalg_')}"
-    if module.startswith("torch.fft") or module == "torch._C._fft":
-        return f"torch.fft.{name.removeprefix('fft_')}"
-    return f"torch.{name}"
+        spelled = f"torch.nn.functional.{name}"
+    elif module.startswith("torch.special") or module == "torch._C._special":
+        spelled = f"torch.special.{name.removeprefix('special_')}"
+    elif module.startswith("torch.linalg") or module == "torch._C._linalg":
+        spelled = f"torch.linalg.{name.removeprefix('linalg_')}"
+    elif module.startswith("torch.fft") or module == "torch._C._fft":
+        spelled = f"torch.fft.{name.removeprefix('fft_')}"
+    else:
+        spelled = f"torch.{name}"
+    return spelled + _module_hint()
 
 
 def _module_hint() -> str:
@@ -172,7 +174,7 @@ def unknown_op(name: str, args) -> NotImplementedError:
 
     position = next((i for i, a in enumerate(args) if isinstance(a, Var)), 0)
     where = library_function(sys._getframe(1))
-    if where is not None:
+    if where is not None and not where.startswith("torch."):  # torch frames only dispatch
         name = f"{name}, called inside the library function {where},"
     return UnsupportedOpError(
         f"symjac cannot trace {name} (argument {position} is a traced tensor): it is not in the "
