@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 torch.manual_seed(1)
-net = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 8), nn.Softplus(), nn.Linear(8, 3))
+net = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 4), nn.Softplus(), nn.Linear(4, 3))
 
 
 def f(x):
