@@ -20,7 +20,8 @@ import threading
 import numpy as np
 
 from . import api_ops as A
-from . import errors, trace as trace_mod
+from . import errors
+from . import trace as trace_mod
 from .tensor import Var
 
 _LIBRARIES = frozenset({"symjac", "numpy", "torch", "scipy", "sympy", "functorch"})
@@ -105,11 +106,30 @@ def literal(trace, data) -> Var:
     return A.lift(trace, data)
 
 
-_NUMPY_CONSTANTS = ("zeros", "ones", "empty", "full", "eye", "identity", "zeros_like", "ones_like",
-                    "empty_like", "full_like")
+_NUMPY_CONSTANTS = (
+    "zeros",
+    "ones",
+    "empty",
+    "full",
+    "eye",
+    "identity",
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+    "full_like",
+)
 _NUMPY_LITERALS = ("array", "asarray", "asanyarray")
-_TORCH_CONSTANTS = ("zeros", "ones", "empty", "full", "eye", "zeros_like", "ones_like", "empty_like",
-                    "full_like")
+_TORCH_CONSTANTS = (
+    "zeros",
+    "ones",
+    "empty",
+    "full",
+    "eye",
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+    "full_like",
+)
 _TORCH_LITERALS = ("tensor", "as_tensor")
 
 _LOCK = threading.Lock()
@@ -280,7 +300,9 @@ def _new_tensor(self, data, *, dtype=None, device=None, requires_grad=False, **k
     found = A._find_trace((data,))
     dt = A._to_numpy_dtype(dtype) if dtype is not None else (self._dtype or np.dtype(np.float64))
     if found is None:
-        return A.lift(self._trace, np.asarray(A._torch_to_numpy(data) if A._is_torch_tensor(data) else data, dtype=dt))
+        return A.lift(
+            self._trace, np.asarray(A._torch_to_numpy(data) if A._is_torch_tensor(data) else data, dtype=dt)
+        )
     return A.cast(literal(found, data), dt)
 
 

@@ -157,8 +157,10 @@ def unknown_method(name: str, var, attribute: bool = False) -> AttributeError:
         spelled = f"torch.{name}(x, ...)" if name in ops.TORCH_API else f"numpy.{name}(x, ...)"
         advice = f"call the function form instead: {spelled}"
     elif attribute or name in ("grad", "backward", "register_hook", "retain_grad"):
-        advice = ("symjac computes derivatives itself; return the value and call symjac.jacobian "
-                  "(or compile/vjp) on the function instead of using autograd inside it")
+        advice = (
+            "symjac computes derivatives itself; return the value and call symjac.jacobian "
+            "(or compile/vjp) on the function instead of using autograd inside it"
+        )
     else:
         advice = "see docs/operations.md for the supported operations"
     shape = f" (shape {tuple(var.shape)})" if var is not None else ""

@@ -16,9 +16,9 @@ import numpy as np
 from . import activations as act
 from . import api_ops as A
 from . import assembly, errors, linalg, ops
-from . import torchnn as nn
 from . import reductions as R
 from . import shapes as S
+from . import torchnn as nn
 from .tensor import Var
 
 
@@ -906,7 +906,11 @@ NN_API = (
                 None,
                 lambda t, x, y: t.nn.functional.bilinear(x, y, _t(t, _W3), _t(t, _B[:2])),
             ),
-            E(((2, 4),), None, lambda t, x: t.nn.functional.layer_norm(x, (4,), _t(t, _B), _t(t, _B[::-1].copy()))),
+            E(
+                ((2, 4),),
+                None,
+                lambda t, x: t.nn.functional.layer_norm(x, (4,), _t(t, _B), _t(t, _B[::-1].copy())),
+            ),
             E(((2, 4),), None, lambda t, x: t.nn.functional.layer_norm(x, (2, 4))),
             E(((2, 4),), None, lambda t, x: t.nn.functional.rms_norm(x, (4,), _t(t, _B), 1e-6)),
             E(((2, 3),), None, lambda t, x: t.nn.functional.normalize(x, dim=1)),
@@ -941,7 +945,12 @@ NN_API = (
                 lambda t, x: x.clone().fill_diagonal_(0.0) * x,
                 lambda x: x.clone().fill_diagonal_(0.0) * x,
             ),
-            E(((4,),), None, lambda t, x: t.masked_fill(x**2, x > 0, 0.5), lambda x: (x**2).masked_fill(x > 0, 0.5)),
+            E(
+                ((4,),),
+                None,
+                lambda t, x: t.masked_fill(x**2, x > 0, 0.5),
+                lambda x: (x**2).masked_fill(x > 0, 0.5),
+            ),
             E(
                 ((3,),),
                 None,

@@ -230,14 +230,18 @@ def _build_torch_var():
     import torch
 
     empty = torch.empty(0)
-    by_numpy = {np.dtype(n): getattr(torch, n) for n in ("float64", "float32", "float16", "int64",
-                                                          "int32", "int16", "int8", "uint8", "bool")}
+    by_numpy = {
+        np.dtype(n): getattr(torch, n)
+        for n in ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+    }
 
     class TorchVar(Var, torch.Tensor):
         """A Var under torch-style inputs (see :func:`torch_var_class`)."""
 
         # torch.Tensor's C properties would shadow the instance attributes Var sets.
-        shape = property(lambda self: self.__dict__["shape"], lambda self, v: self.__dict__.__setitem__("shape", v))
+        shape = property(
+            lambda self: self.__dict__["shape"], lambda self, v: self.__dict__.__setitem__("shape", v)
+        )
         dtype = property(lambda self: by_numpy.get(self._dtype, torch.float64))
 
         @staticmethod

@@ -103,7 +103,13 @@ def numpy_dtype(dtype) -> np.dtype:
     text = str(dtype)
     if text.startswith("torch."):
         name = text[6:]
-        aliases = {"double": "float64", "float": "float32", "half": "float16", "long": "int64", "int": "int32"}
+        aliases = {
+            "double": "float64",
+            "float": "float32",
+            "half": "float16",
+            "long": "int64",
+            "int": "int32",
+        }
         return np.dtype(np.float32) if name == "bfloat16" else np.dtype(aliases.get(name, name))
     return np.dtype(dtype)
 

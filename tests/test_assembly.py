@@ -32,8 +32,12 @@ def test_traced_tensor_is_a_torch_tensor_with_torch_metadata():
 
     x = torch.tensor([0.5, -1.0], dtype=torch.float64)
     J = symjac.jacobian(f, x)
-    assert seen == {"isinstance": True, "dtype": torch.float64, "device": torch.device("cpu"),
-                    "size": torch.Size([2])}
+    assert seen == {
+        "isinstance": True,
+        "dtype": torch.float64,
+        "device": torch.device("cpu"),
+        "size": torch.Size([2]),
+    }
     _check(J, torch.eye(2, dtype=torch.float64))
 
 
@@ -50,7 +54,9 @@ def test_numpy_style_traced_tensor_keeps_a_numpy_dtype():
 
 def test_new_factories_follow_the_traced_dtype():
     def f(x):
-        return x.new_zeros(3) + x.new_ones(3) * x**2 + x.new_full((3,), 0.5) * x + x.new_tensor([1.0, 2.0, 3.0])
+        return (
+            x.new_zeros(3) + x.new_ones(3) * x**2 + x.new_full((3,), 0.5) * x + x.new_tensor([1.0, 2.0, 3.0])
+        )
 
     x = torch.tensor([0.3, -0.2, 0.9])
     ours = symjac.jacobian(f, x)
@@ -64,8 +70,12 @@ def test_new_factories_follow_the_traced_dtype():
 def test_torch_zeros_with_item_and_slice_assignment():
     def f(q):
         T = torch.eye(3, dtype=q.dtype)
-        T[:2, :2] = torch.stack([torch.stack([torch.cos(q[0]), -torch.sin(q[0])]),
-                                 torch.stack([torch.sin(q[0]), torch.cos(q[0])])])
+        T[:2, :2] = torch.stack(
+            [
+                torch.stack([torch.cos(q[0]), -torch.sin(q[0])]),
+                torch.stack([torch.sin(q[0]), torch.cos(q[0])]),
+            ]
+        )
         T[0, 2] = q[1] ** 2
         return T
 

@@ -102,11 +102,13 @@ def test_compile_point_and_batch(name):
         np.testing.assert_allclose(_as_numpy(ours_b), ref, **tol)
     # A batch of 3 points: the example point shifted along a fixed direction.
     shifts = (0.0, 0.05, -0.08)
-    points = [tuple(_like(x, _as_numpy(x) + s * np.cos(np.arange(_as_numpy(x).size)).reshape(x.shape))
-                    for x in inputs) for s in shifts]
-    batch = tuple(
-        _like(inputs[j], np.stack([_as_numpy(p[j]) for p in points])) for j in range(len(inputs))
-    )
+    points = [
+        tuple(
+            _like(x, _as_numpy(x) + s * np.cos(np.arange(_as_numpy(x).size)).reshape(x.shape)) for x in inputs
+        )
+        for s in shifts
+    ]
+    batch = tuple(_like(inputs[j], np.stack([_as_numpy(p[j]) for p in points])) for j in range(len(inputs)))
     out = _blocks(cf(*batch), len(inputs))
     for k, point in enumerate(points):
         for ours_b, ref in zip(out, _reference(model, point), strict=True):

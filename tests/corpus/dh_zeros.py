@@ -30,7 +30,7 @@ def dh_transform(a, alpha, d, theta):
 
 def f(q):
     T = np.eye(4)
-    for (a, alpha, d), theta in zip(DH, q):
+    for (a, alpha, d), theta in zip(DH, q, strict=True):
         T = T @ dh_transform(a, alpha, d, theta)
     return T[:3, 3]
 

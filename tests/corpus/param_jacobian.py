@@ -11,7 +11,7 @@ x = torch.tensor([[0.5, -0.3], [0.1, 0.8], [-0.6, 0.2]], dtype=torch.float64)
 
 
 def f(*params):
-    return functional_call(net, dict(zip(names, params)), (x,)).squeeze(-1)
+    return functional_call(net, dict(zip(names, params, strict=True)), (x,)).squeeze(-1)
 
 
 def inputs():
