@@ -27,7 +27,7 @@ def _find_trace(args):
     """The innermost trace among the Vars in args (searching lists and object arrays)."""
     best = None
     for a in args:
-        if type(a) is Var:
+        if isinstance(a, Var):
             t = a._trace
         elif isinstance(a, (list, tuple)):
             t = _find_trace(a)
@@ -63,7 +63,7 @@ def _is_torch_tensor(x) -> bool:
 
 def lift(trace, x) -> Var:
     """The Var of ``trace`` standing for x: a traced tensor, a constant, or a weak scalar."""
-    if type(x) is Var:
+    if isinstance(x, Var):
         if x._trace is trace:
             return x
         if _is_ancestor(x._trace, trace):
@@ -122,7 +122,7 @@ def lift_all(*xs) -> list[Var]:
 
 def _numeric_mask(v: Var) -> Var:
     # masks in arithmetic count as 0.0 / 1.0, as in torch and NumPy
-    return _as_number(v) if v.dtype is not None and v.dtype.kind == "b" else v
+    return _as_number(v) if v._dtype is not None and v._dtype.kind == "b" else v
 
 
 def _from_objects(trace, arr: np.ndarray) -> Var:
@@ -141,13 +141,13 @@ def _from_objects(trace, arr: np.ndarray) -> Var:
 
 def _promote(vs) -> np.dtype:
     # torch: a dimensioned tensor's dtype wins over 0-d tensors and Python scalars.
-    if len(vs) == 1 and vs[0].dtype is not None and vs[0].dtype.kind == "f":
-        return vs[0].dtype
-    floats = [v for v in vs if v.dtype is not None and v.dtype.kind == "f"]
+    if len(vs) == 1 and vs[0]._dtype is not None and vs[0]._dtype.kind == "f":
+        return vs[0]._dtype
+    floats = [v for v in vs if v._dtype is not None and v._dtype.kind == "f"]
     if not floats:
         return F64
     ranked = [v for v in floats if v.shape] or floats
-    return max((v.dtype for v in ranked), key=lambda d: d.itemsize)
+    return max((v._dtype for v in ranked), key=lambda d: d.itemsize)
 
 
 def _broadcast(name, vs) -> tuple:
@@ -178,7 +178,7 @@ def _elementwise(name: str):
                 # Python scalars ride inline in the equation: ("s", value), never a node id.
                 refs.append(("s", a if a == a else "nan"))
                 continue
-            v = a if type(a) is Var and a._trace is trace else lift(trace, a)
+            v = a if isinstance(a, Var) and a._trace is trace else lift(trace, a)
             if not op.boolean:
                 v = _numeric_mask(v)
             refs.append(v._node)
@@ -207,7 +207,7 @@ def _as_number(mask: Var) -> Var:
 
 
 def _as_mask(x: Var) -> Var:
-    return x if x.dtype is not None and x.dtype.kind == "b" else EW["not_equal"](x, 0.0)
+    return x if x._dtype is not None and x._dtype.kind == "b" else EW["not_equal"](x, 0.0)
 
 
 def _ignore_numpy_kwargs(name, kwargs):
@@ -224,7 +224,7 @@ EW = {name: _elementwise(name) for name in ops.ELEMENTWISE}
 
 
 def _as_var(x) -> Var:
-    if type(x) is Var:
+    if isinstance(x, Var):
         return x
     trace = _find_trace((x,))
     if trace is None:
@@ -259,7 +259,7 @@ def reshape(x, *shape, **kwargs):
         raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into {shape}")
     if shape == x.shape:
         return x
-    return x._trace.emit("reshape", (x._node,), (shape,), shape, x.dtype)
+    return x._trace.emit("reshape", (x._node,), (shape,), shape, x._dtype)
 
 
 def _np_reshape(a, shape=None, order="C", *, newshape=None, copy=None):
@@ -276,7 +276,7 @@ def permute(x, *dims):
     if dims == tuple(range(x.ndim)):
         return x
     shape = tuple(x.shape[d] for d in dims)
-    return x._trace.emit("transpose", (x._node,), (dims,), shape, x.dtype)
+    return x._trace.emit("transpose", (x._node,), (dims,), shape, x._dtype)
 
 
 def swapaxes(x, dim0, dim1):
@@ -318,7 +318,7 @@ def _encode_index(key):
         key = (key,)
     parts = []
     for k in key:
-        if type(k) is Var:
+        if isinstance(k, Var):
             raise errors.untraceable("index", k)
         if isinstance(k, (bool, np.bool_)):
             parts.append(("array", "|b1", (), np.bool_(k).tobytes()))
@@ -326,7 +326,7 @@ def _encode_index(key):
             parts.append(("int", int(k)))
         elif isinstance(k, slice):
             for part in (k.start, k.stop, k.step):
-                if type(part) is Var:
+                if isinstance(part, Var):
                     raise errors.untraceable("index", part)
             parts.append(("slice", k.start, k.stop, k.step))
         elif k is None:
@@ -348,7 +348,7 @@ def getitem(x, key):
     encoded = _encode_index(key)
     dummy = np.broadcast_to(np.zeros((), dtype=np.int8), x.shape)
     shape = dummy[ops.decode_index(encoded)].shape
-    return x._trace.emit("getitem", (x._node,), (encoded,), shape, x.dtype)
+    return x._trace.emit("getitem", (x._node,), (encoded,), shape, x._dtype)
 
 
 def setitem(x: Var, key, value):
@@ -368,7 +368,7 @@ def setitem(x: Var, key, value):
         raise ValueError(
             f"cannot assign a value of shape {v.shape} to a selection of shape {target}"
         ) from None
-    new = trace.emit("setitem", (lift(trace, x)._node, v._node), (encoded,), x.shape, x.dtype)
+    new = trace.emit("setitem", (lift(trace, x)._node, v._node), (encoded,), x.shape, x._dtype)
     x._trace, x._node = new._trace, new._node
 
 
@@ -451,7 +451,7 @@ def reduction(prim, has_identity=True):
         if not has_identity and any(x.shape[a] == 0 for a in axes):
             raise ValueError(f"{prim}: cannot reduce over an empty dimension")
         shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape) if keepdims or d not in axes)
-        return x._trace.emit(prim, (x._node,), (axes, bool(keepdims)), shape, x.dtype)
+        return x._trace.emit(prim, (x._node,), (axes, bool(keepdims)), shape, x._dtype)
 
     return reduce
 
@@ -492,7 +492,7 @@ def broadcast_to(x, shape):
     np.broadcast_shapes(x.shape, shape)
     if shape == x.shape:
         return x
-    return x._trace.emit("broadcast_to", (x._node,), (shape,), shape, x.dtype)
+    return x._trace.emit("broadcast_to", (x._node,), (shape,), shape, x._dtype)
 
 
 def expand(x, *sizes):
@@ -526,7 +526,7 @@ def flatten(x, start_dim=0, end_dim=-1):
 def cast(x, dtype):
     x = _as_var(x)
     dt = _to_numpy_dtype(dtype)
-    if dt == x.dtype:
+    if dt == x._dtype:
         return x
     if dt.kind in "iub":
         # An integer cast is not differentiable: torch treats its result as a constant.
@@ -559,8 +559,8 @@ def _to_numpy_dtype(dtype) -> np.dtype:
 def _method_to(self, *args, dtype=None, **kwargs):
     # x.to(torch.float64), x.to("cpu", torch.float32), x.to(other): devices are ignored.
     for a in args:
-        if type(a) is Var:
-            dtype = a.dtype
+        if isinstance(a, Var):
+            dtype = a._dtype
         elif isinstance(a, (type, np.dtype)) or type(a).__name__ == "dtype":
             dtype = a
     return self if dtype is None else cast(self, dtype)
@@ -568,12 +568,12 @@ def _method_to(self, *args, dtype=None, **kwargs):
 
 def zeros_like(x, dtype=None, **kwargs):
     x = _as_var(x)
-    return lift(x._trace, np.zeros(x.shape, dtype=_to_numpy_dtype(dtype) if dtype else x.dtype))
+    return lift(x._trace, np.zeros(x.shape, dtype=_to_numpy_dtype(dtype) if dtype else x._dtype))
 
 
 def ones_like(x, dtype=None, **kwargs):
     x = _as_var(x)
-    return lift(x._trace, np.ones(x.shape, dtype=_to_numpy_dtype(dtype) if dtype else x.dtype))
+    return lift(x._trace, np.ones(x.shape, dtype=_to_numpy_dtype(dtype) if dtype else x._dtype))
 
 
 def where(condition, x, y):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class UntraceableError(TypeError):
     """A Python construct needs the value of a traced tensor, which is not known while tracing."""
@@ -9,6 +11,10 @@ class UntraceableError(TypeError):
 
 class InPlaceError(TypeError):
     """An in-place write (``out=``, item assignment on an input) that symjac cannot record."""
+
+
+class UnsupportedOpError(NotImplementedError):
+    """A function symjac's op table does not have."""
 
 
 class DtypeError(TypeError, RuntimeError):
@@ -25,7 +31,9 @@ _UNTRACEABLE = {
     "float": (
         "float() of a traced tensor",
         "its number is not known while tracing. Keep it a tensor and use tensor operations "
-        "(x * 2, numpy.exp(x), x.sum()) instead of converting to a Python number.",
+        "(x * 2, numpy.exp(x), x.sum()) instead of converting to a Python number. To write it "
+        "into an array (a[i] = x), create the array inside the function (np.zeros / "
+        "torch.zeros there are traced) or build it with numpy.stack / torch.stack.",
     ),
     "int": (
         "int() of a traced tensor",
@@ -51,18 +59,126 @@ _UNTRACEABLE = {
 }
 
 
+_IN_LIBRARY = {
+    "bool": "a Python `if`, `while`, `and` or `or`",
+    "float": "float()",
+    "int": "int()",
+    "item": ".item()",
+    "index": "an index",
+}
+
+
 def untraceable(kind: str, var) -> UntraceableError:
     what, advice = _UNTRACEABLE[kind]
+    where = library_function(sys._getframe(2)) if kind in ("bool", "float", "int", "item", "index") else None
+    if where is not None:
+        # The `if` (or float()) is inside a library the user called, not in the user's code.
+        return UntraceableError(
+            f"symjac cannot trace {where}: it needs the value of a traced tensor (the result of "
+            f"`{var._op}`, shape {tuple(var.shape)}) for {_IN_LIBRARY[kind]} inside the library "
+            "function, where only numbers are known. Call a traceable equivalent "
+            "instead (see docs/operations.md: NumPy, torch and symjac functions on the tensor "
+            "itself), or write the formula out with tensor operations."
+        )
     return UntraceableError(
         f"symjac cannot trace {what} (the result of `{var._op}`, shape {tuple(var.shape)}): {advice}"
     )
+
+
+_LIBRARIES = ("numpy", "scipy", "torch", "sympy", "pandas", "sklearn", "jax")
+
+
+def library_function(frame) -> str | None:
+    """The outermost library function on the stack above the user's code, if the stack at
+    ``frame`` is inside one (``scipy.special.logsumexp``), else None."""
+    outermost = None
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "") or ""
+        top = name.split(".", 1)[0]
+        if top == "symjac":
+            frame = frame.f_back
+            continue
+        filename = frame.f_code.co_filename
+        if top in _LIBRARIES or "site-packages" in filename or "dist-packages" in filename:
+            outermost = frame
+            frame = frame.f_back
+            continue
+        break
+    if outermost is None:
+        return None
+    code = outermost.f_code
+    module = outermost.f_globals.get("__name__", "?")
+    public = _public_module(module)
+    return f"{public}.{getattr(code, 'co_qualname', code.co_name)}"
+
+
+def _public_module(module: str) -> str:
+    """``scipy.special._logsumexp`` -> ``scipy.special``: the name users import it by."""
+    parts = module.split(".")
+    while len(parts) > 1 and parts[-1].startswith("_"):
+        parts.pop()
+    return ".".join(parts)
+
+
+def torch_name(func) -> str:
+    """A torch function's name as users write it: ``torch.nn.functional.pad``, ``torch.sin``."""
+    name = getattr(func, "__name__", repr(func))
+    module = getattr(func, "__module__", None) or ""
+    if module.startswith("torch.nn.functional") or module == "torch._C._nn":
+        spelled = f"torch.nn.functional.{name}"
+    elif module.startswith("torch.special") or module == "torch._C._special":
+        spelled = f"torch.special.{name.removeprefix('special_')}"
+    elif module.startswith("torch.linalg") or module == "torch._C._linalg":
+        spelled = f"torch.linalg.{name.removeprefix('linalg_')}"
+    elif module.startswith("torch.fft") or module == "torch._C._fft":
+        spelled = f"torch.fft.{name.removeprefix('fft_')}"
+    else:
+        spelled = f"torch.{name}"
+    return spelled + _module_hint()
+
+
+def _module_hint() -> str:
+    """`` (called by nn.Linear)`` when a torch.nn module's forward is on the stack."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        owner = frame.f_locals.get("self") if frame.f_code.co_name == "forward" else None
+        if owner is not None and type(owner).__module__.startswith("torch.nn"):
+            return f" (called by nn.{type(owner).__name__})"
+        frame = frame.f_back
+    return ""
+
+
+def unknown_method(name: str, var, attribute: bool = False) -> AttributeError:
+    """An unsupported Tensor/ndarray method or attribute, with what to write instead."""
+    from . import ops
+
+    what = f"the attribute .{name}" if attribute else f"the method .{name}()"
+    if name in ops.TORCH_API or name in ops.NUMPY_API:
+        spelled = f"torch.{name}(x, ...)" if name in ops.TORCH_API else f"numpy.{name}(x, ...)"
+        advice = f"call the function form instead: {spelled}"
+    elif attribute or name in ("grad", "backward", "register_hook", "retain_grad"):
+        advice = (
+            "symjac computes derivatives itself; return the value and call symjac.jacobian "
+            "(or compile/vjp) on the function instead of using autograd inside it"
+        )
+    else:
+        advice = "see docs/operations.md for the supported operations"
+    shape = f" (shape {tuple(var.shape)})" if var is not None else ""
+    return UnsupportedMethodError(f"symjac cannot trace {what} of a traced tensor{shape}: {advice}.")
+
+
+class UnsupportedMethodError(AttributeError, NotImplementedError):
+    """A tensor method or attribute symjac does not record."""
 
 
 def unknown_op(name: str, args) -> NotImplementedError:
     from .tensor import Var
 
     position = next((i for i, a in enumerate(args) if isinstance(a, Var)), 0)
-    return NotImplementedError(
+    where = library_function(sys._getframe(1))
+    if where is not None and not where.startswith("torch."):  # torch frames only dispatch
+        name = f"{name}, called inside the library function {where},"
+    return UnsupportedOpError(
         f"symjac cannot trace {name} (argument {position} is a traced tensor): it is not in the "
         "op table. See docs/operations.md or symjac.ops.NUMPY_API / TORCH_API / METHODS for "
         "what is supported."

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import sympy
 
-from . import api_ops, arrays, derive, errors, scipy_ops
+from . import api_ops, arrays, assembly, derive, errors, scipy_ops
 from .functions import StopGradient
 from .ops import PRIMITIVES, Primitive
 from .tensor import Var
@@ -41,7 +41,7 @@ def _is_torch(x) -> bool:
 
 
 def _is_tensor(x, allow_objects=False) -> bool:
-    if type(x) is Var or _is_torch(x):
+    if isinstance(x, Var) or _is_torch(x):
         return True
     return isinstance(x, np.ndarray) and (allow_objects or x.dtype != object)
 
@@ -70,7 +70,7 @@ def _check_inputs(inputs, fn: str):
         )
     for j, x in enumerate(inputs):
         _check_array(x, f"{fn}: inputs[{j}]")
-        if type(x) is Var or (x.dtype.kind == "f" if isinstance(x, np.ndarray) else x.is_floating_point()):
+        if isinstance(x, Var) or (x.dtype.kind == "f" if isinstance(x, np.ndarray) else x.is_floating_point()):
             continue
         name = _dtype_name(x)
         if "complex" in name:
@@ -152,14 +152,14 @@ class _Call:
 
     def __init__(self, func, inputs, in_tuple, fn, params=False):
         parent = api_ops._find_trace(inputs)
-        trace = Trace(parent, params=params)
+        trace = Trace(parent, params=params, torch_style=any(_is_torch(x) for x in inputs))
         args = []
         for j, x in enumerate(inputs):
             shape = tuple(x.shape)
-            dtype = x.dtype if type(x) is Var else _numeric_dtype(x)
+            dtype = x._dtype if isinstance(x, Var) else _numeric_dtype(x)
             args.append(trace.emit("input", (), (j, shape, dtype), shape, dtype))
         trace.n_inputs = len(args)
-        with scipy_ops.swapped(func):  # SciPy's non-ufunc functions record symjac ops meanwhile
+        with assembly.tracing(trace), scipy_ops.swapped(func):  # SciPy's non-ufuncs record symjac ops
             out = func(*args)
         self.out_tuple, outs = _as_tuple(out, "outputs of the user-provided function", fn, True)
         nodes = [api_ops.lift(trace, o)._node for o in outs]
@@ -338,7 +338,7 @@ def _result_dtype(ref, call):
     kind, k = ref
     x = call.inputs[k] if kind == "in" else None
     if x is not None:
-        return x.dtype if type(x) is Var else _numeric_dtype(x)
+        return x._dtype if isinstance(x, Var) else _numeric_dtype(x)
     dt = call.graph.dtype(call.graph.outputs[k])
     return dt if dt is not None and dt.kind == "f" else np.dtype(np.float64)
 

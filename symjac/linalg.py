@@ -121,12 +121,12 @@ def _square(x, name):
 
 def det(a):
     x = _square(a, "det")
-    return x._trace.emit("linalg", (x._node,), ("det",), x.shape[:-2], x.dtype)
+    return x._trace.emit("linalg", (x._node,), ("det",), x.shape[:-2], x._dtype)
 
 
 def inv(a):
     x = _square(a, "inv")
-    return x._trace.emit("linalg", (x._node,), ("inv",), x.shape, x.dtype)
+    return x._trace.emit("linalg", (x._node,), ("inv",), x.shape, x._dtype)
 
 
 def solve(a, b):
@@ -136,7 +136,7 @@ def solve(a, b):
 
 def cholesky(a, upper=False):
     x = _square(a, "cholesky")
-    L = x._trace.emit("linalg", (x._node,), ("cholesky",), x.shape, x.dtype)
+    L = x._trace.emit("linalg", (x._node,), ("cholesky",), x.shape, x._dtype)
     return EW["pos"](L) if not upper else L.mT
 
 

@@ -15,9 +15,10 @@ import numpy as np
 
 from . import activations as act
 from . import api_ops as A
-from . import errors, linalg, ops
+from . import assembly, errors, linalg, ops
 from . import reductions as R
 from . import shapes as S
+from . import torchnn as nn
 from .tensor import Var
 
 
@@ -1321,6 +1322,98 @@ METHODS = {
 TORCH_REFLECTED = {**REFLECTED, "rsub": REFLECTED["__rsub__"], "__rdiv__": REFLECTED["__rtruediv__"]}
 
 
+# --- torch.nn forms and array assembly (issue 13, items 1-3) -----------------------------------
+# nn modules call the F.* forms of symjac.torchnn; symjac.assembly makes constant arrays that
+# receive traced values traced. Kept in one block so that other additions merge cleanly.
+
+_W = np.linspace(-1.0, 1.0, 12).reshape(4, 3)  # fixed weights for the examples: (out 4, in 3)
+_B = np.linspace(0.5, -0.5, 4)
+_W3 = np.linspace(-1.0, 1.0, 24).reshape(2, 3, 4)  # bilinear (out 2, in1 3, in2 4)
+
+
+def _t(t, a):
+    return t.as_tensor(a, dtype=t.float64)
+
+
+NN_API = (
+    Api(
+        "nn.functional",
+        {},
+        dict(nn.TORCH_FUNCTIONAL),
+        {},
+        (
+            E(((2, 3),), None, lambda t, x: t.nn.functional.linear(x, _t(t, _W), _t(t, _B))),
+            E(((3,),), None, lambda t, x: t.nn.functional.linear(x, _t(t, _W))),
+            E(
+                ((3,), (4,)),
+                None,
+                lambda t, x, y: t.nn.functional.bilinear(x, y, _t(t, _W3), _t(t, _B[:2])),
+            ),
+            E(
+                ((2, 4),),
+                None,
+                lambda t, x: t.nn.functional.layer_norm(x, (4,), _t(t, _B), _t(t, _B[::-1].copy())),
+            ),
+            E(((2, 4),), None, lambda t, x: t.nn.functional.layer_norm(x, (2, 4))),
+            E(((2, 4),), None, lambda t, x: t.nn.functional.rms_norm(x, (4,), _t(t, _B), 1e-6)),
+            E(((2, 3),), None, lambda t, x: t.nn.functional.normalize(x, dim=1)),
+            E(((2, 3),), None, lambda t, x: t.nn.functional.normalize(x, p=1.0, dim=0)),
+            E(((2, 3), (2, 3)), None, lambda t, x, y: t.nn.functional.mse_loss(x, y)),
+            E(((2, 3), (2, 3)), None, lambda t, x, y: t.nn.functional.mse_loss(x, y, reduction="none")),
+            E(((2, 3), (2, 3)), None, lambda t, x, y: t.nn.functional.l1_loss(x, y, reduction="sum")),
+            E(((5,), (5,)), None, lambda t, x, y: t.nn.functional.huber_loss(2 * x, y, delta=0.5)),
+            E(((5,), (5,)), None, lambda t, x, y: t.nn.functional.smooth_l1_loss(2 * x, y, beta=0.5)),
+            E(((4,),), None, lambda t, x: t.nn.functional.dropout(x, 0.3, training=False)),
+            E(((5,),), None, lambda t, x: t.nn.functional.mish(2 * x)),
+            E(((5,),), None, lambda t, x: t.nn.functional.softsign(2 * x)),
+            E(((5,),), None, lambda t, x: t.nn.functional.tanhshrink(2 * x)),
+            E(((5,),), None, lambda t, x: t.nn.functional.celu(2 * x, alpha=0.5)),
+            E(((5,),), None, lambda t, x: t.nn.functional.threshold(2 * x, 0.3, -1.0)),
+            E(((5,),), None, lambda t, x: t.nn.functional.softshrink(2 * x, 0.4)),
+            E(((5,),), None, lambda t, x: t.nn.functional.hardshrink(2 * x, 0.4)),
+            E(((2, 4),), None, lambda t, x: t.nn.functional.glu(x)),
+            E(((2, 3),), None, lambda t, x: t.nn.functional.softmin(x, dim=1)),
+            E(((2, 3), (2, 3)), None, lambda t, x, y: t.nn.functional.cosine_similarity(x, y)),
+        ),
+    ),
+    Api(
+        "assembly",
+        {**assembly.NUMPY_API},
+        {**assembly.TORCH_API},
+        {**assembly.METHODS},
+        (
+            E(
+                ((3, 3),),
+                lambda np, x: _fill_diagonal_example(np, x),
+                lambda t, x: x.clone().fill_diagonal_(0.0) * x,
+                lambda x: x.clone().fill_diagonal_(0.0) * x,
+            ),
+            E(
+                ((4,),),
+                None,
+                lambda t, x: t.masked_fill(x**2, x > 0, 0.5),
+                lambda x: (x**2).masked_fill(x > 0, 0.5),
+            ),
+            E(
+                ((3,),),
+                None,
+                lambda t, x: x.new_zeros(3) + x.new_ones((3,)) * x + x.new_full((3,), 2.0) * x,
+                lambda x: x.new_zeros(3) + x.new_ones((3,)) * x + x.new_full((3,), 2.0) * x,
+            ),
+        ),
+    ),
+)
+
+
+def _fill_diagonal_example(np, x):
+    y = x * 1.0
+    np.fill_diagonal(y, 0.0)
+    return y * x
+
+
+API = API + NN_API
+
+
 def register():
     """Fill ops.NUMPY_API / TORCH_API / METHODS and attach the methods to Var."""
     for e in ops.ELEMENTWISE_OPS:
@@ -1337,6 +1430,7 @@ def register():
         ops.METHODS.update(api.methods)
     ops.TORCH_API.update(TORCH_REFLECTED)
     ops.METHODS.update(METHODS)
+    ops.METHODS.update(assembly.METHODS)
     for name, fn in ops.METHODS.items():
         setattr(Var, name, fn)
     Var.T = property(lambda self: A.permute(self, tuple(reversed(range(self.ndim)))))

@@ -166,7 +166,7 @@ def _scan(prim):
         if axis is None:
             x, axis = reshape(x, -1), 0
         axis = _normalize_axis(axis, x.ndim, prim)
-        return x._trace.emit(prim, (x._node,), (axis,), x.shape, x.dtype)
+        return x._trace.emit(prim, (x._node,), (axis,), x.shape, x._dtype)
 
     return scan
 

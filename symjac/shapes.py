@@ -33,7 +33,7 @@ def gather(x, index: np.ndarray):
     flat = reshape(x, -1)
     index = np.asarray(index, dtype=np.int64)
     if (index < 0).any():
-        flat = concatenate([flat, lift(x._trace, np.zeros(1, dtype=x.dtype))], 0)
+        flat = concatenate([flat, lift(x._trace, np.zeros(1, dtype=x._dtype))], 0)
         index = np.where(index < 0, flat.shape[0] - 1, index)
     return getitem(flat, index)
 
@@ -172,7 +172,7 @@ def column_stack(tup):
 
 def full_like(x, fill_value, dtype=None, **kwargs):
     x = _as_var(x)
-    return lift(x._trace, np.full(x.shape, fill_value, dtype=dtype or x.dtype))
+    return lift(x._trace, np.full(x.shape, fill_value, dtype=dtype or x._dtype))
 
 
 # --- issue 13: differences, padding, at-least-n-d, flips, diagonal embedding -----------------
@@ -249,7 +249,7 @@ def _pad(x, widths, mode, value):
             filled[head + (slice(0, before),)] = fill[d, 0]
             filled[head + (slice(filled.shape[d] - after, None),)] = fill[d, 1]
         filled[index >= 0] = 0.0
-    return out + lift(x._trace, filled.astype(x.dtype if x.dtype is not None else np.float64))
+    return out + lift(x._trace, filled.astype(x._dtype if x._dtype is not None else np.float64))
 
 
 _TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}

@@ -13,16 +13,24 @@ from . import errors
 
 
 class Var:
-    """A symbolic tensor recorded by a trace; behaves like a torch tensor or NumPy array."""
+    """A symbolic tensor recorded by a trace; behaves like a torch tensor or NumPy array.
 
-    __slots__ = ("_trace", "_node", "shape", "dtype")
+    ``_dtype`` is the NumPy dtype symjac computes in (None for a weak Python scalar); ``dtype``
+    is what the user sees: the same NumPy dtype here, a ``torch.dtype`` on :class:`TorchVar`.
+    No ``__slots__``: TorchVar also derives from ``torch.Tensor``, whose layout forbids them.
+    """
+
     __array_priority__ = 1000  # ndarray (op) Var defers to Var's reflected operators
 
     def __init__(self, trace, node: int, shape: tuple[int, ...], dtype):
         self._trace = trace
         self._node = node
         self.shape = shape
-        self.dtype = dtype
+        self._dtype = dtype
+
+    @property
+    def dtype(self):
+        return self._dtype
 
     # --- metadata, in both NumPy and torch spellings -------------------------------------
     @property
@@ -69,13 +77,22 @@ class Var:
 
     # --- what cannot be traced --------------------------------------------------------------
     def __bool__(self):
-        raise errors.untraceable("bool", self)
+        value = self._constant()
+        if value is None or value.size != 1:
+            raise errors.untraceable("bool", self)
+        return bool(value)
 
     def __float__(self):
-        raise errors.untraceable("float", self)
+        value = self._constant()
+        if value is None or value.size != 1:
+            raise errors.untraceable("float", self)
+        return float(value.item())
 
     def __int__(self):
-        raise errors.untraceable("int", self)
+        value = self._constant()
+        if value is None or value.size != 1:
+            raise errors.untraceable("int", self)
+        return int(value.item())
 
     def __index__(self):
         raise errors.untraceable("index", self)
@@ -84,13 +101,42 @@ class Var:
         raise errors.untraceable("complex", self)
 
     def item(self):
-        raise errors.untraceable("item", self)
+        value = self._constant()
+        if value is None or value.size != 1:
+            raise errors.untraceable("item", self)
+        return value.item()
 
     def tolist(self):
-        raise errors.untraceable("item", self)
+        value = self._constant()
+        if value is None:
+            raise errors.untraceable("item", self)
+        return value.tolist()
 
     def numpy(self, *args, **kwargs):
-        raise errors.untraceable("numpy", self)
+        value = self._constant()
+        if value is None:
+            raise errors.untraceable("numpy", self)
+        return value.copy()
+
+    def _constant(self):
+        """The values of a constant recorded on the trace (``np.zeros(3)`` inside a traced
+        function is one), or None: code may still read those as numbers."""
+        op, _, params = self._trace.eqns[self._node]
+        if op != "const":
+            return None
+        import numpy as np
+
+        dtype, shape, data = params
+        return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+
+    def __getattr__(self, name):
+        # Only reached when normal lookup fails: say what is missing and what to write instead.
+        if name.startswith("__") or name in ("_trace", "_node", "_dtype", "shape"):
+            raise AttributeError(name)
+        raise errors.unknown_method(name, self)
+
+    def __format__(self, spec):
+        return repr(self)
 
     # --- dispatch protocols -----------------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -128,10 +174,19 @@ class Var:
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         from . import ops
 
-        name = func.__name__
+        name = getattr(func, "__name__", "")
+        if name == "__get__":  # a Tensor property torch dispatches (x.grad, x.is_leaf, ...)
+            prop = getattr(getattr(func, "__self__", None), "__name__", "?")
+            raise errors.unknown_method(prop, args[0] if args else None, attribute=True)
+        qualname = getattr(func, "__qualname__", "")
+        if qualname.startswith(("TensorBase.", "Tensor.")):  # a Tensor method Var does not define
+            fn = ops.METHODS.get(name)
+            if fn is None:
+                raise errors.unknown_method(name, args[0] if args else None)
+            return fn(*args, **(kwargs or {}))
         fn = ops.TORCH_API.get(name)
         if fn is None:
-            raise errors.unknown_op(f"torch.{name}", args)
+            raise errors.unknown_op(errors.torch_name(func), args)
         return fn(*args, **(kwargs or {}))
 
     # Methods and operators are attached from the op table (ops.METHODS) at import time.
@@ -150,4 +205,87 @@ class _Size(int):
 
 
 def is_var(x) -> bool:
-    return type(x) is Var
+    return isinstance(x, Var)
+
+
+_TORCH_VAR = None
+
+
+def torch_var_class():
+    """The traced type under torch-style inputs: a Var that is also a ``torch.Tensor``.
+
+    Built on first use so that the core never imports torch. Its instances are made with
+    ``torch.Tensor._make_subclass`` over one shared empty tensor: no data, but
+    ``isinstance(x, torch.Tensor)`` holds, every torch function and Tensor method reaches
+    ``__torch_function__``, and ``torch.func.functional_call`` accepts it as a parameter.
+    """
+    global _TORCH_VAR
+    if _TORCH_VAR is None:
+        _TORCH_VAR = _build_torch_var()
+    return _TORCH_VAR
+
+
+def _build_torch_var():
+    import numpy as np
+    import torch
+
+    empty = torch.empty(0)
+    by_numpy = {
+        np.dtype(n): getattr(torch, n)
+        for n in ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+    }
+
+    class TorchVar(Var, torch.Tensor):
+        """A Var under torch-style inputs (see :func:`torch_var_class`)."""
+
+        # torch.Tensor's C properties would shadow the instance attributes Var sets.
+        shape = property(
+            lambda self: self.__dict__["shape"], lambda self, v: self.__dict__.__setitem__("shape", v)
+        )
+        dtype = property(lambda self: by_numpy.get(self._dtype, torch.float64))
+
+        @staticmethod
+        def new(trace, node, shape, dtype):
+            v = torch.Tensor._make_subclass(TorchVar, empty)
+            d = v.__dict__
+            d["_trace"], d["_node"], d["shape"], d["_dtype"] = trace, node, shape, dtype
+            return v
+
+        @property
+        def device(self):
+            return torch.device("cpu")
+
+        @property
+        def layout(self):
+            return torch.strided
+
+        is_cuda = False
+        is_sparse = False
+        is_quantized = False
+        is_meta = False
+        is_nested = False
+
+        def size(self, dim=None):
+            return torch.Size(self.shape) if dim is None else self.shape[dim]
+
+        def is_floating_point(self):
+            return self._dtype is None or self._dtype.kind == "f"
+
+        def is_complex(self):
+            return False
+
+        def element_size(self):
+            return 8 if self._dtype is None else self._dtype.itemsize
+
+        def get_device(self):
+            return -1
+
+        def __reduce_ex__(self, protocol):
+            raise errors.UntraceableError("symjac cannot pickle or deepcopy a traced tensor")
+
+        def __deepcopy__(self, memo):
+            raise errors.UntraceableError("symjac cannot pickle or deepcopy a traced tensor; use x.clone()")
+
+    TorchVar.__qualname__ = "TorchVar"
+    TorchVar.__module__ = __name__
+    return TorchVar

@@ -9,9 +9,11 @@ only when no kernel is cached for it.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from .tensor import Var
+from .tensor import Var, torch_var_class
 
 
 class Graph:
@@ -60,7 +62,7 @@ class Graph:
 class Trace:
     """The equations recorded while one user function runs."""
 
-    def __init__(self, parent: Trace | None = None, params: bool = False):
+    def __init__(self, parent: Trace | None = None, params: bool = False, torch_style: bool = False):
         self.eqns: list[tuple] = []
         self.meta: list[tuple] = []  # (shape, dtype, op name) per node
         self.parent = parent
@@ -72,11 +74,16 @@ class Trace:
         self.param_values: list[np.ndarray] | None = [] if params and parent is None else None
         self._param_of: dict[int, tuple] = {}  # id(user's array) -> (array, node, snapshot)
         self.n_inputs = 0
+        # Under torch-style inputs every traced value is a torch.Tensor subclass (tensor.py).
+        self.torch_style = torch_style
+        self._new = torch_var_class().new if torch_style else Var
 
     def emit(self, op: str, args: tuple, params: tuple, shape: tuple, dtype: np.dtype):
+        if dtype is not None and type(dtype) is not np.dtype:
+            dtype = numpy_dtype(dtype)
         self.eqns.append((op, args, params))
         self.meta.append((shape, dtype, op))
-        return Var(self, len(self.eqns) - 1, shape, dtype)
+        return self._new(self, len(self.eqns) - 1, shape, dtype)
 
     def capture(self, var):
         """Bring a Var of an enclosing trace into this one as a free (non-input) value."""
@@ -85,11 +92,11 @@ class Trace:
             if var._trace is not self.parent:
                 var = self.parent.capture(var)
             self.eqns.append(("capture", (), (len(self.captured_vars),)))
-            self.meta.append((var.shape, var.dtype, "capture"))
+            self.meta.append((var.shape, var._dtype, "capture"))
             self.captures[key] = len(self.eqns) - 1
             self.captured_vars.append(var)
         node = self.captures[key]
-        return Var(self, node, var.shape, var.dtype)
+        return self._new(self, node, var.shape, var._dtype)
 
     def param(self, original, x: np.ndarray):
         """The node standing for captured array ``x`` as data: an extra, undifferentiated input.
@@ -99,7 +106,7 @@ class Trace:
         """
         seen = self._param_of.get(id(original))
         if seen is not None and seen[2].shape == x.shape and np.array_equal(seen[2], x):
-            return Var(self, seen[1], x.shape, x.dtype)
+            return self._new(self, seen[1], x.shape, x.dtype)
         snapshot = np.array(x, copy=True, order="C")
         j = self.n_inputs + len(self.param_values)
         var = self.emit("input", (), (j, x.shape, x.dtype), x.shape, x.dtype)
@@ -110,3 +117,46 @@ class Trace:
     def graph(self, inputs, outputs) -> Graph:
         captures = tuple(self.captures.values())
         return Graph(tuple(self.eqns), tuple(inputs), tuple(outputs), captures, tuple(self.meta))
+
+
+def numpy_dtype(dtype) -> np.dtype:
+    """The NumPy dtype for a NumPy or torch dtype (bfloat16, which NumPy lacks, as float32)."""
+    text = str(dtype)
+    if text.startswith("torch."):
+        name = text[6:]
+        aliases = {
+            "double": "float64",
+            "float": "float32",
+            "half": "float16",
+            "long": "int64",
+            "int": "int32",
+        }
+        return np.dtype(np.float32) if name == "bfloat16" else np.dtype(aliases.get(name, name))
+    return np.dtype(dtype)
+
+
+_ACTIVE = threading.local()
+
+
+def current() -> Trace | None:
+    """The innermost trace running in this thread (None outside traced calls)."""
+    stack = getattr(_ACTIVE, "stack", None)
+    return stack[-1] if stack else None
+
+
+class active:
+    """Context manager: ``trace`` is the current trace of this thread while the function runs."""
+
+    def __init__(self, trace: Trace):
+        self.trace = trace
+
+    def __enter__(self):
+        stack = getattr(_ACTIVE, "stack", None)
+        if stack is None:
+            stack = _ACTIVE.stack = []
+        stack.append(self.trace)
+        return self.trace
+
+    def __exit__(self, *exc):
+        _ACTIVE.stack.pop()
+        return False
