@@ -197,7 +197,7 @@ def _scale_other(args, alpha):
     if alpha == 1:
         return a, b
     return a, (
-        b * alpha if isinstance(b, _SCALARS) or type(b) is Var else EW["mul"](lift_all(a, b)[1], alpha)
+        b * alpha if isinstance(b, _SCALARS) or isinstance(b, Var) else EW["mul"](lift_all(a, b)[1], alpha)
     )
 
 
@@ -671,7 +671,7 @@ def new_ones(self, *size, dtype=None, **kwargs):
 
 
 def new_full(self, size, fill_value, *, dtype=None, **kwargs):
-    if type(fill_value) is Var:
+    if isinstance(fill_value, Var):
         raise TypeError("new_full: fill_value must be a number; use torch.full_like(x, 0) + value")
     return _new_constant(self, (size,), fill_value, dtype)
 

@@ -30,7 +30,7 @@ def polyval(p, x):
 
 
 def _constant(value, name) -> np.ndarray:
-    if type(value) is Var:
+    if isinstance(value, Var):
         raise errors.UntraceableError(
             f"interp: {name} must be known while tracing (the breakpoints decide which segment "
             "applies); pass a NumPy array or a constant tensor"

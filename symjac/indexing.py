@@ -16,7 +16,7 @@ from .tensor import Var
 
 
 def _index_array(index, name) -> np.ndarray:
-    if type(index) is Var:
+    if isinstance(index, Var):
         raise errors.untraceable("index", index)
     arr = _torch_to_numpy(index) if _is_torch_tensor(index) else np.asarray(index)
     if arr.dtype.kind not in "iu":

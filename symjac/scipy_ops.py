@@ -120,7 +120,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
         )
     x = _as_var(a)
     if b is not None:
-        if type(b) is Var:
+        if isinstance(b, Var):
             raise errors.UntraceableError(
                 "scipy.special.logsumexp: traced weights b are not supported; "
                 "write logsumexp(a + numpy.log(b)) for positive b"
