@@ -180,12 +180,17 @@ def _derivation(call: _Call, key):
     return derive.derivation(key, call.names)
 
 
-def _run(call: _Call, key, extra=()):
+def _run(call: _Call, key, extra=(), create_graph=False):
     """Numeric results of the derivation ``key`` for this call (kernel built once per key)."""
     plan = derive.plan(key, call.names)
     arrays = [_numeric(x) for x in call.inputs] + [_numeric(v) for v in extra]
     raw = plan.kernel(arrays)
-    return [_finish(arr, r.ref, call) for arr, r in zip(raw, plan.derivation.results, strict=True)]
+    results = [_finish(arr, r.ref, call) for arr, r in zip(raw, plan.derivation.results, strict=True)]
+    if create_graph and any(_is_torch(x) for x in (*call.inputs, *extra)):
+        from .torch_autograd import attach  # backward = symjac's next derivative
+
+        return attach(call, key, extra, results)
+    return results
 
 
 def _finish(arr: np.ndarray, ref, call: _Call):
@@ -252,7 +257,7 @@ PRIMITIVES["derived"] = Primitive("derived", _eval_derived)
 def _results(call: _Call, key, extra=(), create_graph=False):
     if call.parent is not None:
         return _symbolic(call, key, extra, create_graph)
-    return _run(call, key, extra)
+    return _run(call, key, extra, create_graph)
 
 
 def _nest(blocks, n_out, n_in, out_tuple, in_tuple):
