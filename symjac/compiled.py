@@ -23,6 +23,7 @@ from .gcpause import gc_paused
 from .runtime import Kernel, Layout, ResultSlot, _address
 from .tape import Tape
 from .tape import jacobian_entries as tape_entries
+from .trace import _canonical
 
 MODES = ("jacobian", "hessian", "jvp", "vjp", "hvp")
 THREAD_WORK = 4_000_000  # points x kernel statements from which a batch is split across cores
@@ -46,7 +47,7 @@ class Spec:
     def canonical(self) -> str:
         g = self.graph
         return repr(
-            (g.eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse)
+            (_canonical(g.eqns), g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse)
         )
 
 
@@ -474,6 +475,27 @@ class CompiledFunction:
         import scipy
 
         return scipy.LowLevelCallable(self.kernel._fn)
+
+    def torch(self):
+        """This function as a differentiable torch op: forward is the kernel, backward the compiled vjp.
+
+        The op takes torch tensors (broadcast over leading batch dimensions) and returns them with
+        this function's nesting; autograd reaches every argument, runtime parameters included.
+
+        Example:
+            >>> import torch, symjac
+            >>> cf = symjac.compile(lambda x: x.sin(), torch.zeros(2))
+            >>> x = torch.tensor([0.0, 1.0], requires_grad=True)
+            >>> cf.torch()(x).diagonal().sum().backward()   # d/dx sum(cos(x)) = -sin(x)
+            >>> x.grad
+            tensor([-0.0000, -0.8415])
+        """
+        from .torch_op import TorchOp
+
+        op = self.__dict__.get("_torch_op")
+        if op is None:
+            op = self._torch_op = TorchOp(self)
+        return op
 
     def __reduce__(self):
         return (CompiledFunction, (self.spec,))
