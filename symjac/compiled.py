@@ -476,6 +476,29 @@ class CompiledFunction:
 
         return scipy.LowLevelCallable(self.kernel._fn)
 
+    @property
+    def entry(self):
+        """This function as a native builtin: the fastest way to call it at single points.
+
+        A CPython C function emitted in LLVM IR (``symjac.entry``) reads a C-contiguous array
+        of the input's exact shape and dtype, calls the kernel and returns a fresh result, with
+        no ctypes in between; any other call (a batch, torch tensors, ``v=``, ``out=``) goes to
+        the compiled function itself. Functions with several inputs or results get that call.
+
+        Example:
+            >>> import numpy as np, symjac
+            >>> jac = symjac.compile(lambda x: x * x[0], np.zeros(2)).entry
+            >>> jac(np.array([2.0, 3.0]))
+            array([[4., 0.],
+                   [3., 2.]])
+        """
+        entry = self.__dict__.get("_entry")
+        if entry is None:
+            from .entry import native_entry
+
+            entry = self._entry = native_entry(self) or self.__call__
+        return entry
+
     def torch(self):
         """This function as a differentiable torch op: forward is the kernel, backward the compiled vjp.
 
