@@ -84,6 +84,10 @@ def lift(trace, x) -> Var:
         x = _torch_to_numpy(x)
     elif isinstance(x, (list, tuple)):
         x = np.asarray(x, dtype=object if _find_trace(x) is not None else None)
+    elif type(x).__module__.startswith("jax"):
+        from .jax_interop import constant
+
+        x = constant(x)
     if not isinstance(x, np.ndarray):
         raise TypeError(
             f"symjac cannot use a value of type {type(x).__name__} in a traced operation; "

@@ -499,6 +499,24 @@ class CompiledFunction:
             entry = self._entry = native_entry(self) or self.__call__
         return entry
 
+    def jax(self):
+        """This function as a JAX op: it runs inside ``jax.jit`` and ``jax.vmap``, and JAX
+        differentiates it with symjac's exact derivative (see :mod:`symjac.jax_interop`).
+
+        Example:
+            >>> import numpy as np, symjac
+            >>> cf = symjac.compile(lambda x: (x**3).sum(), np.zeros(2))
+            >>> import jax
+            >>> jax.jit(cf.jax())(jax.numpy.array([1.0, 2.0]))
+            Array([ 3., 12.], dtype=float32)
+        """
+        from .jax_interop import JaxOp
+
+        op = self.__dict__.get("_jax_op")
+        if op is None:
+            op = self._jax_op = JaxOp(self)
+        return op
+
     def torch(self):
         """This function as a differentiable torch op: forward is the kernel, backward the compiled vjp.
 

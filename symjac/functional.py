@@ -11,6 +11,7 @@ calls differentiate exactly. ``docs/torch-differences.md`` lists where symjac di
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import sys
@@ -132,6 +133,10 @@ class _Call:
 
     def __init__(self, func, inputs, in_tuple, fn):
         parent = api_ops._find_trace(inputs)
+        if "jax.numpy" in sys.modules:  # jax.numpy functions record symjac ops, as NumPy's do
+            from .jax_interop import install_jnp_dispatch
+
+            install_jnp_dispatch()
         trace = Trace(parent)
         args = []
         for j, x in enumerate(inputs):
@@ -350,6 +355,23 @@ def _single_output(call: _Call, fn: str):
 # --- the public API -------------------------------------------------------------------------------
 
 
+def _accepts_jax(api):
+    """Route calls with jax arrays to :mod:`symjac.jax_interop` (one dict lookup otherwise)."""
+
+    @functools.wraps(api)
+    def call(func, inputs, *args, **kwargs):
+        if "jax" in sys.modules:
+            from . import jax_interop
+
+            if jax_interop.has_jax(inputs, *args, *kwargs.values()):
+                return jax_interop.functional_call(api, func, inputs, args, kwargs)
+        return api(func, inputs, *args, **kwargs)
+
+    return call
+
+
+
+@_accepts_jax
 def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, strategy="reverse-mode"):
     """Compute the exact Jacobian of ``func`` at ``inputs``, as ``torch.autograd.functional.jacobian``.
 
@@ -388,6 +410,7 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
     return _nest(blocks, call.n_out(), len(inputs), call.out_tuple, in_tuple)
 
 
+@_accepts_jax
 def hessian(
     func, inputs, create_graph=False, strict=False, vectorize=False, outer_jacobian_strategy="reverse-mode"
 ):
@@ -430,6 +453,7 @@ def hessian(
     return _nest(blocks, n_in, n_in, in_tuple, in_tuple)
 
 
+@_accepts_jax
 def vjp(func, inputs, v=None, create_graph=False, strict=False):
     """Compute ``(func(inputs), v^T J)`` exactly, as ``torch.autograd.functional.vjp``.
 
@@ -475,6 +499,7 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False):
     return _pack(outs, call.out_tuple), _pack(prods, in_tuple)
 
 
+@_accepts_jax
 def jvp(func, inputs, v=None, create_graph=False, strict=False):
     """Compute ``(func(inputs), J v)`` exactly, as ``torch.autograd.functional.jvp``.
 
@@ -532,6 +557,7 @@ def _hessian_vector(kind, func, inputs, v, create_graph, strict):
     return _pack(res[:1], call.out_tuple), _pack(res[1:], in_tuple)
 
 
+@_accepts_jax
 def hvp(func, inputs, v=None, create_graph=False, strict=False):
     """Compute ``(func(inputs), H v)`` exactly, as ``torch.autograd.functional.hvp``.
 
@@ -544,6 +570,7 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False):
     return _hessian_vector("hvp", func, inputs, v, create_graph, strict)
 
 
+@_accepts_jax
 def vhp(func, inputs, v=None, create_graph=False, strict=False):
     """Compute ``(func(inputs), v^T H)`` exactly, as ``torch.autograd.functional.vhp``.
 

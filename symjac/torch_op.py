@@ -15,57 +15,9 @@ import sys
 
 import numpy as np
 
-from . import api_ops, functional
+from . import functional
 from .derive import _input_specs
-from .tensor import Var
-
-
-def _flat(x) -> list:
-    if isinstance(x, (tuple, list)):
-        return [t for el in x for t in _flat(el)]
-    return [x]
-
-
-def replay(graph, values) -> list[Var]:
-    """Record ``graph`` again in the trace of ``values`` (its inputs, in order); returns its outputs."""
-    trace = api_ops._find_trace(values)
-    nodes = {}
-    for k, ((op, args, params), (shape, dtype, _)) in enumerate(zip(graph.eqns, graph.meta, strict=True)):
-        if op == "input":
-            nodes[k] = api_ops.lift(trace, values[params[0]])
-        elif op == "capture":
-            raise ValueError("a graph recorded inside another trace cannot be replayed on its own")
-        else:
-            refs = tuple(a if isinstance(a, tuple) else nodes[a]._node for a in args)
-            nodes[k] = trace.emit(op, refs, params, shape, dtype)
-    return [nodes[o] for o in graph.outputs]
-
-
-def _flat_results(spec, n_args):
-    """A function of (inputs..., vectors...) returning the compiled function's flat results, traced."""
-
-    def results(*args):
-        inputs, vectors = args[:n_args], args[n_args:]
-
-        def func(*w):
-            full = list(inputs)
-            for k, j in enumerate(spec.wrt):
-                full[j] = w[k]
-            outs = replay(spec.graph, full)
-            return tuple(outs) if spec.out_tuple else outs[0]
-
-        w = tuple(inputs[j] for j in spec.wrt)
-        w = w if spec.wrt_tuple else w[0]
-        if spec.mode in ("jacobian", "hessian"):
-            res = getattr(functional, spec.mode)(func, w, create_graph=True)
-        else:
-            res = getattr(functional, spec.mode)(func, w, tuple(vectors), create_graph=True)[1]
-        flat = _flat(res)
-        if spec.value:
-            flat = replay(spec.graph, list(inputs)) + flat
-        return tuple(flat)
-
-    return results
+from .replay import flat, flat_results, nest
 
 
 _FUNCTION = None
@@ -84,7 +36,7 @@ def _function():
                 arrays = [functional._numeric(a.expand(batch + s)) for a, s in zip(args, op.shapes, strict=True)]
                 n = op.n_args
                 raw = op.cf(*arrays[:n], v=tuple(arrays[n:])) if len(arrays) > n else op.cf(*arrays)
-                return tuple(torch.from_numpy(np.ascontiguousarray(r)) for r in _flat(raw))
+                return tuple(torch.from_numpy(np.ascontiguousarray(r)) for r in flat(raw))
 
             @staticmethod
             def backward(ctx, *grads):
@@ -93,7 +45,7 @@ def _function():
                 backward = op.backward()
                 if torch.is_grad_enabled():  # create_graph=True: the backward is differentiable too
                     backward = backward.torch()
-                prods = _flat(backward(*full, v=tuple(g.contiguous() for g in grads)))
+                prods = flat(backward(*full, v=tuple(g.contiguous() for g in grads)))
                 return (None, None, *(p.sum_to_size(a.shape) if p.shape != a.shape else p
                                       for p, a in zip(prods, args, strict=True)))
 
@@ -129,7 +81,7 @@ class TorchOp:
                 len(self.shapes) - self.n_args
             )
             examples = [np.zeros(s, dt) for s, dt in zip(self.shapes, dtypes, strict=True)]
-            self._backward = compile_(_flat_results(spec, self.n_args), *examples, mode="vjp")
+            self._backward = compile_(flat_results(spec, self.n_args), *examples, mode="vjp")
         return self._backward
 
     def __call__(self, *inputs, v=None):
@@ -151,18 +103,4 @@ class TorchOp:
                 )
             leads.append(tuple(a.shape[: a.dim() - len(s)]))
         batch = tuple(torch.broadcast_shapes(*leads))
-        flat = list(_function().apply(self, batch, *args))
-        return self._nest(flat, batch)
-
-    def _nest(self, flat, batch):
-        spec, meta = self.cf.spec, self.cf.meta
-        n_value = meta["n_out"] if spec.value else 0
-        values, rest = flat[:n_value], flat[n_value:]
-        if spec.mode in ("jacobian", "hessian"):
-            n_rows, n_cols = meta["nest"]
-            rows_tuple = spec.out_tuple if spec.mode == "jacobian" else spec.wrt_tuple
-            result = functional._nest(rest, n_rows, n_cols, rows_tuple, spec.wrt_tuple)
-        else:
-            result = functional._pack(rest, spec.out_tuple if spec.mode == "jvp" else spec.wrt_tuple)
-        return (functional._pack(values, spec.out_tuple), result) if spec.value else result
-
+        return nest(self.cf, list(_function().apply(self, batch, *args)))
