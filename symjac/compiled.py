@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from ctypes import addressof, c_char
 from dataclasses import dataclass, replace
 
@@ -304,6 +305,11 @@ class CompiledFunction:
                     else:
                         self.kernel._fn(x_address, 0, result_address)
                     return self._sparse_matrix(result) if self.spec.sparse else result
+        if "dask.array" in sys.modules:  # dask arrays: one task per chunk (symjac.dask_interop)
+            from .dask_interop import evaluate, is_dask
+
+            if any(is_dask(a) for a in (*inputs, *(v if isinstance(v, (tuple, list)) else (v,)))):
+                return evaluate(self, inputs, v)
         if len(inputs) != self._n_args:
             raise TypeError(f"compiled function: expected {self._n_args} inputs, got {len(inputs)}")
         arrays = list(inputs)

@@ -34,6 +34,10 @@ class Graph:
         self.meta = meta
         self._hash = hash((eqns, inputs, outputs, captures))
 
+    def __reduce__(self):
+        # Rebuilt, not restored: string hashes differ between processes, so the hash is recomputed.
+        return (Graph, (self.eqns, self.inputs, self.outputs, self.captures, self.meta))
+
     def __hash__(self) -> int:
         return self._hash
 
