@@ -57,7 +57,7 @@ def test_cluster_matches_local_batch_bit_for_bit(client):
     pids = client.run(os.getpid)
     assert os.getpid() not in pids.values()
     # A fresh worker-side function loads the kernel from the worker's disk cache.
-    client.run(dask_interop._FUNCTIONS.clear)
+    client.run(lambda: dask_interop._FUNCTIONS.clear())
     assert np.array_equal(client.compute(jac_d, sync=True), expected_jac)
     hits = client.run(lambda: [f.cache_hit for f in dask_interop._FUNCTIONS.values()])
     flags = [h for per_worker in hits.values() for h in per_worker]
