@@ -69,7 +69,10 @@ def call_paths():
     entry = cf.entry
     J = cf(x)
     assert np.array_equal(entry(x), J)
-    rows = [("floor: len(x)", per_call(lambda: len(x))), ("floor: np.empty((3, 3))", per_call(lambda: np.empty((3, 3))))]
+    rows = [
+        ("floor: len(x)", per_call(lambda: len(x))),
+        ("floor: np.empty((3, 3))", per_call(lambda: np.empty((3, 3)))),
+    ]
     fn, out = cf.kernel._fn, np.zeros((3, 3))
     x_address, out_address = addressof(c_char.from_buffer(x)), addressof(c_char.from_buffer(out))
     fn(x_address, out_address, 0)
@@ -109,7 +112,11 @@ def drop_in():
     problems = [
         ("seed exp_reducer (2x2), torch", exp_reducer, torch.from_numpy(rng.random((2, 2)))),
         ("seed exp_reducer (2x2), NumPy", exp_reducer, rng.random((2, 2))),
-        ("seed exp_adder (2, 2), torch", exp_adder, (torch.from_numpy(rng.random(2)), torch.from_numpy(rng.random(2)))),
+        (
+            "seed exp_adder (2, 2), torch",
+            exp_adder,
+            (torch.from_numpy(rng.random(2)), torch.from_numpy(rng.random(2))),
+        ),
         ("6-DOF UR5 pose, torch", ur5_pose(torch), torch.from_numpy(rng.uniform(-3, 3, 6))),
     ]
     print("\nThe drop-in's warm call against running func on a do-nothing proxy")

@@ -47,9 +47,8 @@ class Spec:
 
     def canonical(self) -> str:
         g = self.graph
-        return repr(
-            (_canonical(g.eqns), g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse)
-        )
+        eqns = _canonical(g.eqns)  # nested calls' graphs spelled out: their repr is only a summary
+        return repr((eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse))
 
 
 def _compute(dt) -> np.dtype:

@@ -111,7 +111,9 @@ def evaluate(cf, inputs, v=None):
     args = list(inputs) + vectors
     shapes = [tuple(s) for s in cf.meta["layout"]["in_shapes"]]
     if len(inputs) != cf._n_args or len(args) != len(shapes):
-        raise TypeError(f"compiled function: expected {cf._n_args} inputs and {len(shapes) - cf._n_args} vectors in v")
+        raise TypeError(
+            f"compiled function: expected {cf._n_args} inputs and {len(shapes) - cf._n_args} vectors in v"
+        )
     batch = None
     for k, (a, s) in enumerate(zip(args, shapes, strict=True)):
         a_shape = tuple(np.shape(a))
@@ -121,27 +123,55 @@ def evaluate(cf, inputs, v=None):
         if batch is None:
             batch = lead
         elif lead != batch:
-            raise ValueError(f"compiled function: argument {k} has batch shape {lead}, argument 0 has {batch}")
+            raise ValueError(
+                f"compiled function: argument {k} has batch shape {lead}, argument 0 has {batch}"
+            )
     first = next(a for a in args if is_dask(a))
     batch_chunks = _batch_chunks(cf, batch, first.chunks[0] if batch else ())
-    args = [da.asarray(a).rechunk(batch_chunks + tuple((n,) for n in s)) for a, s in zip(args, shapes, strict=True)]
+    args = [
+        da.asarray(a).rechunk(batch_chunks + tuple((n,) for n in s))
+        for a, s in zip(args, shapes, strict=True)
+    ]
     nb = len(batch)
     b_index = tuple(f"b{i}" for i in range(nb))
     pairs = []
     for k, (a, s) in enumerate(zip(args, shapes, strict=True)):
         pairs += [a, b_index + tuple(f"a{k}_{i}" for i in range(len(s)))]
-    slots = [(tuple(shape), np.dtype(np.float64 if region == 0 else np.float32)) for region, _, shape in cf.meta["layout"]["slots"]]
+    slots = [
+        (tuple(shape), np.dtype(np.float64 if region == 0 else np.float32))
+        for region, _, shape in cf.meta["layout"]["slots"]
+    ]
     remote = _Remote(cf)
     if len(slots) == 1:
-        (shape, dtype), = slots
+        ((shape, dtype),) = slots
         out_index = b_index + tuple(f"r{i}" for i in range(len(shape)))
         new_axes = {f"r{i}": n for i, n in enumerate(shape)}
-        block = da.blockwise(_block, out_index, remote, None, cf._n_args, None, *pairs,
-                             new_axes=new_axes, dtype=dtype, concatenate=True)
+        block = da.blockwise(
+            _block,
+            out_index,
+            remote,
+            None,
+            cf._n_args,
+            None,
+            *pairs,
+            new_axes=new_axes,
+            dtype=dtype,
+            concatenate=True,
+        )
         return nest(cf, [block])
     sizes = [math.prod(shape) for shape, _ in slots]
-    packed = da.blockwise(_block, b_index + ("r",), remote, None, cf._n_args, None, *pairs,
-                          new_axes={"r": sum(sizes)}, dtype=np.float64, concatenate=True)
+    packed = da.blockwise(
+        _block,
+        b_index + ("r",),
+        remote,
+        None,
+        cf._n_args,
+        None,
+        *pairs,
+        new_axes={"r": sum(sizes)},
+        dtype=np.float64,
+        concatenate=True,
+    )
     results, offset = [], 0
     for (shape, dtype), size in zip(slots, sizes, strict=True):
         part = packed[..., offset : offset + size].reshape(batch + shape)

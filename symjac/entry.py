@@ -116,7 +116,8 @@ run:
   %out_ndim = load i64, ptr %out_ndim_at
   %out_ndim32 = trunc i64 %out_ndim to i32
   %out_dims = getelementptr i64, ptr %p, i64 {OUT_DIMS}
-  %result = call ptr inttoptr (i64 {PyArray_New} to ptr)(ptr inttoptr (i64 {PyArray_Type} to ptr), i32 %out_ndim32, ptr %out_dims, i32 %type32, ptr null, ptr null, i32 0, i32 0, ptr null)
+  %result = call ptr inttoptr (i64 {PyArray_New} to ptr)(ptr inttoptr (i64 {PyArray_Type} to ptr),
+      i32 %out_ndim32, ptr %out_dims, i32 %type32, ptr null, ptr null, i32 0, i32 0, ptr null)
   %failed = icmp eq ptr %result, null
   br i1 %failed, label %no_memory, label %compute
 
@@ -145,7 +146,8 @@ compute:
 
 fallback:
   %callable = call ptr inttoptr (i64 {PyTuple_GetItem} to ptr)(ptr %self, i64 1)
-  %out = call ptr inttoptr (i64 {PyObject_Vectorcall} to ptr)(ptr %callable, ptr %args, i64 %nargs, ptr %kwnames)
+  %out = call ptr inttoptr (i64 {PyObject_Vectorcall} to ptr)(ptr %callable, ptr %args, i64 %nargs,
+      ptr %kwnames)
   ret ptr %out
 }}
 """
@@ -188,7 +190,9 @@ def _wrapper():
             names = ("PyTuple_GetItem", "PyBytes_AsString", "PyObject_GetBuffer", "PyErr_Clear")
             names += ("PyBuffer_Release", "PyObject_Vectorcall")
             fields = dict(KERNEL=KERNEL, ITEMSIZE=ITEMSIZE, FORMAT=FORMAT, IN_NDIM=IN_NDIM, IN_DIMS=IN_DIMS)
-            fields.update(OUT_TYPE=OUT_TYPE, OUT_NDIM=OUT_NDIM, OUT_DIMS=OUT_DIMS, REGION=REGION, OUT_BYTES=OUT_BYTES)
+            fields.update(
+                OUT_TYPE=OUT_TYPE, OUT_NDIM=OUT_NDIM, OUT_DIMS=OUT_DIMS, REGION=REGION, OUT_BYTES=OUT_BYTES
+            )
             text = _IR.format(
                 **{n: _c_api_address(n) for n in names},
                 **fields,
@@ -197,13 +201,18 @@ def _wrapper():
                 flags=PYBUF_FORMAT | PYBUF_C_CONTIGUOUS,
             )
             module = runtime._module("symjac_entry")
-            mod = llvm.parse_assembly(f'target triple = "{module.triple}"\n'
-                                      f'target datalayout = "{module.data_layout}"\n{text}')
+            mod = llvm.parse_assembly(
+                f'target triple = "{module.triple}"\ntarget datalayout = "{module.data_layout}"\n{text}'
+            )
             mod.verify()
             runtime._optimize(mod)
             engine = runtime._engine(runtime.target_machine().emit_object(mod))
-            method = _MethodDef(b"symjac_entry", engine.get_function_address("symjac_entry"),
-                                METH_FASTCALL | METH_KEYWORDS, None)
+            method = _MethodDef(
+                b"symjac_entry",
+                engine.get_function_address("symjac_entry"),
+                METH_FASTCALL | METH_KEYWORDS,
+                None,
+            )
             new = ctypes.pythonapi.PyCFunction_NewEx
             new.argtypes = [ctypes.POINTER(_MethodDef), ctypes.py_object, ctypes.c_void_p]
             new.restype = ctypes.py_object

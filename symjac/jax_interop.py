@@ -25,7 +25,6 @@ import threading
 
 import numpy as np
 
-from . import functional
 from .replay import flat, flat_results, nest
 from .tensor import Var
 
@@ -53,13 +52,18 @@ class JaxOp:
                 "compile a traced function instead"
             )
         if cf.spec.sparse:
-            raise NotImplementedError("jax(): a sparse Jacobian has no dense JAX result; compile without sparse=")
+            raise NotImplementedError(
+                "jax(): a sparse Jacobian has no dense JAX result; compile without sparse="
+            )
         self.cf = cf
         self.n_args = cf._n_args
         layout = cf.meta["layout"]
         self.shapes = [tuple(s) for s in layout["in_shapes"]]
         self.kernel_dtype = np.dtype(np.float32 if layout["compute"] == "float32" else np.float64)
-        self.results = [(tuple(shape), np.dtype(np.float64 if region == 0 else np.float32)) for region, _, shape in layout["slots"]]
+        self.results = [
+            (tuple(shape), np.dtype(np.float64 if region == 0 else np.float32))
+            for region, _, shape in layout["slots"]
+        ]
         self._jacobian = None
         self._lock = threading.Lock()
         self._op = jax.custom_jvp(self._evaluate)
@@ -81,7 +85,10 @@ class JaxOp:
             raise TypeError(f"compiled jax op: expected {self.n_args} inputs, got {len(inputs)}")
         if len(inputs) + len(vectors) != len(self.shapes):
             n_v = len(self.shapes) - self.n_args
-            raise TypeError(f"compiled jax op ({self.cf.spec.mode}) " + (f"needs {n_v} vectors in v" if n_v else "takes no v"))
+            raise TypeError(
+                f"compiled jax op ({self.cf.spec.mode}) "
+                + (f"needs {n_v} vectors in v" if n_v else "takes no v")
+            )
         for k, (a, s) in enumerate(zip((*inputs, *vectors), self.shapes, strict=True)):
             if tuple(np.shape(a)) != s:
                 raise ValueError(
@@ -92,7 +99,9 @@ class JaxOp:
 
     def _evaluate(self, *args):
         jax, jnp = _jax()
-        out_types = tuple(jax.ShapeDtypeStruct(s, jax.dtypes.canonicalize_dtype(dt)) for s, dt in self.results)
+        out_types = tuple(
+            jax.ShapeDtypeStruct(s, jax.dtypes.canonicalize_dtype(dt)) for s, dt in self.results
+        )
         cf, n, kernel_dtype = self.cf, self.n_args, self.kernel_dtype
 
         def host(*arrays):
@@ -120,7 +129,14 @@ class JaxOp:
 
 # --- the functional API with jax arrays -----------------------------------------------------------
 
-_MODES = {"jacobian": "jacobian", "hessian": "hessian", "vjp": "vjp", "jvp": "jvp", "hvp": "hvp", "vhp": "hvp"}
+_MODES = {
+    "jacobian": "jacobian",
+    "hessian": "hessian",
+    "vjp": "vjp",
+    "jvp": "jvp",
+    "hvp": "hvp",
+    "vhp": "hvp",
+}
 
 
 def _is_jax(x) -> bool:
@@ -177,7 +193,8 @@ def _traced_call(name, func, params):
         _, jnp = _jax()
         shapes = [s for s in op.shapes[op.n_args :]]
         if len(shapes) != 1 or int(np.prod(shapes[0])) != 1:
-            raise RuntimeError(f"{name}: v can only be None for a single one-element {'output' if name == 'vjp' else 'input'}")
+            what = "output" if name == "vjp" else "input"
+            raise RuntimeError(f"{name}: v can only be None for a single one-element {what}")
         v = jnp.ones(shapes[0], items[0].dtype)
     return op(*items, v=v)
 

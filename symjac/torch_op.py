@@ -19,7 +19,6 @@ from . import functional
 from .derive import _input_specs
 from .replay import flat, flat_results, nest
 
-
 _FUNCTION = None
 
 
@@ -33,7 +32,9 @@ def _function():
             def forward(ctx, op, batch, *args):
                 ctx.op, ctx.batch = op, batch
                 ctx.save_for_backward(*args)
-                arrays = [functional._numeric(a.expand(batch + s)) for a, s in zip(args, op.shapes, strict=True)]
+                arrays = [
+                    functional._numeric(a.expand(batch + s)) for a, s in zip(args, op.shapes, strict=True)
+                ]
                 n = op.n_args
                 raw = op.cf(*arrays[:n], v=tuple(arrays[n:])) if len(arrays) > n else op.cf(*arrays)
                 return tuple(torch.from_numpy(np.ascontiguousarray(r)) for r in flat(raw))
@@ -46,8 +47,14 @@ def _function():
                 if torch.is_grad_enabled():  # create_graph=True: the backward is differentiable too
                     backward = backward.torch()
                 prods = flat(backward(*full, v=tuple(g.contiguous() for g in grads)))
-                return (None, None, *(p.sum_to_size(a.shape) if p.shape != a.shape else p
-                                      for p, a in zip(prods, args, strict=True)))
+                return (
+                    None,
+                    None,
+                    *(
+                        p.sum_to_size(a.shape) if p.shape != a.shape else p
+                        for p, a in zip(prods, args, strict=True)
+                    ),
+                )
 
         _FUNCTION = SymjacCompiled
     return _FUNCTION
@@ -64,7 +71,9 @@ class TorchOp:
                 "compile a traced function instead"
             )
         if spec.sparse:
-            raise NotImplementedError("torch(): a sparse Jacobian has no dense torch result; compile without sparse=")
+            raise NotImplementedError(
+                "torch(): a sparse Jacobian has no dense torch result; compile without sparse="
+            )
         self.cf = cf
         self.n_args = cf._n_args
         self.shapes = [tuple(s) for s in cf.meta["layout"]["in_shapes"]]
@@ -77,9 +86,9 @@ class TorchOp:
 
             spec = self.cf.spec
             dtypes = [np.dtype(dt) for _, dt in _input_specs(spec.graph)]
-            dtypes += [np.dtype(np.float32 if self.cf.meta["layout"]["compute"] == "float32" else np.float64)] * (
-                len(self.shapes) - self.n_args
-            )
+            dtypes += [
+                np.dtype(np.float32 if self.cf.meta["layout"]["compute"] == "float32" else np.float64)
+            ] * (len(self.shapes) - self.n_args)
             examples = [np.zeros(s, dt) for s, dt in zip(self.shapes, dtypes, strict=True)]
             self._backward = compile_(flat_results(spec, self.n_args), *examples, mode="vjp")
         return self._backward
@@ -91,7 +100,11 @@ class TorchOp:
             raise TypeError(f"compiled torch op: expected {self.n_args} inputs, got {len(inputs)}")
         vectors = [] if v is None else list(v) if isinstance(v, (tuple, list)) else [v]
         if len(inputs) + len(vectors) != len(self.shapes):
-            what = "takes no v" if len(self.shapes) == self.n_args else f"needs {len(self.shapes) - self.n_args} vectors in v"
+            what = (
+                "takes no v"
+                if len(self.shapes) == self.n_args
+                else f"needs {len(self.shapes) - self.n_args} vectors in v"
+            )
             raise TypeError(f"compiled torch op ({self.cf.spec.mode}) {what}")
         args = [a if isinstance(a, torch.Tensor) else torch.as_tensor(a) for a in (*inputs, *vectors)]
         leads = []

@@ -26,10 +26,16 @@ def scaled(y, k):
 def client(tmp_path_factory):
     # Workers get their own, initially empty, kernel cache: they must build from the spec.
     cache = str(tmp_path_factory.mktemp("worker-cache"))
-    env = {"SYMJAC_CACHE_DIR": cache, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env=env
-    ) as cluster, distributed.Client(cluster) as client:
+    env = {
+        "SYMJAC_CACHE_DIR": cache,
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
+    }
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, env=env
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         yield client
 
 

@@ -40,7 +40,9 @@ def test_compiled_op_in_jit_and_vmap(op):
     xb = jnp.stack([X, 2 * X, -X, 0.5 * X])
     _close(jax.vmap(op, in_axes=(0, None))(xb, TH), jax.vmap(jax.jacfwd(f), in_axes=(0, None))(xb, TH))
     thb = jnp.stack([TH, 2 * TH])
-    _close(jax.jit(jax.vmap(op, in_axes=(None, 0)))(X, thb), jax.vmap(jax.jacfwd(f), in_axes=(None, 0))(X, thb))
+    _close(
+        jax.jit(jax.vmap(op, in_axes=(None, 0)))(X, thb), jax.vmap(jax.jacfwd(f), in_axes=(None, 0))(X, thb)
+    )
 
 
 def test_grad_through_compiled_op_all_orders(op):

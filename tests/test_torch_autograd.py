@@ -207,7 +207,9 @@ def test_parameters_as_inputs_train_like_torch():
 
 def test_captured_tensor_requiring_grad_is_refused():
     x, w = _x(3), _x(3, seed=1)
-    with pytest.raises(RuntimeError, match=r"torch tensor of shape \(3,\) that requires grad.*Pass it as an input"):
+    with pytest.raises(
+        RuntimeError, match=r"torch tensor of shape \(3,\) that requires grad.*Pass it as an input"
+    ):
         symjac.jacobian(lambda a: (a * w).sin(), x, create_graph=True)
     # Without create_graph nothing is lost: torch also returns detached results.
     np.testing.assert_allclose(
