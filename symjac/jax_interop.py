@@ -226,15 +226,33 @@ def _traced(values) -> bool:
     return False
 
 
-def _dispatching(jax_fn, symjac_fn):
-    @functools.wraps(jax_fn)
-    def fn(*args, **kwargs):
-        if _traced(args) or _traced(kwargs.values()):
-            return symjac_fn(*args, **kwargs)
-        return jax_fn(*args, **kwargs)
+class _Dispatching:
+    """A jax.numpy function that records a symjac op when an argument is traced by symjac.
 
-    fn.__symjac_wraps__ = jax_fn
-    return fn
+    An object, not a function, so that everything else (``jnp.add.at``, a jitted function's
+    ``.lower``, ``__name__``) still reaches the JAX original.
+    """
+
+    __slots__ = ("__wrapped__", "_symjac_fn")
+
+    def __init__(self, jax_fn, symjac_fn):
+        self.__wrapped__ = jax_fn
+        self._symjac_fn = symjac_fn
+
+    def __call__(self, *args, **kwargs):
+        if _traced(args) or _traced(kwargs.values()):
+            return self._symjac_fn(*args, **kwargs)
+        return self.__wrapped__(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.__wrapped__, name)
+
+    @property
+    def __doc__(self):
+        return self.__wrapped__.__doc__
+
+    def __repr__(self) -> str:
+        return f"{self.__wrapped__!r} (records symjac ops on symjac's traced tensors)"
 
 
 def _jax_nn():
@@ -274,10 +292,10 @@ def install_jnp_dispatch() -> None:
             symjac_fn = ops.NUMPY_API.get(name)
             if name.startswith("_") or symjac_fn is None or not callable(jax_fn) or isinstance(jax_fn, type):
                 continue
-            if not hasattr(jax_fn, "__symjac_wraps__"):
-                setattr(jnp, name, _dispatching(jax_fn, symjac_fn))
+            if type(jax_fn) is not _Dispatching:
+                setattr(jnp, name, _Dispatching(jax_fn, symjac_fn))
         for name, symjac_fn in _jax_nn().items():
             jax_fn = getattr(jax.nn, name, None)
-            if jax_fn is not None and not hasattr(jax_fn, "__symjac_wraps__"):
-                setattr(jax.nn, name, _dispatching(jax_fn, symjac_fn))
+            if jax_fn is not None and type(jax_fn) is not _Dispatching:
+                setattr(jax.nn, name, _Dispatching(jax_fn, symjac_fn))
         _INSTALLED = True

@@ -131,7 +131,12 @@ def test_jax_numpy_code_traces_like_numpy():
     np.testing.assert_allclose(ours, np.asarray(jax.jacfwd(model)(jnp.asarray(x))), **TOL)
     # The wrappers call JAX itself when nothing is traced by symjac.
     assert isinstance(jnp.sin(jnp.array(1.0)), jax.Array)
-    assert jnp.sin.__wrapped__ is not None
+    assert jnp.sin.__wrapped__ is not None and jnp.sin.__name__ == "sin"
+    # Everything but the call still reaches JAX's own object (ufunc methods, docs).
+    np.testing.assert_array_equal(
+        jnp.add.outer(jnp.arange(2.0), jnp.arange(3.0)), np.add.outer(np.arange(2.0), np.arange(3.0))
+    )
+    assert "sine" in jnp.sin.__doc__.lower()
 
 
 def test_op_errors(op):
