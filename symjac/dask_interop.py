@@ -60,6 +60,7 @@ def _function(name, spec):
             cf = _FUNCTIONS.get(name)
             if cf is None:
                 cf = _FUNCTIONS[name] = CompiledFunction(spec)
+                cf._threads = 1  # dask runs the chunks in parallel: no threads inside a task
     return _Remote(cf)
 
 
