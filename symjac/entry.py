@@ -126,7 +126,7 @@ no_memory:
   ret ptr null
 
 compute:
-  %data_at = getelementptr i8, ptr %result, i64 16
+  %data_at = getelementptr i8, ptr %result, i64 {DATA_OFFSET}
   %data = load ptr, ptr %data_at
   %nbytes_at = getelementptr i64, ptr %p, i64 {OUT_BYTES}
   %nbytes = load i64, ptr %nbytes_at
@@ -182,6 +182,17 @@ def _numpy_api() -> tuple[int, int]:
     return table[2], table[93]
 
 
+def _data_offset() -> int:
+    """Where an ndarray object keeps its data pointer (after the object header, whose size
+    depends on the CPython build): found by looking, not assumed."""
+    probe = np.zeros(1)
+    words = (ctypes.c_uint64 * 8).from_address(id(probe))
+    for k, word in enumerate(words):
+        if k and word == probe.ctypes.data:
+            return 8 * k
+    raise RuntimeError("symjac.entry: cannot find the ndarray data pointer")
+
+
 def _wrapper():
     global _WRAPPER
     with _LOCK:
@@ -198,6 +209,7 @@ def _wrapper():
                 **fields,
                 PyArray_New=array_new,
                 PyArray_Type=array_type,
+                DATA_OFFSET=_data_offset(),
                 flags=PYBUF_FORMAT | PYBUF_C_CONTIGUOUS,
             )
             module = runtime._module("symjac_entry")
