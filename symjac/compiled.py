@@ -512,8 +512,8 @@ class CompiledFunction:
             >>> import numpy as np, symjac
             >>> cf = symjac.compile(lambda x: (x**3).sum(), np.zeros(2))
             >>> import jax
-            >>> jax.jit(cf.jax())(jax.numpy.array([1.0, 2.0]))
-            Array([ 3., 12.], dtype=float32)
+            >>> jax.jit(cf.jax())(jax.numpy.array([1.0, 2.0])).tolist()
+            [3.0, 12.0]
         """
         from .jax_interop import JaxOp
 
