@@ -370,7 +370,6 @@ def _accepts_jax(api):
     return call
 
 
-
 @_accepts_jax
 def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, strategy="reverse-mode"):
     """Compute the exact Jacobian of ``func`` at ``inputs``, as ``torch.autograd.functional.jacobian``.
