@@ -77,9 +77,18 @@ def lift(trace, x) -> Var:
         return trace.emit("scalar", (), (value if value == value else "nan",), (), None)
     original = x
     if _is_torch_tensor(x):
+        if x.requires_grad:  # create_graph=True would silently lose its gradient: torch_autograd refuses
+            t = trace
+            while t is not None:
+                t.grad_constant = tuple(x.shape)
+                t = t.parent
         x = _torch_to_numpy(x)
     elif isinstance(x, (list, tuple)):
         x = np.asarray(x, dtype=object if _find_trace(x) is not None else None)
+    elif type(x).__module__.startswith("jax"):
+        from .jax_interop import constant
+
+        x = constant(x)
     if not isinstance(x, np.ndarray):
         raise TypeError(
             f"symjac cannot use a value of type {type(x).__name__} in a traced operation; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import sys
 from ctypes import addressof, c_char
 from dataclasses import dataclass, replace
 
@@ -24,6 +25,7 @@ from .gcpause import gc_paused
 from .runtime import Kernel, Layout, ResultSlot, _address
 from .tape import Tape
 from .tape import jacobian_entries as tape_entries
+from .trace import _canonical
 
 MODES = ("jacobian", "hessian", "jvp", "vjp", "hvp")
 BUILDS = 0  # kernels built in this process (cache hits excluded): what tests count
@@ -50,9 +52,8 @@ class Spec:
     def canonical(self) -> str:
         g = self.graph
         extra = (self.forward, self.single) if self.forward or self.single else ()
-        return repr(
-            (g.eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse, *extra)
-        )
+        eqns = _canonical(g.eqns)  # nested calls' graphs spelled out: their repr is only a summary
+        return repr((eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse, *extra))
 
 
 def _compute(dt) -> np.dtype:
@@ -392,6 +393,11 @@ class CompiledFunction:
                     else:
                         self.kernel._fn(x_address, 0, result_address)
                     return self._sparse_matrix(result) if self.spec.sparse else result
+        if "dask.array" in sys.modules:  # dask arrays: one task per chunk (symjac.dask_interop)
+            from .dask_interop import evaluate, is_dask
+
+            if any(is_dask(a) for a in (*inputs, *(v if isinstance(v, (tuple, list)) else (v,)))):
+                return evaluate(self, inputs, v)
         if len(inputs) != self._n_args:
             raise TypeError(f"compiled function: expected {self._n_args} inputs, got {len(inputs)}")
         arrays = list(inputs)
@@ -582,6 +588,68 @@ class CompiledFunction:
         import scipy
 
         return scipy.LowLevelCallable(self.kernel._fn)
+
+    @property
+    def entry(self):
+        """This function as a native builtin: the fastest way to call it at single points.
+
+        A CPython C function emitted in LLVM IR (``symjac.entry``) reads a C-contiguous array
+        of the input's exact shape and dtype, calls the kernel and returns a fresh result, with
+        no ctypes in between; any other call (a batch, torch tensors, ``v=``, ``out=``) goes to
+        the compiled function itself. Functions with several inputs or results get that call.
+
+        Example:
+            >>> import numpy as np, symjac
+            >>> jac = symjac.compile(lambda x: x * x[0], np.zeros(2)).entry
+            >>> jac(np.array([2.0, 3.0]))
+            array([[4., 0.],
+                   [3., 2.]])
+        """
+        entry = self.__dict__.get("_entry")
+        if entry is None:
+            from .entry import native_entry
+
+            entry = self._entry = native_entry(self) or self.__call__
+        return entry
+
+    def jax(self):
+        """This function as a JAX op: it runs inside ``jax.jit`` and ``jax.vmap``, and JAX
+        differentiates it with symjac's exact derivative (see :mod:`symjac.jax_interop`).
+
+        Example:
+            >>> import numpy as np, symjac
+            >>> cf = symjac.compile(lambda x: (x**3).sum(), np.zeros(2))
+            >>> import jax
+            >>> jax.jit(cf.jax())(jax.numpy.array([1.0, 2.0])).tolist()
+            [3.0, 12.0]
+        """
+        from .jax_interop import JaxOp
+
+        op = self.__dict__.get("_jax_op")
+        if op is None:
+            op = self._jax_op = JaxOp(self)
+        return op
+
+    def torch(self):
+        """This function as a differentiable torch op: forward is the kernel, backward the compiled vjp.
+
+        The op takes torch tensors (broadcast over leading batch dimensions) and returns them with
+        this function's nesting; autograd reaches every argument, runtime parameters included.
+
+        Example:
+            >>> import torch, symjac
+            >>> cf = symjac.compile(lambda x: x.sin(), torch.zeros(2))
+            >>> x = torch.tensor([0.0, 1.0], requires_grad=True)
+            >>> cf.torch()(x).diagonal().sum().backward()   # d/dx sum(cos(x)) = -sin(x)
+            >>> x.grad
+            tensor([-0.0000, -0.8415])
+        """
+        from .torch_op import TorchOp
+
+        op = self.__dict__.get("_torch_op")
+        if op is None:
+            op = self._torch_op = TorchOp(self)
+        return op
 
     def __reduce__(self):
         return (CompiledFunction, (self.spec, self._cache_name is not None))

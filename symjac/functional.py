@@ -11,6 +11,7 @@ calls differentiate exactly. ``docs/torch-differences.md`` lists where symjac di
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import sys
@@ -152,6 +153,10 @@ class _Call:
 
     def __init__(self, func, inputs, in_tuple, fn, params=False):
         parent = api_ops._find_trace(inputs)
+        if "jax.numpy" in sys.modules:  # jax.numpy functions record symjac ops, as NumPy's do
+            from .jax_interop import install_jnp_dispatch
+
+            install_jnp_dispatch()
         trace = Trace(parent, params=params, torch_style=any(_is_torch(x) for x in inputs))
         args = []
         for j, x in enumerate(inputs):
@@ -203,7 +208,18 @@ def _derivation(call: _Call, key):
     return derive.derivation(key, call.names)
 
 
-def _run(call: _Call, key, extra=(), expand="auto"):
+def _run(call: _Call, key, extra=(), expand="auto", create_graph=False):
+    """Numeric results of ``key``; under ``create_graph`` with torch tensors they carry a
+    ``grad_fn`` whose backward is symjac's exact next derivative."""
+    results = _values(call, key, extra, expand)
+    if create_graph and any(_is_torch(x) for x in (*call.inputs, *extra)):
+        from .torch_autograd import attach  # backward = symjac's next derivative
+
+        return attach(call, key, extra, results)
+    return results
+
+
+def _values(call: _Call, key, extra=(), expand="auto"):
     """Numeric results of the derivation ``key`` for this call, on the road the cost model
     (:func:`symjac.arrays.choose`) picks: array-level rules, or a per-element kernel (built
     once per key and cached on disk)."""
@@ -364,7 +380,7 @@ PRIMITIVES["derived"] = Primitive("derived", _eval_derived)
 def _results(call: _Call, key, extra=(), create_graph=False, expand="auto"):
     if call.parent is not None:
         return _symbolic(call, key, extra, create_graph)
-    return _run(call, key, extra, expand)
+    return _run(call, key, extra, expand, create_graph)
 
 
 def _nest(blocks, n_out, n_in, out_tuple, in_tuple):
@@ -457,6 +473,22 @@ def _single_output(call: _Call, fn: str):
 # --- the public API -------------------------------------------------------------------------------
 
 
+def _accepts_jax(api):
+    """Route calls with jax arrays to :mod:`symjac.jax_interop` (one dict lookup otherwise)."""
+
+    @functools.wraps(api)
+    def call(func, inputs, *args, **kwargs):
+        if "jax" in sys.modules:
+            from . import jax_interop
+
+            if jax_interop.has_jax(inputs, *args, *kwargs.values()):
+                return jax_interop.functional_call(api, func, inputs, args, kwargs)
+        return api(func, inputs, *args, **kwargs)
+
+    return call
+
+
+@_accepts_jax
 def jacobian(
     func, inputs, create_graph=False, strict=False, vectorize=False, strategy="reverse-mode", *, expand="auto"
 ):
@@ -491,7 +523,7 @@ def jacobian(
     _check_strategy(strategy, "jacobian")
     in_tuple, inputs = _as_tuple(inputs, "inputs", "jacobian")
     _check_inputs(inputs, "jacobian")
-    call = _Call(func, inputs, in_tuple, "jacobian", params=not strict)
+    call = _Call(func, inputs, in_tuple, "jacobian", params=not (strict or create_graph))
     key = ("jacobian", call.graph, strategy == "forward-mode")
     if strict:
         info = _derivation(call, key).info
@@ -501,6 +533,7 @@ def jacobian(
     return _nest(blocks, call.n_out(), len(inputs), call.out_tuple, in_tuple)
 
 
+@_accepts_jax
 def hessian(
     func,
     inputs,
@@ -525,7 +558,7 @@ def hessian(
     in_tuple, inputs = _as_tuple(inputs, "inputs", "hessian")
     _check_inputs(inputs, "hessian")
     _check_strategy(outer_jacobian_strategy, "hessian")
-    call = _Call(func, inputs, in_tuple, "hessian", params=not strict)
+    call = _Call(func, inputs, in_tuple, "hessian", params=not (strict or create_graph))
     _single_output(call, "hessian")
     key = ("hessian", call.graph, outer_jacobian_strategy == "forward-mode")
     n_in = len(inputs)
@@ -550,6 +583,7 @@ def hessian(
     return _nest(blocks, n_in, n_in, in_tuple, in_tuple)
 
 
+@_accepts_jax
 def vjp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), v^T J)`` exactly, as ``torch.autograd.functional.vjp``.
 
@@ -564,7 +598,7 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"
     """
     in_tuple, inputs = _as_tuple(inputs, "inputs", "vjp")
     _check_inputs(inputs, "vjp")
-    call = _Call(func, inputs, in_tuple, "vjp", params=not strict)
+    call = _Call(func, inputs, in_tuple, "vjp", params=not (strict or create_graph))
     n_out, n_in = call.n_out(), len(inputs)
     out_shapes = [call.out_shape(i) for i in range(n_out)]
     if v is not None:
@@ -595,6 +629,7 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"
     return _pack(outs, call.out_tuple), _pack(prods, in_tuple)
 
 
+@_accepts_jax
 def jvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), J v)`` exactly, as ``torch.autograd.functional.jvp``.
 
@@ -610,7 +645,7 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"
     in_tuple, inputs = _as_tuple(inputs, "inputs", "jvp")
     _check_inputs(inputs, "jvp")
     v = _input_vector(v, inputs, in_tuple, "jvp")
-    call = _Call(func, inputs, in_tuple, "jvp", params=not strict)
+    call = _Call(func, inputs, in_tuple, "jvp", params=not (strict or create_graph))
     n_out, n_in = call.n_out(), len(inputs)
     key = ("jvp", call.graph)
     if strict:
@@ -633,7 +668,7 @@ def _hessian_vector(kind, func, inputs, v, create_graph, strict, expand):
     in_tuple, inputs = _as_tuple(inputs, "inputs", kind)
     _check_inputs(inputs, kind)
     v = _input_vector(v, inputs, in_tuple, kind)
-    call = _Call(func, inputs, in_tuple, kind, params=not strict)
+    call = _Call(func, inputs, in_tuple, kind, params=not (strict or create_graph))
     _single_output(call, kind)
     n_in = len(inputs)
     key = (kind, call.graph)
@@ -652,6 +687,7 @@ def _hessian_vector(kind, func, inputs, v, create_graph, strict, expand):
     return _pack(res[:1], call.out_tuple), _pack(res[1:], in_tuple)
 
 
+@_accepts_jax
 def hvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), H v)`` exactly, as ``torch.autograd.functional.hvp``.
 
@@ -664,6 +700,7 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"
     return _hessian_vector("hvp", func, inputs, v, create_graph, strict, expand)
 
 
+@_accepts_jax
 def vhp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), v^T H)`` exactly, as ``torch.autograd.functional.vhp``.
 

@@ -36,6 +36,10 @@ class Graph:
         self.meta = meta
         self._hash = hash((eqns, inputs, outputs, captures))
 
+    def __reduce__(self):
+        # Rebuilt, not restored: string hashes differ between processes, so the hash is recomputed.
+        return (Graph, (self.eqns, self.inputs, self.outputs, self.captures, self.meta))
+
     def __hash__(self) -> int:
         return self._hash
 
@@ -52,11 +56,24 @@ class Graph:
     def __repr__(self) -> str:
         return f"Graph({len(self.eqns)} equations, inputs={self.inputs}, outputs={self.outputs})"
 
+    def canonical(self) -> tuple:
+        """Everything that defines the graph, nested graphs (nested calls' keys) spelled out in
+        full: its repr is a cache key (a Graph's own repr is only a summary)."""
+        return ("Graph", _canonical(self.eqns), self.inputs, self.outputs, self.captures)
+
     def shape(self, node: int) -> tuple[int, ...]:
         return self.meta[node][0]
 
     def dtype(self, node: int):
         return self.meta[node][1]
+
+
+def _canonical(x):
+    if type(x) is Graph:
+        return x.canonical()
+    if type(x) is tuple:
+        return tuple(_canonical(el) for el in x)
+    return x
 
 
 class Trace:

@@ -242,3 +242,20 @@ def test_torch_inputs_give_torch_results():
     J = cf(x)
     assert isinstance(J, torch.Tensor)
     torch.testing.assert_close(J, torch.autograd.functional.jacobian(f, x))
+
+
+def test_graph_hash_survives_pickling_into_another_process():
+    # String hashes differ between processes: an unpickled graph must hash as a fresh one there.
+    from symjac import functional
+
+    graph = functional._Call(lambda a: a.sin() * 2, (np.zeros(3),), False, "t").graph
+    code = (
+        "import pickle, sys, numpy as np; from symjac import functional; "
+        "g = pickle.loads(sys.stdin.buffer.read()); "
+        "fresh = functional._Call(lambda a: a.sin() * 2, (np.zeros(3),), False, 't').graph; "
+        "print(g == fresh and hash(g) == hash(fresh))"
+    )
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    data = pickle.dumps(graph)
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, env=env, check=True)
+    assert out.stdout.strip() == b"True"

@@ -57,3 +57,11 @@ def test_strict_inside_a_trace():
         RuntimeError, match="Output 0 of the user-provided function is independent of input 1"
     ):
         symjac.jacobian(lambda a: symjac.jacobian(lambda z, w: z * 2, (a, a), strict=True)[0], x)
+
+
+def test_compiled_nested_calls_get_their_own_cache_entries():
+    # The disk cache key spells out the inner call's graph: same sizes, different inner functions.
+    sin_jac = symjac.compile(lambda a: symjac.jacobian(lambda z: z.sin(), a, create_graph=True), x)
+    cos_jac = symjac.compile(lambda a: symjac.jacobian(lambda z: z.cos(), a, create_graph=True), x)
+    np.testing.assert_allclose(sin_jac(x), np.einsum("ij,jk->ijk", np.eye(3), -np.diag(np.sin(x))))
+    np.testing.assert_allclose(cos_jac(x), np.einsum("ij,jk->ijk", np.eye(3), -np.diag(np.cos(x))))
