@@ -79,7 +79,7 @@ def check(mode: str, graph, n_in: int, n_out: int, dense: bool = True, where: st
         f"build {elements:,} symbolic elements and a dense result of {entries:,} entries "
         f"(estimated {gigabytes:,.1f} GB and {minutes:,.0f} min), over the budget of {budget:,} "
         f"elements ({budget * RESULT_ENTRIES_PER_ELEMENT:,} result entries). symjac expands every "
-        f"element; for large arrays use {compile_hint}, the array-level expand= option (planned), "
+        f"element; for large arrays use {compile_hint}, expand='arrays' (array-level rules, no expansion), "
         "or a vjp/jvp product instead of the full matrix; raise the budget with "
         "SYMJAC_MAX_ELEMENTS or symjac.budget.MAX_ELEMENTS"
     )

@@ -92,7 +92,8 @@ def _traced_expressions(spec: Spec):
     specs = _input_specs(graph)
     n_in = sum(math.prod(shape) for shape, _ in specs)
     n_out = sum(math.prod(graph.shape(node)) for node in graph.outputs)
-    budget.check(spec.mode, graph, n_in, n_out, dense=not spec.sparse, where="symjac.compile")
+    where = f"symjac.{spec.mode}" if getattr(spec, "single", False) else "symjac.compile"  # the drop-in's own
+    budget.check(spec.mode, graph, n_in, n_out, dense=not spec.sparse, where=where)
     names = _unique_names(list(spec.names), len(specs))
     X = [input_symbols(names[j], shape) for j, (shape, _) in enumerate(specs)]
     with arith.light():  # the forms code needs, not the ones SymPy prints (see symjac.arith)

@@ -7,6 +7,7 @@ import numpy as np
 import sympy
 from sympy.core.function import AppliedUndef
 
+from . import deep
 from .compiled import MODES, CompiledFunction, SympySpec, wrt_indices
 
 
@@ -68,6 +69,14 @@ def from_sympy(outputs, inputs, *, mode="jacobian", wrt=None, value=False, spars
                 raise TypeError(f"from_sympy: inputs must be symbols, got {s!r}{_dynamic_advice(s)}")
     out_tuple = isinstance(outputs, tuple)
     outs = tuple(_array(o) for o in (outputs if out_tuple else (outputs,)))
+    deep.call(_check_outputs, outs)  # atoms() and has() recurse on deep expressions
+    wrt_t, wrt_tuple = wrt_indices(wrt, len(X), "from_sympy")
+    spec = SympySpec(X, outs, mode, wrt_t, wrt_tuple, out_tuple, bool(value), sparse)
+    return CompiledFunction(spec, cache=cache)
+
+
+def _check_outputs(outs) -> None:
+    """Refuse undefined functions and complex values in the outputs, naming them."""
     for arr in outs:
         for e in arr.flat:
             functions = sorted(map(str, e.atoms(AppliedUndef))) if isinstance(e, sympy.Basic) else []
@@ -85,6 +94,3 @@ def from_sympy(outputs, inputs, *, mode="jacobian", wrt=None, value=False, spars
                     "arithmetic. Declare its symbols real (sympy.symbols(..., real=True)) and compile "
                     "sympy.re(e) and sympy.im(e) as separate outputs."
                 )
-    wrt_t, wrt_tuple = wrt_indices(wrt, len(X), "from_sympy")
-    spec = SympySpec(X, outs, mode, wrt_t, wrt_tuple, out_tuple, bool(value), sparse)
-    return CompiledFunction(spec, cache=cache)
