@@ -225,7 +225,9 @@ def _values(call: _Call, key, extra=(), expand="auto"):
     once per key and cached on disk)."""
     mode = key[0]
     width = 1 if mode == "jvp" else sum(math.prod(x.shape) for x in call.inputs)
-    road = arrays.choose(call.graph, width, expand, mode)
+    road = _ROADS.get((key, expand))
+    if road is None:  # the choice reads every equation: once per graph, not per warm call
+        road = _ROADS.put((key, expand), arrays.choose(call.graph, width, expand, mode))
     if road == "arrays" and mode not in ("jacobian", "jvp", "vjp"):
         if expand == "arrays":
             raise ValueError(
@@ -293,7 +295,8 @@ def _refs(call: _Call, key) -> list[tuple]:
 
 
 _KERNELS = derive._LRU(256)
-_ARRAY_SECONDS = derive._LRU(1024)  # time each graph has spent on the array road
+_ARRAY_SECONDS = derive._LRU(1024)
+_ROADS = derive._LRU(1024)  # (key, expand) -> the road arrays.choose picked  # time each graph has spent on the array road
 _VALUE_MODES = ("vjp", "jvp", "hvp", "vhp")
 
 
