@@ -194,15 +194,18 @@ def main():
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"done: {name}", file=sys.stderr, flush=True)
-    print("| problem | road | symjac first | JAX first (jit(jacfwd)) | JAX / symjac | torch first | "
-          "symjac warm | after weight change | torch warm | JAX warm | max abs diff vs torch |")
+    print(
+        "| problem | road | symjac first | JAX first (jit(jacfwd)) | JAX / symjac | torch first | "
+        "symjac warm | after weight change | torch warm | JAX warm | max abs diff vs torch |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['jax_first'] / r['symjac_first']:.2f}x" if "jax_first" in r else "-"
         print(
-            f"| {r['name']} | {r['road']} | {_fmt(r['symjac_first'])} | {_fmt(r.get('jax_first'))} | {ratio} | "
-            f"{_fmt(r.get('torch_first'))} | {_fmt(r['symjac_warm'])} | {_fmt(r.get('symjac_changed'))} | "
-            f"{_fmt(r.get('torch_warm'))} | {_fmt(r.get('jax_warm'))} | {r.get('err_vs_torch', float('nan')):.1e} |"
+            f"| {r['name']} | {r['road']} | {_fmt(r['symjac_first'])} | {_fmt(r.get('jax_first'))} | "
+            f"{ratio} | {_fmt(r.get('torch_first'))} | {_fmt(r['symjac_warm'])} | "
+            f"{_fmt(r.get('symjac_changed'))} | {_fmt(r.get('torch_warm'))} | {_fmt(r.get('jax_warm'))} | "
+            f"{r.get('err_vs_torch', float('nan')):.1e} |"
         )
 
 

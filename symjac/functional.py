@@ -71,7 +71,9 @@ def _check_inputs(inputs, fn: str):
         )
     for j, x in enumerate(inputs):
         _check_array(x, f"{fn}: inputs[{j}]")
-        if isinstance(x, Var) or (x.dtype.kind == "f" if isinstance(x, np.ndarray) else x.is_floating_point()):
+        if isinstance(x, Var):  # inside another trace: its dtype was checked there
+            continue
+        if x.dtype.kind == "f" if isinstance(x, np.ndarray) else x.is_floating_point():
             continue
         name = _dtype_name(x)
         if "complex" in name:
@@ -256,10 +258,13 @@ def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarra
     sizes = [math.prod(s) for s in shapes]
     offsets = np.cumsum([0] + sizes)
     if mode == "jvp":
-        seeds = {j: np.asarray(_numeric(v), dtype=np.float64).reshape(shapes[j] + (1,)) for j, v in enumerate(extra)}
+        vs = [np.asarray(_numeric(v), dtype=np.float64) for v in extra]
+        seeds = {j: v.reshape(shapes[j] + (1,)) for j, v in enumerate(vs)}
     else:
         eye = np.eye(width)
-        seeds = {j: eye[offsets[j] : offsets[j + 1]].reshape(shapes[j] + (width,)) for j in range(len(shapes))}
+        seeds = {
+            j: eye[offsets[j] : offsets[j + 1]].reshape(shapes[j] + (width,)) for j in range(len(shapes))
+        }
     values = [_numeric(x) for x in call.inputs] + call.params
     outs, tangents = arrays.evaluate(call.graph, values, seeds, width)
     outs = [np.array(o, dtype=np.float64) for o in outs]
@@ -276,8 +281,11 @@ def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarra
     ]
     if mode == "jacobian":
         return blocks
-    total = sum(np.asarray(_numeric(v), dtype=np.float64).reshape(-1) @ f for v, f in zip(extra, flat, strict=True))
-    return outs + [np.asarray(total[offsets[j] : offsets[j + 1]]).reshape(shapes[j]) for j in range(len(shapes))]
+    total = sum(
+        np.asarray(_numeric(v), dtype=np.float64).reshape(-1) @ f for v, f in zip(extra, flat, strict=True)
+    )
+    prods = [np.asarray(total[offsets[j] : offsets[j + 1]]).reshape(shapes[j]) for j in range(len(shapes))]
+    return outs + prods
 
 
 def _refs(call: _Call, key) -> list[tuple]:
@@ -295,8 +303,8 @@ def _refs(call: _Call, key) -> list[tuple]:
 
 
 _KERNELS = derive._LRU(256)
-_ARRAY_SECONDS = derive._LRU(1024)
-_ROADS = derive._LRU(1024)  # (key, expand) -> the road arrays.choose picked  # time each graph has spent on the array road
+_ARRAY_SECONDS = derive._LRU(1024)  # time each graph has spent on the array road
+_ROADS = derive._LRU(1024)  # (key, expand) -> the road arrays.choose picked
 _VALUE_MODES = ("vjp", "jvp", "hvp", "vhp")
 
 
@@ -310,7 +318,6 @@ def _fast_kernel(call: _Call, key):
 
     mode, graph = key[0], key[1]
     forward = len(key) > 2 and bool(key[2])
-    n_in, n_out = len(call.inputs), call.n_out()
     n_in = len(call.inputs)
     spec = compiled.Spec(
         graph, tuple(call.names()), mode, tuple(range(n_in)), n_in > 1, call.out_tuple,

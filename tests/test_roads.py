@@ -134,7 +134,9 @@ def _mlp_jacobian(Ws, bs, x):
 def test_mlp_matches_the_textbook_formula(expand, rng):
     f, Ws, bs = _mlp([5, 16, 16, 3], rng)
     x = rng.standard_normal(5)
-    np.testing.assert_allclose(symjac.jacobian(f, x, expand=expand), _mlp_jacobian(Ws, bs, x), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        symjac.jacobian(f, x, expand=expand), _mlp_jacobian(Ws, bs, x), rtol=1e-12, atol=1e-13
+    )
 
 
 @pytest.mark.parametrize("expand", ["elements", "auto"])
@@ -143,7 +145,7 @@ def test_changed_captured_arrays_give_fresh_results_without_a_build(expand, rng)
     x = rng.standard_normal(4)
     symjac.jacobian(f, x, expand=expand)
     builds = compiled.BUILDS
-    for step in range(5):
+    for _ in range(5):
         Ws[1] += 0.01 * rng.standard_normal(Ws[1].shape)  # an optimiser step, in place
         bs[0] = bs[0] - 0.1  # and a rebound closure array
         J = symjac.jacobian(f, x, expand=expand)
@@ -269,7 +271,11 @@ def _systems():
     rhs, n = brusselator(6)
     return [
         ("ur5", ur5_numpy, (np.linspace(0.1, 0.6, 6),)),
-        ("cartpole", lambda s, u: np.stack(cartpole(s, u)), (np.array([0.1, 0.2, -0.3, 0.4]), np.array([1.5]))),
+        (
+            "cartpole",
+            lambda s, u: np.stack(cartpole(s, u)),
+            (np.array([0.1, 0.2, -0.3, 0.4]), np.array([1.5])),
+        ),
         ("two_link_arm", models.two_link_arm, (np.array([0.3, 0.4]),)),
         ("spring_chain", models.spring_chain, (np.linspace(0.0, 5.5, 6), np.linspace(-1.0, 1.0, 6))),
         ("brusselator", rhs, (np.linspace(0.2, 0.9, n),)),
@@ -315,7 +321,7 @@ def test_a_singular_or_nan_element_keeps_other_columns_exact_on_both_roads():
         assert np.all(J[off] == 0), expand
         assert J[0, 0] == np.inf and J[1, 1] == 1.0 and np.isnan(J[2, 2]) and J[3, 3] == 0.5
         W = np.arange(16.0).reshape(4, 4) + 1
-        J = symjac.jacobian(lambda a: W @ np.sin(a), x, expand=expand)
+        J = symjac.jacobian(lambda a, W=W: W @ np.sin(a), x, expand=expand)
         assert np.isnan(J[:, 2]).all() and np.isfinite(np.delete(J, 2, axis=1)).all(), expand
 
 
@@ -382,7 +388,9 @@ def test_drop_in_kernels_come_from_the_disk_cache_in_a_new_process(tmp_path):
     env = dict(os.environ, SYMJAC_CACHE_DIR=str(tmp_path), PYTHONPATH=str(root))
 
     def builds():
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
+        )
         assert done.returncode == 0, done.stderr
         return int(done.stdout.split()[-1])
 

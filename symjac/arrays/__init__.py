@@ -48,8 +48,16 @@ def choose(graph, width: int, expand: str, what: str) -> str:
     if missing or tangents > TANGENT_BUDGET or element_operations(graph) < ELEMENTS_FROM:
         return "elements"
     # The cheaper first call. Repeated calls move to the element road once their array-road
-    # time pays for its build (functional._run): never more than twice the better choice.
+    # time pays for its build (functional._values): never more than twice the better choice.
     return "arrays" if tangents * ARRAY_SECONDS_PER_TANGENT_ELEMENT < build_estimate(graph) else "elements"
 
 
-__all__ = ["EXPAND_MODES", "Unsupported", "build_estimate", "choose", "element_operations", "evaluate", "tangent_elements"]
+__all__ = [
+    "EXPAND_MODES",
+    "Unsupported",
+    "build_estimate",
+    "choose",
+    "element_operations",
+    "evaluate",
+    "tangent_elements",
+]

@@ -14,10 +14,8 @@ import types
 
 import numpy as np
 import sympy
-
 from sympy.printing.numpy import NumPyPrinter
 
-from .. import functions as F
 from ..ops import ELEMENTWISE, PRIMITIVES
 
 # NumPy spellings of symjac's own SymPy functions (``sympy.lambdify`` knows the standard ones).
@@ -49,8 +47,10 @@ def _sigmoid(x):
 def _tanh_derivative(x):
     t = np.exp(-2 * np.abs(x))  # 4t/(1+t)^2: 1 - tanh(x)^2 without cancellation
     return 4 * t / (1 + t) ** 2
+
+
+# Printed by name; a custom function without a NumPy form sends its op to the element road.
 _USER_FUNCTIONS = {name: name for name in NUMPY_FUNCTIONS}
-# A custom function without a NumPy form sends its op to the element road (see _lambdify).
 
 
 def _special(name: str):
@@ -78,7 +78,7 @@ class Unsupported(Exception):
     """An op the array level cannot evaluate: the graph takes the per-element road."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rule(op: str, boolean_args: tuple[bool, ...]):
     """``(value, partials)`` NumPy functions of ``op`` for arguments that are masks or reals.
 
@@ -90,7 +90,7 @@ def rule(op: str, boolean_args: tuple[bool, ...]):
     return value, tuple(None if d is None else _lambdify(syms, d, modules) for d in partials)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def formulas(op: str, boolean_args: tuple[bool, ...]):
     """``(symbols, element, partials)``: ``op``'s scalar formula on symbols ``a0, a1, ...`` (``c0``
     for a mask) and its exact partial derivatives (None where zero or for a mask)."""

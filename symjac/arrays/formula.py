@@ -134,7 +134,11 @@ class _Writer:
         if op in ("add", "sub", "pos", "neg", "cast"):
             sign = {"sub": [1, -1], "neg": [-1]}.get(op, [1, 1])
             return _plus(
-                [t if s > 0 else _Tangent(f"-{t.factor()}") for t, s in zip(at, sign, strict=False) if t is not None]
+                [
+                    t if s > 0 else _Tangent(f"-{t.factor()}")
+                    for t, s in zip(at, sign, strict=False)
+                    if t is not None
+                ]
             )
         if op in ELEMENTWISE:
             return self._elementwise(op, args, at)
@@ -144,14 +148,15 @@ class _Writer:
 
     def _elementwise(self, op, args, at):
         bools = tuple(
-            type(a) is int and self.graph.dtype(a) is not None and self.graph.dtype(a).kind == "b" for a in args
+            type(a) is int and self.graph.dtype(a) is not None and self.graph.dtype(a).kind == "b"
+            for a in args
         )
         try:
             syms, _, partials = formulas(op, bools)
         except Unsupported:
             return _Tangent(f"∂{op}({', '.join(t.text for t in at if t is not None)})")
         terms = []
-        for k, (d, t) in enumerate(zip(partials, at, strict=True)):
+        for d, t in zip(partials, at, strict=True):
             if d is None or t is None:
                 continue
             names = {s: self.symbol(a) for s, a in zip(syms, args, strict=True) if s in d.free_symbols}

@@ -182,7 +182,9 @@ def _joined(kind):
         value = join([np.asarray(v, dtype=F64) if v.dtype != np.bool_ else v for v in vals], axis=params[0])
         if all(t is None for t in tans):
             return value, None
-        parts = [np.zeros(np.shape(v) + (width,)) if t is None else t for v, t in zip(vals, tans, strict=True)]
+        parts = [
+            np.zeros(np.shape(v) + (width,)) if t is None else t for v, t in zip(vals, tans, strict=True)
+        ]
         return value, join(parts, axis=params[0])
 
     return rule_
