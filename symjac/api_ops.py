@@ -546,23 +546,9 @@ def cast(x, dtype):
 
 
 def _to_numpy_dtype(dtype) -> np.dtype:
-    if isinstance(dtype, str) and dtype.startswith("torch."):
-        dtype = dtype[6:]
-    text = str(dtype)
-    if text.startswith("torch."):
-        name = text[6:]
-        aliases = {
-            "double": "float64",
-            "float": "float32",
-            "half": "float16",
-            "long": "int64",
-            "int": "int32",
-            "bool": "bool",
-        }
-        if name == "bfloat16":
-            return np.dtype(np.float32)
-        return np.dtype(aliases.get(name, name))
-    return np.dtype(dtype)
+    from .trace import numpy_dtype  # one table of torch's dtype names
+
+    return numpy_dtype(dtype)
 
 
 def _method_to(self, *args, dtype=None, **kwargs):
