@@ -1,9 +1,10 @@
-"""Build the exact derivative results of a traced graph for each API mode, and compile them.
+"""Build the exact per-element derivative results of a traced graph for each API mode.
 
 A ``Derivation`` holds, for one (mode, graph) key, the symbols of every kernel input (the
 function's inputs, then any vectors ``v``), the nonzero entries of every result, and the
-structural facts that strict mode checks. ``plan(key)`` compiles it once; both are cached, so a
-repeated call with an equal graph never rebuilds a kernel.
+structural facts that strict mode checks. Symbolic views, strict mode, nested calls and
+create_graph's backward read it; kernels are built on the compiled road
+(``functional._fast_kernel``), so this module compiles nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import numpy as np
 
 from . import budget, deep, diff
 from .expand import input_symbols, output_expressions
-from .runtime import Kernel, Layout, ResultSlot
-from .simplify import F32_REGION, F64_REGION, build_program
 
 F64 = np.dtype(np.float64)
 F32 = np.dtype(np.float32)
@@ -195,35 +194,6 @@ def _nonzero(exprs):
     return [(k, e) for k, e in enumerate(exprs) if e != 0]
 
 
-@dataclass
-class Plan:
-    derivation: Derivation
-    kernel: Kernel
-
-
-def compile_derivation(d: Derivation, batch: bool = False) -> Kernel:
-    slots, offset = {}, 0
-    for arr in d.inputs:
-        for s in arr.flat:
-            slots[s] = offset
-            offset += 1
-    result_slots, stores, sizes = [], [], {F64_REGION: 0, F32_REGION: 0}
-    for r in d.results:
-        region = F64_REGION if r.dtype == F64 else F32_REGION
-        base = sizes[region]
-        result_slots.append(ResultSlot(region, base, r.shape))
-        stores.extend((region, base + k, e) for k, e in r.entries)
-        sizes[region] += math.prod(r.shape)
-    all_f32 = not sizes[F64_REGION] and all(dt == F32 for dt in d.input_dtypes)
-    for region, off, _ in stores:  # a store outside its buffer would corrupt memory silently
-        assert 0 <= off < sizes[region], (region, off, sizes)
-    compute = "float32" if all_f32 else "float64"
-    program = build_program(stores, slots, compute)
-    shapes = tuple(arr.shape for arr in d.inputs)
-    layout = Layout(shapes, tuple(result_slots), sizes[F64_REGION], sizes[F32_REGION], compute)
-    return Kernel.build(program, layout, batch)
-
-
 class _LRU:
     def __init__(self, size: int):
         self.size = size
@@ -249,7 +219,6 @@ class _LRU:
 
 
 DERIVATIONS = _LRU(256)
-PLANS = _LRU(256)
 
 
 def derivation(key, names) -> Derivation:
@@ -258,10 +227,3 @@ def derivation(key, names) -> Derivation:
         d = DERIVATIONS.put(key, deep.call(derive, key, names))
     return d
 
-
-def plan(key, names) -> Plan:
-    p = PLANS.get(key)
-    if p is None:
-        d = derivation(key, names)
-        p = PLANS.put(key, Plan(d, deep.call(compile_derivation, d)))
-    return p
