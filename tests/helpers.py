@@ -7,6 +7,13 @@ import numpy as np
 TOL = {np.float64: dict(rtol=1e-9, atol=1e-10), np.float32: dict(rtol=2e-4, atol=2e-5)}
 
 
+def leaves(x):
+    """The tensors of a nested result (tuples and lists of tensors), in order."""
+    if isinstance(x, (tuple, list)):
+        return [t for el in x for t in leaves(el)]
+    return [x]
+
+
 def to_torch(x):
     import torch
 

@@ -10,16 +10,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers import leaves as _leaves  # noqa: E402
+
 import symjac  # noqa: E402
 
 AF = torch.autograd.functional
 TOL = dict(rtol=1e-11, atol=1e-11)
-
-
-def _leaves(x):
-    if isinstance(x, (tuple, list)):
-        return [t for el in x for t in _leaves(el)]
-    return [x]
 
 
 def _close(a, b, tol=TOL):
