@@ -83,3 +83,19 @@ def check(mode: str, graph, n_in: int, n_out: int, dense: bool = True, where: st
         "or a vjp/jvp product instead of the full matrix; raise the budget with "
         "SYMJAC_MAX_ELEMENTS or symjac.budget.MAX_ELEMENTS"
     )
+
+
+def check_result(mode: str, n_in: int, n_out: int, where: str = "symjac") -> None:
+    """Raise BuildTooLargeError when ``mode``'s dense result alone would exceed the budget: the
+    array road expands nothing, but it allocates its result whole."""
+    entries = result_entries(mode, n_in, n_out)
+    limit = max_elements() * RESULT_ENTRIES_PER_ELEMENT
+    if entries <= limit:
+        return
+    raise BuildTooLargeError(
+        f"{where}: the {mode} of a function with {n_in:,} input and {n_out:,} output elements is a "
+        f"dense result of {entries:,} entries ({entries * 8 / 1e9:,.1f} GB), over the budget of "
+        f"{limit:,} result entries. Use symjac.compile(..., sparse='csr') for a sparse Jacobian, or "
+        "a vjp/jvp product instead of the full matrix; raise the budget with SYMJAC_MAX_ELEMENTS or "
+        "symjac.budget.MAX_ELEMENTS"
+    )

@@ -172,9 +172,8 @@ class UnsupportedMethodError(AttributeError, NotImplementedError):
 
 
 def unknown_op(name: str, args) -> NotImplementedError:
-    from .tensor import Var
-
-    position = next((i for i, a in enumerate(args) if isinstance(a, Var)), 0)
+    # A traced tensor by its slots: errors sits below the tensor module, which imports it.
+    position = next((i for i, a in enumerate(args) if hasattr(a, "_trace") and hasattr(a, "_node")), 0)
     where = library_function(sys._getframe(1))
     if where is not None and not where.startswith("torch."):  # torch frames only dispatch
         name = f"{name}, called inside the library function {where},"

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import sympy
 
-from . import api_ops, arrays, assembly, derive, errors, scipy_ops
+from . import api_ops, arrays, assembly, budget, derive, errors, scipy_ops
 from .functions import StopGradient
 from .ops import PRIMITIVES, Primitive
 from .tensor import Var
@@ -237,6 +237,9 @@ def _values(call: _Call, key, extra=(), expand="auto"):
             )
         road = "elements"
     if road == "arrays" and (expand == "arrays" or _KERNELS.get(key) is None):
+        n_in = sum(math.prod(x.shape) for x in call.inputs)
+        n_out = sum(math.prod(call.graph.shape(o)) for o in call.graph.outputs)
+        budget.check_result(mode, n_in, n_out, f"symjac.{mode}")
         start = time.perf_counter()
         raw = _arrays_results(call, mode, extra, width)
         results = [_finish(arr, ref, call) for arr, ref in zip(raw, _refs(call, key), strict=True)]
@@ -260,6 +263,8 @@ def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarra
     if mode == "jvp":
         vs = [np.asarray(_numeric(v), dtype=np.float64) for v in extra]
         seeds = {j: v.reshape(shapes[j] + (1,)) for j, v in enumerate(vs)}
+    elif width >= arrays.sparse.SPARSE_FROM:  # the identity as rows: stencils stay sparse
+        seeds = {j: arrays.sparse.Rows.identity(offsets[j], sizes[j], width) for j in range(len(shapes))}
     else:
         eye = np.eye(width)
         seeds = {
@@ -269,7 +274,11 @@ def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarra
     outs, tangents = arrays.evaluate(call.graph, values, seeds, width)
     outs = [np.array(o, dtype=np.float64) for o in outs]
     flat = [
-        np.zeros((o.size, width)) if t is None else np.reshape(t, (o.size, width))
+        np.zeros((o.size, width))
+        if t is None
+        else t.toarray()
+        if arrays.sparse.is_sparse(t)
+        else np.reshape(t, (o.size, width))
         for o, t in zip(outs, tangents, strict=True)
     ]
     if mode == "jvp":

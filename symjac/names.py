@@ -332,9 +332,9 @@ API = (
     ),
     Api(
         "diagonal",
-        {"diagonal": R.diagonal},
-        {"diagonal": lambda input, offset=0, dim1=0, dim2=1: R.diagonal(input, offset, dim1, dim2)},
-        {"diagonal": lambda self, offset=0, dim1=0, dim2=1: R.diagonal(self, offset, dim1, dim2)},
+        {"diagonal": S.diagonal},
+        {"diagonal": lambda input, offset=0, dim1=0, dim2=1: S.diagonal(input, offset, dim1, dim2)},
+        {"diagonal": lambda self, offset=0, dim1=0, dim2=1: S.diagonal(self, offset, dim1, dim2)},
         (
             E(
                 ((3, 3),),

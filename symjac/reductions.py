@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from . import errors
 from .api_ops import EW, _as_var, _axes, _normalize_axis, reduce_sum, reduction, reshape, squeeze
+from .shapes import diagonal
 
 amax = reduction("max", has_identity=False)
 amin = reduction("min", has_identity=False)
@@ -183,20 +182,6 @@ def softmax(x, axis=-1):
 def log_softmax(x, axis=-1):
     x = _as_var(x)
     return x - logsumexp(x, axis, True)
-
-
-def diagonal(x, offset=0, axis1=0, axis2=1):
-    from .shapes import gather
-
-    x = _as_var(x)
-    a1, a2 = _normalize_axis(axis1, x.ndim, "diagonal"), _normalize_axis(axis2, x.ndim, "diagonal")
-    index = diagonal_index(x.shape, offset, a1, a2)
-    return gather(x, index)
-
-
-def diagonal_index(shape, offset, a1, a2):
-    flat = np.arange(math.prod(shape)).reshape(shape)
-    return np.diagonal(flat, offset, a1, a2)
 
 
 def trace(x, offset=0, axis1=0, axis2=1, dtype=None, out=None):

@@ -95,8 +95,6 @@ def triu(x, k=0):
 
 
 def diag(x, k=0):
-    from .reductions import diagonal
-
     x = _as_var(x)
     if x.ndim == 2:
         return diagonal(x, k)
@@ -344,3 +342,15 @@ def expand_dims(a, axis):
         raise ValueError(f"expand_dims: repeated axis in {axis}")
     dims = iter(x.shape)
     return reshape(x, tuple(1 if d in positions else next(dims) for d in range(ndim)))
+
+
+def diagonal(x, offset=0, axis1=0, axis2=1):
+    x = _as_var(x)
+    a1, a2 = _normalize_axis(axis1, x.ndim, "diagonal"), _normalize_axis(axis2, x.ndim, "diagonal")
+    index = diagonal_index(x.shape, offset, a1, a2)
+    return gather(x, index)
+
+
+def diagonal_index(shape, offset, a1, a2):
+    flat = np.arange(math.prod(shape)).reshape(shape)
+    return np.diagonal(flat, offset, a1, a2)

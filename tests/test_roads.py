@@ -6,6 +6,7 @@ so results agree to rounding on every op-table row, every API example and every 
 Captured float arrays are kernel data: changing them never builds a kernel.
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -20,9 +21,24 @@ from symjac.names import API
 ULPS = dict(rtol=1e-12, atol=1e-13)
 
 
+@contextlib.contextmanager
+def _sparse_from(width):
+    saved, arrays.sparse.SPARSE_FROM = arrays.sparse.SPARSE_FROM, width
+    try:
+        yield
+    finally:
+        arrays.sparse.SPARSE_FROM = saved
+
+
 def _both(api, fn, args, *rest):
-    ours = [getattr(symjac, api)(fn, args, *rest, expand=e) for e in ("elements", "arrays")]
-    return ours
+    """The element road's result and the array road's (dense tangents). The array road with
+    sparse tangents, forced at every width, must agree with its dense form to rounding."""
+    elements = getattr(symjac, api)(fn, args, *rest, expand="elements")
+    with _sparse_from(10**9):
+        dense = getattr(symjac, api)(fn, args, *rest, expand="arrays")
+    with _sparse_from(1):
+        _assert_close(dense, getattr(symjac, api)(fn, args, *rest, expand="arrays"), "sparse tangents")
+    return elements, dense
 
 
 def _assert_close(a, b, path="result"):
@@ -252,9 +268,11 @@ def test_the_cost_model_picks_arrays_for_big_regular_models_and_elements_for_sma
     assert arrays.choose(big, 8, "auto", "jacobian") == "arrays"
     small = functional._Call(lambda q: np.sin(q) * q[0], (np.zeros(3),), False, "t", params=True).graph
     assert arrays.choose(small, 3, "auto", "jacobian") == "elements"
-    # dense tangents of a large grid would cost more than the element road's sparse program
+    # a large grid's tangents stay sparse: a few entries per row, not 32768
     grid = functional._Call(lambda u: np.roll(u, 1) - u, (np.zeros(32768),), False, "t", params=True).graph
-    assert arrays.choose(grid, 32768, "auto", "jacobian") == "elements"
+    assert arrays.choose(grid, 32768, "auto", "jacobian") == "arrays"
+    with _sparse_from(10**9):  # dense ones would cost more than the element road's sparse program
+        assert arrays.choose(grid, 32768, "auto", "jacobian") == "elements"
 
 
 def _systems():
@@ -357,6 +375,73 @@ def test_structured_formula_of_products_and_several_inputs():
     text = symjac.symbolic(lambda x, y: 2 * np.exp(x) + 3 * y, (2,), (2,)).formula()
     assert text.splitlines() == ["J[0] = 2·diag(exp(x))", "J[1] = 3·I"]
     assert "∂max" in symjac.symbolic(lambda x: np.sum(np.exp(x - np.max(x))), (4,)).formula()
+
+
+def _grid_rhs(ns, n):
+    """A 2-D reaction-diffusion right-hand side on a periodic n x n grid (2 n^2 states)."""
+
+    def rhs(y):
+        u, v = y[: n * n].reshape(n, n), y[n * n :].reshape(n, n)
+
+        def lap(w):
+            return ns.roll(w, 1, 0) + ns.roll(w, -1, 0) + ns.roll(w, 1, 1) + ns.roll(w, -1, 1) - 4 * w
+
+        uuv = u * u * v
+        return ns.cat([(1 + uuv - 4.4 * u + lap(u)).reshape(-1), (3.4 * u - uuv + lap(v)).reshape(-1)])
+
+    return rhs
+
+
+def _pair_forces(ns, n):
+    mass = ns.c(np.linspace(0.5, 1.5, n))
+
+    def rhs(s):
+        r, v = s[: 3 * n].reshape(n, 3), s[3 * n :].reshape(n, 3)
+        d = r[None, :, :] - r[:, None, :]
+        inv = (ns.sum(d * d, 2) + 0.01) ** -1.5
+        return ns.cat([v.reshape(-1), ns.sum(mass[None, :, None] * d * inv[:, :, None], 1).reshape(-1)])
+
+    return rhs
+
+
+@pytest.mark.parametrize("model", ["grid", "pairs"])
+def test_local_models_take_sparse_tangents_and_match_torch(model, rng, monkeypatch):
+    import types
+
+    torch = pytest.importorskip("torch")
+    make, n_in, size = (_grid_rhs, 288, 12) if model == "grid" else (_pair_forces, 96, 16)
+    np_ns = types.SimpleNamespace(
+        roll=np.roll, cat=np.concatenate, c=lambda a: a, sum=lambda x, a: np.sum(x, a)
+    )
+    torch_ns = types.SimpleNamespace(
+        roll=torch.roll, cat=torch.cat, c=torch.from_numpy, sum=lambda x, a: torch.sum(x, dim=a)
+    )
+    x = rng.uniform(0.2, 0.9, n_in)
+    rhs = make(np_ns, size)
+    graph = functional._Call(rhs, (x,), False, "t", params=True).graph
+    assert arrays.choose(graph, n_in, "auto", "jacobian") == "arrays"
+    sparse_ops = []
+    scaled_sum = arrays.sparse.scaled_sum
+
+    def spy(terms, shape, width):
+        sparse_ops.append(shape)
+        return scaled_sum(terms, shape, width)
+
+    monkeypatch.setattr(arrays.sparse, "scaled_sum", spy)
+    J = symjac.jacobian(rhs, x)
+    # the elementwise work on the n^2 grid points or n^2 pairs ran on sparse rows
+    assert any(math.prod(shape) >= size * size for shape in sparse_ops)
+    oracle = torch.autograd.functional.jacobian(make(torch_ns, size), torch.from_numpy(x))
+    np.testing.assert_allclose(J, oracle.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_sparse_tangents_keep_structural_zeros_against_inf_and_nan():
+    x = np.array([0.0, 1.0, np.nan, 4.0])
+    with _sparse_from(1):
+        J = symjac.jacobian(lambda a: np.sqrt(a) * 2.0 + a.sum(), x, expand="arrays")
+    off = ~np.eye(4, dtype=bool)
+    assert np.all(J[off] == 1.0)
+    assert J[0, 0] == np.inf and J[1, 1] == 2.0 and np.isnan(J[2, 2]) and J[3, 3] == 1.5
 
 
 def test_drop_in_kernels_come_from_the_disk_cache_in_a_new_process(tmp_path):

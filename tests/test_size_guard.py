@@ -23,12 +23,25 @@ def _message(excinfo):
 def test_huge_jacobian_is_refused_before_any_memory_is_spent():
     start = time.perf_counter()
     with pytest.raises(budget.BuildTooLargeError) as excinfo:
-        symjac.jacobian(lambda x: 2 * x, np.zeros(10**7))
+        symjac.jacobian(lambda x: 2 * x, np.zeros(10**7), expand="elements")
     assert time.perf_counter() - start < 5  # was 90 s and 8 GB
     text = _message(excinfo)
     assert "10,000,000 input" in text and "20,000,000 symbolic elements" in text  # input + product
     assert "100,000,000,000,000 entries" in text  # the dense 1e7 x 1e7 result
     assert "GB" in text and "expand=" in text and "symjac.compile" in text and "SYMJAC_MAX_ELEMENTS" in text
+
+
+def test_the_array_road_expands_nothing_but_refuses_a_huge_dense_result():
+    start = time.perf_counter()
+    with pytest.raises(budget.BuildTooLargeError) as excinfo:
+        symjac.jacobian(lambda x: 2 * x, np.zeros(10**7))  # auto: sparse tangents, cheap to compute
+    assert time.perf_counter() - start < 5
+    text = _message(excinfo)
+    assert "symbolic elements" not in text and "100,000,000,000,000 entries (800,000.0 GB)" in text
+    assert "sparse='csr'" in text and "vjp/jvp" in text and "SYMJAC_MAX_ELEMENTS" in text
+    x = np.linspace(0.0, 1.0, 3000)  # within the budget: the same road computes it
+    J = symjac.jacobian(lambda a: np.sin(a) * 2, x)
+    np.testing.assert_array_equal(J, np.diag(2 * np.cos(x)))
 
 
 def test_int32_overflow_size_is_refused_with_the_estimate():

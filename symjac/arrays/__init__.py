@@ -8,6 +8,7 @@ cost model that picks a road for the drop-in API.
 
 from __future__ import annotations
 
+from . import sparse
 from .elementwise import Unsupported
 from .forward import element_operations, evaluate, tangent_elements, unsupported_ops
 
@@ -59,5 +60,6 @@ __all__ = [
     "choose",
     "element_operations",
     "evaluate",
+    "sparse",
     "tangent_elements",
 ]

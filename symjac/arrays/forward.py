@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from ..ops import ELEMENTWISE, decode_index
+from . import sparse
 from .elementwise import Unsupported, rule
 
 F64 = np.dtype(np.float64)
@@ -64,9 +65,16 @@ def element_operations(graph) -> int:
     return total
 
 
-def tangent_elements(graph, width: int) -> int:
-    """Elements of all tangents for ``width`` seed directions (the array road's working set)."""
-    return width * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
+def tangent_elements(graph, width: int) -> float:
+    """Elements of all tangents for ``width`` seed directions (the array road's working set): a
+    dense tangent's in full, a sparse one's stored entries at their higher price."""
+    sizes = [math.prod(graph.shape(n)) for n in range(len(graph.eqns))]
+    if width < sparse.SPARSE_FROM:
+        return float(width * sum(sizes))
+    total = 0.0
+    for size, k in zip(sizes, sparse.entries_per_row(graph, width), strict=True):
+        total += size * width if k > sparse.DENSE_FRACTION * width else size * k * sparse.ENTRY_COST
+    return total
 
 
 def evaluate(graph, arrays, seeds, width):
@@ -76,12 +84,13 @@ def evaluate(graph, arrays, seeds, width):
         graph: a recorded :class:`~symjac.trace.Graph`.
         arrays: a value for every graph input, in input order (the function's inputs, then
             captured arrays recorded as data).
-        seeds: ``{input index: tangent}``, each of shape ``input.shape + (width,)``.
+        seeds: ``{input index: tangent}``, each of shape ``input.shape + (width,)``, or a SciPy
+            sparse array of shape ``(input.size, width)`` (:mod:`symjac.arrays.sparse`).
         width: the number of seed directions.
 
     Returns:
         ``(values, tangents)`` of the outputs; a tangent is None where an output does not depend
-        on any seeded input.
+        on any seeded input, and sparse (``(size, width)``) where it stayed sparse.
     """
     eqns = graph.eqns
     last_use = {}
@@ -114,16 +123,39 @@ def _real(x: np.ndarray) -> np.ndarray:
 
 def _apply(op, vals, tans, params, graph, n, width):
     shape = graph.shape(n)
+    if any(sparse.is_sparse(t) for t in tans) and any(isinstance(t, np.ndarray) for t in tans):
+        tans = _dense(vals, tans, width)  # one dense operand fills the result anyway
     if op in ELEMENTWISE:
         return _elementwise(op, vals, tans, shape, width)
+    if any(sparse.is_sparse(t) for t in tans):
+        sparse_rule = sparse.RULES.get(op)
+        if sparse_rule is not None:
+            value, _ = _STRUCTURAL_RULES[op](vals, [None] * len(tans), params, shape, graph.dtype(n), width)
+            return value, sparse.settle(sparse_rule(vals, tans, params, shape, value, width), shape, width)
+        tans = _dense(vals, tans, width)
     return _STRUCTURAL_RULES[op](vals, tans, params, shape, graph.dtype(n), width)
+
+
+def _dense(vals, tans, width):
+    return [
+        sparse.dense(t, np.shape(v), width) if sparse.is_sparse(t) else t
+        for v, t in zip(vals, tans, strict=True)
+    ]
 
 
 def _elementwise(op, vals, tans, shape, width):
     value_fn, partials = rule(op, tuple(np.asarray(v).dtype == np.bool_ for v in vals))
+    arg_vals = vals
     # One shape for all: lambdify's Piecewise code stacks its conditions (logical_and.reduce).
     vals = np.broadcast_arrays(*vals) if len(vals) > 1 else vals
     value = np.broadcast_to(np.asarray(value_fn(*vals)), shape)
+    if any(sparse.is_sparse(t) for t in tans):
+        terms = [
+            (np.asarray(partial(*vals), dtype=F64), t, np.shape(v))
+            for partial, t, v in zip(partials, tans, arg_vals, strict=True)
+            if partial is not None and t is not None
+        ]
+        return value, sparse.settle(sparse.scaled_sum(terms, shape, width), shape, width)
     tangent = None
     for partial, t in zip(partials, tans, strict=True):
         if partial is None or t is None:
