@@ -230,12 +230,6 @@ def _values(call: _Call, key, extra=(), expand="auto"):
     road = _ROADS.get((key, expand))
     if road is None:  # the choice reads every equation: once per graph, not per warm call
         road = _ROADS.put((key, expand), arrays.choose(call.graph, width, expand, mode))
-    if road == "arrays" and mode not in ("jacobian", "jvp", "vjp"):
-        if expand == "arrays":
-            raise ValueError(
-                f"{mode}: second derivatives have no array-level road yet; use expand='auto' or 'elements'"
-            )
-        road = "elements"
     if road == "arrays" and (expand == "arrays" or _KERNELS.get(key) is None):
         n_in = sum(math.prod(x.shape) for x in call.inputs)
         n_out = sum(math.prod(call.graph.shape(o)) for o in call.graph.outputs)
@@ -246,7 +240,7 @@ def _values(call: _Call, key, extra=(), expand="auto"):
         if expand == "auto":  # ski rental: build the kernel once the calls have cost as much
             spent = (_ARRAY_SECONDS.get(key) or 0.0) + time.perf_counter() - start
             _ARRAY_SECONDS.put(key, spent)
-            if spent >= arrays.build_estimate(call.graph):
+            if spent >= arrays.build_estimate(call.graph, mode, width):
                 _fast_kernel(call, key)
         return results
     compiled_function, refs = _fast_kernel(call, key)
@@ -263,6 +257,8 @@ def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarra
     if mode == "jvp":
         vs = [np.asarray(_numeric(v), dtype=np.float64) for v in extra]
         seeds = {j: v.reshape(shapes[j] + (1,)) for j, v in enumerate(vs)}
+    elif mode in arrays.SECOND_ORDER:
+        seeds = None  # _second_results seeds both direction sets
     elif width >= arrays.sparse.SPARSE_FROM:  # the identity as rows: stencils stay sparse
         seeds = {j: arrays.sparse.Rows.identity(offsets[j], sizes[j], width) for j in range(len(shapes))}
     else:
@@ -271,6 +267,8 @@ def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarra
             j: eye[offsets[j] : offsets[j + 1]].reshape(shapes[j] + (width,)) for j in range(len(shapes))
         }
     values = [_numeric(x) for x in call.inputs] + call.params
+    if mode in arrays.SECOND_ORDER:
+        return _second_results(call, mode, extra, values, shapes, offsets, width)
     outs, tangents = arrays.evaluate(call.graph, values, seeds, width)
     outs = [np.array(o, dtype=np.float64) for o in outs]
     flat = [
@@ -295,6 +293,35 @@ def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarra
     )
     prods = [np.asarray(total[offsets[j] : offsets[j + 1]]).reshape(shapes[j]) for j in range(len(shapes))]
     return outs + prods
+
+
+def _second_results(call: _Call, mode, extra, values, shapes, offsets, n: int) -> list[np.ndarray]:
+    """The results of ``hessian``, ``hvp`` or ``vhp`` by forward mode of second order: the
+    identity along both direction sets, or ``v`` along one of them."""
+    eye = np.eye(n)
+    identity = {j: eye[offsets[j] : offsets[j + 1]].reshape(shapes[j] + (n,)) for j in range(len(shapes))}
+    if mode == "hessian":
+        seeds_a = seeds_b = identity
+        a = b = n
+    else:
+        v = np.concatenate([np.asarray(_numeric(u), dtype=np.float64).reshape(-1) for u in extra])
+        along_v = {j: v[offsets[j] : offsets[j + 1]].reshape(shapes[j] + (1,)) for j in range(len(shapes))}
+        seeds_a, seeds_b, a, b = (identity, along_v, n, 1) if mode == "hvp" else (along_v, identity, 1, n)
+    outs, _, seconds = arrays.second.evaluate(call.graph, values, seeds_a, seeds_b, a, b)
+    outs = [np.array(o, dtype=np.float64) for o in outs]
+    H = np.zeros((a, b)) if seconds[0] is None else np.reshape(seconds[0], (a, b))
+    if mode == "hessian":
+        return [
+            np.ascontiguousarray(H[offsets[i] : offsets[i + 1], offsets[j] : offsets[j + 1]]).reshape(
+                shapes[i] + shapes[j]
+            )
+            for i in range(len(shapes))
+            for j in range(len(shapes))
+        ]
+    total = H[:, 0] if mode == "hvp" else H[0, :]
+    return outs + [
+        np.array(total[offsets[j] : offsets[j + 1]]).reshape(shapes[j]) for j in range(len(shapes))
+    ]
 
 
 def _refs(call: _Call, key) -> list[tuple]:

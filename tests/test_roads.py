@@ -8,6 +8,7 @@ Captured float arrays are kernel data: changing them never builds a kernel.
 
 import contextlib
 import math
+import types
 
 import numpy as np
 import pytest
@@ -255,11 +256,83 @@ def test_the_branch_not_taken_stays_out_on_the_array_road():
     np.testing.assert_array_equal(J, np.array([[0.0, 0.0], [0.0, 0.25]]))
 
 
-def test_expand_is_checked_and_second_derivatives_say_which_road():
+def test_expand_is_checked_and_second_derivatives_say_which_op_lacks_a_rule():
     with pytest.raises(ValueError, match='expand must be "auto", "elements" or "arrays"'):
         symjac.jacobian(np.sin, np.ones(2), expand="array")
-    with pytest.raises(ValueError, match="second derivatives have no array-level road"):
-        symjac.hessian(lambda a: (a**2).sum(), np.ones(40), expand="arrays")
+    with pytest.raises(ValueError, match="cannot differentiate prod at the array level to second order"):
+        symjac.hessian(lambda a: np.prod(a), np.ones(4), expand="arrays")
+
+
+def _second_order_agree(fn, args, rng, what):
+    """hessian, hvp and vhp of a scalar ``fn`` agree on both roads, or the array road names the op
+    it lacks a second-order rule for (and auto then takes the element road)."""
+    xs = args if isinstance(args, tuple) else (args,)
+    call = functional._Call(fn, xs, isinstance(args, tuple), "test")
+    missing = arrays.second.unsupported_ops(call.graph)
+    if missing:
+        with pytest.raises(ValueError, match=sorted(missing)[0].split(" ")[0]):
+            symjac.hessian(fn, args, expand="arrays")
+        return
+    _assert_close(*_both("hessian", fn, args), f"{what}: hessian")
+    v = tuple(rng.standard_normal(x.shape) for x in xs)
+    v = v if isinstance(args, tuple) else v[0]
+    _assert_close(*_both("hvp", fn, args, v), f"{what}: hvp")
+    _assert_close(*_both("vhp", fn, args, v), f"{what}: vhp")
+
+
+@pytest.mark.parametrize("entry", ROWS)
+def test_second_derivatives_of_elementwise_rows_agree(entry, rng):
+    style, name = _numpy_style(entry)
+    f = _call(style, name)
+    n = _nargs(entry)
+    xs = tuple(_sample(entry.domain, (3,), rng) for _ in range(n))
+    w = rng.standard_normal(3)
+    # products of the op with itself and its arguments reach every second partial, mixed ones too
+    fn = lambda *a: (w * f(*a) * f(*a) + f(*a) * a[0]).sum()  # noqa: E731
+    _second_order_agree(fn, xs if n > 1 else xs[0], rng, entry.name)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_second_derivatives_of_cases_agree(case, rng):
+    fn = case.fn(numpy_ns())
+    xs = case.inputs(rng)
+    probe = fn(*xs) if isinstance(xs, tuple) else fn(xs)
+    outs = probe if isinstance(probe, tuple) else (probe,)
+    ws = [rng.standard_normal(np.shape(o)) for o in outs]
+
+    def scalar(*a):
+        res = fn(*a)
+        res = res if isinstance(res, tuple) else (res,)
+        return sum((w * r * r).sum() for w, r in zip(ws, res, strict=True))
+
+    _second_order_agree(scalar, xs, rng, case.name)
+
+
+def test_mlp_hessian_on_the_array_road_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    W1, W2, w3 = rng.standard_normal((32, 8)), rng.standard_normal((32, 32)) / 6, rng.standard_normal(32) / 6
+    x = rng.standard_normal(8)
+
+    def loss(ns, y):
+        return ns.logsumexp(w3 * ns.tanh(W2 @ ns.tanh(W1 @ y)), 0) + (y**2).sum()
+
+    f = lambda y: loss(types.SimpleNamespace(tanh=np.tanh, logsumexp=_np_logsumexp), y)  # noqa: E731
+    graph = functional._Call(f, (x,), False, "t", params=True).graph
+    assert arrays.choose(graph, 8, "auto", "hessian") == "arrays"
+    H = symjac.hessian(f, x)
+    Wt = [torch.from_numpy(a) for a in (W1, W2, w3)]
+    tf = lambda y: torch.logsumexp(Wt[2] * torch.tanh(Wt[1] @ torch.tanh(Wt[0] @ y)), 0) + (y**2).sum()  # noqa: E731
+    oracle = torch.autograd.functional.hessian(tf, torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(H, oracle, rtol=1e-12, atol=1e-12)
+    v = rng.standard_normal(8)
+    np.testing.assert_allclose(symjac.hvp(f, x, v)[1], oracle @ v, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(symjac.vhp(f, x, v)[1], v @ oracle, rtol=1e-12, atol=1e-12)
+
+
+def _np_logsumexp(x, axis):
+    from scipy.special import logsumexp
+
+    return logsumexp(x, axis=axis)
 
 
 def test_the_cost_model_picks_arrays_for_big_regular_models_and_elements_for_small_ones(rng):
@@ -311,6 +384,20 @@ def test_systems_agree(name):
     _assert_close(*_both("jacobian", fn, args))
     v = tuple(np.cos(np.arange(x.size)).reshape(x.shape) for x in xs)
     _assert_close(*_both("jvp", fn, args, v if len(xs) > 1 else v[0]))
+
+
+@pytest.mark.parametrize("name", [s[0] for s in _systems()])
+def test_second_derivatives_of_systems_agree(name, rng):
+    _, fn, xs = next(s for s in _systems() if s[0] == name)
+    graph = functional._Call(fn, xs, len(xs) > 1, "test").graph  # the outputs' shapes, traced
+    ws = [rng.standard_normal(graph.shape(o)) for o in graph.outputs]
+
+    def scalar(*a):
+        res = fn(*a)
+        res = res if isinstance(res, tuple) else (res,)
+        return sum((w * r**2).sum() for w, r in zip(ws, res, strict=True))
+
+    _second_order_agree(scalar, xs if len(xs) > 1 else xs[0], rng, name)
 
 
 def test_repeated_array_road_calls_buy_the_kernel_once_they_cost_as_much(rng, monkeypatch):

@@ -8,11 +8,12 @@ cost model that picks a road for the drop-in API.
 
 from __future__ import annotations
 
-from . import sparse
+from . import second, sparse
 from .elementwise import Unsupported
 from .forward import element_operations, evaluate, tangent_elements, unsupported_ops
 
 EXPAND_MODES = ("auto", "elements", "arrays")
+SECOND_ORDER = ("hessian", "hvp", "vhp")
 # Below this many scalar operations the element road's build is short (tens of ms) and its
 # kernel the fastest call there is.
 ELEMENTS_FROM = 400
@@ -26,9 +27,11 @@ ARRAY_SECONDS_PER_TANGENT_ELEMENT = 3e-8
 TANGENT_BUDGET = 500_000_000
 
 
-def build_estimate(graph) -> float:
-    """Seconds the element road would take to build ``graph``'s kernel (the ski-rental price)."""
-    return element_operations(graph) * BUILD_SECONDS_PER_OPERATION
+def build_estimate(graph, what: str = "jacobian", width: int = 1) -> float:
+    """Seconds the element road would take to build ``graph``'s kernel (the ski-rental price).
+    A second derivative differentiates each of the ``width`` first ones again."""
+    factor = max(1, width) if what in SECOND_ORDER else 1
+    return element_operations(graph) * BUILD_SECONDS_PER_OPERATION * factor
 
 
 def choose(graph, width: int, expand: str, what: str) -> str:
@@ -37,29 +40,36 @@ def choose(graph, width: int, expand: str, what: str) -> str:
         raise ValueError(f'{what}: expand must be "auto", "elements" or "arrays", got {expand!r}')
     if expand == "elements":
         return "elements"
-    missing = unsupported_ops(graph)
+    order = 2 if what in SECOND_ORDER else 1
+    missing = second.unsupported_ops(graph) if order == 2 else unsupported_ops(graph)
     if expand == "arrays":
         if missing:
             raise ValueError(
                 f"{what}: expand='arrays' cannot differentiate {', '.join(sorted(missing))} at the "
-                "array level yet; use expand='auto' or 'elements'"
+                f"array level{' to second order' if order == 2 else ''} yet; use expand='auto' or 'elements'"
             )
         return "arrays"
-    tangents = tangent_elements(graph, width)
+    if order == 2:  # hessian: both direction sets the identity; hvp, vhp: one of them v
+        tangents = second.tangent_elements(graph, width, width if what == "hessian" else 1)
+    else:
+        tangents = tangent_elements(graph, width)
     if missing or tangents > TANGENT_BUDGET or element_operations(graph) < ELEMENTS_FROM:
         return "elements"
     # The cheaper first call. Repeated calls move to the element road once their array-road
     # time pays for its build (functional._values): never more than twice the better choice.
-    return "arrays" if tangents * ARRAY_SECONDS_PER_TANGENT_ELEMENT < build_estimate(graph) else "elements"
+    cheaper = tangents * ARRAY_SECONDS_PER_TANGENT_ELEMENT < build_estimate(graph, what, width)
+    return "arrays" if cheaper else "elements"
 
 
 __all__ = [
     "EXPAND_MODES",
+    "SECOND_ORDER",
     "Unsupported",
     "build_estimate",
     "choose",
     "element_operations",
     "evaluate",
+    "second",
     "sparse",
     "tangent_elements",
 ]

@@ -91,6 +91,22 @@ def rule(op: str, boolean_args: tuple[bool, ...]):
 
 
 @functools.cache
+def second_rule(op: str, boolean_args: tuple[bool, ...]):
+    """``second[i][j]``: NumPy functions of ``op``'s second partial derivatives (None where zero
+    or for a mask), for forward mode of second order (:mod:`symjac.arrays.second`)."""
+    syms, _, partials = formulas(op, boolean_args)
+    modules = [{**NUMPY_FUNCTIONS, "numpy": np, "math": _VECTOR_MATH}]
+    table = []
+    for d in partials:
+        row = []
+        for s, is_bool in zip(syms, boolean_args, strict=True):
+            dd = None if d is None or is_bool else sympy.powsimp(sympy.diff(d, s))
+            row.append(None if dd is None or dd == 0 else _lambdify(syms, dd, modules))
+        table.append(tuple(row))
+    return tuple(table)
+
+
+@functools.cache
 def formulas(op: str, boolean_args: tuple[bool, ...]):
     """``(symbols, element, partials)``: ``op``'s scalar formula on symbols ``a0, a1, ...`` (``c0``
     for a mask) and its exact partial derivatives (None where zero or for a mask)."""

@@ -160,19 +160,22 @@ def _elementwise(op, vals, tans, shape, width):
     for partial, t in zip(partials, tans, strict=True):
         if partial is None or t is None:
             continue
-        p = np.asarray(partial(*vals), dtype=F64)
-        term = p[..., None] * t
-        # 0 * inf is 0 here in both orders, as on the element road, which never forms the
-        # product: a zero partial kills an inf/NaN tangent (the branch not taken), and a zero
-        # tangent an inf/NaN partial (sqrt at 0 leaves the other columns exact zeros).
-        zero = p == 0
-        if zero.any():
-            term = np.where(zero[..., None], 0.0, term)
-        if not np.isfinite(p).all():
-            term = np.where(t == 0, 0.0, term)
-        term = np.broadcast_to(term, shape + (width,))
+        term = np.broadcast_to(scaled(np.asarray(partial(*vals), dtype=F64), t), shape + (width,))
         tangent = term if tangent is None else tangent + term
     return value, tangent
+
+
+def scaled(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``p[..., None] * t``, where 0 * inf is 0 in both orders, as on the element road, which
+    never forms the product: a zero partial kills an inf/NaN tangent (the branch not taken), and
+    a zero tangent an inf/NaN partial (sqrt at 0 leaves the other columns exact zeros)."""
+    term = p[..., None] * t
+    zero = p == 0
+    if zero.any():
+        term = np.where(zero[..., None], 0.0, term)
+    if not np.isfinite(p).all():
+        term = np.where(t == 0, 0.0, term)
+    return term
 
 
 def _expand_index(index, ndim):
