@@ -5,7 +5,8 @@ Run: python benchmarks/dropin.py [--quick]     (peers from the `bench` extra: to
 Every problem runs in a fresh process with a fresh kernel cache, so a first call pays every
 one-time cost (SymPy's lazy imports, lambdify, LLVM), as a new user's would. In the same process:
 torch.autograd.functional.jacobian (first and warm) and JAX's jit(jacfwd) (first call: trace and
-XLA compile; warm). Ratios are what count; absolute times on a shared machine are noise.
+XLA compile; warm); for the Hessian problems, each one's hessian (JAX: jit(hessian)). Ratios
+are what count; absolute times on a shared machine are noise.
 """
 
 from __future__ import annotations
@@ -95,6 +96,21 @@ def brusselator(n):
     return f, 2 * n * n, None
 
 
+def mlp_loss(sizes):
+    """A scalar loss of a tanh MLP (logsumexp of its outputs): its Hessian in the input."""
+    f, n_in, W = mlp(sizes)
+
+    def loss(ns, x):
+        h = f(ns, x)
+        top = ns.amax(h)
+        return ns.log(ns.sum(ns.exp(h - top), 0)) + top
+
+    return loss, n_in, W
+
+
+# Problems whose derivative is the Hessian (symjac.hessian, torch's hessian, JAX's jit(hessian)).
+HESSIANS = {"Hessian of tanh MLP loss 8-32-32-4", "Hessian of tanh MLP loss 32-64-64-4"}
+
 PROBLEMS = {
     "tanh MLP 8-32-32-4": lambda: mlp([8, 32, 32, 4]),
     "tanh MLP 8-64-64-4": lambda: mlp([8, 64, 64, 4]),
@@ -106,8 +122,16 @@ PROBLEMS = {
     "Brusselator 2x8^2": lambda: brusselator(8),
     "Brusselator 2x32^2": lambda: brusselator(32),
     "Brusselator 2x64^2": lambda: brusselator(64),
+    "Hessian of tanh MLP loss 8-32-32-4": lambda: mlp_loss([8, 32, 32, 4]),
+    "Hessian of tanh MLP loss 32-64-64-4": lambda: mlp_loss([32, 64, 64, 4]),
 }
-QUICK = ["tanh MLP 8-32-32-4", "ReLU MLP 4-6-3 log_softmax", "N-body N=20", "Brusselator 2x8^2"]
+QUICK = [
+    "tanh MLP 8-32-32-4",
+    "ReLU MLP 4-6-3 log_softmax",
+    "N-body N=20",
+    "Brusselator 2x8^2",
+    "Hessian of tanh MLP loss 8-32-32-4",
+]
 
 
 # --- one problem, in this process ------------------------------------------------------------------
@@ -130,15 +154,19 @@ def one(name):
     from symjac import arrays, functional
 
     npf = lambda y: f(_namespace("numpy"), y)  # noqa: E731
+    what = "hessian" if name in HESSIANS else "jacobian"
+    ours = getattr(symjac, what)
     t = time.perf_counter()
-    J = symjac.jacobian(npf, x)
+    J = ours(npf, x)
     out["symjac_first"] = time.perf_counter() - t
     graph = functional._Call(npf, (x,), False, "bench", params=True).graph
-    out["road"] = arrays.choose(graph, n_in, "auto", "jacobian")
-    out["symjac_warm"] = _best(lambda: symjac.jacobian(npf, x))
+    out["road"] = arrays.choose(graph, n_in, "auto", what)
+    out["symjac_warm"] = _best(lambda: ours(npf, x))
     try:
         import torch
-        from torch.autograd.functional import jacobian as tj
+        from torch.autograd import functional as AF
+
+        tj = getattr(AF, what)
 
         torch.set_num_threads(1)
         tf = lambda y: f(_namespace("torch"), y)  # noqa: E731
@@ -154,7 +182,8 @@ def one(name):
         import jax
 
         jax.config.update("jax_enable_x64", True)
-        jf = jax.jit(jax.jacfwd(lambda y: f(_namespace("jax"), y)))
+        derivative = jax.hessian if what == "hessian" else jax.jacfwd
+        jf = jax.jit(derivative(lambda y: f(_namespace("jax"), y)))
         xj = jax.numpy.asarray(x)
         t = time.perf_counter()
         jf(xj).block_until_ready()
@@ -166,7 +195,7 @@ def one(name):
 
         def changed():
             weights[0] += 1e-9  # an optimiser step, in place
-            return symjac.jacobian(npf, x)
+            return ours(npf, x)
 
         out["symjac_changed"] = _best(changed)
     return out
