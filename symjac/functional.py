@@ -363,6 +363,8 @@ def _fast_kernel(call: _Call, key):
 
 
 def _finish(arr: np.ndarray, ref, call: _Call):
+    if not arr.flags.writeable:  # a view of the array road's broadcasts: results are the caller's
+        arr = arr.copy()
     kind, k = ref
     if kind == "in":
         like = call.inputs[k]

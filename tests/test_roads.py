@@ -112,6 +112,16 @@ def test_cases_agree(case, rng):
     _assert_close(*_both("jacobian", fn, xs, False, False, False, "forward-mode"))
 
 
+def test_array_road_results_are_the_callers_to_write(rng):
+    W = rng.standard_normal((4, 3))
+    for api, extra in (("jacobian", ()), ("jvp", (np.ones(3),)), ("hessian", ())):
+        f = (lambda a: np.tanh(W @ a)) if api != "hessian" else (lambda a: np.tanh(W @ a).sum())
+        res = getattr(symjac, api)(f, np.ones(3), *extra, expand="arrays")
+        for r in res if isinstance(res, tuple) else (res,):
+            assert r.flags.writeable and r.flags.owndata or r.base is not None and r.base.flags.writeable, api
+            r[...] = 0.0  # never a read-only view of a broadcast
+
+
 def test_float32_inputs_keep_their_dtype_on_both_roads(rng):
     x = rng.standard_normal((4, 3)).astype(np.float32)
     f = lambda a: np.tanh(a @ np.ones((3, 2), dtype=np.float32)).sum(axis=0)  # noqa: E731
