@@ -43,21 +43,60 @@ class Elementwise:
 
 
 def _pw(*pairs):
-    return sympy.Piecewise(*pairs)
+    """A Piecewise, its decided conditions folded here: SymPy's own evaluation canonicalises
+    every condition again (``_piecewise_collapse_arguments``), most of a ReLU's cost."""
+    kept = []
+    for expr, cond in pairs:
+        cond = sympy.true if cond is True else sympy.false if cond is False else cond
+        if cond is sympy.false:
+            continue
+        kept.append((sympy.sympify(expr), cond))
+        if cond is sympy.true:
+            break
+    if kept and kept[0][1] is sympy.true:
+        return kept[0][0]
+    if kept[-1][1] is not sympy.true:  # undefined outside the conditions: SymPy's own rules decide
+        return sympy.Piecewise(*kept)
+    return sympy.Piecewise(*kept, evaluate=False)
+
+
+def _relation(kind):
+    """``kind(a, b)``, decided when both sides are numbers and otherwise left as written.
+
+    SymPy's evaluation asks the assumptions system about ``a - b``: tens of milliseconds for each
+    ReLU's ``h > 0`` in a network's expressions, for facts it can rarely decide (half the first
+    call of a small ReLU MLP). An undecided condition stays in the Piecewise and the kernel
+    tests it; the values are the same.
+    """
+
+    def make(a, b):
+        a, b = sympy.sympify(a), sympy.sympify(b)
+        if a.is_Number and b.is_Number:
+            return kind(a, b)
+        return kind(a, b, evaluate=False)
+
+    make.__name__ = kind.__name__
+    return make
+
+
+_gt, _lt, _ge, _le = (
+    _relation(k) for k in (sympy.StrictGreaterThan, sympy.StrictLessThan, sympy.GreaterThan, sympy.LessThan)
+)
+_eq, _ne = _relation(sympy.Eq), _relation(sympy.Ne)
 
 
 def _maximum(a, b):
     # torch splits a tie evenly between both sides (torch-semantics.md section 8).
-    return _pw((a, a > b), ((a + b) / 2, sympy.Eq(a, b)), (b, True))
+    return _pw((a, _gt(a, b)), ((a + b) / 2, _eq(a, b)), (b, True))
 
 
 def _minimum(a, b):
-    return _pw((a, a < b), ((a + b) / 2, sympy.Eq(a, b)), (b, True))
+    return _pw((a, _lt(a, b)), ((a + b) / 2, _eq(a, b)), (b, True))
 
 
 def _clamp(x, lo, hi):
     # At a bound the derivative is 1 (torch): the interior branch owns the closed interval.
-    return _pw((lo, x < lo), (hi, x > hi), (x, True))
+    return _pw((lo, _lt(x, lo)), (hi, _gt(x, hi)), (x, True))
 
 
 def _where(cond, a, b):
@@ -69,11 +108,11 @@ def _where(cond, a, b):
 
 
 def _relu(x):
-    return _pw((x, x > 0), (sympy.S.Zero, True))
+    return _pw((x, _gt(x, 0)), (sympy.S.Zero, True))
 
 
 def _elu(x, alpha):
-    return _pw((x, x > 0), (alpha * (sympy.exp(x) - 1), True))
+    return _pw((x, _gt(x, 0)), (alpha * (sympy.exp(x) - 1), True))
 
 
 _SELU_ALPHA = sympy.Float(1.6732632423543772848170429916717, 17)
@@ -81,11 +120,11 @@ _SELU_SCALE = sympy.Float(1.0507009873554804934193349852946, 17)
 
 
 def _sinc(x):
-    return _pw((sympy.S.One, sympy.Eq(x, 0)), (sympy.sin(sympy.pi * x) / (sympy.pi * x), True))
+    return _pw((sympy.S.One, _eq(x, 0)), (sympy.sin(sympy.pi * x) / (sympy.pi * x), True))
 
 
 def _heaviside(x, at_zero):
-    return _pw((sympy.S.Zero, x < 0), (at_zero, sympy.Eq(x, 0)), (sympy.S.One, True))
+    return _pw((sympy.S.Zero, _lt(x, 0)), (at_zero, _eq(x, 0)), (sympy.S.One, True))
 
 
 _E = Elementwise
@@ -169,7 +208,7 @@ ELEMENTWISE_OPS = (
     _E("norm_sqrt", F.NormSqrt, domain=POSITIVE),  # the root of a 2-norm or std: 0 subgradient at 0
     _E("norm_root", F.NormRoot, domain=POSITIVE),
     _E("elu", _elu, (), (), ()),
-    _E("leaky_relu", lambda x, slope: _pw((x, x > 0), (slope * x, True)), (), (), ()),
+    _E("leaky_relu", lambda x, slope: _pw((x, _gt(x, 0)), (slope * x, True)), (), (), ()),
     _E("selu", lambda x: _SELU_SCALE * _elu(x, _SELU_ALPHA), (), ("selu",), ()),
     _E("gelu", lambda x: x / 2 * (1 + sympy.erf(x / sympy.sqrt(2))), (), ("gelu",), ()),
     _E("erf", sympy.erf, ("erf",), ("erf", "special_erf"), ("erf",)),
@@ -209,26 +248,26 @@ ELEMENTWISE_OPS = (
     _E("where", _where, (), (), ()),
     _E("detach", F.StopGradient, (), ("detach",), ("detach",)),
     _E("mask_to_float", lambda c: _where(c, sympy.S.One, sympy.S.Zero)),
-    _E("greater", lambda a, b: a > b, ("greater",), ("gt", "greater", "__gt__"), ("gt",), boolean=True),
+    _E("greater", _gt, ("greater",), ("gt", "greater", "__gt__"), ("gt",), boolean=True),
     _E(
         "greater_equal",
-        lambda a, b: a >= b,
+        _ge,
         ("greater_equal",),
         ("ge", "greater_equal", "__ge__"),
         ("ge",),
         boolean=True,
     ),
-    _E("less", lambda a, b: a < b, ("less",), ("lt", "less", "__lt__"), ("lt",), boolean=True),
+    _E("less", _lt, ("less",), ("lt", "less", "__lt__"), ("lt",), boolean=True),
     _E(
         "less_equal",
-        lambda a, b: a <= b,
+        _le,
         ("less_equal",),
         ("le", "less_equal", "__le__"),
         ("le",),
         boolean=True,
     ),
-    _E("equal", sympy.Eq, ("equal",), ("eq", "__eq__"), ("eq",), boolean=True),
-    _E("not_equal", sympy.Ne, ("not_equal",), ("ne", "__ne__"), ("ne",), boolean=True),
+    _E("equal", _eq, ("equal",), ("eq", "__eq__"), ("eq",), boolean=True),
+    _E("not_equal", _ne, ("not_equal",), ("ne", "__ne__"), ("ne",), boolean=True),
     _E("logical_and", sympy.And, ("logical_and",), ("logical_and",), ("logical_and",), boolean=True),
     _E("logical_or", sympy.Or, ("logical_or",), ("logical_or",), ("logical_or",), boolean=True),
     _E("logical_not", sympy.Not, ("logical_not",), ("logical_not",), ("logical_not",), boolean=True),
@@ -238,29 +277,29 @@ ELEMENTWISE_OPS = (
 
 def _hardtanh(x, lo, hi):
     # torch's derivative is 0 at the bounds themselves (hardtanh_backward), unlike clamp's
-    return _pw((lo, x <= lo), (hi, x >= hi), (x, True))
+    return _pw((lo, _le(x, lo)), (hi, _ge(x, hi)), (x, True))
 
 
 def _hardswish(x):
     # the outer branches own the breakpoints, as torch's hardswish_backward has it
-    return _pw((sympy.S.Zero, x <= -3), (x, x >= 3), (x * (x + 3) / 6, True))
+    return _pw((sympy.S.Zero, _le(x, -3)), (x, _ge(x, 3)), (x * (x + 3) / 6, True))
 
 
 def _hardsigmoid(x):
-    return _pw((sympy.S.Zero, x <= -3), (sympy.S.One, x >= 3), (x / 6 + sympy.S.Half, True))
+    return _pw((sympy.S.Zero, _le(x, -3)), (sympy.S.One, _ge(x, 3)), (x / 6 + sympy.S.Half, True))
 
 
 def _xlogy(x, y):
     # 0 where x == 0 (even for y == 0), and torch's derivative there: 0 in both arguments
-    return _pw((sympy.S.Zero, sympy.Eq(x, 0)), (x * sympy.log(y), True))
+    return _pw((sympy.S.Zero, _eq(x, 0)), (x * sympy.log(y), True))
 
 
 def _xlog1py(x, y):
-    return _pw((sympy.S.Zero, sympy.Eq(x, 0)), (x * sympy.log(1 + y), True))
+    return _pw((sympy.S.Zero, _eq(x, 0)), (x * sympy.log(1 + y), True))
 
 
 def _entr(x):
-    return _pw((-x * sympy.log(x), x > 0), (sympy.S.Zero, sympy.Eq(x, 0)), (-sympy.oo, True))
+    return _pw((-x * sympy.log(x), _gt(x, 0)), (sympy.S.Zero, _eq(x, 0)), (-sympy.oo, True))
 
 
 _LN2 = sympy.log(2)
