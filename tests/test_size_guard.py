@@ -59,13 +59,17 @@ def test_budget_is_configurable(monkeypatch):
     x = np.ones(50)
     monkeypatch.setattr(budget, "MAX_ELEMENTS", 60)  # input 50 + product 50 > 60
     with pytest.raises(budget.BuildTooLargeError, match="100 symbolic elements"):
-        symjac.jacobian(lambda x: 3 * x, x)
+        symjac.jacobian(lambda x: 3 * x, x, expand="elements")
+    monkeypatch.setattr(budget, "MAX_ELEMENTS", 9)  # 2,304 result entries < 50 x 50
+    with pytest.raises(budget.BuildTooLargeError, match="dense result of 2,500 entries"):
+        symjac.jacobian(lambda x: 3 * x, x, expand="arrays")
     monkeypatch.setattr(budget, "MAX_ELEMENTS", None)
     monkeypatch.setenv("SYMJAC_MAX_ELEMENTS", "60")
     with pytest.raises(budget.BuildTooLargeError):
-        symjac.jacobian(lambda x: 4 * x, x)
+        symjac.jacobian(lambda x: 4 * x, x, expand="elements")
     monkeypatch.setenv("SYMJAC_MAX_ELEMENTS", "1000")
-    np.testing.assert_array_equal(symjac.jacobian(lambda x: 5 * x, x), 5 * np.eye(50))
+    for expand in ("elements", "arrays"):
+        np.testing.assert_array_equal(symjac.jacobian(lambda x: 5 * x, x, expand=expand), 5 * np.eye(50))
     monkeypatch.setenv("SYMJAC_MAX_ELEMENTS", "lots")
     with pytest.raises(ValueError, match="SYMJAC_MAX_ELEMENTS"):
         budget.max_elements()
