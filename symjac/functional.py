@@ -499,6 +499,7 @@ def _accepts_jax(api):
 
 
 @_accepts_jax
+@errors.public
 def jacobian(
     func, inputs, create_graph=False, strict=False, vectorize=False, strategy="reverse-mode", *, expand="auto"
 ):
@@ -544,6 +545,7 @@ def jacobian(
 
 
 @_accepts_jax
+@errors.public
 def hessian(
     func,
     inputs,
@@ -594,6 +596,7 @@ def hessian(
 
 
 @_accepts_jax
+@errors.public
 def vjp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), v^T J)`` exactly, as ``torch.autograd.functional.vjp``.
 
@@ -640,6 +643,7 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"
 
 
 @_accepts_jax
+@errors.public
 def jvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), J v)`` exactly, as ``torch.autograd.functional.jvp``.
 
@@ -698,6 +702,7 @@ def _hessian_vector(kind, func, inputs, v, create_graph, strict, expand):
 
 
 @_accepts_jax
+@errors.public
 def hvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), H v)`` exactly, as ``torch.autograd.functional.hvp``.
 
@@ -711,6 +716,7 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"
 
 
 @_accepts_jax
+@errors.public
 def vhp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), v^T H)`` exactly, as ``torch.autograd.functional.vhp``.
 

@@ -298,7 +298,9 @@ class Power(_PrintedAs, sympy.Function):
         x, p = self.args
         if argindex == 1:
             return _zero_at(sympy.Eq(p, 0), p * Power(x, p - 1))
-        return _zero_at(sympy.And(sympy.Eq(x, 0), p >= 0), self * sympy.log(x))
+        # log of a constant 0 base is -inf, as torch has it; SymPy's log(0) is zoo, unsigned
+        log_x = -sympy.oo if x.is_zero else sympy.log(x)
+        return _zero_at(sympy.And(sympy.Eq(x, 0), p >= 0), self * log_x)
 
     @classmethod
     def eval(cls, x, p):
