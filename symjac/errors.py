@@ -216,7 +216,7 @@ def _in_library(frame) -> bool:
         or "site-packages" in filename
         or "dist-packages" in filename
         or filename.startswith(_STDLIB)
-        or filename.startswith("<frozen")
+        or filename.startswith(("<frozen", "<lambdifygenerated"))  # SymPy's generated code
     )
 
 
