@@ -1,6 +1,7 @@
 """Constant negative zeros: rewrite the few ops that read the sign of a zero into exact +0 forms.
 
 IEEE 754 gives -0.0 a sign that some functions read: ``arctan2(-0.0, -1) = -pi``,
+``copysign(1, -0.0) = -1``,
 ``1 / -0.0 = -inf``, ``(-0.0) ** -1 = -inf``. SymPy has one zero, so a constant -0.0 would take
 the +0 branch on the element road (issue 12). Rather than carry a signed zero through SymPy,
 such an op is recorded, when a constant argument holds a -0.0, as an identity that only needs
@@ -106,8 +107,16 @@ def _pow(ew, where, args, masks):
     return _select(where, masks[0], where(odd, ew["neg"](power), power), power)
 
 
+def _copysign(ew, where, args, masks):
+    if masks[1] is None:  # a -0 magnitude: |a| is 0 either way
+        return None
+    # copysign reads only b's sign bit: -1.0 carries the same one, and SymPy keeps it
+    return ew["copysign"](args[0], -1.0 if masks[1].all() else _cleared(args[1], masks[1], -1.0))
+
+
 REWRITES = {
     "arctan2": _arctan2,
+    "copysign": _copysign,
     "pow": _pow,
 }
 DIVISIONS = ("div", "floor_divide")

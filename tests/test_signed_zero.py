@@ -34,6 +34,15 @@ CASES = {
         lambda x: np.arctan2(x, np.array(MIXED)),
         lambda x: torch.atan2(x, torch.tensor(MIXED).double()),
     ),
+    "copysign(x, -0.0)": (
+        lambda x: np.copysign(x, -0.0),
+        lambda x: torch.copysign(x, torch.tensor(-0.0).double()),
+    ),
+    "copysign(x, mixed)": (
+        lambda x: np.copysign(x, np.array(MIXED)),
+        lambda x: torch.copysign(x, torch.tensor(MIXED).double()),
+    ),
+    "copysign(x * x, x)": (lambda x: np.copysign(x * x, x), lambda x: torch.copysign(x * x, x)),
     "x / -0.0": (lambda x: x / -0.0, lambda x: x / -0.0),
     "x / 0.0": (lambda x: x / 0.0, lambda x: x / 0.0),
     "x / mixed": (lambda x: x / np.array(MIXED), lambda x: x / torch.tensor(MIXED).double()),
