@@ -20,8 +20,8 @@ from .tensor import Var
 
 def _constant_values(x):
     """The values of a constant float argument as an array, or None (traced, or not float)."""
-    if type(x) is float:
-        return np.asarray(x)
+    if type(x) is float or type(x) is int:
+        return np.asarray(float(x))
     if isinstance(x, Var):
         x = x._constant()
     elif type(x).__module__.startswith("torch"):
@@ -46,7 +46,7 @@ def negative_zeros(x):
 
 def _zeros(x):
     """The mask of zero entries (either sign) of a constant argument, or None."""
-    if type(x) is float:
+    if type(x) is float or type(x) is int:
         return np.True_ if x == 0 else None
     values = _constant_values(x)
     if values is None:
@@ -57,7 +57,7 @@ def _zeros(x):
 
 def _cleared(x, mask, fill=0.0):
     """x with ``fill`` at each masked entry (a NumPy array of x's dtype, or a float)."""
-    if type(x) is float:
+    if type(x) is float or type(x) is int:
         return fill
     values = _constant_values(x)
     return np.where(mask, np.asarray(fill, values.dtype), values)

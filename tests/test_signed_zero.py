@@ -45,6 +45,7 @@ CASES = {
     "copysign(x * x, x)": (lambda x: np.copysign(x * x, x), lambda x: torch.copysign(x * x, x)),
     "x / -0.0": (lambda x: x / -0.0, lambda x: x / -0.0),
     "x / 0.0": (lambda x: x / 0.0, lambda x: x / 0.0),
+    "x / 0": (lambda x: x / 0, lambda x: x / 0),
     "x / mixed": (lambda x: x / np.array(MIXED), lambda x: x / torch.tensor(MIXED).double()),
     "floor_divide(x, mixed)": (
         lambda x: np.floor_divide(x, np.array(MIXED)),
