@@ -39,6 +39,8 @@ def main():
             (torch.from_numpy(rng.random(2)), torch.from_numpy(rng.random(2))),
         ),
         ("6-DOF UR5 pose (3x4 out, 6 in)", ur5_pose(torch), (torch.from_numpy(rng.uniform(-3, 3, 6)),)),
+        # issue 13: the build time was the problem (the squarings unrolled: 20x larger kernels)
+        ("matrix_exp (3x3)", torch.linalg.matrix_exp, (torch.from_numpy(0.7 * rng.standard_normal((3, 3))),)),
     ]
     print(f"{'problem':34s} {'build':>9s} {'symjac':>10s} {'torch':>10s} {'speedup':>8s}")
     for name, func, inputs in problems:

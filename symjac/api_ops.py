@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from . import errors, ops
+from . import errors, ops, signed_zero
 from .tensor import Var
 
 F64 = np.dtype(np.float64)
@@ -73,8 +73,7 @@ def lift(trace, x) -> Var:
             "store values computed from traced tensors only in the function's return value"
         )
     if isinstance(x, _SCALARS):
-        value = float(x)
-        return trace.emit("scalar", (), (value if value == value else "nan",), (), None)
+        return trace.emit("scalar", (), (_scalar_key(float(x)),), (), None)
     original = x
     if _is_torch_tensor(x):
         if x.requires_grad:  # create_graph=True would silently lose its gradient: torch_autograd refuses
@@ -103,6 +102,16 @@ def lift(trace, x) -> Var:
     if not x.flags.c_contiguous:
         x = x.copy()  # np.ascontiguousarray would turn a 0-d array into shape (1,)
     return trace.emit("const", (), (x.dtype.str, x.shape, x.tobytes()), x.shape, x.dtype)
+
+
+def _scalar_key(value):
+    # How a Python scalar is stored in an equation. -0.0 == 0.0 (and hashes alike), so a graph
+    # would confuse f(-0.0) with f(0.0): the string keeps its sign; NaN != NaN would break equality.
+    if value != value:
+        return "nan"
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return "-0.0"
+    return value
 
 
 PARAM_MIN_SIZE = 16  # captured float arrays from this size on are kernel data, not literals
@@ -180,12 +189,19 @@ def _elementwise(name: str):
             if "alpha" in kwargs and name in ("add", "sub"):
                 args = _scale_other(args, kwargs.pop("alpha"))
             _ignore_numpy_kwargs(name, kwargs)
+        folded = signed_zero.fold(op, args)
+        if folded is not None:
+            return lift(_find_trace(args), folded)
+        if name in signed_zero.REWRITES or name in signed_zero.DIVISIONS:
+            rewritten = signed_zero.rewrite(name, args, EW, where)
+            if rewritten is not None:
+                return rewritten
         trace = _find_trace(args)
         refs, vs = [], []
         for a in args:
             if type(a) is float or type(a) is int:
                 # Python scalars ride inline in the equation: ("s", value), never a node id.
-                refs.append(("s", a if a == a else "nan"))
+                refs.append(("s", _scalar_key(a)))
                 continue
             v = a if isinstance(a, Var) and a._trace is trace else lift(trace, a)
             if not op.boolean:

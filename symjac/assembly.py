@@ -15,6 +15,7 @@ trace of any thread ends.
 from __future__ import annotations
 
 import sys
+import sysconfig
 import threading
 
 import numpy as np
@@ -34,6 +35,20 @@ def from_user(frame) -> bool:
         return False
     filename = frame.f_code.co_filename
     return "site-packages" not in filename and "dist-packages" not in filename
+
+
+def is_user_module(module) -> bool:
+    """Whether a loaded module is the user's code: a file of theirs, not a library's."""
+    name = getattr(module, "__name__", "") or ""
+    filename = getattr(module, "__file__", None)
+    if not filename or name.split(".", 1)[0] in _LIBRARIES:
+        return False
+    return not any(part in filename for part in ("site-packages", "dist-packages")) and not (
+        filename.startswith(_STDLIB)
+    )
+
+
+_STDLIB = sysconfig.get_paths()["stdlib"]
 
 
 def _float_dtype(dtype) -> bool:

@@ -281,14 +281,19 @@ def main(argv=None, prog: str = "symjac") -> int:
             raise
         print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    except Exception as exc:  # a symjac bug, not the user's: still one line unless --debug
+    except Exception as exc:  # still one line unless --debug
         if args.debug:
             raise
-        print(
-            f"{prog} {args.command}: internal error: {type(exc).__name__}: {exc} "
-            "(rerun with --debug for the traceback, and please report it)",
-            file=sys.stderr,
-        )
+        from .errors import InternalError, internal_origin
+
+        if isinstance(exc, InternalError) or internal_origin(exc) is not None:  # a symjac bug
+            print(
+                f"{prog} {args.command}: internal error: {type(exc).__name__}: {exc} "
+                "(rerun with --debug for the traceback, and please report it)",
+                file=sys.stderr,
+            )
+        else:  # the user's code, or symjac's message about it
+            print(f"{prog} {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy
 
-from . import arith, budget, deep, derive, diff, diskcache, functional, runtime
+from . import arith, budget, deep, derive, diff, diskcache, errors, functional, runtime
 from .derive import Derivation, Result, _input_specs, _out_dtype, _unique_names
 from .expand import input_symbols, output_expressions
 from .gcpause import gc_paused
@@ -394,6 +394,10 @@ class CompiledFunction:
                     else:
                         self.kernel._fn(x_address, 0, result_address)
                     return self._sparse_matrix(result) if self.spec.sparse else result
+        return self._call(inputs, v, out)
+
+    @errors.public_as("compile(...)()")
+    def _call(self, inputs, v, out):
         if "dask.array" in sys.modules:  # dask arrays: one task per chunk (symjac.dask_interop)
             from .dask_interop import evaluate, is_dask
 
@@ -737,6 +741,7 @@ def wrt_indices(wrt, n: int, api: str) -> tuple[tuple, bool]:
     return indices, not single
 
 
+@errors.public
 def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, sparse=None, cache=True):  # noqa: A001
     """Compile ``func``'s derivative once; the result is called like a function.
 

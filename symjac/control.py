@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import errors
 from .functional import jacobian
 
 
@@ -60,6 +61,7 @@ def _vec(a) -> np.ndarray:
     return np.atleast_1d(np.asarray(a, dtype=float))
 
 
+@errors.public
 def linearize(f, x0, u0, p=None, *, h=None) -> Linearization:
     """Linearise ``xdot = f(x, u[, p])`` exactly at the operating point ``(x0, u0)``.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -182,3 +183,119 @@ def unknown_op(name: str, args) -> NotImplementedError:
         "op table. See docs/operations.md or symjac.ops.NUMPY_API / TORCH_API / METHODS for "
         "what is supported."
     )
+
+
+class InternalError(RuntimeError):
+    """A failure inside symjac itself (a bug): chained to the original exception."""
+
+
+# Bug-type failures in a symjac frame; anything symjac raises on purpose comes from a `raise`
+# statement and passes through, as do the user's own exceptions.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_USER_FACING = (
+    UntraceableError,
+    InPlaceError,
+    UnsupportedOpError,
+    UnsupportedMethodError,
+    DtypeError,
+    InternalError,
+)
+
+
+def _in_symjac(frame) -> bool:
+    return frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+
+
+def _in_library(frame) -> bool:
+    filename = frame.f_code.co_filename
+    name = (frame.f_globals.get("__name__", "") or "").split(".", 1)[0]
+    return (
+        name in _LIBRARIES
+        or name in ("llvmlite", "mpmath", "functools", "contextlib", "threading", "concurrent")
+        or "site-packages" in filename
+        or "dist-packages" in filename
+        or filename.startswith(_STDLIB)
+        or filename.startswith(("<frozen", "<lambdifygenerated"))  # SymPy's generated code
+    )
+
+
+def _stdlib() -> str:
+    import sysconfig
+
+    return sysconfig.get_paths()["stdlib"]
+
+
+_STDLIB = _stdlib()
+
+
+def internal_origin(exc: BaseException):
+    """The symjac frame where ``exc`` went wrong, or None when it is the user's or deliberate.
+
+    Walks the traceback from where the exception was raised outwards, over library frames
+    (NumPy, SymPy, llvmlite, the standard library): the first frame that is symjac's or the
+    user's decides. An exception raised in the user's code (their ZeroDivisionError, their own
+    ValueError) is theirs; one raised by a symjac ``raise`` statement is a deliberate message.
+    """
+    import linecache
+
+    if not isinstance(exc, Exception) or isinstance(exc, (MemoryError, *_USER_FACING)):
+        return None
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append((tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    for frame, lineno in reversed(frames):
+        if _in_symjac(frame):
+            line = linecache.getline(frame.f_code.co_filename, lineno).lstrip()
+            return None if line.startswith("raise") else (frame, lineno, frames)
+        if not _in_library(frame):
+            return None  # the user's code
+    return None
+
+
+def internal_error(api: str, exc: BaseException, origin) -> InternalError:
+    """The message for a symjac bug: the API, where, the operation being processed if known."""
+    frame, lineno, frames = origin
+    where = f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_name} (line {lineno})"
+    op = None
+    for f, _ in reversed(frames):  # the innermost symjac frame that names the op it processes
+        value = f.f_locals.get("op") if _in_symjac(f) else None
+        name = value if isinstance(value, str) else getattr(value, "name", None)
+        if isinstance(name, str):
+            op = name
+            break
+    doing = f" while processing the operation `{op}`" if op else ""
+    return InternalError(
+        f"symjac.{api}: internal error in symjac{doing}, in {where}: {type(exc).__name__}: {exc}. "
+        "This is a bug in symjac, not in your code; please report it with the function you "
+        "traced (the original exception is chained above)."
+    )
+
+
+def public(func, name: str | None = None):
+    """Decorate a public entry point: a symjac bug surfaces as :class:`InternalError`.
+
+    The user's own exceptions and symjac's deliberate messages pass through unchanged; so does
+    every exception on the success path, which costs one ``try``.
+    """
+    import functools
+
+    api = name or func.__name__
+
+    @functools.wraps(func)
+    def entry(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            origin = internal_origin(exc)
+            if origin is None:
+                raise
+            raise internal_error(api, exc, origin) from exc
+
+    return entry
+
+
+def public_as(name: str):
+    """:func:`public` for a method or helper that stands for the API ``name``."""
+    return lambda func: public(func, name)

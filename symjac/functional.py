@@ -537,6 +537,7 @@ def _accepts_jax(api):
 
 
 @_accepts_jax
+@errors.public
 def jacobian(
     func, inputs, create_graph=False, strict=False, vectorize=False, strategy="reverse-mode", *, expand="auto"
 ):
@@ -582,6 +583,7 @@ def jacobian(
 
 
 @_accepts_jax
+@errors.public
 def hessian(
     func,
     inputs,
@@ -632,6 +634,7 @@ def hessian(
 
 
 @_accepts_jax
+@errors.public
 def vjp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), v^T J)`` exactly, as ``torch.autograd.functional.vjp``.
 
@@ -678,6 +681,7 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"
 
 
 @_accepts_jax
+@errors.public
 def jvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), J v)`` exactly, as ``torch.autograd.functional.jvp``.
 
@@ -736,6 +740,7 @@ def _hessian_vector(kind, func, inputs, v, create_graph, strict, expand):
 
 
 @_accepts_jax
+@errors.public
 def hvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), H v)`` exactly, as ``torch.autograd.functional.hvp``.
 
@@ -749,6 +754,7 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"
 
 
 @_accepts_jax
+@errors.public
 def vhp(func, inputs, v=None, create_graph=False, strict=False, *, expand="auto"):
     """Compute ``(func(inputs), v^T H)`` exactly, as ``torch.autograd.functional.vhp``.
 

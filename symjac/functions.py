@@ -73,6 +73,28 @@ class Sign(_StepFunction):
     _numeric = staticmethod(sympy.sign)
 
 
+class CopySign(sympy.Function):
+    """``copysign(a, b)``: |a| with the sign bit of b (of a zero too: copysign(1, -0.0) = -1).
+    torch's derivative: ``copysign(a, b) / a`` in a, 0 at a = 0; 0 in b."""
+
+    nargs = 2
+    is_real = True
+    _llvm = "llvm.copysign"
+
+    def fdiff(self, argindex=1):
+        a, _ = self.args
+        if argindex == 2:
+            return sympy.S.Zero
+        return sympy.Piecewise((sympy.S.Zero, sympy.Eq(a, 0)), (CopySign(sympy.S.One, a * self), True))
+
+    @classmethod
+    def eval(cls, a, b):
+        # numbers only: the tape differentiates shallow definitions (a function of atoms)
+        if a.is_Number and b.is_Number and b.is_finite is not False:  # SymPy's 0 is +0
+            return -abs(a) if b.is_negative else abs(a)
+        return None
+
+
 class Cbrt(sympy.Function):
     """The real cube root (defined for negative x, unlike x**(1/3))."""
 
@@ -298,7 +320,9 @@ class Power(_PrintedAs, sympy.Function):
         x, p = self.args
         if argindex == 1:
             return _zero_at(sympy.Eq(p, 0), p * Power(x, p - 1))
-        return _zero_at(sympy.And(sympy.Eq(x, 0), p >= 0), self * sympy.log(x))
+        # log of a constant 0 base is -inf, as torch has it; SymPy's log(0) is zoo, unsigned
+        log_x = -sympy.oo if x.is_zero else sympy.log(x)
+        return _zero_at(sympy.And(sympy.Eq(x, 0), p >= 0), self * log_x)
 
     @classmethod
     def eval(cls, x, p):
@@ -452,6 +476,7 @@ STANDARD_FORMS = {
     Round: _round_half_even,
     Sign: sympy.sign,
     Cbrt: lambda a: sympy.sign(a) * sympy.Abs(a) ** sympy.Rational(1, 3),
+    CopySign: lambda a, b: sympy.Piecewise((-sympy.Abs(a), b < 0), (sympy.Abs(a), True)),
     Softplus: lambda a: sympy.log(1 + sympy.exp(a)),
     LogAddExp: lambda a, b: sympy.log(sympy.exp(a) + sympy.exp(b)),
     LogSumExp: lambda *args: sympy.log(sympy.Add(*(sympy.exp(a) for a in args))),

@@ -10,7 +10,8 @@ and the direction E. Second derivatives follow from the block identity
 Kernels compute both with one algorithm (``_expm``), written once over an arithmetic facade:
 straight-line LLVM (each distinct matrix once per kernel) and NumPy (``sympy.lambdify``, via
 ``_imp_``). The algorithm is the Taylor polynomial of degree 12 at ``X = A / 2**s``, with
-``s = ceil(log2(|A|_1 / 0.25))`` chosen per evaluation, followed by ``s`` squarings; the
+``s = ceil(log2(|A|_1 / 0.25))`` chosen per evaluation, followed by ``s`` squarings (a loop in
+the kernel); the
 truncation error is below ``0.25**13 / 13! < 3e-18`` relative, so results agree with
 ``scipy.linalg.expm`` to rounding (about 1e-14 relative in the tests). Matrices with
 ``|A|_1 > 0.25 * 2**14`` (about 4096) give NaN rather than an inaccurate result.
@@ -32,9 +33,10 @@ _THETA = 0.25
 _MAX_SQUARINGS = 14
 
 
-def _expm(ar, A, directions=()):
+def _expm(ar, A, directions=(), first_order=False):
     """The mixed directional derivative of expm at A along every direction (expm(A) itself for
-    none), as rows of values: one forward-mode pass on truncated Taylor jets."""
+    none), as rows of values: one forward-mode pass on truncated Taylor jets. With
+    ``first_order``, the derivative along each direction separately (a list of matrices)."""
     n, k = len(A), len(directions)
     full = (1 << k) - 1
     norm = None
@@ -46,7 +48,7 @@ def _expm(ar, A, directions=()):
     t = ar.ceil(ar.log2(ar.scale(norm, 1.0 / _THETA)))
     s = ar.select(ar.gt(t, 0.0), t, ar.const(0.0))  # piecewise constant: no derivative
     factor = ar.exp2(ar.neg(s))
-    jet = _Jets(ar, k)
+    jet = _Jets(ar, k, first_order)
     X = [
         [jet.scale_by(jet.seed(A[i][j], [D[i][j] for D in directions]), factor) for j in range(n)]
         for i in range(n)
@@ -75,14 +77,30 @@ def _expm(ar, A, directions=()):
     P = combo([coeffs[12]], [None])
     for c in (3, 2, 1, 0):
         P = _plus(jet, combo(coeffs[3 * c : 3 * c + 3], [None, X, X2]), matmul(X3, P))
-    for q in range(_MAX_SQUARINGS):
-        more = ar.gt(s, float(q))
-        P = [
-            [jet.select(more, a, b) for a, b in zip(r, o, strict=True)]
-            for r, o in zip(matmul(P, P), P, strict=True)
-        ]
+    # The s squarings run as a loop (one squaring in the code, not _MAX_SQUARINGS selected
+    # ones: the straight-line form made a 3x3 Jacobian kernel 30k LLVM lines, 4-20 s to build).
+    # Lanes of a SIMD kernel may need fewer squarings than the loop runs: they keep their value.
+    masks = sorted(set().union(*(v.keys() for row in P for v in row)))
+
+    def flat(M):
+        return [jet.component(v, m) for row in M for v in row for m in masks]
+
+    def square(state, q):
+        it = iter(state)
+        M = [[{m: next(it) for m in masks} for _ in range(n)] for _ in range(n)]
+        more = ar.gt(s, q)
+        return [ar.select(more, a, b) for a, b in zip(flat(matmul(M, M)), state, strict=True)]
+
+    state = ar.repeat(ar.min(s, float(_MAX_SQUARINGS)), flat(P), square)
+    it = iter(state)
+    P = [[{m: next(it) for m in masks} for _ in range(n)] for _ in range(n)]
     out_of_range = ar.gt(s, float(_MAX_SQUARINGS))
     nan = ar.const(float("nan"))
+    if first_order:
+        return [
+            [[ar.select(out_of_range, nan, jet.component(v, 1 << m)) for v in row] for row in P]
+            for m in range(k)
+        ]
     return [[ar.select(out_of_range, nan, jet.component(v, full)) for v in row] for row in P]
 
 
@@ -94,9 +112,10 @@ class _Jets:
     """Values with k infinitesimal parts (eps_m**2 = 0): a dict from subsets of directions
     (bit masks) to values; a missing subset is zero."""
 
-    def __init__(self, ar, k):
+    def __init__(self, ar, k, first_order=False):
         self.ar = ar
         self.subsets = range(1 << k)
+        self.first_order = first_order  # no mixed parts: k separate first derivatives
 
     def seed(self, value, along):
         out = {0: value}
@@ -137,7 +156,7 @@ class _Jets:
         out = {}
         for ma, x in a.items():
             for mb, y in b.items():
-                if ma & mb:
+                if ma & mb or (self.first_order and ma and mb):
                     continue
                 term = self.ar.mul(x, y)
                 m = ma | mb
@@ -169,6 +188,17 @@ class _NumPyArithmetic:
     @staticmethod
     def scale(x, c):
         return np.multiply(x, c)
+
+    @staticmethod
+    def min(x, c):
+        return np.minimum(x, c)
+
+    @staticmethod
+    def repeat(count, state, body):
+        """``state = body(state, q)`` for q = 0, 1, ... below the largest count."""
+        for q in range(int(np.max(count))):
+            state = body(state, np.float64(q))
+        return state
 
     @staticmethod
     def const(v):
@@ -218,6 +248,47 @@ class _LLVMArithmetic:
     def const(self, v):
         return self.lw.const(v)
 
+    def min(self, a, c):
+        c = self.lw.const(c)
+        return self.b.select(self.b.fcmp_ordered("<", a, c), a, c)
+
+    def repeat(self, count, state, body):
+        """A loop: ``state = body(state, q)`` for q = 0, 1, ... below the largest lane of count."""
+        from llvmlite import ir
+
+        b, lw = self.b, self.lw
+        trip = count
+        if lw.lanes > 1:  # every lane's squarings: the largest count
+            trip = b.extract_element(count, ir.Constant(ir.IntType(32), 0))
+            for lane in range(1, lw.lanes):
+                x = b.extract_element(count, ir.Constant(ir.IntType(32), lane))
+                trip = b.select(b.fcmp_ordered(">", x, trip), x, trip)
+        i32 = ir.IntType(32)
+        trip = b.fptosi(trip, i32)
+        fn = b.block.parent
+        start = b.block
+        head, loop, done = (fn.append_basic_block(f"matrix_exp.{part}") for part in ("head", "body", "done"))
+        b.branch(head)
+        b.position_at_end(head)
+        counter = b.phi(i32)
+        q = b.phi(lw.t)
+        phis = [b.phi(v.type) for v in state]
+        counter.add_incoming(ir.Constant(i32, 0), start)
+        q.add_incoming(lw.const(0.0), start)
+        for phi, v in zip(phis, state, strict=True):
+            phi.add_incoming(v, start)
+        b.cbranch(b.icmp_signed("<", counter, trip), loop, done)
+        b.position_at_end(loop)
+        new = body(phis, q)
+        end = b.block
+        counter.add_incoming(b.add(counter, ir.Constant(i32, 1)), end)
+        q.add_incoming(b.fadd(q, lw.const(1.0)), end)
+        for phi, v in zip(phis, new, strict=True):
+            phi.add_incoming(v, end)
+        b.branch(head)
+        b.position_at_end(done)
+        return phis
+
 
 def _square(values, n):
     return [list(values[i * n : (i + 1) * n]) for i in range(n)]
@@ -232,14 +303,41 @@ def _lowered(lw, n, args):
     """expm's mixed derivative for these lowered arguments, computed once per kernel."""
     from llvmlite import ir
 
-    key = ("symjac.matrix_exp", n) + tuple(
-        ("c", str(a)) if isinstance(a, ir.Constant) else ("v", id(a)) for a in args
-    )
+    size = n * n
+    unit = _unit_direction(args[size:], ir) if len(args) == 2 * size else None
+    if unit is not None:
+        # A Jacobian entry: the derivative along one unit direction. One pass computes all n*n
+        # of them, sharing expm(A)'s own products (n*n separate passes repeated those).
+        key = ("symjac.matrix_exp.d1", n) + tuple(_key(a, ir) for a in args[:size])
+        hit = lw.memo.get(key)
+        if hit is None:
+            A = _square(list(args[:size]), n)
+            seeds = [_square([lw.const(float(p == q)) for q in range(size)], n) for p in range(size)]
+            partials = _expm(_LLVMArithmetic(lw), A, seeds, first_order=True)
+            hit = lw.memo[key] = (partials, tuple(args))
+        return hit[0][unit]
+    key = ("symjac.matrix_exp", n) + tuple(_key(a, ir) for a in args)
     hit = lw.memo.get(key)
     if hit is None:
         A, directions = _split(list(args), n)
         hit = lw.memo[key] = (_expm(_LLVMArithmetic(lw), A, directions), tuple(args))  # pin the ids
     return hit[0]
+
+
+def _key(a, ir):
+    return ("c", str(a)) if isinstance(a, ir.Constant) else ("v", id(a))
+
+
+def _unit_direction(direction, ir):
+    """The position of the single 1 in a direction of constants 0 and 1, else None."""
+    ones = []
+    for p, a in enumerate(direction):
+        value = getattr(a, "constant", None) if isinstance(a, ir.Constant) else None
+        if value not in (0.0, 1.0):
+            return None
+        if value == 1.0:
+            ones.append(p)
+    return ones[0] if len(ones) == 1 else None
 
 
 def _numeric(n, args):

@@ -238,6 +238,7 @@ ELEMENTWISE_OPS = (
     _E("fmod", lambda a, b: a - F.Trunc(a / b) * b, ("fmod",), ("fmod",), ("fmod",), NONZERO),
     _E("abs", sympy.Abs, ("absolute", "abs", "fabs"), ("abs", "absolute", "__abs__"), ("abs", "absolute")),
     _E("sign", F.Sign, ("sign",), ("sign",), ("sign",)),
+    _E("copysign", F.CopySign, ("copysign",), ("copysign",), ("copysign",)),
     _E("floor", F.Floor, ("floor",), ("floor",), ("floor",)),
     _E("ceil", F.Ceil, ("ceil",), ("ceil",), ("ceil",)),
     _E("trunc", F.Trunc, ("trunc", "fix"), ("trunc", "fix"), ("trunc",)),

@@ -68,44 +68,93 @@ def _targets():
     return out
 
 
+# Where the swap happens, and why there. The SciPy functions cannot dispatch on a traced
+# argument (they are plain Python), and their function objects are shared with other threads, so
+# they stay as they are. Instead every *name* that refers to one is rebound to a wrapper that
+# dispatches: SciPy's own module namespaces, the globals of every module of the user's code (a
+# helper module that did ``from scipy.special import logsumexp``), and the traced function's
+# globals and closure cells. The wrapper calls SciPy's function unless an argument is traced, so
+# another thread calling it meanwhile gets SciPy's result. The names are bound back only when
+# the last trace of any thread ends: one thread's restore cannot pull a wrapper from under
+# another's trace. References held elsewhere (a dict, a default argument, a class attribute)
+# are not found; symjac.ops lists the traced forms to call directly.
+_ACTIVE = 0
+_SAVED: list = []  # (namespace, name, SciPy's function), restored when _ACTIVE drops to 0
+_SAVED_CELLS: list = []
+_USER_MODULES: list = [-1, []]  # len(sys.modules) when scanned, the user's module namespaces
+_HITS: dict = {}  # id(namespace) -> (its size when scanned, names that held a SciPy function)
+
+
+def _user_namespaces() -> list:
+    """The globals of the loaded modules that are the user's code, not a library's."""
+    if _USER_MODULES[0] != len(sys.modules):
+        from .assembly import is_user_module
+
+        _USER_MODULES[:] = [
+            len(sys.modules),
+            [m.__dict__ for m in list(sys.modules.values()) if is_user_module(m)],
+        ]
+    return _USER_MODULES[1]
+
+
+def _swap_names(namespace: dict, swap: dict):
+    """Rebind the names in ``namespace`` that refer to a swapped SciPy function."""
+    size = len(namespace)
+    seen = _HITS.get(id(namespace))
+    if seen is None or seen[0] != size:
+        # wrappers count too: a namespace first scanned during another thread's trace
+        names = tuple(key for key, value in namespace.items() if id(value) in swap)
+        _HITS[id(namespace)] = seen = (size, names)
+    for key in seen[1]:
+        hit = swap.get(id(namespace.get(key)))
+        if hit is not None and namespace[key] is hit[0]:
+            _SAVED.append((namespace, key, hit[0]))
+            namespace[key] = hit[1]
+
+
 @contextlib.contextmanager
 def swapped(func):
     """Within the block, SciPy's non-ufunc functions in the table record symjac operations."""
+    global _ACTIVE
     if "scipy" not in sys.modules:
         yield
         return
     user_globals = getattr(func, "__globals__", None)
     cells = getattr(func, "__closure__", None) or ()
     with _LOCK:
-        saved, saved_cells = [], []
+        _ACTIVE += 1
         targets = _targets()
         swap = {id(original): (original, wrapper) for _, _, original, wrapper in targets}
+        swap.update({id(wrapper): (original, wrapper) for _, _, original, wrapper in targets})
         for namespace, name, original, wrapper in targets:
             if namespace[name] is original:
-                saved.append((namespace, name, original))
+                _SAVED.append((namespace, name, original))
                 namespace[name] = wrapper
-        if user_globals is not None:
-            for key, value in list(user_globals.items()):
-                hit = swap.get(id(value))
-                if hit is not None and hit[0] is value:
-                    saved.append((user_globals, key, value))
-                    user_globals[key] = hit[1]
+        namespaces = _user_namespaces()
+        if user_globals is not None and all(ns is not user_globals for ns in namespaces):
+            namespaces = [*namespaces, user_globals]
+        for namespace in namespaces:
+            _swap_names(namespace, swap)
         for cell in cells:  # names imported inside the enclosing function
             try:
                 hit = swap.get(id(cell.cell_contents))
             except ValueError:  # an empty cell
                 continue
             if hit is not None and hit[0] is cell.cell_contents:
-                saved_cells.append((cell, hit[0]))
+                _SAVED_CELLS.append((cell, hit[0]))
                 cell.cell_contents = hit[1]
     try:
         yield
     finally:
         with _LOCK:
-            for ns, key, value in reversed(saved):
-                ns[key] = value
-            for cell, value in saved_cells:
-                cell.cell_contents = value
+            _ACTIVE -= 1
+            if _ACTIVE == 0:
+                while _SAVED:
+                    namespace, key, value = _SAVED.pop()
+                    namespace[key] = value
+                while _SAVED_CELLS:
+                    cell, value = _SAVED_CELLS.pop()
+                    cell.cell_contents = value
 
 
 # --- the traced forms ---------------------------------------------------------------------------

@@ -4,7 +4,6 @@ sparsity, an independence report, the CSE'd program, pictures and LaTeX."""
 from __future__ import annotations
 
 import functools
-
 import multiprocessing
 import warnings
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from sympy.printing.pretty.pretty import PrettyPrinter
 from sympy.printing.pretty.stringpict import prettyForm
 from sympy.printing.str import StrPrinter
 
-from . import derive, functional
+from . import derive, errors, functional
 from .functions import standard
 from .simplify import F64_REGION, build_program
 
@@ -114,24 +113,29 @@ class SymbolicView:
 
     # The per-element form is derived on first use: formula() of a large model never needs it.
     @functools.cached_property
+    @errors.public_as("symbolic")
     def _derivation(self):
         return derive.derive(("jacobian", self._call.graph, False), self._names)
 
     @functools.cached_property
+    @errors.public_as("symbolic")
     def inputs(self) -> list:
         """The symbol arrays of the inputs (``x_0_1`` is ``x[0, 1]``)."""
         return self._derivation.inputs
 
     @functools.cached_property
+    @errors.public_as("symbolic")
     def _n_out(self) -> int:
         return len(self._derivation.results) // len(self._shapes)
 
     @functools.cached_property
+    @errors.public_as("symbolic")
     def _rows(self) -> list:
         results, n_in = self._derivation.results, len(self._shapes)
         return [results[i * n_in : (i + 1) * n_in] for i in range(self._n_out)]
 
     @functools.cached_property
+    @errors.public_as("symbolic")
     def outputs(self) -> list:
         """The element expressions of the function's outputs."""
         from .expand import output_expressions
@@ -141,6 +145,7 @@ class SymbolicView:
         return [_standard_array(o) for o in output_expressions(self._call.graph, d.inputs, d.captures)]
 
     @functools.cached_property
+    @errors.public_as("symbolic")
     def jacobian(self):
         """The exact Jacobian blocks as object arrays, nested as ``symjac.jacobian`` nests them."""
         blocks = [_dense(r) for r in self._derivation.results]
@@ -177,6 +182,7 @@ class SymbolicView:
         return pattern
 
     @property
+    @errors.public_as("symbolic")
     def hessian(self):
         """The exact Hessian, for a function returning one element (torch's block layout)."""
         if self._call.out_tuple or self.outputs[0].size != 1:
@@ -221,6 +227,7 @@ class SymbolicView:
         lines.append(f"operations: {before} in the entries, {after} after common-subexpression elimination")
         return "\n".join(lines)
 
+    @errors.public_as("symbolic")
     def program(self):
         """The CSE'd straight-line program that the kernel computes."""
         stores = [(F64_REGION, k, e) for k, (_, _, e) in enumerate(self._entries())]
@@ -296,6 +303,7 @@ class SymbolicView:
         plt.close(fig)
         return path
 
+    @errors.public_as("symbolic")
     def simplify(self, timeout: float = 10.0) -> sympy.Matrix:
         """``sympy.simplify`` every entry of ``matrix``, giving up after ``timeout`` seconds.
 
@@ -314,7 +322,7 @@ class SymbolicView:
                 )
                 return matrix
 
-
+    @errors.public_as("symbolic")
     def formula(self) -> str:
         """The Jacobian as one array-level formula, the chain rule as a person writes it.
 
@@ -361,6 +369,7 @@ def _example(x):
     return x
 
 
+@errors.public
 def symbolic(func, *example_inputs, names=None) -> SymbolicView:
     """Trace ``func`` on symbols shaped like ``example_inputs`` and return its exact derivatives.
 

@@ -247,3 +247,100 @@ def test_matrix_exp_values_follow_scipy_across_scales(rng):
     # beyond the scaling range the result is NaN, never an inaccurate number
     big = np.eye(3) * 1e4
     assert np.isnan(np.array(matrixexp._numeric(3, list(big.flat)), dtype=float)).all()
+
+
+def test_matrix_exp_kernels_match_torch_on_every_path(rng):
+    # The kernels square in a loop (lanes of a batch may need different counts) and compute
+    # all unit directions of a Jacobian in one pass: torch autograd is the oracle for both.
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    A = 0.8 * rng.standard_normal((3, 3))
+    tA = torch.from_numpy(A)
+    torch.testing.assert_close(
+        symjac.jacobian(torch.linalg.matrix_exp, tA),
+        torch.autograd.functional.jacobian(torch.linalg.matrix_exp, tA),
+        rtol=1e-12,
+        atol=1e-13,
+    )
+    # 2 x 2 from here on: the same code paths, at a fraction of the build time
+    B = A[:2, :2]
+    tB = torch.from_numpy(B)
+    W = torch.from_numpy(rng.standard_normal((2, 2)))
+
+    def scalar(a):  # second derivatives: mixed directions through the generic pass
+        return (torch.linalg.matrix_exp(a) * W).sum()
+
+    torch.testing.assert_close(
+        symjac.hessian(scalar, tB), torch.autograd.functional.hessian(scalar, tB), rtol=1e-11, atol=1e-12
+    )
+    # a batch whose points need 0 to 9 squarings, through the SIMD kernel and its remainder
+    scales = np.array([0.01, 0.3, 5.0, 50.0, 1.0, 0.1, 20.0, 2.0, 0.7])
+    batch = B[None] * scales[:, None, None]
+    A = B
+    cf = symjac.compile(lambda a: scipy_linalg.expm(a), A, value=True)
+    values, jacobians = cf(batch)
+    for point, value, jac in zip(batch, values, jacobians, strict=True):
+        expected = scipy_linalg.expm(point)
+        np.testing.assert_allclose(value, expected, rtol=1e-11, atol=1e-13 * np.abs(expected).max())
+        want = torch.autograd.functional.jacobian(torch.linalg.matrix_exp, torch.from_numpy(point)).numpy()
+        np.testing.assert_allclose(jac, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+
+
+HELPER_MODULE = """
+from scipy.linalg import expm
+from scipy.special import log_softmax, logsumexp, softmax
+
+
+def energy(x):
+    return logsumexp(x) + softmax(x)[0] * log_softmax(x)[-1]
+
+
+def rotation(w):
+    return expm(w)
+"""
+
+
+def test_scipy_functions_imported_by_a_helper_module_are_traced(tmp_path, monkeypatch, rng):
+    # issue 13: the traced function calls a helper module that imported SciPy's names itself
+    pytest.importorskip("scipy")
+    import importlib
+    import threading
+
+    (tmp_path / "symjac_scipy_helper.py").write_text(HELPER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    helper = importlib.import_module("symjac_scipy_helper")
+    x = rng.standard_normal(4)
+    J = symjac.jacobian(lambda x: helper.energy(x), x)
+    expected = torch.autograd.functional.jacobian(
+        lambda t: torch.logsumexp(t, 0) + torch.softmax(t, 0)[0] * torch.log_softmax(t, 0)[-1],
+        torch.from_numpy(x),
+    )
+    np.testing.assert_allclose(J, expected.numpy(), rtol=1e-12)
+    w = 0.3 * rng.standard_normal((2, 2))
+    np.testing.assert_allclose(
+        symjac.jacobian(lambda w: helper.rotation(w), w),
+        torch.autograd.functional.jacobian(torch.linalg.matrix_exp, torch.from_numpy(w)).numpy(),
+        rtol=1e-12,
+    )
+    # Threads tracing at once: one thread's end of trace must not unbind another's names.
+    results, failures = [None] * 6, []
+
+    def work(k):
+        try:
+            results[k] = symjac.jacobian(lambda x: helper.energy(x) * (k + 1), x)
+        except Exception as exc:  # reported below, with the thread's index
+            failures.append((k, exc))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    for k, r in enumerate(results):
+        np.testing.assert_allclose(r, (k + 1) * expected.numpy(), rtol=1e-12)
+    # outside a trace the helper's names are SciPy's own functions again
+    import scipy.linalg
+    import scipy.special
+
+    assert helper.logsumexp is scipy.special.logsumexp and helper.expm is scipy.linalg.expm
+    assert not hasattr(helper.softmax, "_symjac_original")

@@ -27,6 +27,7 @@ NUMPY_FUNCTIONS = {
     "Round": np.rint,  # half to even, as numpy.round and torch.round
     "Sign": np.sign,
     "Cbrt": np.cbrt,
+    "CopySign": np.copysign,
     "Softplus": lambda x: np.logaddexp(0.0, x),
     "LogAddExp": np.logaddexp,
     "sigmoid": lambda x: _sigmoid(np.asarray(x, dtype=float)),
