@@ -51,7 +51,7 @@ def _is_ancestor(outer, inner) -> bool:
 
 def _torch_to_numpy(x) -> np.ndarray:
     x = x.detach().cpu()
-    if str(x.dtype) == "torch.bfloat16":
+    if x.dtype is sys.modules["torch"].bfloat16:
         x = x.float()
     return x.numpy()
 
@@ -443,6 +443,8 @@ def _reject_out(kwargs, name):
 def _axes(axis, ndim, name):
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and 0 <= axis < ndim:  # the common case, without the checks below
+        return (axis,)
     if isinstance(axis, (list, tuple)):
         return tuple(sorted({_normalize_axis(a, ndim, name) for a in axis}))
     return (_normalize_axis(axis, ndim, name),)

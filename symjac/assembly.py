@@ -14,6 +14,7 @@ trace of any thread ends.
 
 from __future__ import annotations
 
+import operator
 import sys
 import threading
 
@@ -134,36 +135,53 @@ _TORCH_LITERALS = ("tensor", "as_tensor")
 
 _LOCK = threading.Lock()
 _ACTIVE_TRACES = 0
-_SAVED: list[tuple] = []  # (module, name, original) while patched
+_SAVED: list[tuple] = []  # (namespace, originals) per patched module while patched
+# Per module: (getter of its names, their values, originals, wrappers), made once. Re-made only when a name's
+# current value is no longer the original it wraps (the user or a library replaced it).
+_WRAPPERS: dict[str, tuple] = {}
+
+
+def _wrappers(module, constants, literals, torch_style):
+    """``(originals, wrappers)``: dicts name -> function, the wrappers made once per original."""
+    namespace = module.__dict__
+    cached = _WRAPPERS.get(module.__name__)
+    if cached is not None and cached[0](namespace) == cached[1]:
+        return cached[2], cached[3]
+    names = constants + literals
+    originals = {name: namespace[name] for name in names}
+    wrappers = {name: _constant_factory(namespace[name]) for name in constants}
+    wrappers.update({name: _literal_factory(namespace[name], torch_style) for name in literals})
+    getter = operator.itemgetter(*names)
+    _WRAPPERS[module.__name__] = (getter, getter(namespace), originals, wrappers)
+    return originals, wrappers
 
 
 def _install():
+    # Every traced call patches and restores the factories: one dict update per module (a warm
+    # call's floor is a few microseconds, and 38 setattr calls with fresh closures cost ~15).
     modules = [(np, _NUMPY_CONSTANTS, _NUMPY_LITERALS, False)]
     torch = sys.modules.get("torch")
     if torch is not None:
         modules.append((torch, _TORCH_CONSTANTS, _TORCH_LITERALS, True))
     for module, constants, literals, torch_style in modules:
-        for name in constants:
-            original = getattr(module, name)
-            _SAVED.append((module, name, original))
-            setattr(module, name, _constant_factory(original))
-        for name in literals:
-            original = getattr(module, name)
-            _SAVED.append((module, name, original))
-            setattr(module, name, _literal_factory(original, torch_style))
+        originals, wrappers = _wrappers(module, constants, literals, torch_style)
+        _SAVED.append((module.__dict__, originals))
+        module.__dict__.update(wrappers)
 
 
 def _restore():
     while _SAVED:
-        module, name, original = _SAVED.pop()
-        setattr(module, name, original)
+        namespace, originals = _SAVED.pop()
+        namespace.update(originals)
 
 
 class tracing:
     """Context manager around one traced call: ``trace`` is current, the factories patched."""
 
+    __slots__ = ("trace",)
+
     def __init__(self, trace):
-        self._active = trace_mod.active(trace)
+        self.trace = trace
 
     def __enter__(self):
         global _ACTIVE_TRACES
@@ -172,14 +190,15 @@ class tracing:
                 _install()
             _ACTIVE_TRACES += 1
         try:
-            return self._active.__enter__()
+            trace_mod.push(self.trace)
         except BaseException:
             self._leave()
             raise
+        return self.trace
 
     def __exit__(self, *exc):
         try:
-            self._active.__exit__(*exc)
+            trace_mod.pop()
         finally:
             self._leave()
         return False
