@@ -8,6 +8,7 @@ of a primitive from :mod:`symjac.ops`. The name tables ``ops.NUMPY_API``, ``ops.
 from __future__ import annotations
 
 import math
+import operator
 import sys
 
 import numpy as np
@@ -150,8 +151,13 @@ def _from_objects(trace, arr: np.ndarray) -> Var:
 
 def _promote(vs) -> np.dtype:
     # torch: a dimensioned tensor's dtype wins over 0-d tensors and Python scalars.
-    if len(vs) == 1 and vs[0]._dtype is not None and vs[0]._dtype.kind == "f":
-        return vs[0]._dtype
+    first = vs[0]._dtype if vs else None
+    if first is not None and first.kind == "f":
+        for v in vs:  # the common case: one float dtype throughout
+            if v._dtype is not first:
+                break
+        else:
+            return first
     floats = [v for v in vs if v._dtype is not None and v._dtype.kind == "f"]
     if not floats:
         return F64
@@ -337,7 +343,10 @@ def _encode_index(key):
             for part in (k.start, k.stop, k.step):
                 if isinstance(part, Var):
                     raise errors.untraceable("index", part)
-            parts.append(("slice", k.start, k.stop, k.step))
+            # As plain ints (as NumPy reads them): the encoding is a cache key (_INDEX_SHAPES).
+            bounds = (k.start, k.stop, k.step)
+            ints = [b if b is None or type(b) is int else operator.index(b) for b in bounds]
+            parts.append(("slice", *ints))
         elif k is None:
             parts.append(("none",))
         elif k is Ellipsis:
@@ -355,9 +364,18 @@ def _encode_index(key):
 def getitem(x, key):
     x = _as_var(x)
     encoded = _encode_index(key)
-    dummy = np.broadcast_to(np.zeros((), dtype=np.int8), x.shape)
-    shape = dummy[ops.decode_index(encoded)].shape
+    shape = _INDEX_SHAPES.get((x.shape, encoded))
+    if shape is None:  # NumPy's own indexing on a dummy says the shape (and raises its errors)
+        dummy = np.broadcast_to(np.zeros((), dtype=np.int8), x.shape)
+        shape = dummy[ops.decode_index(encoded)].shape
+        if len(_INDEX_SHAPES) >= 4096:
+            _INDEX_SHAPES.clear()
+        _INDEX_SHAPES[(x.shape, encoded)] = shape
     return x._trace.emit("getitem", (x._node,), (encoded,), shape, x._dtype)
+
+
+# (shape, encoded index) -> the selection's shape: a re-traced x[i] need not index a dummy again.
+_INDEX_SHAPES: dict = {}
 
 
 def setitem(x: Var, key, value):
@@ -433,6 +451,8 @@ def _torch_stack(tensors, dim=0, *, out=None):
 
 
 def _reject_out(kwargs, name):
+    if not kwargs:
+        return
     if kwargs.get("out") is not None:
         raise errors.InPlaceError(f"{name}(..., out=...) writes in place; assign the result instead")
     extra = set(kwargs) - {"out", "dtype", "casting"}
