@@ -51,7 +51,8 @@ def _is_ancestor(outer, inner) -> bool:
 
 
 def _torch_to_numpy(x) -> np.ndarray:
-    x = x.detach().cpu()
+    if x.requires_grad or not x.is_cpu:
+        x = x.detach().cpu()
     if x.dtype is sys.modules["torch"].bfloat16:
         x = x.float()
     return x.numpy()
