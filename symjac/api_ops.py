@@ -183,6 +183,11 @@ def _elementwise(name: str):
     op = ops.ELEMENTWISE[name]
 
     def apply(*args, **kwargs):
+        if not kwargs and not op.boolean:
+            fast = _same_float_operands(args)
+            if fast is not None:  # the general path below would find the same shape and dtype
+                trace, refs, shape, dtype = fast
+                return trace.emit(name, refs, (), shape, dtype)
         if kwargs:
             if "alpha" in kwargs and name in ("add", "sub"):
                 args = _scale_other(args, kwargs.pop("alpha"))
@@ -205,6 +210,29 @@ def _elementwise(name: str):
 
     apply.__name__ = name
     return apply
+
+
+def _same_float_operands(args):
+    """``(trace, refs, shape, dtype)`` when every argument is a Python number or a traced tensor
+    of one trace, one shape and one float dtype (a re-trace's common case), else None."""
+    trace = shape = dtype = None
+    refs = []
+    for a in args:
+        t = type(a)
+        if t is float or t is int:
+            refs.append(("s", a if a == a else "nan"))
+            continue
+        if not isinstance(a, Var):
+            return None
+        if trace is None:
+            dtype = a._dtype
+            if dtype is None or dtype.kind != "f":
+                return None
+            trace, shape = a._trace, a.shape
+        elif a._trace is not trace or a._dtype is not dtype or a.shape != shape:
+            return None
+        refs.append(a._node)
+    return None if trace is None else (trace, tuple(refs), shape, dtype)
 
 
 def _scale_other(args, alpha):
