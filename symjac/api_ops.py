@@ -8,6 +8,7 @@ of a primitive from :mod:`symjac.ops`. The name tables ``ops.NUMPY_API``, ``ops.
 from __future__ import annotations
 
 import math
+import operator
 import sys
 
 import numpy as np
@@ -50,8 +51,9 @@ def _is_ancestor(outer, inner) -> bool:
 
 
 def _torch_to_numpy(x) -> np.ndarray:
-    x = x.detach().cpu()
-    if str(x.dtype) == "torch.bfloat16":
+    if x.requires_grad or not x.is_cpu:
+        x = x.detach().cpu()
+    if x.dtype is sys.modules["torch"].bfloat16:
         x = x.float()
     return x.numpy()
 
@@ -159,8 +161,13 @@ def _from_objects(trace, arr: np.ndarray) -> Var:
 
 def _promote(vs) -> np.dtype:
     # torch: a dimensioned tensor's dtype wins over 0-d tensors and Python scalars.
-    if len(vs) == 1 and vs[0]._dtype is not None and vs[0]._dtype.kind == "f":
-        return vs[0]._dtype
+    first = vs[0]._dtype if vs else None
+    if first is not None and first.kind == "f":
+        for v in vs:  # the common case: one float dtype throughout
+            if v._dtype is not first:
+                break
+        else:
+            return first
     floats = [v for v in vs if v._dtype is not None and v._dtype.kind == "f"]
     if not floats:
         return F64
@@ -185,6 +192,11 @@ def _elementwise(name: str):
     op = ops.ELEMENTWISE[name]
 
     def apply(*args, **kwargs):
+        if not kwargs and not op.boolean:
+            fast = _same_float_operands(args)
+            if fast is not None:  # the general path below would find the same shape and dtype
+                trace, refs, shape, dtype = fast
+                return trace.emit(name, refs, (), shape, dtype)
         if kwargs:
             if "alpha" in kwargs and name in ("add", "sub"):
                 args = _scale_other(args, kwargs.pop("alpha"))
@@ -214,6 +226,29 @@ def _elementwise(name: str):
 
     apply.__name__ = name
     return apply
+
+
+def _same_float_operands(args):
+    """``(trace, refs, shape, dtype)`` when every argument is a Python number or a traced tensor
+    of one trace, one shape and one float dtype (a re-trace's common case), else None."""
+    trace = shape = dtype = None
+    refs = []
+    for a in args:
+        t = type(a)
+        if t is float or t is int:
+            refs.append(("s", a if a == a else "nan"))
+            continue
+        if not isinstance(a, Var):
+            return None
+        if trace is None:
+            dtype = a._dtype
+            if dtype is None or dtype.kind != "f":
+                return None
+            trace, shape = a._trace, a.shape
+        elif a._trace is not trace or a._dtype is not dtype or a.shape != shape:
+            return None
+        refs.append(a._node)
+    return None if trace is None else (trace, tuple(refs), shape, dtype)
 
 
 def _scale_other(args, alpha):
@@ -353,7 +388,10 @@ def _encode_index(key):
             for part in (k.start, k.stop, k.step):
                 if isinstance(part, Var):
                     raise errors.untraceable("index", part)
-            parts.append(("slice", k.start, k.stop, k.step))
+            # As plain ints (as NumPy reads them): the encoding is a cache key (_INDEX_SHAPES).
+            bounds = (k.start, k.stop, k.step)
+            ints = [b if b is None or type(b) is int else operator.index(b) for b in bounds]
+            parts.append(("slice", *ints))
         elif k is None:
             parts.append(("none",))
         elif k is Ellipsis:
@@ -371,9 +409,18 @@ def _encode_index(key):
 def getitem(x, key):
     x = _as_var(x)
     encoded = _encode_index(key)
-    dummy = np.broadcast_to(np.zeros((), dtype=np.int8), x.shape)
-    shape = dummy[ops.decode_index(encoded)].shape
+    shape = _INDEX_SHAPES.get((x.shape, encoded))
+    if shape is None:  # NumPy's own indexing on a dummy says the shape (and raises its errors)
+        dummy = np.broadcast_to(np.zeros((), dtype=np.int8), x.shape)
+        shape = dummy[ops.decode_index(encoded)].shape
+        if len(_INDEX_SHAPES) >= 4096:
+            _INDEX_SHAPES.clear()
+        _INDEX_SHAPES[(x.shape, encoded)] = shape
     return x._trace.emit("getitem", (x._node,), (encoded,), shape, x._dtype)
+
+
+# (shape, encoded index) -> the selection's shape: a re-traced x[i] need not index a dummy again.
+_INDEX_SHAPES: dict = {}
 
 
 def setitem(x: Var, key, value):
@@ -449,6 +496,8 @@ def _torch_stack(tensors, dim=0, *, out=None):
 
 
 def _reject_out(kwargs, name):
+    if not kwargs:
+        return
     if kwargs.get("out") is not None:
         raise errors.InPlaceError(f"{name}(..., out=...) writes in place; assign the result instead")
     extra = set(kwargs) - {"out", "dtype", "casting"}
@@ -459,6 +508,8 @@ def _reject_out(kwargs, name):
 def _axes(axis, ndim, name):
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and 0 <= axis < ndim:  # the common case, without the checks below
+        return (axis,)
     if isinstance(axis, (list, tuple)):
         return tuple(sorted({_normalize_axis(a, ndim, name) for a in axis}))
     return (_normalize_axis(axis, ndim, name),)

@@ -9,11 +9,14 @@ constant takes item, slice and mask assignment like any traced tensor. ``torch.t
 
 Only calls from the user's code are intercepted (never from NumPy, torch, SciPy, SymPy or
 symjac itself), only in the thread that traces, and the originals are restored when the last
-trace of any thread ends.
+trace of any thread ends. A few common torch functions (``_TORCH_DIRECT``) are also swapped,
+for speed alone: given traced tensors they call the op-table entry torch's own dispatch would
+reach, and otherwise torch itself.
 """
 
 from __future__ import annotations
 
+import operator
 import sys
 import sysconfig
 import threading
@@ -21,7 +24,7 @@ import threading
 import numpy as np
 
 from . import api_ops as A
-from . import errors
+from . import errors, ops
 from . import trace as trace_mod
 from .tensor import Var
 
@@ -58,7 +61,7 @@ def _float_dtype(dtype) -> bool:
 # --- the intercepted factories ---------------------------------------------------------------
 
 
-def _constant_factory(original):
+def _constant_factory(original, torch_name=None):
     """``np.zeros`` and kin: a float result, made by the user's code during a trace, is a
     constant recorded on the trace."""
 
@@ -67,7 +70,8 @@ def _constant_factory(original):
         if trace is None or not from_user(sys._getframe(1)):
             return original(*args, **kwargs)
         if any(isinstance(a, Var) for a in args):  # zeros_like(traced): the table's own entry
-            return original(*args, **kwargs)
+            fn = ops.TORCH_API.get(torch_name) if torch_name is not None else None
+            return original(*args, **kwargs) if fn is None else fn(*args, **kwargs)
         result = original(*args, **kwargs)
         if not _is_float_array(result):
             return result
@@ -75,6 +79,26 @@ def _constant_factory(original):
 
     factory.__wrapped__ = original
     return factory
+
+
+def _direct(original, name):
+    """A torch function that goes straight to its op-table entry when given traced tensors.
+
+    What torch's own dispatch would reach through ``Var.__torch_function__``, without its cost
+    (about 10 us a call, most of a re-trace's time in code built of ``torch.stack``); calls
+    without traced tensors go to torch unchanged.
+    """
+
+    name = getattr(original, "__name__", name)  # the name __torch_function__ would look up
+
+    def direct(*args, **kwargs):
+        if A._find_trace((*args, *kwargs.values()) if kwargs else args) is None:
+            return original(*args, **kwargs)
+        fn = ops.TORCH_API.get(name)
+        return original(*args, **kwargs) if fn is None else fn(*args, **kwargs)
+
+    direct.__wrapped__ = original
+    return direct
 
 
 def _is_float_array(x) -> bool:
@@ -146,39 +170,64 @@ _TORCH_CONSTANTS = (
     "full_like",
 )
 _TORCH_LITERALS = ("tensor", "as_tensor")
+# The torch functions most re-traced code calls (kinematics, ODE right-hand sides, losses).
+_TORCH_DIRECT = (
+    "stack", "cat", "concat", "where", "matmul", "einsum", "sin", "cos", "tan", "exp", "log",
+    "sqrt", "tanh", "sigmoid", "abs", "atan2", "sum", "clamp", "cross", "outer",
+)  # fmt: skip
 
 _LOCK = threading.Lock()
 _ACTIVE_TRACES = 0
-_SAVED: list[tuple] = []  # (module, name, original) while patched
+_SAVED: list[tuple] = []  # (namespace, originals) per patched module while patched
+# Per module: (getter of its names, their values, originals, wrappers), made once. Re-made only when a name's
+# current value is no longer the original it wraps (the user or a library replaced it).
+_WRAPPERS: dict[str, tuple] = {}
+
+
+def _wrappers(module, constants, literals, direct):
+    """``(originals, wrappers)``: dicts name -> function, the wrappers made once per original."""
+    namespace = module.__dict__
+    cached = _WRAPPERS.get(module.__name__)
+    if cached is not None and cached[0](namespace) == cached[1]:
+        return cached[2], cached[3]
+    torch_style = module is not np
+    direct = tuple(name for name in direct if name in namespace)
+    names = constants + literals + direct
+    originals = {name: namespace[name] for name in names}
+    wrappers = {name: _constant_factory(namespace[name], name if torch_style else None) for name in constants}
+    wrappers.update({name: _literal_factory(namespace[name], torch_style) for name in literals})
+    wrappers.update({name: _direct(namespace[name], name) for name in direct})
+    getter = operator.itemgetter(*names)
+    _WRAPPERS[module.__name__] = (getter, getter(namespace), originals, wrappers)
+    return originals, wrappers
 
 
 def _install():
-    modules = [(np, _NUMPY_CONSTANTS, _NUMPY_LITERALS, False)]
+    # Every traced call patches and restores the factories: one dict update per module (a warm
+    # call's floor is a few microseconds, and 38 setattr calls with fresh closures cost ~15).
+    modules = [(np, _NUMPY_CONSTANTS, _NUMPY_LITERALS, ())]
     torch = sys.modules.get("torch")
     if torch is not None:
-        modules.append((torch, _TORCH_CONSTANTS, _TORCH_LITERALS, True))
-    for module, constants, literals, torch_style in modules:
-        for name in constants:
-            original = getattr(module, name)
-            _SAVED.append((module, name, original))
-            setattr(module, name, _constant_factory(original))
-        for name in literals:
-            original = getattr(module, name)
-            _SAVED.append((module, name, original))
-            setattr(module, name, _literal_factory(original, torch_style))
+        modules.append((torch, _TORCH_CONSTANTS, _TORCH_LITERALS, _TORCH_DIRECT))
+    for module, constants, literals, direct in modules:
+        originals, wrappers = _wrappers(module, constants, literals, direct)
+        _SAVED.append((module.__dict__, originals))
+        module.__dict__.update(wrappers)
 
 
 def _restore():
     while _SAVED:
-        module, name, original = _SAVED.pop()
-        setattr(module, name, original)
+        namespace, originals = _SAVED.pop()
+        namespace.update(originals)
 
 
 class tracing:
     """Context manager around one traced call: ``trace`` is current, the factories patched."""
 
+    __slots__ = ("trace",)
+
     def __init__(self, trace):
-        self._active = trace_mod.active(trace)
+        self.trace = trace
 
     def __enter__(self):
         global _ACTIVE_TRACES
@@ -187,14 +236,15 @@ class tracing:
                 _install()
             _ACTIVE_TRACES += 1
         try:
-            return self._active.__enter__()
+            trace_mod.push(self.trace)
         except BaseException:
             self._leave()
             raise
+        return self.trace
 
     def __exit__(self, *exc):
         try:
-            self._active.__exit__(*exc)
+            trace_mod.pop()
         finally:
             self._leave()
         return False

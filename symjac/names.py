@@ -49,9 +49,9 @@ E = Example
 
 def _np_red(fn):
     def np_fn(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
-        A._reject_out(
-            {"out": out, **{k: v for k, v in kwargs.items() if k not in ("initial", "where")}}, "reduction"
-        )
+        if out is not None or kwargs:  # checked only when present: this runs on every warm call
+            extra = {k: v for k, v in kwargs.items() if k not in ("initial", "where")}
+            A._reject_out({"out": out, **extra}, "reduction")
         return fn(a, axis, keepdims)
 
     return np_fn
@@ -59,7 +59,8 @@ def _np_red(fn):
 
 def _torch_red(fn):
     def torch_fn(input, dim=None, keepdim=False, *, dtype=None, out=None):
-        A._reject_out({"out": out}, "reduction")
+        if out is not None:
+            A._reject_out({"out": out}, "reduction")
         return fn(input, dim, keepdim)
 
     return torch_fn
@@ -67,7 +68,8 @@ def _torch_red(fn):
 
 def _method_red(fn):
     def method(self, dim=None, keepdim=False, dtype=None, *, axis=None, keepdims=None, out=None):
-        A._reject_out({"out": out}, "reduction")
+        if out is not None:
+            A._reject_out({"out": out}, "reduction")
         return fn(self, dim if axis is None else axis, keepdim if keepdims is None else keepdims)
 
     return method

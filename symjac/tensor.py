@@ -174,6 +174,14 @@ class Var:
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         from . import ops
 
+        try:
+            name = _TORCH_NAMES.get(func)
+        except TypeError:  # an unhashable callable
+            name = None
+        fn = ops.TORCH_API.get(name) if name is not None else None
+        if fn is not None:  # a torch function seen before: its table entry, without the checks below
+            return fn(*args, **(kwargs or {}))
+
         name = getattr(func, "__name__", "")
         if name == "__get__":  # a Tensor property torch dispatches (x.grad, x.is_leaf, ...)
             prop = getattr(getattr(func, "__self__", None), "__name__", "?")
@@ -187,9 +195,18 @@ class Var:
         fn = ops.TORCH_API.get(name)
         if fn is None:
             raise errors.unknown_op(errors.torch_name(func), args)
+        try:
+            _TORCH_NAMES[func] = name
+        except TypeError:  # an unhashable callable: looked up by name every time
+            pass
         return fn(*args, **(kwargs or {}))
 
     # Methods and operators are attached from the op table (ops.METHODS) at import time.
+
+
+# torch function -> its name in ops.TORCH_API, filled as ``__torch_function__`` meets them
+# (torch-namespace functions only: Tensor methods and properties keep their own path).
+_TORCH_NAMES: dict = {}
 
 
 class _Size(int):

@@ -96,7 +96,8 @@ class Trace:
         self._new = torch_var_class().new if torch_style else Var
 
     def emit(self, op: str, args: tuple, params: tuple, shape: tuple, dtype: np.dtype):
-        if dtype is not None and type(dtype) is not np.dtype:
+        # np.dtype instances are of subclasses (np.dtypes.Float64DType): isinstance, not type().
+        if dtype is not None and not isinstance(dtype, np.dtype):
             dtype = numpy_dtype(dtype)
         self.eqns.append((op, args, params))
         self.meta.append((shape, dtype, op))
@@ -155,10 +156,27 @@ def numpy_dtype(dtype) -> np.dtype:
 _ACTIVE = threading.local()
 
 
+def _stack() -> list:
+    try:
+        return _ACTIVE.stack
+    except AttributeError:
+        stack = _ACTIVE.stack = []
+        return stack
+
+
 def current() -> Trace | None:
     """The innermost trace running in this thread (None outside traced calls)."""
     stack = getattr(_ACTIVE, "stack", None)
     return stack[-1] if stack else None
+
+
+def push(trace: Trace) -> None:
+    """Make ``trace`` the current trace of this thread (until :func:`pop`)."""
+    _stack().append(trace)
+
+
+def pop() -> None:
+    _ACTIVE.stack.pop()
 
 
 class active:
@@ -168,12 +186,9 @@ class active:
         self.trace = trace
 
     def __enter__(self):
-        stack = getattr(_ACTIVE, "stack", None)
-        if stack is None:
-            stack = _ACTIVE.stack = []
-        stack.append(self.trace)
+        push(self.trace)
         return self.trace
 
     def __exit__(self, *exc):
-        _ACTIVE.stack.pop()
+        pop()
         return False
