@@ -190,9 +190,12 @@ def _broadcast(name, vs) -> tuple:
 
 def _elementwise(name: str):
     op = ops.ELEMENTWISE[name]
+    # The fast path records as the general path would, except signed_zero's folding and rewrites:
+    # ops that rewrite never take it, and it needs a traced operand that is not a constant.
+    direct = not op.boolean and name not in signed_zero.REWRITES and name not in signed_zero.DIVISIONS
 
     def apply(*args, **kwargs):
-        if not kwargs and not op.boolean:
+        if not kwargs and direct:
             fast = _same_float_operands(args)
             if fast is not None:  # the general path below would find the same shape and dtype
                 trace, refs, shape, dtype = fast
@@ -230,16 +233,20 @@ def _elementwise(name: str):
 
 def _same_float_operands(args):
     """``(trace, refs, shape, dtype)`` when every argument is a Python number or a traced tensor
-    of one trace, one shape and one float dtype (a re-trace's common case), else None."""
+    of one trace, one shape and one float dtype (a re-trace's common case), at least one of them
+    not a recorded constant; else None."""
     trace = shape = dtype = None
     refs = []
+    constants = 0
     for a in args:
         t = type(a)
         if t is float or t is int:
-            refs.append(("s", a if a == a else "nan"))
+            refs.append(("s", _scalar_key(a)))
             continue
         if not isinstance(a, Var):
             return None
+        if a._trace.meta[a._node][2] == "const":
+            constants += 1
         if trace is None:
             dtype = a._dtype
             if dtype is None or dtype.kind != "f":
@@ -248,7 +255,9 @@ def _same_float_operands(args):
         elif a._trace is not trace or a._dtype is not dtype or a.shape != shape:
             return None
         refs.append(a._node)
-    return None if trace is None else (trace, tuple(refs), shape, dtype)
+    if trace is None or constants == len(refs) - sum(type(r) is tuple for r in refs):
+        return None  # constants only: signed_zero.fold computes them as NumPy would
+    return trace, tuple(refs), shape, dtype
 
 
 def _scale_other(args, alpha):
