@@ -7,7 +7,7 @@ Run: python benchmarks/floor.py
                   allocation alone (``np.empty((3, 3))``)
      ctypes       the kernel through its ctypes pointer, buffers preallocated, no checks at all
      cf(x)        the compiled function's Python ``__call__``
-     cf.entry(x)  its native entry: a CPython builtin emitted in LLVM IR (``symjac.entry``)
+     cf.entry(x)  its native entry: a CPython builtin emitted in LLVM IR (``symjac.backend.entry``)
      peers        SymPy lambdify (cse=True) and CasADi (when installed), given the same Jacobian
 2. The drop-in's warm call, ``symjac.jacobian(func, x)`` once its kernel is built, against the
    cost of running ``func`` on a proxy that does nothing (the floor of any call that re-traces);

@@ -7,8 +7,6 @@ The front door is a drop-in for ``torch.autograd.functional``.
 
 from __future__ import annotations
 
-from . import api_ops as _api_ops
-from . import names as _names  # noqa: F401  (binds every op name)
 from .compiled import CompiledFunction, compile
 from .control import Linearization, linearize
 from .errors import DtypeError, InPlaceError, UntraceableError
@@ -16,6 +14,8 @@ from .functional import hessian, hvp, jacobian, jvp, vhp, vjp
 from .solvers import Objective, least_squares_jacobian, ode_jacobian, root_jacobian
 from .symbolic import SymbolicView, symbolic
 from .sympy_in import from_sympy
+from .trace import api_ops as _api_ops
+from .trace import names as _names  # noqa: F401  (binds every op name)
 
 where = _api_ops.where
 clamp = _api_ops.clamp

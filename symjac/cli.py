@@ -183,9 +183,7 @@ def _run_show(args) -> int:
         raise UsageError(f"cannot trace {name}: {_describe(exc)}") from exc
     t_symbolic = time.perf_counter() - start
     rows, cols = view.shape
-    print(
-        f"Exact Jacobian ({_plural(rows, 'output element')} x {_plural(cols, 'input element')}):"
-    )
+    print(f"Exact Jacobian ({_plural(rows, 'output element')} x {_plural(cols, 'input element')}):")
     print(_matrix_text(view, args.full))
     print()
     print(view.report_table())
@@ -231,7 +229,7 @@ def _configure_cache(p) -> None:
 
 
 def _run_cache(args) -> int:
-    from . import diskcache
+    from .backend import diskcache
 
     if args.action == "clear":
         print(f"symjac: removed {diskcache.clear()} files from {diskcache.cache_dir()}")

@@ -3,7 +3,7 @@
 A CompiledFunction holds a kernel for one of: the Jacobian (optionally with the function value,
 or as a sparse matrix), the Hessian, or a jvp / vjp / hvp product. Inputs not in ``wrt`` are
 runtime parameters: kernel inputs that are not differentiated. The kernel's object code is cached
-on disk (:mod:`symjac.diskcache`), so a new process pays only for one trace.
+on disk (:mod:`symjac.backend.diskcache`), so a new process pays only for one trace.
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy
 
-from . import arith, budget, deep, derive, diff, diskcache, errors, functional, runtime
-from .derive import Derivation, Result, _input_specs, _out_dtype, _unique_names
-from .expand import input_symbols, output_expressions
-from .gcpause import gc_paused
-from .runtime import Kernel, Layout, ResultSlot, _address
-from .tape import Tape
-from .tape import jacobian_entries as tape_entries
-from .trace import _canonical
+from . import budget, errors, functional
+from .backend import diskcache, runtime
+from .backend.gcpause import gc_paused
+from .backend.runtime import Kernel, Layout, ResultSlot, _address
+from .elements import deep, derive, diff
+from .elements.derive import Derivation, Result, _input_specs, _out_dtype, _unique_names
+from .elements.expand import input_symbols, output_expressions
+from .elements.tape import Tape
+from .elements.tape import jacobian_entries as tape_entries
+from .trace import arith
+from .trace.graph import _canonical
 
 MODES = ("jacobian", "hessian", "jvp", "vjp", "hvp")
 BUILDS = 0  # kernels built in this process (cache hits excluded): what tests count
@@ -53,7 +56,9 @@ class Spec:
         g = self.graph
         extra = (self.forward, self.single) if self.forward or self.single else ()
         eqns = _canonical(g.eqns)  # nested calls' graphs spelled out: their repr is only a summary
-        return repr((eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse, *extra))
+        return repr(
+            (eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse, *extra)
+        )
 
 
 def _compute(dt) -> np.dtype:
@@ -96,7 +101,7 @@ def _traced_expressions(spec: Spec):
     budget.check(spec.mode, graph, n_in, n_out, dense=not spec.sparse, where=where)
     names = _unique_names(list(spec.names), len(specs))
     X = [input_symbols(names[j], shape) for j, (shape, _) in enumerate(specs)]
-    with arith.light():  # the forms code needs, not the ones SymPy prints (see symjac.arith)
+    with arith.light():  # the forms code needs, not the ones SymPy prints (see symjac.trace.arith)
         outs = output_expressions(graph, X, [])
     in_dt = [_compute(dt) for _, dt in specs]
     out_dt = [_compute(_out_dtype(graph, node)) for node in graph.outputs]
@@ -326,7 +331,7 @@ class CompiledFunction:
         """Derive, lower and compile ``spec``: sets the program and kernel, returns the metadata."""
         d, meta = derivation(spec)
         layout, stores = _layout(d)
-        from .simplify import build_program
+        from .elements.simplify import build_program
 
         slots, offset = {}, 0
         for arr in d.inputs:
@@ -398,8 +403,8 @@ class CompiledFunction:
 
     @errors.public_as("compile(...)()")
     def _call(self, inputs, v, out):
-        if "dask.array" in sys.modules:  # dask arrays: one task per chunk (symjac.dask_interop)
-            from .dask_interop import evaluate, is_dask
+        if "dask.array" in sys.modules:  # dask arrays: one task per chunk (symjac.interop.dask_interop)
+            from .interop.dask_interop import evaluate, is_dask
 
             if any(is_dask(a) for a in (*inputs, *(v if isinstance(v, (tuple, list)) else (v,)))):
                 return evaluate(self, inputs, v)
@@ -466,7 +471,7 @@ class CompiledFunction:
         with k._lock:
             for view, a in zip(k._in_views, arrays, strict=True):
                 view[...] = a
-            from .runtime import _EMPTY32, _EMPTY64
+            from .backend.runtime import _EMPTY32, _EMPTY64
 
             if slot.region == 0:
                 k._fn(k._in_ptr, _address(out), _address(_EMPTY32))
@@ -487,7 +492,12 @@ class CompiledFunction:
         (slot,) = layout.slots
         dtype = np.dtype(np.float64 if slot.region == 0 else np.float32)
         shape = tuple(batch) + tuple(slot.shape)
-        if not (isinstance(out, np.ndarray) and out.dtype == dtype and out.shape == shape and out.flags.c_contiguous):
+        if not (
+            isinstance(out, np.ndarray)
+            and out.dtype == dtype
+            and out.shape == shape
+            and out.flags.c_contiguous
+        ):
             raise ValueError(f"out must be a C-contiguous {dtype} array of shape {shape}")
         if not out.flags.writeable:
             raise ValueError("out must be writeable")
@@ -572,19 +582,19 @@ class CompiledFunction:
 
     def c_source(self, name: str = "symjac_kernel") -> tuple[str, str]:
         """Standalone C (source, header) computing the same results as the kernel."""
-        from .export import c_source
+        from .backend.export import c_source
 
         return c_source(self.program(), self.kernel.layout, name)
 
     def write_c(self, directory, name: str = "symjac_kernel"):
         """Write ``NAME.c`` and ``NAME.h`` into ``directory``; returns their paths."""
-        from .export import write_c
+        from .backend.export import write_c
 
         return write_c(self.program(), self.kernel.layout, directory, name)
 
     def build_shared_library(self, path, name: str = "symjac_kernel", compiler: str = "cc"):
         """Build the exported C into a shared library with the system compiler (``cc -O3``)."""
-        from .export import build_shared_library
+        from .backend.export import build_shared_library
 
         return build_shared_library(self.program(), self.kernel.layout, path, name, compiler)
 
@@ -598,7 +608,7 @@ class CompiledFunction:
     def entry(self):
         """This function as a native builtin: the fastest way to call it at single points.
 
-        A CPython C function emitted in LLVM IR (``symjac.entry``) reads a C-contiguous array
+        A CPython C function emitted in LLVM IR (``symjac.backend.entry``) reads a C-contiguous array
         of the input's exact shape and dtype, calls the kernel and returns a fresh result, with
         no ctypes in between; any other call (a batch, torch tensors, ``v=``, ``out=``) goes to
         the compiled function itself. Functions with several inputs or results get that call.
@@ -612,14 +622,14 @@ class CompiledFunction:
         """
         entry = self.__dict__.get("_entry")
         if entry is None:
-            from .entry import native_entry
+            from .backend.entry import native_entry
 
             entry = self._entry = native_entry(self) or self.__call__
         return entry
 
     def jax(self):
         """This function as a JAX op: it runs inside ``jax.jit`` and ``jax.vmap``, and JAX
-        differentiates it with symjac's exact derivative (see :mod:`symjac.jax_interop`).
+        differentiates it with symjac's exact derivative (see :mod:`symjac.interop.jax_interop`).
 
         Example:
             >>> import numpy as np, symjac
@@ -628,7 +638,7 @@ class CompiledFunction:
             >>> jax.jit(cf.jax())(jax.numpy.array([1.0, 2.0])).tolist()
             [3.0, 12.0]
         """
-        from .jax_interop import JaxOp
+        from .interop.jax_interop import JaxOp
 
         op = self.__dict__.get("_jax_op")
         if op is None:
@@ -649,7 +659,7 @@ class CompiledFunction:
             >>> x.grad
             tensor([-0.0000, -0.8415])
         """
-        from .torch_op import TorchOp
+        from .interop.torch_op import TorchOp
 
         op = self.__dict__.get("_torch_op")
         if op is None:
@@ -735,9 +745,7 @@ def wrt_indices(wrt, n: int, api: str) -> tuple[tuple, bool]:
         raise ValueError(f"{api}: wrt is empty; name at least one input to differentiate")
     seen = {w for w in indices if indices.count(w) > 1}
     if seen:
-        raise ValueError(
-            f"{api}: wrt lists input {min(seen)} more than once ({wrt!r}); name each input once"
-        )
+        raise ValueError(f"{api}: wrt lists input {min(seen)} more than once ({wrt!r}); name each input once")
     return indices, not single
 
 

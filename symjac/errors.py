@@ -151,7 +151,7 @@ def _module_hint() -> str:
 
 def unknown_method(name: str, var, attribute: bool = False) -> AttributeError:
     """An unsupported Tensor/ndarray method or attribute, with what to write instead."""
-    from . import ops
+    from .trace import ops
 
     what = f"the attribute .{name}" if attribute else f"the method .{name}()"
     if name in ops.TORCH_API or name in ops.NUMPY_API:
@@ -180,7 +180,7 @@ def unknown_op(name: str, args) -> NotImplementedError:
         name = f"{name}, called inside the library function {where},"
     return UnsupportedOpError(
         f"symjac cannot trace {name} (argument {position} is a traced tensor): it is not in the "
-        "op table. See docs/operations.md or symjac.ops.NUMPY_API / TORCH_API / METHODS for "
+        "op table. See docs/operations.md or symjac.trace.ops.NUMPY_API / TORCH_API / METHODS for "
         "what is supported."
     )
 

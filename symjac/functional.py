@@ -1,8 +1,8 @@
 """The ``torch.autograd.functional`` API, computed exactly: jacobian, hessian, vjp, jvp, hvp, vhp.
 
 Every call validates its arguments as torch does, calls ``func`` exactly once on traced tensors
-(:mod:`symjac.trace`), looks the recorded graph up in the kernel cache (building the exact
-derivative and its LLVM kernel on a miss, :mod:`symjac.derive`), applies torch's strict checks
+(:mod:`symjac.trace.graph`), looks the recorded graph up in the kernel cache (building the exact
+derivative and its LLVM kernel on a miss, :mod:`symjac.elements.derive`), applies torch's strict checks
 to the symbolic structure, runs the kernel, and returns results with torch's nesting, shapes
 and dtypes: NumPy arrays for NumPy inputs, torch tensors for torch inputs. Called on traced
 tensors (inside another symjac call), it records its result symbolically instead, so nested
@@ -20,11 +20,13 @@ import time
 import numpy as np
 import sympy
 
-from . import api_ops, arrays, assembly, budget, derive, errors, scipy_ops
-from .functions import StopGradient
-from .ops import PRIMITIVES, Primitive
-from .tensor import Var
-from .trace import Trace
+from . import arrays, budget, errors
+from .elements import derive
+from .trace import api_ops, assembly, scipy_ops
+from .trace.functions import StopGradient
+from .trace.graph import Trace
+from .trace.ops import PRIMITIVES, Primitive
+from .trace.tensor import Var
 
 _STRATEGIES = ("forward-mode", "reverse-mode")
 
@@ -156,7 +158,7 @@ class _Call:
     def __init__(self, func, inputs, in_tuple, fn, params=False):
         parent = api_ops._find_trace(inputs)
         if "jax.numpy" in sys.modules:  # jax.numpy functions record symjac ops, as NumPy's do
-            from .jax_interop import install_jnp_dispatch
+            from .interop.jax_interop import install_jnp_dispatch
 
             install_jnp_dispatch()
         torch = _torch()
@@ -221,7 +223,7 @@ def _run(call: _Call, key, extra=(), expand="auto", create_graph=False):
     ``grad_fn`` whose backward is symjac's exact next derivative."""
     results = _values(call, key, extra, expand)
     if create_graph and any(_is_torch(x) for x in (*call.inputs, *extra)):
-        from .torch_autograd import attach  # backward = symjac's next derivative
+        from .interop.torch_autograd import attach  # backward = symjac's next derivative
 
         return attach(call, key, extra, results)
     return results
@@ -259,7 +261,7 @@ def _values(call: _Call, key, extra=(), expand="auto"):
 class _Ready:
     """A key whose kernel is built: what a warm call needs, found with one cache lookup.
 
-    A kernel of one input and one result runs through its native entry (:mod:`symjac.entry`,
+    A kernel of one input and one result runs through its native entry (:mod:`symjac.backend.entry`,
     no ctypes and no shared input buffer); the others through ``Kernel.__call__``.
     """
 
@@ -570,12 +572,12 @@ def _single_output(call: _Call, fn: str):
 
 
 def _accepts_jax(api):
-    """Route calls with jax arrays to :mod:`symjac.jax_interop` (one dict lookup otherwise)."""
+    """Route calls with jax arrays to :mod:`symjac.interop.jax_interop` (one dict lookup otherwise)."""
 
     @functools.wraps(api)
     def call(func, inputs, *args, **kwargs):
         if "jax" in sys.modules:
-            from . import jax_interop
+            from .interop import jax_interop
 
             if jax_interop.has_jax(inputs, *args, *kwargs.values()):
                 return jax_interop.functional_call(api, func, inputs, args, kwargs)

@@ -15,9 +15,10 @@ from sympy.printing.pretty.pretty import PrettyPrinter
 from sympy.printing.pretty.stringpict import prettyForm
 from sympy.printing.str import StrPrinter
 
-from . import derive, errors, functional
-from .functions import standard
-from .simplify import F64_REGION, build_program
+from . import errors, functional
+from .elements import derive
+from .elements.simplify import F64_REGION, build_program
+from .trace.functions import standard
 
 
 def _float_text(expr) -> str | None:
@@ -138,7 +139,7 @@ class SymbolicView:
     @errors.public_as("symbolic")
     def outputs(self) -> list:
         """The element expressions of the function's outputs."""
-        from .expand import output_expressions
+        from .elements.expand import output_expressions
 
         d = self._derivation
         # Standard SymPy functions only (issue 13): the kernels keep symjac's stable forms.

@@ -7,8 +7,8 @@ import numpy as np
 import sympy
 from sympy.core.function import AppliedUndef
 
-from . import deep
 from .compiled import MODES, CompiledFunction, SympySpec, wrt_indices
+from .elements import deep
 
 
 def _dynamic_advice(expr) -> str:

@@ -11,8 +11,8 @@ import pytest
 import sympy
 
 import symjac
-from symjac import arith
-from symjac.gcpause import gc_paused
+from symjac.backend.gcpause import gc_paused
+from symjac.trace import arith
 
 x, y, z = sympy.symbols("x y z", real=True)
 

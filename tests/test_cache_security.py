@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import cli, diskcache
+from symjac import cli
+from symjac.backend import diskcache
 
 
 def f(x):
@@ -100,12 +101,12 @@ def test_batch_entry_is_reused(cache):
     compile_f()(np.tile(X, (8, 1)))
     cf = compile_f()
     built = []
-    original = symjac.runtime.compile_simd_object
-    symjac.runtime.compile_simd_object = lambda *a: built.append(1) or original(*a)
+    original = symjac.backend.runtime.compile_simd_object
+    symjac.backend.runtime.compile_simd_object = lambda *a: built.append(1) or original(*a)
     try:
         out = cf(np.tile(X, (8, 1)))
     finally:
-        symjac.runtime.compile_simd_object = original
+        symjac.backend.runtime.compile_simd_object = original
     assert cf.cache_hit and not built
     np.testing.assert_allclose(out, np.broadcast_to(expected(), (8, 3, 3)), rtol=1e-13)
 

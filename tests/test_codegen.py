@@ -7,8 +7,8 @@ import sympy
 
 import symjac
 from symjac import functional
-from symjac.codegen import lower_program
-from symjac.simplify import F64_REGION, build_program
+from symjac.backend.codegen import lower_program
+from symjac.elements.simplify import F64_REGION, build_program
 
 x, y = sympy.symbols("x y", real=True)
 

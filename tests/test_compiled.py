@@ -13,7 +13,7 @@ import pytest
 from cases import CASES, numpy_ns
 
 import symjac
-from symjac import diskcache
+from symjac.backend import diskcache
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -80,7 +80,9 @@ def test_runtime_parameters_are_not_differentiated_and_never_recompile(rng, monk
         p = np.array(p)
         J = cf(np.array([0.3, -0.2]), p)
         _same(J, np.array([[0.0, 1.0], [-p[1] / p[0], -p[2] / p[0]]]))
-    Jp = symjac.compile(rhs, np.zeros(2), np.ones(3), wrt=(0, 1))(np.array([0.3, -0.2]), np.array([1.0, 4.0, 0.1]))
+    Jp = symjac.compile(rhs, np.zeros(2), np.ones(3), wrt=(0, 1))(
+        np.array([0.3, -0.2]), np.array([1.0, 4.0, 0.1])
+    )
     assert isinstance(Jp, tuple) and Jp[1].shape == (2, 3)
 
 
@@ -185,7 +187,9 @@ def test_cache_hit_across_processes_and_corrupt_entries(tmp_path):
     env = dict(os.environ, SYMJAC_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
 
     def run():
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        )
         assert done.returncode == 0, done.stderr
         hit, elapsed = done.stdout.split()
         return hit == "True", float(elapsed)
@@ -214,15 +218,25 @@ def test_foreign_entry_is_rebuilt(tmp_path, monkeypatch):
 def test_exported_c_compiles_and_agrees(tmp_path, dtype, rng):
     import ctypes
 
-    f = lambda x: np.stack([np.where(x[0] > 0, np.sqrt(np.abs(x[0])), x[1]), np.maximum(x[1], x[2]) * np.exp(x[0]),  # noqa: E731
-                            np.tanh(x).sum() ** 2, np.floor(x[2]) * x[1]])
+    f = lambda x: np.stack(
+        [
+            np.where(x[0] > 0, np.sqrt(np.abs(x[0])), x[1]),
+            np.maximum(x[1], x[2]) * np.exp(x[0]),  # noqa: E731
+            np.tanh(x).sum() ** 2,
+            np.floor(x[2]) * x[1],
+        ]
+    )
     x = np.array([0.3, -0.7, 0.2], dtype=dtype)
     cf = symjac.compile(f, x)
     c_path, h_path = cf.write_c(tmp_path, "jac")
     assert "void jac(" in h_path.read_text() and "#include <math.h>" in c_path.read_text()
     lib = ctypes.CDLL(str(cf.build_shared_library(tmp_path / "libjac.so", "jac")))
     out64, out32 = np.zeros(12), np.zeros(12, dtype=np.float32)
-    lib.jac(x.ctypes.data_as(ctypes.c_void_p), out64.ctypes.data_as(ctypes.c_void_p), out32.ctypes.data_as(ctypes.c_void_p))
+    lib.jac(
+        x.ctypes.data_as(ctypes.c_void_p),
+        out64.ctypes.data_as(ctypes.c_void_p),
+        out32.ctypes.data_as(ctypes.c_void_p),
+    )
     got = out64 if dtype == np.float64 else out32
     np.testing.assert_allclose(got.reshape(4, 3), cf(x), rtol=1e-6 if dtype == np.float32 else 1e-14)
 

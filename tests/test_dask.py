@@ -9,7 +9,7 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
 import symjac  # noqa: E402
-from symjac import dask_interop  # noqa: E402
+from symjac.interop import dask_interop  # noqa: E402
 
 
 def robertson(y):
@@ -43,7 +43,7 @@ def test_threads_scheduler_matches_local_batch():
     cf = symjac.compile(robertson, np.zeros(3))
     X = np.random.default_rng(0).uniform(0.1, 1.0, (1000, 3))
     result = cf(da.from_array(X, chunks=(300, 3)))
-    lanes = symjac.runtime.simd_lanes(cf.kernel.layout)
+    lanes = symjac.backend.runtime.simd_lanes(cf.kernel.layout)
     assert isinstance(result, da.Array) and sum(result.chunks[0]) == 1000 and len(result.chunks[0]) > 2
     assert all(c % lanes == 0 for c in result.chunks[0][:-1])  # whole SIMD vectors per chunk
     assert np.array_equal(result.compute(scheduler="threads"), cf(X))

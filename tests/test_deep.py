@@ -14,7 +14,7 @@ import pytest
 import sympy
 
 import symjac
-from symjac import deep
+from symjac.elements import deep
 
 
 def sin_chain(depth):

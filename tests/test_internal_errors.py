@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import cli, errors, ops
+from symjac import cli, errors
+from symjac.trace import ops
 
 X = np.array([0.5, -1.0])
 

@@ -8,8 +8,8 @@ import pytest
 from helpers import assert_same, to_torch
 
 import symjac
-from symjac import ops
-from symjac.names import API
+from symjac.trace import ops
+from symjac.trace.names import API
 
 torch = pytest.importorskip("torch")
 AF = torch.autograd.functional
@@ -215,10 +215,12 @@ def test_small_exact_linear_algebra_is_exact():
 def test_operations_doc_is_generated_from_the_table():
     import pathlib
 
-    from symjac import oplist
+    from symjac.trace import oplist
 
     doc = pathlib.Path(__file__).parent.parent / "docs" / "operations.md"
-    assert doc.read_text() == oplist.markdown(), "regenerate: python -m symjac.oplist > docs/operations.md"
+    assert doc.read_text() == oplist.markdown(), (
+        "regenerate: python -m symjac.trace.oplist > docs/operations.md"
+    )
 
 
 # --- issue 13: exact formulas use only standard SymPy functions -------------------------------

@@ -17,7 +17,7 @@ from test_ops import SMOOTH, _call, _nargs, _sample, _styles
 
 import symjac
 from symjac import arrays, compiled, functional
-from symjac.names import API
+from symjac.trace.names import API
 
 ULPS = dict(rtol=1e-12, atol=1e-13)
 

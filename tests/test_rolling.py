@@ -1,4 +1,4 @@
-"""Rolled kernels (symjac.rolling): repeated stores as loops, constants as an image.
+"""Rolled kernels (symjac.elements.rolling): repeated stores as loops, constants as an image.
 
 Oracle: the same program unrolled. Every rolled member evaluates the same operations in the
 same order, so results must agree bit for bit; symjac.jacobian (sympy.diff) checks both.
@@ -15,8 +15,9 @@ import pytest
 import sympy
 
 import symjac
-from symjac import rolling, runtime
-from symjac.simplify import Program
+from symjac.backend import runtime
+from symjac.elements import rolling
+from symjac.elements.simplify import Program
 
 ROOT = pathlib.Path(__file__).parent.parent
 

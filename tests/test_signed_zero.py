@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import signed_zero
+from symjac.trace import signed_zero
 
 torch = pytest.importorskip("torch")
 

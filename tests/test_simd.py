@@ -18,9 +18,10 @@ import pytest
 import sympy
 
 import symjac
-from symjac import codegen, diskcache, ops, runtime, vecmath
-from symjac import functions as F
-from symjac.tape import Tape, jacobian_entries
+from symjac.backend import codegen, diskcache, runtime, vecmath
+from symjac.elements.tape import Tape, jacobian_entries
+from symjac.trace import functions as F
+from symjac.trace import ops
 
 ROOT = pathlib.Path(__file__).parent.parent
 LANES = vecmath.lanes("float64")
@@ -189,7 +190,7 @@ def test_cached_simd_kernel_loads_in_a_fresh_process(tmp_path):
     script = textwrap.dedent(
         """
         import numpy as np, symjac
-        from symjac import runtime
+        from symjac.backend import runtime
         f = lambda x: np.stack([np.tanh(x[0] * x[1]), np.exp(x[1]) * np.sin(x[2])])
         cf = symjac.compile(f, np.zeros(3))
         X = np.linspace(0.1, 1.0, 3 * 37).reshape(37, 3)

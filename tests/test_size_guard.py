@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import budget, rolling
+from symjac import budget
+from symjac.elements import rolling
 
 
 def _message(excinfo):

@@ -16,7 +16,7 @@ import numpy as np
 import sympy
 from sympy.printing.numpy import NumPyPrinter
 
-from ..ops import ELEMENTWISE, PRIMITIVES
+from ..trace.ops import ELEMENTWISE, PRIMITIVES
 
 # NumPy spellings of symjac's own SymPy functions (``sympy.lambdify`` knows the standard ones).
 NUMPY_FUNCTIONS = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
-from ..ops import ELEMENTWISE
+from ..trace.ops import ELEMENTWISE
 from .elementwise import Unsupported, formulas
 
 _ELEMENTWISE_INFIX = {"add": "+", "sub": "-", "mul": "∘", "div": "/"}

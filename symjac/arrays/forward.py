@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..ops import ELEMENTWISE, decode_index
+from ..trace.ops import ELEMENTWISE, decode_index
 from . import sparse
 from .elementwise import Unsupported, rule
 
@@ -81,7 +81,7 @@ def evaluate(graph, arrays, seeds, width):
     """Values and tangents of the graph's outputs.
 
     Args:
-        graph: a recorded :class:`~symjac.trace.Graph`.
+        graph: a recorded :class:`~symjac.trace.graph.Graph`.
         arrays: a value for every graph input, in input order (the function's inputs, then
             captured arrays recorded as data).
         seeds: ``{input index: tangent}``, each of shape ``input.shape + (width,)``, or a SciPy

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ..ops import ELEMENTWISE
+from ..trace.ops import ELEMENTWISE
 from . import forward
 from .elementwise import Unsupported, second_rule
 
@@ -55,7 +55,7 @@ def evaluate(graph, arrays, seeds_a, seeds_b, a: int, b: int):
     """Values, ``A``-tangents and second derivatives of the graph's outputs.
 
     Args:
-        graph: a recorded :class:`~symjac.trace.Graph`.
+        graph: a recorded :class:`~symjac.trace.graph.Graph`.
         arrays: a value for every graph input, in input order.
         seeds_a: ``{input index: tangent}`` of shape ``input.shape + (a,)``.
         seeds_b: the same for ``B``, or ``seeds_a`` itself for a Hessian (then ``B``'s tangents

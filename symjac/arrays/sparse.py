@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from ..ops import ELEMENTWISE, decode_index
+from ..trace.ops import ELEMENTWISE, decode_index
 
 # Seeds are sparse from this width on; below it a dense tangent is a few cache lines per element.
 SPARSE_FROM = 64
