@@ -29,6 +29,7 @@ from .trace import _canonical
 
 MODES = ("jacobian", "hessian", "jvp", "vjp", "hvp")
 BUILDS = 0  # kernels built in this process (cache hits excluded): what tests count
+LOOPS_FROM = 10**9  # element operations from which expand="auto" takes the loop road (off for now)
 THREAD_WORK = 4_000_000  # points x kernel statements from which a batch is split across cores
 F64 = np.dtype(np.float64)
 F32 = np.dtype(np.float32)
@@ -48,10 +49,13 @@ class Spec:
     sparse: str | None
     forward: bool = False  # blocks take the dtype of their output (torch's forward-mode strategy)
     single: bool = False  # single points only (the drop-in API): no batch loop is built
+    road: str = "elements"  # or "loops": array-level loop kernels (symjac.arrays.loops)
 
     def canonical(self) -> str:
         g = self.graph
         extra = (self.forward, self.single) if self.forward or self.single else ()
+        if self.road != "elements":  # a different kernel for the same mathematics
+            extra = (*extra, self.road)
         eqns = _canonical(g.eqns)  # nested calls' graphs spelled out: their repr is only a summary
         return repr((eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse, *extra))
 
@@ -308,9 +312,11 @@ class CompiledFunction:
         hit = diskcache.load(name, check, symbols) if cache else None
         self.cache_hit = hit is not None
         self._cache_name = name
+        loops = getattr(spec, "road", "elements") == "loops"
         if hit is not None:
             meta, obj = hit
-            self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=self._simd_object)
+            # Loop kernels vectorise along the tangent row: no SIMD kernel across points.
+            self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=None if loops else self._simd_object)
         else:
             with gc_paused():
                 meta = deep.call(self._build, spec)  # SymPy recurses on deep expressions
@@ -324,6 +330,8 @@ class CompiledFunction:
 
     def _build(self, spec: Spec) -> dict:
         """Derive, lower and compile ``spec``: sets the program and kernel, returns the metadata."""
+        if getattr(spec, "road", "elements") == "loops":
+            return self._build_loops(spec)
         d, meta = derivation(spec)
         layout, stores = _layout(d)
         from .simplify import build_program
@@ -340,6 +348,24 @@ class CompiledFunction:
         meta["layout"] = _layout_json(layout)
         meta["statements"] = len(self._program.stores) + len(self._program.assignments)
         return meta
+
+    def _build_loops(self, spec: Spec) -> dict:
+        """The array road's loop kernel (symjac.arrays.loops): no per-element expansion."""
+        from .arrays import loops
+
+        global BUILDS
+        obj, ir_text, optimized, layout = loops.compile_object(spec.graph, spec.wrt, spec.value)
+        BUILDS += 1
+        self.kernel = Kernel(obj, layout, ir_text, optimized)
+        n_out = len(spec.graph.outputs)
+        return {
+            "layout": _layout_json(layout),
+            "nest": (n_out, len(spec.wrt)),
+            "n_out": n_out,
+            "results": [[list(s.shape), "<f8"] for s in layout.slots],
+            "statements": loops.work(spec.graph, spec.wrt),
+            "road": "loops",
+        }
 
     def _simd_object(self):
         """The batch kernel's object code (from the disk cache, or compiled and cached); see
@@ -560,7 +586,9 @@ class CompiledFunction:
 
     def _ensure_built(self) -> Kernel:
         if self._program is None:
-            fresh = CompiledFunction(self.spec, cache=False)
+            # A loop kernel has no scalar program: the element road's, for the same mathematics,
+            # serves the views that need one (program, C export, assembly).
+            fresh = CompiledFunction(replace(self.spec, road="elements"), cache=False)
             self._program = fresh._program
             self._fresh = fresh.kernel
             return fresh.kernel
@@ -737,7 +765,29 @@ def wrt_indices(wrt, n: int, api: str) -> tuple[tuple, bool]:
     return indices, not single
 
 
-def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, sparse=None, cache=True):  # noqa: A001
+def _road(graph, mode: str, sparse, expand: str) -> str:
+    """``"loops"`` or ``"elements"`` for ``compile``'s ``expand=`` (see there)."""
+    from .arrays import EXPAND_MODES, ELEMENTS_FROM, element_operations
+    from .arrays.loops import unsupported
+
+    if expand not in EXPAND_MODES:
+        raise ValueError(f'compile: expand must be "auto", "elements" or "arrays", got {expand!r}')
+    if expand == "elements":
+        return "elements"
+    why = "sparse= results" if sparse else f"mode={mode!r}" if mode != "jacobian" else unsupported(graph)
+    if expand == "arrays":
+        if why:
+            raise ValueError(
+                f"compile: expand='arrays' cannot compile {why} as array-level loops yet; "
+                "use expand='auto' or 'elements'"
+            )
+        return "loops"
+    # Small models: the element road builds in tens of ms, and its straight-line kernel is the
+    # fastest there is. Large ones: its build grows with the elements, the loops' with the ops.
+    return "loops" if not why and element_operations(graph) >= LOOPS_FROM else "elements"
+
+
+def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, sparse=None, cache=True, expand="auto"):  # noqa: A001
     """Compile ``func``'s derivative once; the result is called like a function.
 
     ``cf = symjac.compile(func, *example_inputs)`` traces func on inputs shaped like the examples
@@ -756,6 +806,11 @@ def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, spars
         sparse: "csr" or "csc": return the Jacobian as a SciPy sparse matrix with a fixed,
             exact pattern (``cf.sparsity()``), filling only its nonzeros.
         cache: keep the object code on disk (``$SYMJAC_CACHE_DIR``) for the next process.
+        expand: "elements" expands every tensor element to SymPy and compiles straight-line
+            code (fastest for small models); "arrays" compiles each array operation as a loop
+            nest with its exact array-level derivative (builds in time that grows with the
+            operations, not the elements; mode="jacobian" without sparse= only); "auto"
+            picks by the model's size and ops.
 
     Example:
         >>> import numpy as np, symjac
@@ -785,5 +840,8 @@ def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, spars
         call = functional._Call(func, inputs, n > 1, "compile")
     if mode in ("hessian", "hvp"):
         functional._single_output(call, f"compile(mode={mode!r})")
-    spec = Spec(call.graph, tuple(call.names()), mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse)
+    road = _road(call.graph, mode, sparse, expand)
+    spec = Spec(
+        call.graph, tuple(call.names()), mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse, road=road
+    )
     return CompiledFunction(spec, cache=cache)
