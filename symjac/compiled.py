@@ -316,7 +316,10 @@ class CompiledFunction:
         if hit is not None:
             meta, obj = hit
             # Loop kernels vectorise along the tangent row: no SIMD kernel across points.
-            self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=None if loops else self._simd_object)
+            if loops:
+                runtime.vecmath.load_libmvec()  # vector math calls resolve when the object loads
+            simd = None if loops else self._simd_object
+            self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=simd)
         else:
             with gc_paused():
                 meta = deep.call(self._build, spec)  # SymPy recurses on deep expressions
@@ -767,7 +770,7 @@ def wrt_indices(wrt, n: int, api: str) -> tuple[tuple, bool]:
 
 def _road(graph, mode: str, sparse, expand: str) -> str:
     """``"loops"`` or ``"elements"`` for ``compile``'s ``expand=`` (see there)."""
-    from .arrays import EXPAND_MODES, ELEMENTS_FROM, element_operations
+    from .arrays import EXPAND_MODES, element_operations
     from .arrays.loops import unsupported
 
     if expand not in EXPAND_MODES:
@@ -787,7 +790,9 @@ def _road(graph, mode: str, sparse, expand: str) -> str:
     return "loops" if not why and element_operations(graph) >= LOOPS_FROM else "elements"
 
 
-def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, sparse=None, cache=True, expand="auto"):  # noqa: A001
+def compile(  # noqa: A001
+    func, *example_inputs, mode="jacobian", wrt=None, value=False, sparse=None, cache=True, expand="auto"
+):
     """Compile ``func``'s derivative once; the result is called like a function.
 
     ``cf = symjac.compile(func, *example_inputs)`` traces func on inputs shaped like the examples
@@ -841,7 +846,6 @@ def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, spars
     if mode in ("hessian", "hvp"):
         functional._single_output(call, f"compile(mode={mode!r})")
     road = _road(call.graph, mode, sparse, expand)
-    spec = Spec(
-        call.graph, tuple(call.names()), mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse, road=road
-    )
+    names = tuple(call.names())
+    spec = Spec(call.graph, names, mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse, road=road)
     return CompiledFunction(spec, cache=cache)

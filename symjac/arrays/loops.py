@@ -31,6 +31,7 @@ import llvmlite.ir as ir
 import numpy as np
 import sympy
 
+from .. import vecmath
 from ..codegen import _Lowerer
 from ..derive import _input_specs
 from ..ops import ELEMENTWISE, decode_index
@@ -90,7 +91,9 @@ def _scalar_rule(op: str, masks: tuple[bool, ...]):
     module = ir.Module()
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), []), "probe")
     b = ir.IRBuilder(fn.append_basic_block())
-    env = {s: (ir.Constant(I1, 0) if m else ir.Constant(DOUBLE, 0.5)) for s, m in zip(syms, masks, strict=True)}
+    env = {
+        s: (ir.Constant(I1, 0) if m else ir.Constant(DOUBLE, 0.5)) for s, m in zip(syms, masks, strict=True)
+    }
     lw = _Lowerer(module, b, DOUBLE, env)
     try:
         for e in (expr, *partials):
@@ -139,7 +142,9 @@ def _broadcast(view: View, shape) -> View:
 
 
 def _transpose(view: View, perm) -> View:
-    return View(view.base, view.offset, tuple(view.shape[p] for p in perm), tuple(view.strides[p] for p in perm))
+    return View(
+        view.base, view.offset, tuple(view.shape[p] for p in perm), tuple(view.strides[p] for p in perm)
+    )
 
 
 def _index(view: View, index) -> View:
@@ -345,7 +350,9 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel"):
             t = _identity(em, j, shape, col0) if j in col0 else None
             nodes.append(Node(v, t, mask))
             continue
-        argn = [nodes[a] if type(a) is int else Node(View(("scalar", float(a[1])), 0, (), ()), None) for a in args]
+        argn = [
+            nodes[a] if type(a) is int else Node(View(("scalar", float(a[1])), 0, (), ()), None) for a in args
+        ]
         nodes.append(_OPS.get(op, _elementwise)(em, op, argn, params, shape, mask, module, n))
     results = []
     offset = 0
@@ -371,7 +378,10 @@ def _identity(em, j, shape, col0):
     size = math.prod(shape)
     buf = em.buffer(size * em.width)
     b = em.b
-    em.loop(size * em.width, lambda i, c: (b.store(ir.Constant(DOUBLE, 0.0), b.gep(buf, [i], source_etype=DOUBLE)), [])[1])
+    em.loop(
+        size * em.width,
+        lambda i, c: (b.store(ir.Constant(DOUBLE, 0.0), b.gep(buf, [i], source_etype=DOUBLE)), [])[1],
+    )
 
     def one(i, c):
         at = b.add(b.mul(i, ir.Constant(I64, em.width + 1)), ir.Constant(I64, col0[j]))
@@ -423,46 +433,111 @@ def _elementwise(em, op, args, params, shape, mask, module, n):
     live = [
         (k, _broadcast(a.tangent, shape), partials[k])
         for k, a in enumerate(args)
-        if a.tangent is not None and partials[k] is not None and not (partials[k].is_Number and partials[k] == 0)
+        if a.tangent is not None
+        and partials[k] is not None
+        and not (partials[k].is_Number and partials[k] == 0)
     ]
     tout = _dense(em.buffer(math.prod(shape) * em.width), shape) if live else None
 
-    def body(idx, c):
+    lanes = vecmath.lanes("float64")
+    vectors = (
+        lanes > 1
+        and len(shape) > 0
+        and shape[-1] >= lanes
+        and all(v.strides[-1] in (0, 1) or isinstance(v.base, tuple) for v in views)
+    )
+
+    def load(v, idxs):
+        if len(idxs) == 1:
+            return em.load(v, idxs[0])
+        vtype = ir.VectorType(DOUBLE, len(idxs))
+        if isinstance(v.base, tuple):
+            return ir.Constant(vtype, v.base[1])
+        if v.strides[-1] == 0:
+            return em.splat(em.load(v, idxs[0]), vtype)
+        ptr = b.bitcast(em.address(v, idxs[0]), vtype.as_pointer())
+        return b.load(ptr, typ=vtype, align=8)
+
+    def body(idxs):
+        """Elements ``idxs`` (consecutive along the last axis) at once, as SIMD lanes."""
+        n = len(idxs)
+        lane = (lambda x, k: x) if n == 1 else (lambda x, k: b.extract_element(x, ir.Constant(I32, k)))
         env = {}
         for s, v, is_mask in zip(syms, views, masks, strict=True):
-            x = em.load(v, idx)
-            env[s] = b.fcmp_unordered("!=", x, ir.Constant(DOUBLE, 0.0)) if is_mask else x
-        lw = _Lowerer(module, b, DOUBLE, env)
-        em.store(lw.as_float(lw.lower(expr)), out, idx)
+            x = load(v, idxs)
+            env[s] = b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0)) if is_mask else x
+        lw = _Lowerer(module, b, DOUBLE, env, n)
+        value = lw.as_float(lw.lower(expr))
+        if n == 1:
+            em.store(value, out, idxs[0])
+        else:
+            b.store(value, b.bitcast(em.address(out, idxs[0]), value.type.as_pointer()), align=8)
         if tout is None:
-            return []
+            return
         terms = []
         for _, tv, partial in live:
             p = lw.as_float(lw.lower(partial))
             if partial.is_Number:
                 terms.append((p, tv, None))
                 continue
-            zero = b.fcmp_ordered("==", p, ir.Constant(DOUBLE, 0.0))
-            infinite = b.fcmp_unordered(">=", lw.call("llvm.fabs", True, [p]), ir.Constant(DOUBLE, math.inf))
+            zero = b.fcmp_ordered("==", p, lw.const(0.0))
+            infinite = b.fcmp_unordered(">=", lw.call("llvm.fabs", True, [p]), lw.const(math.inf))
             terms.append((p, tv, (zero, infinite)))
+        for k, idx in enumerate(idxs):
+            # Mostly every partial is finite and nonzero: plain products. Else the exact rule
+            # (a zero partial kills any tangent, an inf/NaN one only nonzero tangents) on a
+            # branch of its own, so that the common case carries no masks.
+            checks = [b.not_(b.or_(lane(f[0], k), lane(f[1], k))) for _, _, f in terms if f is not None]
 
-        def chunk(c0, vtype):
-            acc = None
-            for p, tv, flags in terms:
-                t = em.load_row(tv, idx, c0, vtype)
-                term = b.fmul(em.splat(p, vtype), t)
-                if flags is not None:
-                    zero, infinite = (em.splat(f, ir.VectorType(I1, vtype.count)) for f in flags)
-                    t_zero = b.fcmp_ordered("==", t, em.zeros(vtype))
-                    kill = b.or_(zero, b.and_(infinite, t_zero))
-                    term = b.select(kill, em.zeros(vtype), term)
-                acc = term if acc is None else b.fadd(acc, term)
-            em.store_row(acc, tout, idx, c0)
+            def rows(exact, idx=idx, k=k):
+                def chunk(c0, vtype):
+                    acc = None
+                    for p, tv, flags in terms:
+                        t = em.load_row(tv, idx, c0, vtype)
+                        term = b.fmul(em.splat(lane(p, k), vtype), t)
+                        if exact and flags is not None:
+                            zero, infinite = (lane(f, k) for f in flags)
+                            t_zero = b.fcmp_ordered("==", t, em.zeros(vtype))
+                            infinite = em.splat(
+                                b.zext(infinite, ir.IntType(8)), ir.VectorType(ir.IntType(8), vtype.count)
+                            )
+                            kill = b.and_(b.trunc(infinite, ir.VectorType(I1, vtype.count)), t_zero)
+                            term = b.select(kill, em.zeros(vtype), term)
+                            term = b.select(zero, em.zeros(vtype), term)
+                        acc = term if acc is None else b.fadd(acc, term)
+                    em.store_row(acc, tout, idx, c0)
 
-        em.chunks(chunk)
+                em.chunks(chunk)
+
+            if not checks:
+                rows(False)
+                continue
+            ok = checks[0]
+            for c in checks[1:]:
+                ok = b.and_(ok, c)
+            with b.if_else(ok) as (plain, exact):
+                with plain:
+                    rows(False)
+                with exact:
+                    rows(True)
+
+    if not vectors:
+        em.nest(shape, lambda idx, c: (body([idx]), [])[1])
+        return Node(out, tout, mask)
+    full, rest = divmod(shape[-1], lanes)
+
+    def outer(idx, c):
+        def step(i, c):
+            base = b.mul(i, ir.Constant(I64, lanes))
+            body([[*idx, b.add(base, ir.Constant(I64, k))] for k in range(lanes)])
+            return []
+
+        em.loop(full, step)
+        for k in range(rest):
+            body([[*idx, ir.Constant(I64, full * lanes + k)]])
         return []
 
-    em.nest(shape, body)
+    em.nest(shape[:-1], outer)
     return Node(out, tout, mask)
 
 
@@ -471,7 +546,12 @@ def _elementwise(em, op, args, params, shape, mask, module, n):
 
 def _contract(em, operands, letters, out_letters, sizes, shape):
     """``einsum(letters -> out_letters)`` of ``operands`` (Nodes), with its tangent by the
-    product rule; ``sizes`` maps each letter to its extent."""
+    product rule; ``sizes`` maps each letter to its extent.
+
+    The innermost output axis is register-blocked: ``ROWS`` results at a time, each with its
+    own accumulators, so that the fused multiply-adds of one result do not wait on each other
+    and a tangent row loaded once serves them all. Each result still sums its terms in order.
+    """
     b = em.b
     summed = [c for c in dict.fromkeys("".join(letters)) if c not in out_letters]
     out = _dense(em.buffer(math.prod(shape)), shape)
@@ -490,30 +570,36 @@ def _contract(em, operands, letters, out_letters, sizes, shape):
             strides = dict.fromkeys(order, 0)
             for c, n, s in zip(lets, v.shape, v.strides, strict=True):
                 strides[c] += s if n != 1 or sizes[c] == 1 else 0
-            result.append(View(v.base, v.offset, tuple(sizes[c] for c in order), tuple(strides[c] for c in order)))
+            result.append(
+                View(v.base, v.offset, tuple(sizes[c] for c in order), tuple(strides[c] for c in order))
+            )
         return result
 
     vals, tans = views("value"), views("tangent")
     inner = [sizes[c] for c in summed]
+    row = min(em.width, WHOLE_ROW if em.width <= WHOLE_ROW else CHUNK)
+    rows = max(1, min(4, 32 // max(row, 1)))
 
-    def body(idx, c):
-        def term(jdx, carry):
-            full = idx + jdx
-            xs = [em.load(v, full) for v in vals]
-            prod = xs[0]
-            for x in xs[1:]:
-                prod = b.fmul(prod, x)
-            return [b.fadd(carry[0], prod)]
+    def block(idxs):
+        """The results at output indices ``idxs`` (a list), computed together; with one tangent
+        vector per row the values accumulate in the same loop, beside the vector work."""
+        together = tout is not None and em.width <= WHOLE_ROW
+        vtype = ir.VectorType(DOUBLE, em.width) if together else None
 
-        (total,) = em.nest(inner, term, [ir.Constant(DOUBLE, 0.0)])
-        em.store(total, out, idx)
-        if tout is None:
-            return []
+        def values(jdx, carry):
+            new = []
+            for idx, acc in zip(idxs, carry, strict=True):
+                xs = [em.load(v, idx + jdx) for v in vals]
+                prod = xs[0]
+                for x in xs[1:]:
+                    prod = b.fmul(prod, x)
+                new.append(b.fadd(acc, prod))
+            return new
 
-        def chunk(c0, vtype):
-            def step(jdx, carry):
+        def tangents(jdx, carry, c0, vtype):
+            new = []
+            for idx, acc in zip(idxs, carry, strict=True):
                 full = idx + jdx
-                acc = carry[0]
                 for k in live:
                     others = [em.load(v, full) for m, v in enumerate(vals) if m != k]
                     t = em.load_row(tans[k], full, c0, vtype)
@@ -524,15 +610,52 @@ def _contract(em, operands, letters, out_letters, sizes, shape):
                     for x in others[1:]:
                         coef = b.fmul(coef, x)
                     acc = em.fma(em.splat(coef, vtype), t, acc)
-                return [acc]
+                new.append(acc)
+            return new
 
-            (acc,) = em.nest(inner, step, [em.zeros(vtype)])
-            em.store_row(acc, tout, idx, c0)
+        zero, n = ir.Constant(DOUBLE, 0.0), len(idxs)
+        c0 = ir.Constant(I64, 0)
+        if together:
+            both = em.nest(
+                inner,
+                lambda jdx, c: values(jdx, c[:n]) + tangents(jdx, c[n:], c0, vtype),
+                [zero] * n + [em.zeros(vtype)] * n,
+            )
+            for idx, total, acc in zip(idxs, both[:n], both[n:], strict=True):
+                em.store(total, out, idx)
+                em.store_row(acc, tout, idx, c0)
+            return
+        totals = em.nest(inner, values, [zero] * n)
+        for idx, total in zip(idxs, totals, strict=True):
+            em.store(total, out, idx)
+        if tout is None:
+            return
+
+        def chunk(c0, vtype):
+            accs = em.nest(inner, lambda jdx, c: tangents(jdx, c, c0, vtype), [em.zeros(vtype)] * n)
+            for idx, acc in zip(idxs, accs, strict=True):
+                em.store_row(acc, tout, idx, c0)
 
         em.chunks(chunk)
+
+    if not shape or rows == 1 or shape[-1] < 2:
+        em.nest(shape, lambda idx, c: (block([idx]), [])[1])
+        return Node(out, tout)
+    last = shape[-1]
+    full_blocks, rest = divmod(last, rows)
+
+    def outer(idx, c):
+        def blocked(i, c):
+            base = b.mul(i, ir.Constant(I64, rows))
+            block([[*idx, b.add(base, ir.Constant(I64, r))] for r in range(rows)])
+            return []
+
+        em.loop(full_blocks, blocked)
+        if rest:
+            block([[*idx, ir.Constant(I64, full_blocks * rows + r)] for r in range(rest)])
         return []
 
-    em.nest(shape, body)
+    em.nest(shape[:-1], outer)
     return Node(out, tout)
 
 
@@ -583,7 +706,9 @@ def _sum(em, op, args, params, shape, mask, module, n):
     axes, keepdims = params
     lets, axes, out = _reduce_letters(x.value.shape, axes, keepdims)
     sizes = dict(zip(lets, x.value.shape, strict=True))
-    node = _contract(em, [x], [lets], out, sizes, tuple(x.value.shape[k] for k in range(len(lets)) if k not in axes))
+    node = _contract(
+        em, [x], [lets], out, sizes, tuple(x.value.shape[k] for k in range(len(lets)) if k not in axes)
+    )
     return _reshaped(em, node, shape)
 
 
@@ -672,7 +797,11 @@ def _reshaped(em, node: Node, shape) -> Node:
         return node
     if not node.value.contiguous or (node.tangent is not None and not node.tangent.contiguous):
         node = _materialise(em, node)
-    t = None if node.tangent is None else View(node.tangent.base, node.tangent.offset, shape, _c_strides(shape))
+    t = (
+        None
+        if node.tangent is None
+        else View(node.tangent.base, node.tangent.offset, shape, _c_strides(shape))
+    )
     return Node(View(node.value.base, node.value.offset, shape, _c_strides(shape)), t, node.mask)
 
 
@@ -714,15 +843,17 @@ def _scalar(em, op, args, params, shape, mask, module, n):
 def _cast(em, op, args, params, shape, mask, module, n):
     (x,) = args
     if mask and not x.mask:
-        return _elementwise(em, "not_equal", [x, Node(View(("scalar", 0.0), 0, (), ()), None)], (), shape, mask,
-                            module, n)  # fmt: skip
+        zero = Node(View(("scalar", 0.0), 0, (), ()), None)
+        return _elementwise(em, "not_equal", [x, zero], (), shape, mask, module, n)
     return Node(x.value, x.tangent if not mask else None, mask)
 
 
 def _same_map(fn):
     def rule_(em, op, args, params, shape, mask, module, n):
         (x,) = args
-        return Node(fn(x.value, params, shape), None if x.tangent is None else fn(x.tangent, params, shape), x.mask)
+        return Node(
+            fn(x.value, params, shape), None if x.tangent is None else fn(x.tangent, params, shape), x.mask
+        )
 
     return rule_
 
@@ -735,9 +866,15 @@ def _join(kind):
         tout = _dense(em.buffer(math.prod(shape) * em.width), shape) if any_t else None
         start = 0
         for a in args:
-            part_shape = a.value.shape if kind == "concat" else a.value.shape[:axis] + (1,) + a.value.shape[axis:]
+            part_shape = (
+                a.value.shape if kind == "concat" else a.value.shape[:axis] + (1,) + a.value.shape[axis:]
+            )
             part = _index(out, (slice(None),) * axis + (slice(start, start + part_shape[axis]),))
-            tpart = None if tout is None else _index(tout, (slice(None),) * axis + (slice(start, start + part_shape[axis]),))
+            tpart = (
+                None
+                if tout is None
+                else _index(tout, (slice(None),) * axis + (slice(start, start + part_shape[axis]),))
+            )
             src = a.value if kind == "concat" else _index(a.value, (slice(None),) * axis + (None,))
             tsrc = a.tangent
             if tsrc is not None and kind == "stack":
@@ -802,6 +939,7 @@ def compile_object(graph, wrt, value: bool):
     layout = runtime.Layout(in_shapes, tuple(slots), n64, 0, "float64", full=True)
     add_batch_loop(module, "symjac_kernel", runtime._strides(layout), "float64", inline=False)
     obj, text, optimized = runtime._native(module, loop_vectorization=True)
+    vecmath.load_libmvec()  # vector math calls must resolve when the engine loads the object
     return obj, text, optimized, layout
 
 
