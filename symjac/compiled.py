@@ -317,7 +317,10 @@ class CompiledFunction:
             meta, obj = hit
             # Loop kernels vectorise along the tangent row: no SIMD kernel across points.
             if loops:
+                from .arrays.loops import bind_data
+
                 runtime.vecmath.load_libmvec()  # vector math calls resolve when the object loads
+                bind_data(spec.graph)  # and the captured arrays it reads
             simd = None if loops else self._simd_object
             self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=simd)
         else:

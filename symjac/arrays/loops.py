@@ -825,6 +825,9 @@ def _const(em, op, args, params, shape, mask, module, n):
     values = np.frombuffer(data, dtype=np.dtype(dt)).reshape(shape_).astype(F64)
     if values.size == 1:
         return Node(View(("scalar", float(values.flat[0])), 0, tuple(shape_), (0,) * len(shape_)), None, mask)
+    if values.size >= DATA_FROM:  # read through a pointer to the array (see bind_data)
+        g = ir.GlobalVariable(module, ir.ArrayType(DOUBLE, values.size), name=_data_symbol(values))
+        return Node(_dense(g, tuple(shape_)), None, mask)
     raw = bytearray(np.ascontiguousarray(values).astype("<f8").tobytes())
     typ = ir.ArrayType(ir.IntType(8), len(raw))
     g = ir.GlobalVariable(module, typ, name=f"symjac_const{n}")
@@ -833,6 +836,36 @@ def _const(em, op, args, params, shape, mask, module, n):
     g.initializer = ir.Constant(typ, raw)
     g.align = 64
     return Node(_dense(g, tuple(shape_)), None, mask)
+
+
+# Captured arrays from this size are not copied into the IR (printing a 256 x 256 layer as IR
+# text took 0.1 s): the kernel names an external symbol, bound to a float64 copy held here.
+DATA_FROM = 64
+_DATA: dict = {}  # symbol -> the array it names, alive for the process (kernels may outlive)
+
+
+def _data_symbol(values: np.ndarray) -> str:
+    import hashlib
+
+    import llvmlite.binding as llvm
+
+    data = np.ascontiguousarray(values, dtype="<f8")
+    name = f"symjac_data_{hashlib.sha256(data.tobytes()).hexdigest()[:32]}_{data.size}"
+    if name not in _DATA:
+        _DATA[name] = data = data.copy()
+        llvm.add_symbol(name, data.ctypes.data)
+    return name
+
+
+def bind_data(graph) -> None:
+    """Bind the symbols of ``graph``'s large captured arrays, before loading a kernel's object
+    code (a cached one names them but does not hold them)."""
+    for op, _, params in graph.eqns:
+        if op == "const":
+            dt, shape_, data = params
+            values = np.frombuffer(data, dtype=np.dtype(dt)).reshape(shape_).astype(F64)
+            if values.size >= DATA_FROM:
+                _data_symbol(values)
 
 
 def _scalar(em, op, args, params, shape, mask, module, n):
