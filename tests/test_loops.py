@@ -223,3 +223,34 @@ def test_loop_road_views_fall_back_to_the_element_program():
     cf = symjac.compile(mlp(4), np.zeros(8), expand="arrays")
     assert cf.program() is not None  # the element road's scalar program, for C export
     assert "symjac_kernel" in cf.kernel.optimized_ir
+
+
+def test_cached_kernel_in_a_new_process_reads_its_captured_arrays(tmp_path):
+    # A 16 x 16 layer is read through a symbol (loops.DATA_FROM): the new process, which loads
+    # the cached object code without building, must bind it to the same numbers.
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np, symjac
+from symjac import compiled
+rng = np.random.default_rng(3)
+W1, W2, W3 = rng.standard_normal((16, 8)), rng.standard_normal((16, 16)) / 4, rng.standard_normal((4, 16))
+f = lambda x: W3 @ np.tanh(W2 @ np.tanh(W1 @ x))
+cf = symjac.compile(f, np.zeros(8), expand="arrays")
+x = np.linspace(-1, 1, 8)
+print(int(cf.cache_hit), compiled.BUILDS, repr(cf(x).tolist()))
+"""
+    env = {**os.environ, "SYMJAC_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
+    (hit0, builds0, first), (hit1, builds1, second) = (r.stdout.split(" ", 2) for r in runs)
+    assert (hit0, builds0, hit1, builds1) == ("0", "1", "1", "0")
+    np.testing.assert_array_equal(np.array(eval(second)), np.array(eval(first)))
+    rng = np.random.default_rng(3)
+    W1, W2, W3 = rng.standard_normal((16, 8)), rng.standard_normal((16, 16)) / 4, rng.standard_normal((4, 16))
+    f = lambda x: W3 @ np.tanh(W2 @ np.tanh(W1 @ x))  # noqa: E731
+    close(np.array(eval(second)), symjac.compile(f, np.zeros(8), expand="elements")(np.linspace(-1, 1, 8)))
