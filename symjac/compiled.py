@@ -363,6 +363,13 @@ class CompiledFunction:
         """The array road's loop kernel (symjac.arrays.loops): no per-element expansion."""
         from .arrays import loops
 
+        if spec.mode != "jacobian" or spec.sparse or spec.single:
+            raise ValueError("the loop road builds dense Jacobians only (compile's expand= chooses it)")
+        specs = _input_specs(spec.graph)
+        n_in = sum(math.prod(shape) for shape, _ in specs)
+        n_out = sum(math.prod(spec.graph.shape(node)) for node in spec.graph.outputs)
+        # The same guard as the element road's: a dense result this large is refused either way.
+        budget.check(spec.mode, spec.graph, n_in, n_out, dense=True, where="symjac.compile")
         global BUILDS
         obj, ir_text, optimized, layout = loops.compile_object(spec.graph, spec.wrt, spec.value)
         BUILDS += 1
@@ -585,9 +592,22 @@ class CompiledFunction:
     def ir(self) -> str:
         """The optimised LLVM IR (rebuilt from the expressions when the kernel came from the cache),
         and that of the SIMD batch kernel once a batch has built it."""
+        if getattr(self.spec, "road", "elements") == "loops":
+            return self._loop_kernel_ir()
         return self._ensure_built().optimized_ir + self.kernel.simd_ir
 
+    def _loop_kernel_ir(self) -> str:
+        if not self.kernel.optimized_ir:  # loaded from the disk cache: rebuilt to be shown
+            from .arrays import loops
+
+            spec = self.spec
+            self.kernel.optimized_ir = loops.compile_object(spec.graph, spec.wrt, spec.value)[2]
+        return self.kernel.optimized_ir
+
     def assembly(self) -> str:
+        if getattr(self.spec, "road", "elements") == "loops":
+            self._loop_kernel_ir()
+            return self.kernel.assembly()
         return self._ensure_built().assembly()
 
     def program(self):
@@ -775,9 +795,10 @@ def wrt_indices(wrt, n: int, api: str) -> tuple[tuple, bool]:
     return indices, not single
 
 
-def _road(graph, mode: str, sparse, expand: str) -> str:
-    """``"loops"`` or ``"elements"`` for ``compile``'s ``expand=`` (see there)."""
-    from .arrays import EXPAND_MODES, element_operations
+def _road(graph, mode: str, sparse, expand: str, width: int) -> str:
+    """``"loops"`` or ``"elements"`` for ``compile``'s ``expand=`` (see there); ``width`` is the
+    number of differentiated input elements."""
+    from .arrays import EXPAND_MODES, TANGENT_BUDGET, element_operations, tangent_elements
     from .arrays.loops import unsupported
 
     if expand not in EXPAND_MODES:
@@ -785,6 +806,8 @@ def _road(graph, mode: str, sparse, expand: str) -> str:
     if expand == "elements":
         return "elements"
     why = "sparse= results" if sparse else f"mode={mode!r}" if mode != "jacobian" else unsupported(graph)
+    if not why and tangent_elements(graph, width) > TANGENT_BUDGET:
+        why = f"tangents of {tangent_elements(graph, width)} elements (the dense forward mode's work)"
     if expand == "arrays":
         if why:
             raise ValueError(
@@ -852,7 +875,8 @@ def compile(  # noqa: A001
         call = functional._Call(func, inputs, n > 1, "compile")
     if mode in ("hessian", "hvp"):
         functional._single_output(call, f"compile(mode={mode!r})")
-    road = _road(call.graph, mode, sparse, expand)
+    shapes = [shape for shape, _ in _input_specs(call.graph)]
+    road = _road(call.graph, mode, sparse, expand, sum(math.prod(shapes[j]) for j in wrt_t))
     names = tuple(call.names())
     spec = Spec(call.graph, names, mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse, road=road)
     return CompiledFunction(spec, cache=cache)
