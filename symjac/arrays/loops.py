@@ -45,6 +45,8 @@ I1 = ir.IntType(1)
 PTR = ir.PointerType()
 CHUNK = 8  # tangent lanes per vector when the tangent row is longer than WHOLE_ROW
 WHOLE_ROW = 16  # tangent rows up to this long are one vector
+MAX_ROWS = 4  # results per register block of a contraction
+ACCUMULATOR_LANES = 32  # doubles of accumulators per register block (8 AVX2 registers)
 STACK_BYTES = 1 << 18  # scratch arrays up to this total live on the stack, larger ones on the heap
 STRUCTURAL = frozenset(
     {"input", "const", "scalar", "reshape", "transpose", "broadcast_to", "getitem", "concat", "stack",
@@ -578,7 +580,7 @@ def _contract(em, operands, letters, out_letters, sizes, shape):
     vals, tans = views("value"), views("tangent")
     inner = [sizes[c] for c in summed]
     row = min(em.width, WHOLE_ROW if em.width <= WHOLE_ROW else CHUNK)
-    rows = max(1, min(4, 32 // max(row, 1)))
+    rows = max(1, min(MAX_ROWS, ACCUMULATOR_LANES // max(row, 1)))
 
     def block(idxs):
         """The results at output indices ``idxs`` (a list), computed together; with one tangent
