@@ -32,6 +32,11 @@ from .trace.graph import _canonical
 
 MODES = ("jacobian", "hessian", "jvp", "vjp", "hvp")
 BUILDS = 0  # kernels built in this process (cache hits excluded): what tests count
+# Element operations (symjac.arrays.element_operations) from which expand="auto" takes the loop
+# road. Measured on a 2-core machine (benchmarks/loops.py): the tanh MLP 8-32-32-4 (3000) builds
+# in 0.3 s as loops against 1.7-3.6 s as elements; 4-16-16-2 (800) builds in about 0.5 s either
+# way, and there the element road's straight-line kernel is the faster single call.
+LOOPS_FROM = 2000
 THREAD_WORK = 4_000_000  # points x kernel statements from which a batch is split across cores
 F64 = np.dtype(np.float64)
 F32 = np.dtype(np.float32)
@@ -51,10 +56,13 @@ class Spec:
     sparse: str | None
     forward: bool = False  # blocks take the dtype of their output (torch's forward-mode strategy)
     single: bool = False  # single points only (the drop-in API): no batch loop is built
+    road: str = "elements"  # or "loops": array-level loop kernels (symjac.arrays.loops)
 
     def canonical(self) -> str:
         g = self.graph
         extra = (self.forward, self.single) if self.forward or self.single else ()
+        if self.road != "elements":  # a different kernel for the same mathematics
+            extra = (*extra, self.road)
         eqns = _canonical(g.eqns)  # nested calls' graphs spelled out: their repr is only a summary
         return repr(
             (eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse, *extra)
@@ -313,9 +321,17 @@ class CompiledFunction:
         hit = diskcache.load(name, check, symbols) if cache else None
         self.cache_hit = hit is not None
         self._cache_name = name
+        loops = getattr(spec, "road", "elements") == "loops"
         if hit is not None:
             meta, obj = hit
-            self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=self._simd_object)
+            # Loop kernels vectorise along the tangent row: no SIMD kernel across points.
+            if loops:
+                from .arrays.loops import bind_data
+
+                runtime.vecmath.load_libmvec()  # vector math calls resolve when the object loads
+                bind_data(spec.graph)  # and the captured arrays it reads
+            simd = None if loops else self._simd_object
+            self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=simd)
         else:
             with gc_paused():
                 meta = deep.call(self._build, spec)  # SymPy recurses on deep expressions
@@ -329,6 +345,8 @@ class CompiledFunction:
 
     def _build(self, spec: Spec) -> dict:
         """Derive, lower and compile ``spec``: sets the program and kernel, returns the metadata."""
+        if getattr(spec, "road", "elements") == "loops":
+            return self._build_loops(spec)
         d, meta = derivation(spec)
         layout, stores = _layout(d)
         from .elements.simplify import build_program
@@ -345,6 +363,31 @@ class CompiledFunction:
         meta["layout"] = _layout_json(layout)
         meta["statements"] = len(self._program.stores) + len(self._program.assignments)
         return meta
+
+    def _build_loops(self, spec: Spec) -> dict:
+        """The array road's loop kernel (symjac.arrays.loops): no per-element expansion."""
+        from .arrays import loops
+
+        if spec.mode != "jacobian" or spec.sparse or spec.single:
+            raise ValueError("the loop road builds dense Jacobians only (compile's expand= chooses it)")
+        specs = _input_specs(spec.graph)
+        n_in = sum(math.prod(shape) for shape, _ in specs)
+        n_out = sum(math.prod(spec.graph.shape(node)) for node in spec.graph.outputs)
+        # The same guard as the element road's: a dense result this large is refused either way.
+        budget.check(spec.mode, spec.graph, n_in, n_out, dense=True, where="symjac.compile")
+        global BUILDS
+        obj, ir_text, optimized, layout = loops.compile_object(spec.graph, spec.wrt, spec.value)
+        BUILDS += 1
+        self.kernel = Kernel(obj, layout, ir_text, optimized)
+        n_out = len(spec.graph.outputs)
+        return {
+            "layout": _layout_json(layout),
+            "nest": (n_out, len(spec.wrt)),
+            "n_out": n_out,
+            "results": [[list(s.shape), "<f8"] for s in layout.slots],
+            "statements": loops.work(spec.graph, spec.wrt),
+            "road": "loops",
+        }
 
     def _simd_object(self):
         """The batch kernel's object code (from the disk cache, or compiled and cached); see
@@ -563,9 +606,22 @@ class CompiledFunction:
     def ir(self) -> str:
         """The optimised LLVM IR (rebuilt from the expressions when the kernel came from the cache),
         and that of the SIMD batch kernel once a batch has built it."""
+        if getattr(self.spec, "road", "elements") == "loops":
+            return self._loop_kernel_ir()
         return self._ensure_built().optimized_ir + self.kernel.simd_ir
 
+    def _loop_kernel_ir(self) -> str:
+        if not self.kernel.optimized_ir:  # loaded from the disk cache: rebuilt to be shown
+            from .arrays import loops
+
+            spec = self.spec
+            self.kernel.optimized_ir = loops.compile_object(spec.graph, spec.wrt, spec.value)[2]
+        return self.kernel.optimized_ir
+
     def assembly(self) -> str:
+        if getattr(self.spec, "road", "elements") == "loops":
+            self._loop_kernel_ir()
+            return self.kernel.assembly()
         return self._ensure_built().assembly()
 
     def program(self):
@@ -574,7 +630,9 @@ class CompiledFunction:
 
     def _ensure_built(self) -> Kernel:
         if self._program is None:
-            fresh = CompiledFunction(self.spec, cache=False)
+            # A loop kernel has no scalar program: the element road's, for the same mathematics,
+            # serves the views that need one (program, C export, assembly).
+            fresh = CompiledFunction(replace(self.spec, road="elements"), cache=False)
             self._program = fresh._program
             self._fresh = fresh.kernel
             return fresh.kernel
@@ -749,8 +807,36 @@ def wrt_indices(wrt, n: int, api: str) -> tuple[tuple, bool]:
     return indices, not single
 
 
+def _road(graph, mode: str, sparse, expand: str, width: int) -> str:
+    """``"loops"`` or ``"elements"`` for ``compile``'s ``expand=`` (see there); ``width`` is the
+    number of differentiated input elements."""
+    from .arrays import EXPAND_MODES, TANGENT_BUDGET, element_operations
+    from .arrays.loops import unsupported
+
+    if expand not in EXPAND_MODES:
+        raise ValueError(f'compile: expand must be "auto", "elements" or "arrays", got {expand!r}')
+    if expand == "elements":
+        return "elements"
+    why = "sparse= results" if sparse else f"mode={mode!r}" if mode != "jacobian" else unsupported(graph)
+    dense = width * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))  # loops keep no sparsity
+    if not why and dense > TANGENT_BUDGET:
+        why = f"tangents of {dense} elements (the dense forward mode's work)"
+    if expand == "arrays":
+        if why:
+            raise ValueError(
+                f"compile: expand='arrays' cannot compile {why} as array-level loops yet; "
+                "use expand='auto' or 'elements'"
+            )
+        return "loops"
+    # Small models: the element road builds in tens of ms, and its straight-line kernel is the
+    # fastest there is. Large ones: its build grows with the elements, the loops' with the ops.
+    return "loops" if not why and element_operations(graph) >= LOOPS_FROM else "elements"
+
+
 @errors.public
-def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, sparse=None, cache=True):  # noqa: A001
+def compile(  # noqa: A001
+    func, *example_inputs, mode="jacobian", wrt=None, value=False, sparse=None, cache=True, expand="auto"
+):
     """Compile ``func``'s derivative once; the result is called like a function.
 
     ``cf = symjac.compile(func, *example_inputs)`` traces func on inputs shaped like the examples
@@ -769,6 +855,11 @@ def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, spars
         sparse: "csr" or "csc": return the Jacobian as a SciPy sparse matrix with a fixed,
             exact pattern (``cf.sparsity()``), filling only its nonzeros.
         cache: keep the object code on disk (``$SYMJAC_CACHE_DIR``) for the next process.
+        expand: "elements" expands every tensor element to SymPy and compiles straight-line
+            code (fastest for small models); "arrays" compiles each array operation as a loop
+            nest with its exact array-level derivative (builds in time that grows with the
+            operations, not the elements; mode="jacobian" without sparse= only); "auto"
+            picks by the model's size and ops.
 
     Example:
         >>> import numpy as np, symjac
@@ -798,5 +889,8 @@ def compile(func, *example_inputs, mode="jacobian", wrt=None, value=False, spars
         call = functional._Call(func, inputs, n > 1, "compile")
     if mode in ("hessian", "hvp"):
         functional._single_output(call, f"compile(mode={mode!r})")
-    spec = Spec(call.graph, tuple(call.names()), mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse)
+    shapes = [shape for shape, _ in _input_specs(call.graph)]
+    road = _road(call.graph, mode, sparse, expand, sum(math.prod(shapes[j]) for j in wrt_t))
+    names = tuple(call.names())
+    spec = Spec(call.graph, names, mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse, road=road)
     return CompiledFunction(spec, cache=cache)

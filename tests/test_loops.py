@@ -1,0 +1,265 @@
+"""The array road's loop kernels (symjac.arrays.loops) against the element road and torch.
+
+Every case compiles the same function twice, ``expand="arrays"`` and ``expand="elements"``, and
+asserts that the two Jacobians agree to a few ulps at random points and at points where the
+rules matter (zeros, ties, kinks); torch autograd is a second, independent oracle.
+"""
+
+import numpy as np
+import pytest
+
+import symjac
+from symjac import compiled
+
+RNG = np.random.default_rng(7)
+
+
+def both(func, *examples, **kw):
+    loops = symjac.compile(func, *examples, expand="arrays", **kw)
+    elements = symjac.compile(func, *examples, expand="elements", **kw)
+    assert loops.spec.road == "loops" and elements.spec.road == "elements"
+    return loops, elements
+
+
+def close(a, b):
+    """Within a few ulps of the larger entries (sums of products round differently)."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype
+    scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+    np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14 * scale)
+
+
+def agree(func, *examples, points=3, **kw):
+    loops, elements = both(func, *examples, **kw)
+    for _ in range(points):
+        xs = [RNG.standard_normal(np.shape(e)) for e in examples]
+        got, want = loops(*xs), elements(*xs)
+        for g, w in zip(_leaves(got), _leaves(want), strict=True):
+            close(g, w)
+    return loops, elements
+
+
+def _leaves(x):
+    if isinstance(x, (tuple, list)):
+        return [leaf for item in x for leaf in _leaves(item)]
+    return [x]
+
+
+def mlp(hidden, n_in=8, n_out=4, act=np.tanh):
+    W1, b1 = RNG.standard_normal((hidden, n_in)) / 3, RNG.standard_normal(hidden)
+    W2, b2 = RNG.standard_normal((hidden, hidden)) / np.sqrt(hidden), RNG.standard_normal(hidden)
+    W3 = RNG.standard_normal((n_out, hidden))
+
+    def f(x):
+        h = act(W1 @ x + b1)
+        h = act(W2 @ h + b2)
+        return W3 @ h
+
+    return f
+
+
+def test_tanh_mlp_single_batch_and_out():
+    loops, elements = agree(mlp(32), np.zeros(8))
+    X = RNG.standard_normal((37, 8))
+    close(loops(X), elements(X))
+    out = np.empty((37, 4, 8))
+    assert loops(X, out=out) is out or loops(X, out=out)[0] is out
+    close(out, elements(X))
+    one = np.empty((4, 8))
+    loops(X[3], out=one)
+    close(one, elements(X[3]))
+
+
+def test_tanh_mlp_against_torch_autograd():
+    torch = pytest.importorskip("torch")
+    W1, b1 = RNG.standard_normal((20, 8)) / 3, RNG.standard_normal(20)
+    W2, W3 = RNG.standard_normal((20, 20)) / 5, RNG.standard_normal((4, 20))
+
+    def f(x):
+        return W3 @ np.tanh(W2 @ np.tanh(W1 @ x + b1))
+
+    def g(t):
+        T = torch.from_numpy
+        return T(W3) @ torch.tanh(T(W2) @ torch.tanh(T(W1) @ t + T(b1)))
+
+    cf = symjac.compile(f, np.zeros(8), expand="arrays")
+    for _ in range(3):
+        x = RNG.standard_normal(8)
+        close(cf(x), torch.autograd.functional.jacobian(g, torch.from_numpy(x)).numpy())
+
+
+def test_relu_mlp_log_softmax_with_kinks_matches_torch():
+    torch = pytest.importorskip("torch")
+    W1 = torch.from_numpy(RNG.standard_normal((12, 6)))
+    b1 = torch.from_numpy(RNG.standard_normal(12))
+    b1[:4] = 0.0  # at x = 0 these rows sit exactly on relu's kink: torch's derivative there is 0
+    W2 = torch.from_numpy(RNG.standard_normal((5, 12)))
+
+    def f(x):
+        return torch.log_softmax(W2 @ torch.relu(W1 @ x + b1), dim=0)
+
+    loops, elements = both(f, torch.zeros(6, dtype=torch.float64))
+    for x in [np.zeros(6), *RNG.standard_normal((3, 6))]:
+        xt = torch.from_numpy(x)
+        want = torch.autograd.functional.jacobian(f, xt).numpy()
+        close(np.asarray(loops(x)), want)
+        close(np.asarray(loops(x)), np.asarray(elements(x)))
+
+
+@pytest.mark.parametrize(
+    "func",
+    [
+        lambda x: np.sin(x) * np.exp(x) + np.cos(x) / (1 + x * x),
+        lambda x: np.sqrt(np.abs(x) + 1) - np.log1p(x * x),
+        lambda x: np.where(x > 0.2, x**3, -x) + np.maximum(x, 0.1),
+        lambda x: np.maximum(x, x[::-1]),  # ties at the middle element: the derivative splits
+        lambda x: np.abs(x) * np.sign(x) + 1 / (1 + np.exp(-x)),
+        lambda x: np.arctan2(x, 1 + x * x) + np.tanh(x) ** 2,
+    ],
+)
+def test_elementwise_rules_agree(func):
+    agree(func, np.zeros(5))
+    # zeros and ties: exact points where rules (abs, sign, maximum, where) matter
+    loops, elements = both(func, np.zeros(5))
+    for x in [np.zeros(5), np.array([0.0, 0.2, -0.0, 1.0, 0.2])]:
+        close(loops(x), elements(x))
+
+
+@pytest.mark.parametrize(
+    "func, shape",
+    [
+        (lambda x: (x.T @ x).sum(axis=0), (4, 3)),
+        (lambda x: x[1:, ::2].reshape(-1) * x[0, 0], (4, 5)),
+        (lambda x: np.concatenate([x, 2 * x[:, :1]], axis=1).T.reshape(-1), (3, 4)),
+        (lambda x: np.stack([x, np.sin(x)], axis=0).sum(axis=(1,), keepdims=True), (3, 4)),
+        (lambda x: np.einsum("ij,jk,ik->i", x, x.T, x), (3, 3)),
+        (lambda x: x - np.max(x, axis=1, keepdims=True), (3, 4)),
+        (lambda x: np.exp(x).sum(axis=1) + x.min(axis=0).sum(), (3, 4)),
+        (lambda x: (x[None, :, :] * np.ones((2, 1, 1))).sum(axis=0) @ np.arange(4.0), (3, 4)),
+        (lambda x: np.matmul(x.reshape(2, 3, 2), x.reshape(2, 2, 3)).reshape(-1), (12,)),
+    ],
+)
+def test_structural_ops_agree(func, shape):
+    agree(func, np.zeros(shape))
+
+
+def test_max_ties_and_logsumexp_agree():
+    def f(x):
+        z = np.stack([x, x[::-1]])  # equal columns tie in the max
+        return np.max(z, axis=0) + np.log(np.exp(z).sum(axis=0))
+
+    loops, elements = both(f, np.zeros(4))
+    for x in [np.zeros(4), np.array([1.0, 2.0, 2.0, 1.0]), RNG.standard_normal(4)]:
+        close(loops(x), elements(x))
+
+
+def test_torch_logsumexp_and_softmax():
+    torch = pytest.importorskip("torch")
+
+    def f(x):
+        return torch.logsumexp(x, dim=1) + torch.softmax(x, dim=0).sum(dim=1)
+
+    loops, elements = both(f, torch.zeros(3, 4, dtype=torch.float64))
+    for _ in range(3):
+        x = RNG.standard_normal((3, 4))
+        want = torch.autograd.functional.jacobian(f, torch.from_numpy(x)).numpy()
+        close(np.asarray(loops(x)), want)
+        close(np.asarray(loops(x)), np.asarray(elements(x)))
+
+
+def test_several_inputs_wrt_value_and_tuple_outputs():
+    def f(x, y, p):
+        return np.tanh(x @ y) * p[0], (x * p[1]).sum()
+
+    ex = (np.zeros((2, 3)), np.zeros((3, 2)), np.zeros(2))
+    for wrt in (None, (0, 1), 1):
+        loops, elements = both(f, *ex, wrt=wrt, value=True)
+        args = [RNG.standard_normal(e.shape) for e in ex]
+        for g, w in zip(_leaves(loops(*args)), _leaves(elements(*args)), strict=True):
+            close(g, w)
+        batch = [RNG.standard_normal((5, *e.shape)) for e in ex]
+        for g, w in zip(_leaves(loops(*batch)), _leaves(elements(*batch)), strict=True):
+            close(g, w)
+
+
+def test_wide_tangent_rows_and_heap_scratch():
+    # 37 inputs: tangent rows in vectors of 8 and a remainder; 600 x 37 tangents on the heap.
+    W = RNG.standard_normal((600, 37)) / 6
+    V = RNG.standard_normal((3, 600)) / 20
+
+    def f(x):
+        return V @ np.tanh(W @ x)
+
+    agree(f, np.zeros(37), points=2)
+
+
+def test_expand_is_checked_and_unsupported_falls_back():
+    with pytest.raises(ValueError, match="expand must be"):
+        symjac.compile(np.sin, np.zeros(3), expand="rows")
+    with pytest.raises(ValueError, match="cumsum"):
+        symjac.compile(lambda x: np.cumsum(x), np.zeros(3), expand="arrays")
+    with pytest.raises(ValueError, match="hessian"):
+        symjac.compile(lambda x: (x**2).sum(), np.zeros(3), mode="hessian", expand="arrays")
+    with pytest.raises(ValueError, match="tangents of"):  # 10**5 x 2 * 10**5: refused, not built
+        symjac.compile(lambda x: 2 * x, np.zeros(10**5), expand="arrays")
+    cf = symjac.compile(lambda x: np.cumsum(x), np.zeros(3))  # auto: the element road
+    assert cf.spec.road == "elements"
+    np.testing.assert_array_equal(cf(np.ones(3)), np.tril(np.ones((3, 3))))
+
+
+def test_disk_cache_keys_include_the_road():
+    f = mlp(6)
+    first = symjac.compile(f, np.zeros(8), expand="arrays")
+    builds = compiled.BUILDS
+    again = symjac.compile(f, np.zeros(8), expand="arrays")
+    assert again.cache_hit and compiled.BUILDS == builds
+    other = symjac.compile(f, np.zeros(8), expand="elements")
+    assert not other.cache_hit  # a different kernel for the same mathematics
+    x = RNG.standard_normal(8)
+    close(again(x), first(x))
+    close(again(x), other(x))
+    close(again(x[None].repeat(3, 0)), other(x[None].repeat(3, 0)))
+
+
+def test_loop_road_views_fall_back_to_the_element_program():
+    cf = symjac.compile(mlp(4), np.zeros(8), expand="arrays")
+    assert cf.program() is not None  # the element road's scalar program, for C export
+    assert "llvm.fma" in cf.ir  # the loop kernel's own IR: contractions as fused multiply-adds
+    assert "vfmadd" in cf.assembly() or "fma" in cf.assembly()
+
+
+def test_cached_kernel_in_a_new_process_reads_its_captured_arrays(tmp_path):
+    # A 16 x 16 layer is read through a symbol (loops.DATA_FROM): the new process, which loads
+    # the cached object code without building, must bind it to the same numbers.
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np, symjac
+from symjac import compiled
+rng = np.random.default_rng(3)
+W1, W2, W3 = rng.standard_normal((16, 8)), rng.standard_normal((16, 16)) / 4, rng.standard_normal((4, 16))
+f = lambda x: W3 @ np.tanh(W2 @ np.tanh(W1 @ x))
+cf = symjac.compile(f, np.zeros(8), expand="arrays")
+x = np.linspace(-1, 1, 8)
+print(int(cf.cache_hit), compiled.BUILDS, repr(cf(x).tolist()))
+"""
+    env = {**os.environ, "SYMJAC_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
+    (hit0, builds0, first), (hit1, builds1, second) = (r.stdout.split(" ", 2) for r in runs)
+    assert (hit0, builds0, hit1, builds1) == ("0", "1", "1", "0")
+    np.testing.assert_array_equal(np.array(eval(second)), np.array(eval(first)))
+    rng = np.random.default_rng(3)
+    W1, W2, W3 = rng.standard_normal((16, 8)), rng.standard_normal((16, 16)) / 4, rng.standard_normal((4, 16))
+    f = lambda x: W3 @ np.tanh(W2 @ np.tanh(W1 @ x))  # noqa: E731
+    close(np.array(eval(second)), symjac.compile(f, np.zeros(8), expand="elements")(np.linspace(-1, 1, 8)))
+
+
+def test_auto_takes_the_loop_road_for_large_models_only():
+    assert symjac.compile(mlp(32), np.zeros(8)).spec.road == "loops"  # 3000 scalar operations
+    assert symjac.compile(mlp(4), np.zeros(8)).spec.road == "elements"
+    assert symjac.compile(mlp(32), np.zeros(8), mode="jvp").spec.road == "elements"
