@@ -57,6 +57,7 @@ DENSE_LIMIT = 64e6  # bytes of one dense Jacobian above which torch and JAX (den
 BATCH_LIMIT = 256e6  # bytes of a batch of dense Jacobians above which JAX's vmap is skipped
 GCC_LIMIT = 15_000  # kernel statements above which gcc -O3 takes minutes (21505 took 342 s)
 BUILD_LIMIT, QUICK_LIMIT = 240, 60  # seconds of symjac build after which it is stopped (then "-")
+SYMPY_VIEW_LIMIT = 60  # seconds for symjac.symbolic's per-element matrix and its lambdify
 SYMPY_LIMIT = 1.0  # seconds of symjac build above which the per-element SymPy views are skipped
 
 
@@ -349,14 +350,20 @@ class Problem:
 
         import symjac
 
-        view = symjac.symbolic(self.func, self.x0)
-        syms, M = list(view.inputs[0].flat), view.matrix
+        try:  # the per-element view expands everything: max and log_softmax over relu blow up
+            with time_limit(SYMPY_VIEW_LIMIT):
+                view = symjac.symbolic(self.func, self.x0)
+                syms, M = list(view.inputs[0].flat), view.matrix
+                lf = sympy.lambdify([syms], M, modules="numpy", cse=True)
+                lam = symengine.Lambdify(syms, M, cse=True) if symengine else None
+        except TimeLimit:
+            reason = f"the per-element SymPy matrix and its lambdify passed {SYMPY_VIEW_LIMIT} s: stopped"
+            self.skip("sympy", reason)
+            return self.skip("symengine", reason) if symengine else None
         x0 = self.x0
         if symengine:
-            lam = symengine.Lambdify(syms, M, cse=True)
             if self.agrees("symengine", lam(x0)):
                 self.r["lat symengine"] = self.per_call(lambda: lam(x0))
-        lf = sympy.lambdify([syms], M, modules="numpy", cse=True)
         if self.agrees("sympy", lf(x0)):
             self.r["lat sympy"] = self.per_call(lambda: lf(x0))
 
