@@ -1,6 +1,7 @@
 """symjac.compile against its peers, all measured in this one run (issue 11's benchmark).
 
 Run: pip install -e ".[bench]" && python benchmarks/compiled.py [--quick] [--only NAME ...]
+       [--json ROWS.json]     (keeps the measured rows; --report ROWS.json prints their tables again)
 
 Every problem (benchmarks/problems.py, each written once against a namespace, so every peer runs
 the same model) runs in a fresh process with a fresh kernel cache. In it, each tool first
@@ -19,7 +20,8 @@ client, torch's vmap) is paid by none of the timings below. Then, per problem:
               Lambdify and SymPy lambdify (both given symjac's exact Jacobian, with cse=True).
   batch     - Jacobians per second over a batch, results preallocated where the tool allows:
               symjac with out= (one thread, and all cores), the same CSE'd program as C compiled
-              with gcc -O3 -march=native (one thread, one output buffer), CasADi SX and MX
+              with gcc -O3 -march=native (one thread, one output buffer zeroed once; symjac's
+              out= zeroes its buffer at every call where the result has zeros), CasADi SX and MX
               Function.map (through Function.buffer, into one output buffer) and JAX
               jit(vmap(jacfwd)) (JAX has no out=; XLA allocates each result; its batch is cut to
               256 MB of dense results where symjac's is larger: the "B jax" column).
@@ -28,8 +30,10 @@ Before a peer is timed its Jacobian is compared with symjac's at the same point;
 printed as a failure and that peer is not timed. The Brusselators are compiled with
 sparse="csr" (CasADi also keeps only the nonzeros; JAX and torch compute the dense matrix, so
 they are skipped where that matrix would be too large). A peer that would take absurdly long,
-or is not installed, prints "-", and the reason is listed under the tables. Ratios are what
-count: absolute times on a shared machine are noise.
+or is not installed, prints "-", and the reason is listed under the tables; symjac's own build
+is stopped after BUILD_LIMIT seconds (then its peers are checked against the first peer's
+Jacobian). The last lines state issue 11's goals and which of them this run met. Ratios are what
+count: absolute times on a shared machine are noise. --quick measures four small problems.
 """
 
 from __future__ import annotations
