@@ -80,15 +80,61 @@ def brusselator(n):
     return rhs
 
 
+def mlp_net(sizes, act="tanh", log_softmax=False):
+    """An MLP with fixed random weights: tanh (or ReLU) hidden layers, optionally log_softmax out."""
+    rng = np.random.default_rng(len(sizes) * 1000 + sizes[1])
+    W = [rng.standard_normal((b, a)) / math.sqrt(a) for a, b in zip(sizes, sizes[1:], strict=False)]
+    B = [rng.standard_normal(b) / 4 for b in sizes[1:]]
+
+    def net(ns, x):
+        h = x
+        for k, (w, b) in enumerate(zip(W, B, strict=True)):
+            h = ns.matmul(ns.c(w), h) + ns.c(b)
+            if k < len(W) - 1:
+                h = ns.tanh(h) if act == "tanh" else ns.relu(h)
+        if log_softmax:
+            z = h - ns.amax(h)  # the usual shift; it cancels from the exact derivative
+            h = z - ns.log(ns.sum(ns.exp(z), 0))
+        return h
+
+    return net
+
+
+def nbody(n):
+    """Gravitational N-body right-hand side (softened): state (x, y, z, vx, vy, vz), each (n,)."""
+    mass = np.random.default_rng(n).uniform(0.5, 1.5, n)
+
+    def rhs(ns, s):
+        x, y, z = s[:n], s[n : 2 * n], s[2 * n : 3 * n]
+        dx, dy, dz = ns.outer_diff(x), ns.outer_diff(y), ns.outer_diff(z)  # d[i, j] = r_j - r_i
+        inv = (dx * dx + dy * dy + dz * dz + 0.01) ** -1.5
+        m = ns.c(mass)
+        return ns.concatenate(
+            [s[3 * n :], ns.matmul(dx * inv, m), ns.matmul(dy * inv, m), ns.matmul(dz * inv, m)]
+        )
+
+    return rhs
+
+
+# (name, function(ns, x), number of inputs, sparse result); the names are the tables' row labels.
 PROBLEMS = [
-    ("seed exp_reducer", seed, 4),
-    ("Robertson", robertson, 3),
-    ("UR5 arm", arm, 6),
-    ("mass-spring chain", chain, 20),
-    ("tanh MLP 4-16-16-2", mlp, 4),
-    ("Brusselator N=8", brusselator(8), 128),
-    ("Brusselator N=32", brusselator(32), 2048),
+    ("seed exp_reducer", seed, 4, False),
+    ("Robertson", robertson, 3, False),
+    ("UR5 arm", arm, 6, False),
+    ("mass-spring chain", chain, 20, False),
+    ("tanh MLP 4-16-16-2", mlp, 4, False),
+    ("Brusselator N=8", brusselator(8), 128, True),
+    ("Brusselator N=32", brusselator(32), 2048, True),
+    ("Brusselator N=64", brusselator(64), 8192, True),
+    ("Brusselator N=128", brusselator(128), 32768, True),
+    ("tanh MLP 8-32-32-4", mlp_net([8, 32, 32, 4]), 8, False),
+    ("tanh MLP 8-64-64-4", mlp_net([8, 64, 64, 4]), 8, False),
+    ("tanh MLP 8-256-256-4", mlp_net([8, 256, 256, 4]), 8, False),
+    ("N-body N=20", nbody(20), 120, False),
+    ("N-body N=100", nbody(100), 600, False),
+    ("ReLU MLP 4-6-3 log_softmax", mlp_net([4, 6, 3], "relu", True), 4, False),
 ]
+QUICK = ["seed exp_reducer", "Robertson", "tanh MLP 4-16-16-2", "Brusselator N=8"]
 
 
 def numpy_ns():
@@ -97,6 +143,10 @@ def numpy_ns():
         cos=np.cos,
         exp=np.exp,
         tanh=np.tanh,
+        log=np.log,
+        relu=lambda x: np.maximum(x, 0.0),
+        amax=np.max,
+        outer_diff=lambda a: a[None, :] - a[:, None],
         sum=lambda x, a: np.sum(x, axis=a),
         reshape=np.reshape,
         stack=np.stack,
@@ -115,6 +165,10 @@ def torch_ns():
         cos=torch.cos,
         exp=torch.exp,
         tanh=torch.tanh,
+        log=torch.log,
+        relu=torch.relu,
+        amax=torch.max,
+        outer_diff=lambda a: a[None, :] - a[:, None],
         sum=lambda x, a: torch.sum(x, dim=a),
         reshape=torch.reshape,
         stack=torch.stack,
@@ -133,6 +187,10 @@ def jax_ns():
         cos=jnp.cos,
         exp=jnp.exp,
         tanh=jnp.tanh,
+        log=jnp.log,
+        relu=lambda x: jnp.maximum(x, 0.0),
+        amax=jnp.max,
+        outer_diff=lambda a: a[None, :] - a[:, None],
         sum=lambda x, a: jnp.sum(x, axis=a),
         reshape=jnp.reshape,
         stack=jnp.stack,
@@ -154,6 +212,10 @@ def casadi_ns():
         cos=ca.cos,
         exp=ca.exp,
         tanh=ca.tanh,
+        log=ca.log,
+        relu=lambda x: ca.fmax(x, 0),
+        amax=ca.mmax,
+        outer_diff=lambda a: ca.repmat(a.T, a.numel(), 1) - ca.repmat(a, 1, a.numel()),
         sum=lambda x, a: ca.sum2(x) if a == 1 else ca.sum1(x),
         reshape=lambda x, s: ca.reshape(x, s[1], s[0]).T,
         stack=lambda xs: ca.vertcat(*xs),
