@@ -55,8 +55,8 @@ def _pw(*pairs):
             break
     if kept and kept[0][1] is sympy.true:
         return kept[0][0]
-    if kept[-1][1] is not sympy.true:  # undefined outside the conditions: SymPy's own rules decide
-        return sympy.Piecewise(*kept)
+    if not kept or kept[-1][1] is not sympy.true:  # undefined somewhere: SymPy's own rules decide
+        return sympy.Piecewise(*pairs)
     return sympy.Piecewise(*kept, evaluate=False)
 
 
