@@ -290,6 +290,18 @@ def _second_order_agree(fn, args, rng, what):
     _assert_close(*_both("vhp", fn, args, v), f"{what}: vhp")
 
 
+def _weighted_squares(fn, ws):
+    """The scalar ``sum(w * out**2)`` over ``fn``'s outputs (one or a tuple): it reaches every
+    output's second derivatives, mixed ones included."""
+
+    def scalar(*a):
+        res = fn(*a)
+        res = res if isinstance(res, tuple) else (res,)
+        return sum((w * r * r).sum() for w, r in zip(ws, res, strict=True))
+
+    return scalar
+
+
 @pytest.mark.parametrize("entry", ROWS)
 def test_second_derivatives_of_elementwise_rows_agree(entry, rng):
     style, name = _numpy_style(entry)
@@ -309,13 +321,7 @@ def test_second_derivatives_of_cases_agree(case, rng):
     probe = fn(*xs) if isinstance(xs, tuple) else fn(xs)
     outs = probe if isinstance(probe, tuple) else (probe,)
     ws = [rng.standard_normal(np.shape(o)) for o in outs]
-
-    def scalar(*a):
-        res = fn(*a)
-        res = res if isinstance(res, tuple) else (res,)
-        return sum((w * r * r).sum() for w, r in zip(ws, res, strict=True))
-
-    _second_order_agree(scalar, xs, rng, case.name)
+    _second_order_agree(_weighted_squares(fn, ws), xs, rng, case.name)
 
 
 def test_mlp_hessian_on_the_array_road_matches_torch(rng):
@@ -401,13 +407,7 @@ def test_second_derivatives_of_systems_agree(name, rng):
     _, fn, xs = next(s for s in _systems() if s[0] == name)
     graph = functional._Call(fn, xs, len(xs) > 1, "test").graph  # the outputs' shapes, traced
     ws = [rng.standard_normal(graph.shape(o)) for o in graph.outputs]
-
-    def scalar(*a):
-        res = fn(*a)
-        res = res if isinstance(res, tuple) else (res,)
-        return sum((w * r**2).sum() for w, r in zip(ws, res, strict=True))
-
-    _second_order_agree(scalar, xs if len(xs) > 1 else xs[0], rng, name)
+    _second_order_agree(_weighted_squares(fn, ws), xs if len(xs) > 1 else xs[0], rng, name)
 
 
 def test_repeated_array_road_calls_buy_the_kernel_once_they_cost_as_much(rng, monkeypatch):

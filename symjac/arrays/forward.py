@@ -93,11 +93,7 @@ def evaluate(graph, arrays, seeds, width):
         on any seeded input, and sparse (``(size, width)``) where it stayed sparse.
     """
     eqns = graph.eqns
-    last_use = {}
-    for n, (_, args, _) in enumerate(eqns):
-        for a in args:
-            if type(a) is int:
-                last_use[a] = n
+    last_use = last_uses(eqns)
     keep = set(graph.outputs)
     vals: list = [None] * len(eqns)
     tans: list = [None] * len(eqns)
@@ -115,6 +111,16 @@ def evaluate(graph, arrays, seeds, width):
                 if type(a) is int and last_use.get(a) == n and a not in keep:
                     vals[a] = tans[a] = None
     return [vals[o] for o in graph.outputs], [tans[o] for o in graph.outputs]
+
+
+def last_uses(eqns) -> dict[int, int]:
+    """For each node an equation reads, the last equation that reads it (its value can go then)."""
+    last = {}
+    for n, (_, args, _) in enumerate(eqns):
+        for a in args:
+            if type(a) is int:
+                last[a] = n
+    return last
 
 
 def _real(x: np.ndarray) -> np.ndarray:

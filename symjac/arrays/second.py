@@ -68,11 +68,7 @@ def evaluate(graph, arrays, seeds_a, seeds_b, a: int, b: int):
     """
     same = seeds_b is seeds_a
     eqns = graph.eqns
-    last_use = {}
-    for n, (_, args, _) in enumerate(eqns):
-        for k in args:
-            if type(k) is int:
-                last_use[k] = n
+    last_use = forward.last_uses(eqns)
     keep = set(graph.outputs)
     vals, ta, tb, hs = ([None] * len(eqns) for _ in range(4))
     with np.errstate(all="ignore"):
