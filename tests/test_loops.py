@@ -193,6 +193,20 @@ def test_wide_tangent_rows_and_heap_scratch():
     agree(f, np.zeros(37), points=2)
 
 
+def test_one_captured_array_used_at_several_places():
+    # N-body's masses in three matmuls: one array bound by symbol (>= DATA_FROM elements) and
+    # recorded three times is one global of the kernel (was a duplicate-name internal error).
+    from symjac.arrays import loops
+
+    m = RNG.uniform(0.5, 1.5, loops.DATA_FROM + 6)
+
+    def f(x):
+        d = x[None, :] - x[:, None]
+        return np.concatenate([np.tanh(d) @ m, (d * d) @ m, np.sin(d) @ m])
+
+    agree(f, np.zeros(m.size), points=2)
+
+
 def test_expand_is_checked_and_unsupported_falls_back():
     with pytest.raises(ValueError, match="expand must be"):
         symjac.compile(np.sin, np.zeros(3), expand="rows")
