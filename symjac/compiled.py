@@ -544,8 +544,6 @@ class CompiledFunction:
             raise ValueError(f"out must be a C-contiguous {dtype} array of shape {shape}")
         if not out.flags.writeable:
             raise ValueError("out must be writeable")
-        if not layout.full:
-            out.fill(0)  # only nonzeros are stored
         rows = out.reshape(math.prod(batch), -1)
         empty = np.empty((rows.shape[0], 0), dtype=np.float32 if slot.region == 0 else np.float64)
         out64, out32 = (rows, empty) if slot.region == 0 else (empty, rows)
