@@ -194,6 +194,24 @@ def test_out_holding_garbage_gives_a_fresh_calls_result(name, kind, rng):
     np.testing.assert_array_equal(one, cf(X[0]))
 
 
+def test_batch_out_of_any_layout_and_batch_shape(rng):
+    """One NumPy input with out= skips the general call path; strided, Fortran-ordered,
+    float32 and list inputs and nested batch shapes give what it gives."""
+    cf, x = _dirty_case("exp_reducer")
+    X = x + rng.uniform(0, 0.5, (2, 9, 3, 4))
+    want = cf(X)
+    for arg in (X, np.asfortranarray(X), X[:, ::-1][:, ::-1], X.astype(np.float32), X.tolist()):
+        out = np.full(want.shape, np.nan)
+        assert cf(arg, out=out) is out
+        np.testing.assert_allclose(out, want, rtol=1e-6 if arg is not X else 0, atol=0)
+    with pytest.raises(ValueError, match=r"C-contiguous float64 array of shape \(2, 9, 3, 3, 4\)"):
+        cf(X, out=np.empty((18, 3, 3, 4)))
+    with pytest.raises(ValueError, match="writeable"):
+        frozen = np.empty(want.shape)
+        frozen.flags.writeable = False
+        cf(X, out=frozen)
+
+
 @pytest.mark.parametrize("name", ["chain", "exp_reducer"])
 def test_threaded_batches_into_garbage_equal_one_thread(name, rng, monkeypatch):
     from symjac import compiled
