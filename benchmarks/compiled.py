@@ -21,7 +21,8 @@ client, torch's vmap) is paid by none of the timings below. Then, per problem:
   batch     - Jacobians per second over a batch, results preallocated where the tool allows:
               symjac with out= (one thread, and all cores), the same CSE'd program as C compiled
               with gcc -O3 -march=native (one thread, one output buffer zeroed once; symjac's
-              out= zeroes its buffer at every call where the result has zeros), CasADi SX and MX
+              batch loop zeroes each point's results at every call where they have zeros,
+              so out= may hold anything), CasADi SX and MX
               Function.map (through Function.buffer, into one output buffer) and JAX
               jit(vmap(jacfwd)) (JAX has no out=; XLA allocates each result; its batch is cut to
               256 MB of dense results where symjac's is larger: the "B jax" column).

@@ -144,6 +144,23 @@ def test_old_format_entry_is_rejected(cache):
     assert not compile_f().cache_hit
 
 
+def test_kernels_of_an_earlier_format_are_never_loaded(cache, monkeypatch):
+    """FORMAT 5's batch loops zero each point's results; FORMAT 4's expected zeroed buffers, so
+    its entries (main and SIMD) must not serve a batch into a dirty out=: another key, a rebuild."""
+    X8 = np.tile(X, (8, 1))
+    with monkeypatch.context() as old_format:
+        old_format.setattr(diskcache, "FORMAT", 4)
+        symjac.compile(g, np.zeros(3))(X8)
+    old = set(entries(cache))
+    assert len(old) == 2  # the kernel and its SIMD batch kernel
+    cf = symjac.compile(g, np.zeros(3))
+    assert not cf.cache_hit
+    want = np.broadcast_to(np.diag(3 * np.exp(X)), (8, 3, 3))
+    np.testing.assert_allclose(cf(X8, out=np.full((8, 3, 3), np.nan)), want, rtol=1e-15)
+    assert len(set(entries(cache)) - old) == 2
+    assert symjac.compile(g, np.zeros(3)).cache_hit
+
+
 def refused_folder(cache, tweak):
     cache.mkdir(mode=0o700)
     tweak(cache)

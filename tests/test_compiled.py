@@ -13,7 +13,7 @@ import pytest
 from cases import CASES, numpy_ns
 
 import symjac
-from symjac.backend import diskcache
+from symjac.backend import diskcache, vecmath
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -136,6 +136,107 @@ def test_out_argument_for_batches(rng, dtype):
         cf(X, out=np.zeros((4, 3, 7), dtype=dtype).transpose(2, 0, 1))
     with pytest.raises(TypeError, match="exactly one result array"):
         symjac.compile(f, X[0], value=True)(X, out=np.zeros((7, 4, 3), dtype=dtype))
+
+
+def _chain(s, cat=np.concatenate):
+    """A mass-spring chain (benchmarks/problems.py): 48 of its Jacobian's 400 entries are nonzero."""
+    x, v = s[:10], s[10:]
+    stretch = x[1:] - x[:-1] - 1.0
+    force = stretch + 0.1 * stretch**3
+    return cat([v, cat([force[:1], force[1:] - force[:-1], -force[-1:]]) - 0.05 * v])
+
+
+W_LOOPS = np.random.default_rng(7).standard_normal((5, 4))
+# name: (function, example input); every result has structural zeros, except the loop road's,
+# whose kernels store every element.
+DIRTY_CASES = {
+    "chain": (_chain, np.linspace(0.1, 1.0, 20)),
+    "exp_reducer": (lambda x: x.exp().sum(dim=1), np.linspace(0.1, 1.0, 12).reshape(3, 4)),
+    "float32": (
+        lambda x: np.concatenate([x**2 * x[0], np.sin(x[:1])]),
+        np.linspace(0.1, 1.0, 5, dtype=np.float32),
+    ),
+    "loops": (lambda x: np.tanh(W_LOOPS @ x) * x[0], np.linspace(0.1, 1.0, 4)),
+}
+BATCH_SIZES = [1, 2, 4 * vecmath.lanes("float64") + 3, 4 * vecmath.lanes("float32") + 5, 5003]
+
+
+def _dirty(shape, dtype, kind, rng):
+    if kind == "random":
+        return (rng.standard_normal(shape) * 1e6).astype(dtype)
+    return np.full(shape, {"nan": np.nan, "huge": 1e300 if dtype == np.float64 else 3e38}[kind], dtype=dtype)
+
+
+def _dirty_case(name):
+    f, x = DIRTY_CASES[name]
+    cf = symjac.compile(f, x, cache=False, expand="arrays" if name == "loops" else "auto")
+    assert cf.kernel.layout.full == (name == "loops")  # the others' batch loops zero their results
+    return cf, x
+
+
+@pytest.mark.parametrize("kind", ["nan", "huge", "random"])
+@pytest.mark.parametrize("name", DIRTY_CASES)
+def test_out_holding_garbage_gives_a_fresh_calls_result(name, kind, rng):
+    """Whatever a caller left in out=, every entry is written: zeros too (no stale numbers)."""
+    cf, x = _dirty_case(name)
+    if name == "exp_reducer" and vecmath.lanes("float64") > 1:
+        assert cf.kernel.simd()[1] > 1  # SIMD lanes, then the scalar kernel for the rest
+    for n in BATCH_SIZES:  # whole vectors of points and a scalar rest, or only the rest
+        X = (x + rng.uniform(0, 0.5, (n, *x.shape))).astype(x.dtype)
+        fresh = cf(X)
+        out = _dirty(fresh.shape, fresh.dtype, kind, rng)
+        assert cf(X, out=out) is out
+        np.testing.assert_array_equal(out, fresh)
+        for k in sorted({0, n // 2, n - 1}):  # the single-point kernel, on zeroed buffers
+            np.testing.assert_allclose(out[k], cf(X[k]), rtol=4 * np.finfo(x.dtype).eps, atol=0)
+    one = _dirty(fresh.shape[1:], fresh.dtype, kind, rng)
+    assert cf(X[0], out=one) is one
+    np.testing.assert_array_equal(one, cf(X[0]))
+
+
+def test_batch_out_of_any_layout_and_batch_shape(rng):
+    """One NumPy input with out= skips the general call path; strided, Fortran-ordered,
+    float32 and list inputs and nested batch shapes give what it gives."""
+    cf, x = _dirty_case("exp_reducer")
+    X = x + rng.uniform(0, 0.5, (2, 9, 3, 4))
+    want = cf(X)
+    for arg in (X, np.asfortranarray(X), X[:, ::-1][:, ::-1], X.astype(np.float32), X.tolist()):
+        out = np.full(want.shape, np.nan)
+        assert cf(arg, out=out) is out
+        np.testing.assert_allclose(out, want, rtol=1e-6 if arg is not X else 0, atol=0)
+    with pytest.raises(ValueError, match=r"C-contiguous float64 array of shape \(2, 9, 3, 3, 4\)"):
+        cf(X, out=np.empty((18, 3, 3, 4)))
+    with pytest.raises(ValueError, match="writeable"):
+        frozen = np.empty(want.shape)
+        frozen.flags.writeable = False
+        cf(X, out=frozen)
+
+
+@pytest.mark.parametrize("name", ["chain", "exp_reducer"])
+def test_threaded_batches_into_garbage_equal_one_thread(name, rng, monkeypatch):
+    from symjac import compiled
+
+    monkeypatch.setattr(compiled, "THREAD_WORK", 0)
+    cf, x = _dirty_case(name)
+    X = x + rng.uniform(0, 0.5, (4 * 1024 + 5, *x.shape))
+    cf._threads = 1
+    one = cf(X)
+    cf._threads = 2
+    cf.kernel._threads_pay = True  # split however fast the machine's threads are
+    out = np.full_like(one, np.nan)
+    np.testing.assert_array_equal(cf(X, out=out), one)
+    np.testing.assert_array_equal(cf(X), one)
+
+
+def test_garbage_batches_match_torch_autograd(rng):
+    torch = pytest.importorskip("torch")
+    cf, x = _dirty_case("chain")
+    X = x + rng.uniform(0, 0.5, (37, 20))
+    out = np.full((37, 20, 20), np.nan)
+    cf(X, out=out)
+    for k in (0, 17, 36):
+        J = torch.autograd.functional.jacobian(lambda s: _chain(s, torch.cat), torch.from_numpy(X[k]))
+        np.testing.assert_allclose(out[k], J.numpy(), rtol=1e-13, atol=1e-15)
 
 
 def test_sparse_results(rng):

@@ -155,6 +155,8 @@ def test_large_batches_of_a_rolled_kernel_run_its_unrolled_kernel(rng):
     small = rng.uniform(0.1, 1.0, (7, n))  # 0.9 MB of results: the rolled loops are as fast
     for x, J in zip(small, cf(small), strict=True):
         np.testing.assert_array_equal(J, cf(x))
+    dirty = np.full((7, n, n), np.nan)  # the batch loop zeroes each point's results itself
+    np.testing.assert_array_equal(cf(small, out=dirty), cf(small))
     assert cf.kernel._simd is None  # nothing compiled for it
     large = rng.uniform(0.1, 1.0, (runtime.UNROLLED_BATCH_BYTES // (8 * n * n) + 3, n))
     batch = cf(large)
@@ -162,6 +164,8 @@ def test_large_batches_of_a_rolled_kernel_run_its_unrolled_kernel(rng):
     assert lanes == 1 and ".loop" not in optimized
     for x, J in zip(large, batch, strict=True):
         np.testing.assert_array_equal(J, cf(x))
+    dirty = np.full(batch.shape, 1e300)  # and so does the unrolled kernel's
+    np.testing.assert_array_equal(cf(large, out=dirty), batch)
     np.testing.assert_array_equal(cf(small), np.stack([cf(x) for x in small]))  # now unrolled too
 
 

@@ -266,6 +266,29 @@ def test_mostly_dense_results_store_their_zeros(rng):
     np.testing.assert_array_equal(J2[:, 1, 0], 0.0)
 
 
+def _two_dtypes(x, p):
+    return np.concatenate([x * x * p[0] + 0.1, np.sin(x) * p[1] - 0.2 * x])
+
+
+@pytest.mark.parametrize("fill", [np.nan, 1e30])
+def test_batch_loops_write_every_entry_of_both_buffers(fill, rng):
+    """Three results, float32 and float64, with structural zeros, into buffers holding garbage:
+    the SIMD kernel and its scalar rest zero each point's part of both before computing it."""
+    x, p = np.linspace(0.1, 1, 6, dtype=np.float32), np.array([0.5, 2.0])
+    cf = symjac.compile(_two_dtypes, x, p, wrt=(0, 1), value=True, cache=False)
+    layout = cf.kernel.layout
+    assert not layout.full and layout.n64 and layout.n32 and len(layout.slots) == 3
+    X = rng.uniform(0.1, 1.0, (N, 6)).astype(np.float32)
+    P = rng.uniform(0.5, 2.0, (N, 2))
+    out64, out32 = np.full((N, layout.n64), fill), np.full((N, layout.n32), fill, dtype=np.float32)
+    got = cf.kernel.batch([X, P], (N,), out64=out64, out32=out32)
+    assert cf.kernel.simd() or LANES == 1
+    assert np.isfinite(out64).all() and np.isfinite(out32).all()
+    for k in (0, N // 2, N - 1):
+        for g, w in zip(got, cf.kernel([X[k], P[k]]), strict=True):
+            np.testing.assert_allclose(g[k], w, **TOL[w.dtype.type])
+
+
 # --- the DAG tape against sympy.diff ---------------------------------------------------------
 x, y, z = sympy.symbols("x y z", real=True)
 TAPE_CASES = [

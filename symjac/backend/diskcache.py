@@ -39,7 +39,7 @@ import llvmlite.binding as llvm
 from . import vecmath
 
 MAGIC = b"SYMJAC2\n"
-FORMAT = 4
+FORMAT = 5  # 5: batch loops zero their outputs (4's expect zeroed buffers)
 KEY_FILE = "key"
 KEY_BYTES = 32
 MAX_ENTRY_BYTES = 256 << 20  # an entry larger than this is refused unread

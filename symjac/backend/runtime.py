@@ -99,8 +99,9 @@ class Layout:
     """How a kernel's buffers are laid out: everything needed to call its object code.
 
     ``in_shapes`` are the arrays packed, in order, into the input buffer (of dtype ``compute``);
-    ``slots`` say where each result lives in the zero-initialised output buffers of ``n64``
-    doubles and ``n32`` floats.
+    ``slots`` say where each result lives in the output buffers of ``n64`` doubles and ``n32``
+    floats. The single-point kernel wants them zeroed unless ``full``; the batch loops zero each
+    point's part themselves (``codegen.add_batch_loop``), so batch buffers may hold anything.
     """
 
     in_shapes: tuple
@@ -111,9 +112,8 @@ class Layout:
     full: bool = False  # every output element is stored (zeros too): buffers need no zeroing
 
     def allocate(self, n: int):
-        """Output buffers ``(out64, out32)`` for ``n`` points, zeroed unless the kernel is full."""
-        alloc = np.empty if self.full else np.zeros
-        return alloc((n, self.n64)), alloc((n, self.n32), dtype=np.float32)
+        """Output buffers ``(out64, out32)`` for ``n`` points of a batch loop (not zeroed)."""
+        return np.empty((n, self.n64)), np.empty((n, self.n32), dtype=np.float32)
 
     @property
     def n_in(self) -> int:
@@ -153,7 +153,8 @@ def compile_object(program: Program, layout: Layout, batch: bool = False) -> tup
         module = _module("symjac_kernel")
         add_kernel(module, program, "symjac_kernel")
         if batch:
-            add_batch_loop(module, "symjac_kernel", _strides(layout), program.compute, _inline(program))
+            strides, inline = _strides(layout), _inline(program)
+            add_batch_loop(module, "symjac_kernel", strides, program.compute, inline, clear=not layout.full)
         # Points go through the SIMD kernel, not a vectorised loop; and a rolled loop
         # (symjac.elements.rolling) vectorised scatters its stores, three times slower than scalar.
         return _native(module, loop_vectorization=False)
@@ -188,7 +189,9 @@ def compile_simd_object(program: Program, layout: Layout):
         module = _module("symjac_kernel_simd")
         strides = _strides(layout)
         add_kernel(module, program, "symjac_kernel_simd", lanes, strides, roll=False)
-        add_batch_loop(module, "symjac_kernel_simd", strides, program.compute, _inline(program), lanes)
+        add_batch_loop(
+            module, "symjac_kernel_simd", strides, program.compute, _inline(program), lanes, clear=not layout.full
+        )
         return (*_native(module, loop_vectorization=lanes > 1), lanes)
 
 
