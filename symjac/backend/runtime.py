@@ -189,9 +189,8 @@ def compile_simd_object(program: Program, layout: Layout):
         module = _module("symjac_kernel_simd")
         strides = _strides(layout)
         add_kernel(module, program, "symjac_kernel_simd", lanes, strides, roll=False)
-        add_batch_loop(
-            module, "symjac_kernel_simd", strides, program.compute, _inline(program), lanes, clear=not layout.full
-        )
+        inline, clear = _inline(program), not layout.full
+        add_batch_loop(module, "symjac_kernel_simd", strides, program.compute, inline, lanes, clear=clear)
         return (*_native(module, loop_vectorization=lanes > 1), lanes)
 
 
