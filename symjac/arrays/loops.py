@@ -14,6 +14,7 @@ innermost so that its loops are SIMD vectors:
 - matmul, einsum and sums: contraction loops whose tangent accumulators are vectors;
 - logsumexp, max and min: reductions with their exact weights (softmax; ties split evenly);
 - reshape, transpose, broadcasting and basic slicing: strided views, no code;
+- indexing with index arrays: a gather through a table of positions computed when building;
 - concatenation and stack: copies.
 
 The kernel has the element road's signature, ``void symjac_kernel(in, out64, out32)``, and the
@@ -75,8 +76,6 @@ def unsupported(graph) -> str | None:
             return op
         elif op == "einsum" and "->" not in params[0]:
             return "einsum with an implicit output"
-        elif op == "getitem" and any(isinstance(k, np.ndarray) for k in decode_index(params[0])):
-            return "getitem with an index array"
         elif op == "cast" and not (dt is None or dt == F64 or dt.kind == "b"):
             return f"cast to {dt}"
     return None
@@ -331,40 +330,15 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel"):
     """Add ``void name(in, out64, out32)`` computing ``graph``'s outputs' values (with ``value``)
     and Jacobian blocks with respect to inputs ``wrt``; returns the result shapes in order."""
     specs = _input_specs(graph)
-    in_offsets = np.cumsum([0] + [math.prod(shape) for shape, _ in specs]).tolist()
     col0 = {}
     width = 0
     for j in wrt:
         col0[j] = width
         width += math.prod(specs[j][0])
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR]), name=name)
-    for arg in fn.args:
-        arg.add_attribute("noalias")
-    inp, out64, _ = fn.args
-    em = _Emitter(module, fn, width)
-    nodes: list = []
-    for n, (op, args, params) in enumerate(graph.eqns):
-        shape = tuple(graph.shape(n))
-        mask = graph.dtype(n) is not None and graph.dtype(n).kind == "b"
-        if op == "input":
-            j = params[0]
-            v = View(inp, in_offsets[j], shape, _c_strides(shape))
-            t = _identity(em, j, shape, col0) if j in col0 else None
-            nodes.append(Node(v, t, mask))
-            continue
-        argn = [
-            nodes[a] if type(a) is int else Node(View(("scalar", float(a[1])), 0, (), ()), None) for a in args
-        ]
-        nodes.append(_OPS.get(op, _elementwise)(em, op, argn, params, shape, mask, module, n))
-    results = []
-    offset = 0
+    em, (inp, out64, _) = kernel_function(module, name, width)
+    nodes = emit_nodes(em, graph, inp, lambda j, shape: _identity(em, j, shape, col0) if j in col0 else None)
     outs = [nodes[o] for o in graph.outputs]
-    if value:
-        for o in outs:
-            target = View(out64, offset, o.value.shape, _c_strides(o.value.shape))
-            _copy_values(em, o.value, target)
-            offset += math.prod(o.value.shape)
-            results.append(o.value.shape)
+    results, offset = store_values(em, outs, out64) if value else ([], 0)
     for o in outs:
         for j in wrt:
             size = math.prod(specs[j][0])
@@ -373,6 +347,52 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel"):
             offset += math.prod(shape)
             results.append(shape)
     em.finish()
+    return results, offset
+
+
+def kernel_function(module, name: str, width: int):
+    """``(emitter, (in, out64, out32))`` of a new ``void name(in, out64, out32)``."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR]), name=name)
+    for arg in fn.args:
+        arg.add_attribute("noalias")
+    return _Emitter(module, fn, width), fn.args
+
+
+def emit_nodes(em, graph, inp, seed, keep=None, partials=None) -> list:
+    """Each node's Node (values read from ``inp``; input ``j``'s tangent ``seed(j, shape)``).
+
+    Only the nodes in ``keep`` (all when None) are emitted, the others are None; ``partials``
+    maps an elementwise node to the views receiving its partials (``_elementwise``)."""
+    specs = _input_specs(graph)
+    in_offsets = np.cumsum([0] + [math.prod(shape) for shape, _ in specs]).tolist()
+    nodes: list = []
+    for n, (op, args, params) in enumerate(graph.eqns):
+        shape = tuple(graph.shape(n))
+        mask = graph.dtype(n) is not None and graph.dtype(n).kind == "b"
+        if keep is not None and n not in keep:
+            nodes.append(None)
+        elif op == "input":
+            j = params[0]
+            nodes.append(Node(View(inp, in_offsets[j], shape, _c_strides(shape)), seed(j, shape), mask))
+        else:
+            argn = [
+                nodes[a] if type(a) is int else Node(View(("scalar", float(a[1])), 0, (), ()), None)
+                for a in args
+            ]
+            rule = _OPS.get(op, _elementwise)
+            extra = {"partials_out": partials[n]} if partials and n in partials else {}
+            nodes.append(rule(em, op, argn, params, shape, mask, module=em.module, n=n, **extra))
+    return nodes
+
+
+def store_values(em, outs, out64) -> tuple[list, int]:
+    """Copy the outputs' values to the start of ``out64``: ``(their shapes, doubles written)``."""
+    results, offset = [], 0
+    for o in outs:
+        target = View(out64, offset, o.value.shape, _c_strides(o.value.shape))
+        _copy_values(em, o.value, target)
+        offset += math.prod(o.value.shape)
+        results.append(o.value.shape)
     return results, offset
 
 
@@ -424,7 +444,9 @@ def _store_block(em, node, out64, offset, c0, size):
 # --- elementwise ----------------------------------------------------------------------------
 
 
-def _elementwise(em, op, args, params, shape, mask, module, n):
+def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None):
+    """An elementwise op's value and tangent; ``partials_out`` maps argument ``k`` to a view (of
+    ``shape``) that receives the partial derivative with respect to it (the sparse road's scales)."""
     if op not in ELEMENTWISE:
         raise Unsupported(op)
     masks = tuple(a.mask for a in args)
@@ -469,11 +491,16 @@ def _elementwise(em, op, args, params, shape, mask, module, n):
             x = load(v, idxs)
             env[s] = b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0)) if is_mask else x
         lw = _Lowerer(module, b, DOUBLE, env, n)
-        value = lw.as_float(lw.lower(expr))
-        if n == 1:
-            em.store(value, out, idxs[0])
-        else:
-            b.store(value, b.bitcast(em.address(out, idxs[0]), value.type.as_pointer()), align=8)
+
+        def put(x, view):
+            if n == 1:
+                em.store(x, view, idxs[0])
+            else:
+                b.store(x, b.bitcast(em.address(view, idxs[0]), x.type.as_pointer()), align=8)
+
+        put(lw.as_float(lw.lower(expr)), out)
+        for k, view in (partials_out or {}).items():
+            put(lw.as_float(lw.lower(partials[k])), view)
         if tout is None:
             return
         terms = []
@@ -828,7 +855,7 @@ def _const(em, op, args, params, shape, mask, module, n):
     if values.size == 1:
         return Node(View(("scalar", float(values.flat[0])), 0, tuple(shape_), (0,) * len(shape_)), None, mask)
     if values.size >= DATA_FROM:  # read through a pointer to the array (see bind_data)
-        g = ir.GlobalVariable(module, ir.ArrayType(DOUBLE, values.size), name=_data_symbol(values))
+        g = _external(module, ir.ArrayType(DOUBLE, values.size), _data_symbol(values))
         return Node(_dense(g, tuple(shape_)), None, mask)
     raw = bytearray(np.ascontiguousarray(values).astype("<f8").tobytes())
     typ = ir.ArrayType(ir.IntType(8), len(raw))
@@ -846,28 +873,43 @@ DATA_FROM = 64
 _DATA: dict = {}  # symbol -> the array it names, alive for the process (kernels may outlive)
 
 
+def _external(module, typ, name: str):
+    """The global ``name`` (declared once per module however often it is read)."""
+    return module.globals.get(name) or ir.GlobalVariable(module, typ, name=name)
+
+
 def _data_symbol(values: np.ndarray) -> str:
+    """The symbol naming a float64 array, or an int32 one (index tables), bound to a copy."""
     import hashlib
 
     import llvmlite.binding as llvm
 
-    data = np.ascontiguousarray(values, dtype="<f8")
-    name = f"symjac_data_{hashlib.sha256(data.tobytes()).hexdigest()[:32]}_{data.size}"
+    kind = "index" if np.asarray(values).dtype.kind in "iu" else "data"
+    data = np.ascontiguousarray(values, dtype="<i4" if kind == "index" else "<f8")
+    name = f"symjac_{kind}_{hashlib.sha256(data.tobytes()).hexdigest()[:32]}_{data.size}"
     if name not in _DATA:
         _DATA[name] = data = data.copy()
         llvm.add_symbol(name, data.ctypes.data)
     return name
 
 
-def bind_data(graph) -> None:
-    """Bind the symbols of ``graph``'s large captured arrays, before loading a kernel's object
-    code (a cached one names them but does not hold them)."""
-    for op, _, params in graph.eqns:
+def bind_data(graph) -> set:
+    """Bind the symbols of ``graph``'s large captured arrays and index tables, before loading a
+    kernel's object code (a cached one names them but does not hold them); returns the symbols."""
+    names = set()
+    for op, args, params in graph.eqns:
         if op == "const":
             dt, shape_, data = params
             values = np.frombuffer(data, dtype=np.dtype(dt)).reshape(shape_).astype(F64)
             if values.size >= DATA_FROM:
-                _data_symbol(values)
+                names.add(_data_symbol(values))
+        elif op == "getitem":
+            index = decode_index(params[0])
+            if any(isinstance(k, np.ndarray) for k in index):
+                positions = gather_positions(graph.shape(args[0]), index)
+                if positions.size >= DATA_FROM:
+                    names.add(_data_symbol(positions.astype(np.int32)))
+    return names
 
 
 def _scalar(em, op, args, params, shape, mask, module, n):
@@ -937,6 +979,52 @@ def _reshape(em, op, args, params, shape, mask, module, n):
     return _reshaped(em, args[0], shape)
 
 
+def _getitem(em, op, args, params, shape, mask, module, n):
+    index = decode_index(params[0])
+    (x,) = args
+    if not any(isinstance(k, np.ndarray) for k in index):
+        return _same_map(lambda v, p, s: _index(v, index))(em, op, args, params, shape, mask, module, n)
+    # Index arrays: out element e is x's element positions[e], read through a table.
+    positions = gather_positions(x.value.shape, index)
+    size = math.prod(x.value.shape)
+    x = _reshaped(em, x, (size,))
+    out = _dense(em.buffer(len(positions)), (len(positions),))
+    tout = None if x.tangent is None else _dense(em.buffer(len(positions) * em.width), out.shape)
+    table = index_table(module, positions)
+
+    def body(e, c):
+        j = load_index(em.b, table, e)
+        em.store(em.load(x.value, [j]), out, [e])
+        if tout is not None:
+            em.chunks(lambda c0, vt: em.store_row(em.load_row(x.tangent, [j], c0, vt), tout, [e], c0))
+        return []
+
+    em.loop(len(positions), body)
+    return _reshaped(em, Node(out, tout, x.mask), shape)
+
+
+def gather_positions(shape, index) -> np.ndarray:
+    """The flat positions (C order) of ``x[index]``'s elements in ``x`` of ``shape``."""
+    return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)[index].ravel()
+
+
+def index_table(module, values: np.ndarray):
+    """A table of int32 positions: an IR constant when short, else a symbol (see bind_data)."""
+    values = np.ascontiguousarray(values, dtype="<i4")
+    if values.size >= DATA_FROM:
+        return _external(module, ir.ArrayType(I32, values.size), _data_symbol(values))
+    typ = ir.ArrayType(I32, max(values.size, 1))
+    g = ir.GlobalVariable(module, typ, name=module.get_unique_name("symjac_index"))
+    g.global_constant = True
+    g.linkage = "internal"
+    g.initializer = ir.Constant(typ, [int(v) for v in values] or [0])
+    return g
+
+
+def load_index(b, table, i):
+    return b.sext(b.load(b.gep(table, [i], source_etype=I32), typ=I32), I64)
+
+
 _OPS = {
     "const": _const,
     "scalar": _scalar,
@@ -944,7 +1032,7 @@ _OPS = {
     "reshape": _reshape,
     "transpose": _same_map(lambda v, p, s: _transpose(v, p[0])),
     "broadcast_to": _same_map(lambda v, p, s: _broadcast(v, s)),
-    "getitem": _same_map(lambda v, p, s: _index(v, decode_index(p[0]))),
+    "getitem": _getitem,
     "concat": _join("concat"),
     "stack": _join("stack"),
     "sum": _sum,
@@ -966,6 +1054,15 @@ def compile_object(graph, wrt, value: bool):
 
     module = runtime._module("symjac_kernel")
     shapes, n64 = build_module(module, graph, wrt, value)
+    return native(module, graph, shapes, n64)
+
+
+def native(module, graph, shapes, n64: int):
+    """``(object code, IR, optimised IR, layout)`` of ``module``'s kernel, whose results
+    (float64, of ``shapes``, ``n64`` doubles in all) follow one another, plus its batch loop."""
+    from ..backend import runtime
+    from ..backend.codegen import add_batch_loop
+
     slots, offset = [], 0
     for shape in shapes:
         slots.append(runtime.ResultSlot(0, offset, tuple(shape)))
