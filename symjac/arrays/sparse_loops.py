@@ -1,0 +1,419 @@
+"""Sparse loop kernels: ``compile``'s sparse Jacobians (``sparse="csr"/"csc"``) as array-level loops.
+
+Which input columns a node's element depends on does not depend on the values, so each node's
+sparsity structure is computed once, when building, in NumPy (:class:`Struct`, one sorted row of
+columns per element), and the kernel computes only the entries' values. Every op's entries come
+from its operands' by *steps*, ``dst[dpos[i]] (+)= scale[sidx[i]] * src[spos[i]]`` over
+constant index tables:
+
+- elementwise ops scale their arguments' entries by the partial derivatives, which the value
+  loops of :mod:`symjac.arrays.loops` write to arrays beside the values; a zero partial kills
+  any entry and a zero entry any partial (inf and NaN included), as on the other roads;
+- sums add the entries of the rows they reduce;
+- gathers (indexing with slices or index arrays, reshape, transpose, broadcasting, concatenation,
+  stack) are no code: their entries are positions in their operands' buffers, folded into the
+  steps that read them.
+
+The last steps write the outputs' entries, in CSR or CSC order, straight into the result. The
+pattern is structural (connectivity): an entry whose derivative happens to be identically zero
+(``x - x``) is kept, with the value 0.0, where the element road's exact SymPy drops it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import llvmlite.ir as ir
+import numpy as np
+
+from ..elements.derive import _input_specs
+from ..trace.ops import ELEMENTWISE, decode_index
+from . import loops
+from .elementwise import Unsupported
+from .loops import DOUBLE, _dense, _is_mask, _scalar_rule, load_index
+from .sparse import _axes
+
+ONES = 0  # the buffer of the seeds' entries: all ones, never stored
+RESULT = -1  # the kernel's result array
+GATHERS = frozenset({"reshape", "transpose", "broadcast_to", "getitem", "concat", "stack", "cast"})
+# Stored entries (of every node together) past which the road is refused: each costs about 40
+# bytes while building, as index tables and NumPy temporaries.
+ENTRY_BUDGET = 20_000_000
+
+
+def unsupported(graph, wrt) -> str | None:
+    """Why ``graph``'s Jacobian with respect to inputs ``wrt`` cannot be a sparse loop kernel."""
+    why = loops.unsupported(graph)
+    if why:
+        return why
+    live = _dependent(graph, wrt)
+    for n, (op, args, _) in enumerate(graph.eqns):
+        if n in live and op not in ("input", "sum", *GATHERS) and op not in ELEMENTWISE:
+            return f"{op} (no sparse loop rule)"
+    return None
+
+
+def _dependent(graph, wrt) -> set:
+    live = set()
+    for n, (op, args, params) in enumerate(graph.eqns):
+        dt = graph.dtype(n)
+        if op == "input":
+            if params[0] in wrt:
+                live.add(n)
+        elif any(type(a) is int and a in live for a in args) and not (dt is not None and dt.kind == "b"):
+            live.add(n)
+    return live
+
+
+# --- structure ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Struct:
+    """A node's sparse tangent by rows: element ``r``'s entries are ``indptr[r]:indptr[r + 1]``,
+    entry ``k`` in input column ``cols[k]`` (increasing within a row), its value held at
+    ``buffers[buf[k]][off[k]]``."""
+
+    indptr: np.ndarray
+    cols: np.ndarray
+    buf: np.ndarray
+    off: np.ndarray
+
+    def rows(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+
+    def take(self, rows, planner) -> Struct:
+        """Row ``rows[i]`` as row ``i`` (no data moves: the entries keep their places)."""
+        lengths = np.diff(self.indptr)[rows]
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        planner.spend(int(indptr[-1]))
+        source = np.repeat(self.indptr[rows] - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return Struct(indptr, self.cols[source], self.buf[source], self.off[source])
+
+
+def _empty(rows: int) -> Struct:
+    none = np.zeros(0, dtype=np.int64)
+    return Struct(np.zeros(rows + 1, dtype=np.int64), none, none, none)
+
+
+def _stacked(parts) -> Struct:
+    indptr = np.concatenate([[0]] + [np.diff(p.indptr) for p in parts]).cumsum()
+    return Struct(indptr, *(np.concatenate([getattr(p, f) for p in parts]) for f in ("cols", "buf", "off")))
+
+
+def _positions(shape) -> np.ndarray:
+    return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
+
+
+@dataclass(frozen=True)
+class Step:
+    """``dst[dpos[i]] (+)= scale[sidx[i]] * src[spos[i]]`` for ``i < count``; a table that is
+    None is the identity, a float scale a constant, ``(node, k)`` node's partial on argument k."""
+
+    dst: int
+    src: int
+    count: int
+    dpos: np.ndarray | None
+    spos: np.ndarray | None
+    sidx: np.ndarray | None
+    scale: object = None
+
+    def tables(self):
+        return [t for t in (self.dpos, self.spos, self.sidx) if t is not None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the kernel needs beyond the values: buffers, steps and the result's pattern."""
+
+    sizes: tuple  # entries of each buffer (ONES's unused)
+    steps: tuple
+    partials: dict  # node -> arguments whose partial derivatives the steps read
+    pattern: dict  # {kind, shape, indices, indptr}, as compiled._sparse
+    nnz: int
+
+
+class _Planner:
+    def __init__(self, width):
+        self.width = width
+        self.sizes = [0]
+        self.steps = []
+        self.partials = {}
+        self.entries = 0
+
+    def spend(self, entries: int):
+        self.entries += entries
+        if self.entries > ENTRY_BUDGET:
+            raise Unsupported(f"sparse tangents of over {ENTRY_BUDGET:,} entries")
+
+    def buffer(self, size: int) -> int:
+        self.sizes.append(size)
+        return len(self.sizes) - 1
+
+    def move(self, dst: int, entries: Struct, dpos, scale=None, sidx=None):
+        """Steps adding ``scale * entries`` at ``dst[dpos]``, one per source buffer."""
+        if not len(entries.buf):
+            return
+        single = entries.buf[0] == entries.buf.min() == entries.buf.max()
+        for b in [int(entries.buf[0])] if single else np.unique(entries.buf).tolist():
+            pick = slice(None) if single else entries.buf == b
+            d = np.arange(len(entries.buf))[pick] if dpos is None else dpos[pick]
+            s = None if b == ONES else entries.off[pick]
+            i = None if sidx is None else sidx[pick]
+            self.steps.append(Step(dst, b, len(d), _table(d), _table(s), _table(i), scale))
+
+    def owned(self, indptr, cols) -> tuple[Struct, int]:
+        """A node's entries in a buffer of their own, in order; and that buffer."""
+        dst = self.buffer(len(cols))
+        return Struct(indptr, cols, np.full(len(cols), dst, dtype=np.int64), np.arange(len(cols))), dst
+
+
+def _table(a):
+    """``a`` as an index table, or None where it is the identity."""
+    if a is None or (len(a) and a[0] == 0 and a[-1] == len(a) - 1 and np.array_equal(a, np.arange(len(a)))):
+        return None
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _union(planner, terms, size):
+    """Rows of ``size`` elements holding every column of the terms' rows; each term's positions."""
+    first = terms[0]
+    if all(
+        t.indptr is first.indptr or (np.array_equal(t.indptr, first.indptr) and np.array_equal(t.cols, first.cols))
+        for t in terms[1:]
+    ):
+        return first.indptr, first.cols, [None] * len(terms)
+    w = planner.width
+    keys = np.concatenate([t.rows() * w + t.cols for t in terms])
+    unique, inverse = np.unique(keys, return_inverse=True)
+    planner.spend(len(unique))
+    indptr = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(unique // w, minlength=size), out=indptr[1:])
+    cuts = np.cumsum([len(t.cols) for t in terms])[:-1]
+    return indptr, unique % w, np.split(inverse, cuts)
+
+
+def _elementwise(planner, graph, n, op, args, S) -> Struct | None:
+    shape = tuple(graph.shape(n))
+    _, _, partials = _scalar_rule(op, tuple(_is_mask(graph, a) for a in args))
+    terms = []
+    for k, a in enumerate(args):
+        p = partials[k]
+        if type(a) is not int or S[a] is None or p is None or (p.is_Number and p == 0):
+            continue
+        t = S[a]
+        if tuple(graph.shape(a)) != shape:
+            t = t.take(np.broadcast_to(_positions(graph.shape(a)), shape).ravel(), planner)
+        terms.append((k, t, float(p) if p.is_Number else (n, k)))
+    if not terms:
+        return None
+    if len(terms) == 1 and terms[0][2] == 1.0:  # x + c: x's entries, unmoved
+        return terms[0][1]
+    indptr, cols, places = _union(planner, [t for _, t, _ in terms], math.prod(shape))
+    out, dst = planner.owned(indptr, cols)
+    for (k, t, scale), dpos in zip(terms, places, strict=True):
+        if type(scale) is tuple:
+            planner.partials.setdefault(n, set()).add(k)
+        planner.move(dst, t, dpos, scale, None if type(scale) is float else t.rows())
+    return out
+
+
+def _sum(planner, graph, n, x, params, S) -> Struct:
+    x_shape = tuple(graph.shape(x))
+    axes = _axes(params[0], len(x_shape))
+    kept = tuple(1 if d in axes else k for d, k in enumerate(x_shape))
+    group = np.broadcast_to(_positions(kept), x_shape).ravel()
+    t = S[x]
+    w = planner.width
+    unique, inverse = np.unique(group[t.rows()] * w + t.cols, return_inverse=True)
+    planner.spend(len(unique))
+    size = math.prod(kept)
+    indptr = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(unique // w, minlength=size), out=indptr[1:])
+    out, dst = planner.owned(indptr, unique % w)
+    planner.move(dst, t, inverse)
+    return out
+
+
+def _gather(planner, graph, n, op, args, params, S) -> Struct | None:
+    if op in ("concat", "stack"):
+        parts = [a for a in args if type(a) is int]
+        if all(S[a] is None for a in parts):
+            return None
+        offsets = np.cumsum([0] + [math.prod(graph.shape(a)) for a in parts])
+        join = np.concatenate if op == "concat" else np.stack
+        places = join([o + _positions(graph.shape(a)) for o, a in zip(offsets, parts, strict=False)], params[0])
+        whole = _stacked([S[a] if S[a] is not None else _empty(math.prod(graph.shape(a))) for a in parts])
+        return whole.take(places.ravel(), planner)
+    x = S[args[0]]
+    if x is None or (op == "cast" and graph.dtype(n) is not None and graph.dtype(n).kind == "b"):
+        return None
+    x_shape = tuple(graph.shape(args[0]))
+    if op in ("reshape", "cast"):
+        return x
+    if op == "transpose":
+        return x.take(_positions(x_shape).transpose(params[0]).ravel(), planner)
+    if op == "broadcast_to":
+        return x.take(np.broadcast_to(_positions(x_shape), tuple(graph.shape(n))).ravel(), planner)
+    return x.take(loops.gather_positions(x_shape, decode_index(params[0])), planner)
+
+
+_PLANS: OrderedDict = OrderedDict()  # the last few plans: the road's choice, the build and a load share one
+
+
+def plan(graph, wrt, kind: str) -> Plan:
+    """The sparse kernel's plan for ``graph``'s Jacobian; raises Unsupported (naming why)."""
+    key = (graph, tuple(wrt), kind)
+    if key in _PLANS:
+        _PLANS.move_to_end(key)
+        return _PLANS[key]
+    why = unsupported(graph, wrt)
+    if why:
+        raise Unsupported(why)
+    result = _plan(graph, tuple(wrt), kind)
+    _PLANS[key] = result
+    while len(_PLANS) > 4:
+        _PLANS.popitem(last=False)
+    return result
+
+
+def _plan(graph, wrt, kind) -> Plan:
+    specs = _input_specs(graph)
+    col0, width = {}, 0
+    for j in wrt:
+        col0[j] = width
+        width += math.prod(specs[j][0])
+    planner = _Planner(width)
+    S: list = []
+    for n, (op, args, params) in enumerate(graph.eqns):
+        if op == "input":
+            size = math.prod(specs[params[0]][0])
+            if params[0] in col0:
+                at = np.arange(size, dtype=np.int64)
+                S.append(Struct(np.arange(size + 1), col0[params[0]] + at, np.zeros(size, np.int64), at))
+            else:
+                S.append(None)
+        elif not any(type(a) is int and S[a] is not None for a in args):
+            S.append(None)
+        elif op in ELEMENTWISE:
+            S.append(_elementwise(planner, graph, n, op, args, S))
+        elif op == "sum":
+            S.append(_sum(planner, graph, n, args[0], params, S))
+        else:
+            S.append(_gather(planner, graph, n, op, args, params, S))
+    outs = [S[o] if S[o] is not None else _empty(math.prod(graph.shape(o))) for o in graph.outputs]
+    whole = _stacked(outs)
+    n_rows, nnz = len(whole.indptr) - 1, len(whole.cols)
+    if kind == "csr":
+        indptr, indices, place = whole.indptr, whole.cols, None
+    else:
+        rows = whole.rows()
+        order = np.lexsort((rows, whole.cols))
+        place = np.empty(nnz, dtype=np.int64)
+        place[order] = np.arange(nnz)
+        indices = rows[order]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(whole.cols, minlength=width))])
+    planner.move(RESULT, whole, place)
+    pattern = {
+        "kind": kind,
+        "shape": [int(n_rows), int(width)],
+        "indices": np.asarray(indices).tolist(),
+        "indptr": np.asarray(indptr).tolist(),
+    }
+    partials = {n: tuple(sorted(ks)) for n, ks in planner.partials.items()}
+    return Plan(tuple(planner.sizes), tuple(planner.steps), partials, pattern, nnz)
+
+
+# --- the kernel ---------------------------------------------------------------------------------
+
+
+def _needed(graph, plan_: Plan, value: bool) -> set:
+    """The nodes whose values the kernel computes: those the partials and results read."""
+    want = set(plan_.partials) | (set(graph.outputs) if value else set())
+    keep = set()
+    for n in range(len(graph.eqns) - 1, -1, -1):
+        if n in want:
+            keep.add(n)
+            want.update(a for a in graph.eqns[n][1] if type(a) is int)
+    return keep
+
+
+def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel"):
+    """Add ``void name(in, out64, out32)`` computing the outputs' values (with ``value``), then
+    the Jacobian's nonzeros in ``kind`` order; returns the result shapes and the doubles."""
+    p = plan(graph, wrt, kind)
+    em, (inp, out64, _) = loops.kernel_function(module, name, 0)
+    partials = {
+        n: {k: _dense(em.buffer(math.prod(graph.shape(n))), tuple(graph.shape(n))) for k in ks}
+        for n, ks in p.partials.items()
+    }
+    nodes = loops.emit_nodes(em, graph, inp, lambda j, shape: None, _needed(graph, p, value), partials)
+    shapes, offset = loops.store_values(em, [nodes[o] for o in graph.outputs], out64) if value else ([], 0)
+    b = em.b
+    result = b.gep(out64, [ir.Constant(loops.I64, offset)], source_etype=DOUBLE)
+    buffers = {k: em.buffer(size) for k, size in enumerate(p.sizes) if k != ONES}
+    buffers[RESULT] = result
+    written = {RESULT}
+    for step in p.steps:
+        assign = step.dst == RESULT or (step.dst not in written and step.dpos is None and step.count == p.sizes[step.dst])
+        if step.dst not in written and not assign:
+            dst = buffers[step.dst]
+            em.loop(p.sizes[step.dst], lambda i, c, dst=dst: (b.store(ir.Constant(DOUBLE, 0.0), b.gep(dst, [i], source_etype=DOUBLE)), [])[1])
+        written.add(step.dst)
+        scale = partials[step.scale[0]][step.scale[1]].base if type(step.scale) is tuple else step.scale
+        _step(em, step, buffers[step.dst], buffers.get(step.src), scale, assign)
+    em.finish()
+    return [*shapes, (p.nnz,)], offset + p.nnz
+
+
+def _step(em, step: Step, dst, src, scale, assign: bool):
+    b = em.b
+    module = em.module
+    tables = [None if t is None else loops.index_table(module, t) for t in (step.dpos, step.spos, step.sidx)]
+    zero = ir.Constant(DOUBLE, 0.0)
+
+    def at(table, i):
+        return i if table is None else load_index(b, table, i)
+
+    def body(i, c):
+        x = None if step.src == ONES else b.load(b.gep(src, [at(tables[1], i)], source_etype=DOUBLE), typ=DOUBLE)
+        if scale is None:
+            term = x if x is not None else ir.Constant(DOUBLE, 1.0)
+        elif type(scale) is float:
+            term = ir.Constant(DOUBLE, scale) if x is None else b.fmul(ir.Constant(DOUBLE, scale), x)
+        else:
+            p = b.load(b.gep(scale, [at(tables[2], i)], source_etype=DOUBLE), typ=DOUBLE)
+            if x is None:
+                term = p
+            else:
+                # A zero partial kills an inf/NaN entry, a zero entry an inf/NaN partial.
+                kill = b.or_(b.fcmp_ordered("==", p, zero), b.fcmp_ordered("==", x, zero))
+                term = b.select(kill, zero, b.fmul(p, x))
+        where = b.gep(dst, [at(tables[0], i)], source_etype=DOUBLE)
+        b.store(term if assign else b.fadd(b.load(where, typ=DOUBLE), term), where)
+        return []
+
+    em.loop(step.count, body)
+
+
+def compile_object(graph, wrt, value: bool, kind: str):
+    """``(object code, IR, optimised IR, layout, pattern)`` of the sparse loop kernel."""
+    from ..backend import runtime
+
+    module = runtime._module("symjac_kernel")
+    shapes, n64 = build_module(module, graph, wrt, value, kind)
+    return (*loops.native(module, graph, shapes, n64), plan(graph, wrt, kind).pattern)
+
+
+def bind(graph, wrt, kind: str) -> set:
+    """Bind every array a cached sparse kernel of ``graph`` may read (recomputed from the graph,
+    never read from the cache); returns their symbols."""
+    names = loops.bind_data(graph)
+    for step in plan(graph, wrt, kind).steps:
+        for t in step.tables():
+            if t.size >= loops.DATA_FROM:
+                names.add(loops._data_symbol(t.astype(np.int32)))
+    return names
