@@ -6,7 +6,9 @@ pattern is the exact one), at points, on batches and into ``out=``; torch autogr
 second oracle.
 """
 
+import functools
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -17,26 +19,16 @@ import symjac
 from symjac import compiled
 from symjac.backend import diskcache
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / "benchmarks"))
+import problems  # noqa: E402
+
 pytest.importorskip("scipy")
 RNG = np.random.default_rng(11)
 
 
-def brusselator(n):
-    """The 2-D Brusselator of benchmarks/problems.py, on an n x n periodic grid."""
-    idx = np.arange(n * n).reshape(n, n)
-    shifts = [np.roll(idx, s, axis=a).ravel() for s, a in ((1, 0), (-1, 0), (1, 1), (-1, 1))]
-    alpha = 0.02 * (n + 1) ** 2
-
-    def rhs(y):
-        u, v = y[: n * n], y[n * n :]
-
-        def lap(w):
-            return w[shifts[0]] + w[shifts[1]] + w[shifts[2]] + w[shifts[3]] - 4 * w
-
-        uuv = u * u * v
-        return np.concatenate([1 + uuv - 4.4 * u + alpha * lap(u), 3.4 * u - uuv + alpha * lap(v)])
-
-    return rhs
+def brusselator(n, ns=None):
+    """benchmarks/problems.py's 2-D Brusselator on an n x n periodic grid: stencils by index arrays."""
+    return functools.partial(problems.brusselator(n), ns or problems.numpy_ns())
 
 
 def close(a, b):
@@ -95,18 +87,7 @@ def test_brusselator_matches_torch_autograd():
     n = 8
     f = brusselator(n)
     cf = symjac.compile(f, np.zeros(2 * n * n), sparse="csc", expand="arrays")
-    idx = np.arange(n * n).reshape(n, n)
-    shifts = [torch.from_numpy(np.roll(idx, s, axis=a).ravel()) for s, a in ((1, 0), (-1, 0), (1, 1), (-1, 1))]
-    alpha = 0.02 * (n + 1) ** 2
-
-    def g(y):
-        u, v = y[: n * n], y[n * n :]
-
-        def lap(w):
-            return w[shifts[0]] + w[shifts[1]] + w[shifts[2]] + w[shifts[3]] - 4 * w
-
-        uuv = u * u * v
-        return torch.cat([1 + uuv - 4.4 * u + alpha * lap(u), 3.4 * u - uuv + alpha * lap(v)])
+    g = brusselator(n, problems.torch_ns())
 
     X = RNG.standard_normal((3, 2 * n * n))
     batch = cf(X)
@@ -116,12 +97,8 @@ def test_brusselator_matches_torch_autograd():
         close(cf._sparse_matrix(batch[k]).toarray(), want)
 
 
-def chain(s, n=10):  # benchmarks/problems.py's spring chain: slices, cubes, concatenation
-    x, v = s[:n], s[n:]
-    stretch = x[1:] - x[:-1] - 1.0
-    force = stretch + 0.1 * stretch**3
-    accel = np.concatenate([force[:1], force[1:] - force[:-1], -force[-1:]])
-    return np.concatenate([v, accel - 0.05 * v])
+def chain(s):
+    return problems.chain(problems.numpy_ns(), s)
 
 
 @pytest.mark.parametrize(
@@ -209,17 +186,13 @@ def test_expand_arrays_names_what_it_cannot_compile():
 
 
 SCRIPT = """
-import numpy as np, symjac
+import functools, sys, numpy as np, symjac
 from symjac import compiled
-n = 8
-idx = np.arange(n * n).reshape(n, n)
-shifts = [np.roll(idx, s, axis=a).ravel() for s, a in ((1, 0), (-1, 0), (1, 1), (-1, 1))]
-def f(y):
-    u, v = y[: n * n], y[n * n :]
-    lap = lambda w: w[shifts[0]] + w[shifts[1]] + w[shifts[2]] + w[shifts[3]] - 4 * w
-    return np.concatenate([1 + u * u * v - 4.4 * u + lap(u), 3.4 * u - u * u * v + lap(v)])
-cf = symjac.compile(f, np.zeros(2 * n * n), sparse="csr", expand="arrays")
-m = cf(np.linspace(-1, 1, 2 * n * n))
+sys.path.insert(0, "benchmarks")
+import problems
+f = functools.partial(problems.brusselator(8), problems.numpy_ns())
+cf = symjac.compile(f, np.zeros(128), sparse="csr", expand="arrays")
+m = cf(np.linspace(-1, 1, 128))
 print(int(cf.cache_hit), compiled.BUILDS, repr(m.data.tolist()), cf._cache_name)
 """
 
@@ -227,7 +200,9 @@ print(int(cf.cache_hit), compiled.BUILDS, repr(m.data.tolist()), cf._cache_name)
 def _run(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "SYMJAC_CACHE_DIR": str(tmp_path), "PYTHONPATH": root}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True, check=True
+    )
     hit, builds, data, name = done.stdout.split(" ", 2)[:2] + done.stdout.split(" ", 2)[2].rsplit(" ", 1)
     return hit, builds, np.array(eval(data)), name.strip()
 
@@ -244,12 +219,14 @@ def test_a_cache_entry_that_does_not_fit_the_graph_is_rebuilt(tmp_path, monkeypa
     monkeypatch.setenv("SYMJAC_CACHE_DIR", str(tmp_path))
     meta, obj = diskcache.load(name)
     nnz = len(meta["pattern"]["indices"])
-    other = symjac.compile(lambda x: x[::-1] * x[np.arange(128) % 7], np.zeros(128), sparse="csr", expand="arrays")
-    assert compiled._external_symbols(other.kernel.object_code)  # it reads tables by symbol
+    f = lambda x: x[::-1] * x[np.arange(128) % 7]  # noqa: E731
+    other = symjac.compile(f, np.zeros(128), sparse="csr", expand="arrays").kernel.object_code
+    tables = sorted(compiled._external_symbols(other))
+    assert tables  # it reads tables by symbol, which the Brusselator's graph does not bind
     broken = [
         ({**meta, "pattern": {**meta["pattern"], "indices": meta["pattern"]["indices"][::-1]}}, obj),
         ({**meta, "symbols": []}, obj),
-        ({**meta, "symbols": sorted(compiled._external_symbols(other.kernel.object_code))}, other.kernel.object_code),
+        ({**meta, "symbols": tables}, other),
         ({**meta, "layout": {**meta["layout"], "n64": nnz - 1, "slots": [[0, 0, [nnz - 1]]]}}, obj),
     ]
     for bad_meta, bad_obj in broken:

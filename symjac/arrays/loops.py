@@ -260,6 +260,17 @@ class _Emitter:
         self.heap.append(ptr)
         return ptr
 
+    def zero(self, ptr, n: int, start: int = 0):
+        """Store 0.0 to doubles ``start .. start + n`` of ``ptr``."""
+        b = self.b
+
+        def store(i, c):
+            at = b.add(i, ir.Constant(I64, start)) if start else i
+            b.store(ir.Constant(DOUBLE, 0.0), b.gep(ptr, [at], source_etype=DOUBLE))
+            return []
+
+        self.loop(n, store)
+
     def _declare(self, name, ret, args):
         return self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(ret, args), name)
 
@@ -400,10 +411,7 @@ def _identity(em, j, shape, col0):
     size = math.prod(shape)
     buf = em.buffer(size * em.width)
     b = em.b
-    em.loop(
-        size * em.width,
-        lambda i, c: (b.store(ir.Constant(DOUBLE, 0.0), b.gep(buf, [i], source_etype=DOUBLE)), [])[1],
-    )
+    em.zero(buf, size * em.width)
 
     def one(i, c):
         at = b.add(b.mul(i, ir.Constant(I64, em.width + 1)), ir.Constant(I64, col0[j]))
@@ -423,10 +431,8 @@ def _store_block(em, node, out64, offset, c0, size):
     shape = node.value.shape
     rows = math.prod(shape)
     b = em.b
-    zero = ir.Constant(DOUBLE, 0.0)
     if node.tangent is None:
-        em.loop(rows * size, lambda i, c: (b.store(zero, b.gep(out64, [b.add(i, ir.Constant(I64, offset))],
-                                                                source_etype=DOUBLE)), [])[1])  # fmt: skip
+        em.zero(out64, rows * size, offset)
         return
     t = node.tangent
     dst = View(out64, offset, shape, tuple(s * size for s in _c_strides(shape)))
@@ -1063,16 +1069,24 @@ def native(module, graph, shapes, n64: int):
     from ..backend import runtime
     from ..backend.codegen import add_batch_loop
 
+    layout = result_layout(graph, shapes)
+    assert layout.n64 == n64
+    add_batch_loop(module, "symjac_kernel", runtime._strides(layout), "float64", inline=False)
+    obj, text, optimized = runtime._native(module, loop_vectorization=True)
+    vecmath.load_libmvec()  # vector math calls must resolve when the engine loads the object
+    return obj, text, optimized, layout
+
+
+def result_layout(graph, shapes):
+    """The Layout of a loop kernel whose float64 results of ``shapes`` follow one another."""
+    from ..backend import runtime
+
     slots, offset = [], 0
     for shape in shapes:
         slots.append(runtime.ResultSlot(0, offset, tuple(shape)))
         offset += math.prod(shape)
     in_shapes = tuple(tuple(shape) for shape, _ in _input_specs(graph))
-    layout = runtime.Layout(in_shapes, tuple(slots), n64, 0, "float64", full=True)
-    add_batch_loop(module, "symjac_kernel", runtime._strides(layout), "float64", inline=False)
-    obj, text, optimized = runtime._native(module, loop_vectorization=True)
-    vecmath.load_libmvec()  # vector math calls must resolve when the engine loads the object
-    return obj, text, optimized, layout
+    return runtime.Layout(in_shapes, tuple(slots), offset, 0, "float64", full=True)
 
 
 def work(graph, wrt) -> int:

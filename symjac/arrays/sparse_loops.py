@@ -99,6 +99,11 @@ def _empty(rows: int) -> Struct:
     return Struct(np.zeros(rows + 1, dtype=np.int64), none, none, none)
 
 
+def _rows_of(graph, S, n) -> Struct:
+    """Node ``n``'s structure, empty rows where it does not depend on the inputs."""
+    return _empty(math.prod(graph.shape(n))) if S[n] is None else S[n]
+
+
 def _stacked(parts) -> Struct:
     indptr = np.concatenate([[0]] + [np.diff(p.indptr) for p in parts]).cumsum()
     return Struct(indptr, *(np.concatenate([getattr(p, f) for p in parts]) for f in ("cols", "buf", "off")))
@@ -182,7 +187,8 @@ def _union(planner, terms, size):
     """Rows of ``size`` elements holding every column of the terms' rows; each term's positions."""
     first = terms[0]
     if all(
-        t.indptr is first.indptr or (np.array_equal(t.indptr, first.indptr) and np.array_equal(t.cols, first.cols))
+        t.indptr is first.indptr
+        or (np.array_equal(t.indptr, first.indptr) and np.array_equal(t.cols, first.cols))
         for t in terms[1:]
     ):
         return first.indptr, first.cols, [None] * len(terms)
@@ -240,13 +246,11 @@ def _sum(planner, graph, n, x, params, S) -> Struct:
 
 def _gather(planner, graph, n, op, args, params, S) -> Struct | None:
     if op in ("concat", "stack"):
-        parts = [a for a in args if type(a) is int]
-        if all(S[a] is None for a in parts):
-            return None
-        offsets = np.cumsum([0] + [math.prod(graph.shape(a)) for a in parts])
+        offsets = np.cumsum([0] + [math.prod(graph.shape(a)) for a in args])
         join = np.concatenate if op == "concat" else np.stack
-        places = join([o + _positions(graph.shape(a)) for o, a in zip(offsets, parts, strict=False)], params[0])
-        whole = _stacked([S[a] if S[a] is not None else _empty(math.prod(graph.shape(a))) for a in parts])
+        starts = zip(offsets, args, strict=False)
+        places = join([o + _positions(graph.shape(a)) for o, a in starts], params[0])
+        whole = _stacked([_rows_of(graph, S, a) for a in args])
         return whole.take(places.ravel(), planner)
     x = S[args[0]]
     if x is None or (op == "cast" and graph.dtype(n) is not None and graph.dtype(n).kind == "b"):
@@ -304,8 +308,7 @@ def _plan(graph, wrt, kind) -> Plan:
             S.append(_sum(planner, graph, n, args[0], params, S))
         else:
             S.append(_gather(planner, graph, n, op, args, params, S))
-    outs = [S[o] if S[o] is not None else _empty(math.prod(graph.shape(o))) for o in graph.outputs]
-    whole = _stacked(outs)
+    whole = _stacked([_rows_of(graph, S, o) for o in graph.outputs])
     n_rows, nnz = len(whole.indptr) - 1, len(whole.cols)
     if kind == "csr":
         indptr, indices, place = whole.indptr, whole.cols, None
@@ -351,17 +354,17 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
         for n, ks in p.partials.items()
     }
     nodes = loops.emit_nodes(em, graph, inp, lambda j, shape: None, _needed(graph, p, value), partials)
-    shapes, offset = loops.store_values(em, [nodes[o] for o in graph.outputs], out64) if value else ([], 0)
-    b = em.b
-    result = b.gep(out64, [ir.Constant(loops.I64, offset)], source_etype=DOUBLE)
+    outs = [nodes[o] for o in graph.outputs]
+    shapes, offset = loops.store_values(em, outs, out64) if value else ([], 0)
+    result = em.b.gep(out64, [ir.Constant(loops.I64, offset)], source_etype=DOUBLE)
     buffers = {k: em.buffer(size) for k, size in enumerate(p.sizes) if k != ONES}
     buffers[RESULT] = result
-    written = {RESULT}
+    written = {RESULT}  # each result entry is written once: stored, never added to
     for step in p.steps:
-        assign = step.dst == RESULT or (step.dst not in written and step.dpos is None and step.count == p.sizes[step.dst])
-        if step.dst not in written and not assign:
-            dst = buffers[step.dst]
-            em.loop(p.sizes[step.dst], lambda i, c, dst=dst: (b.store(ir.Constant(DOUBLE, 0.0), b.gep(dst, [i], source_etype=DOUBLE)), [])[1])
+        fresh = step.dst not in written
+        assign = step.dst == RESULT or (fresh and step.dpos is None and step.count == p.sizes[step.dst])
+        if fresh and not assign:
+            em.zero(buffers[step.dst], p.sizes[step.dst])
         written.add(step.dst)
         scale = partials[step.scale[0]][step.scale[1]].base if type(step.scale) is tuple else step.scale
         _step(em, step, buffers[step.dst], buffers.get(step.src), scale, assign)
@@ -375,24 +378,24 @@ def _step(em, step: Step, dst, src, scale, assign: bool):
     tables = [None if t is None else loops.index_table(module, t) for t in (step.dpos, step.spos, step.sidx)]
     zero = ir.Constant(DOUBLE, 0.0)
 
-    def at(table, i):
-        return i if table is None else load_index(b, table, i)
+    def at(ptr, table, i):
+        return b.gep(ptr, [i if table is None else load_index(b, table, i)], source_etype=DOUBLE)
 
     def body(i, c):
-        x = None if step.src == ONES else b.load(b.gep(src, [at(tables[1], i)], source_etype=DOUBLE), typ=DOUBLE)
+        x = None if step.src == ONES else b.load(at(src, tables[1], i), typ=DOUBLE)
         if scale is None:
             term = x if x is not None else ir.Constant(DOUBLE, 1.0)
         elif type(scale) is float:
             term = ir.Constant(DOUBLE, scale) if x is None else b.fmul(ir.Constant(DOUBLE, scale), x)
         else:
-            p = b.load(b.gep(scale, [at(tables[2], i)], source_etype=DOUBLE), typ=DOUBLE)
+            p = b.load(at(scale, tables[2], i), typ=DOUBLE)
             if x is None:
                 term = p
             else:
                 # A zero partial kills an inf/NaN entry, a zero entry an inf/NaN partial.
                 kill = b.or_(b.fcmp_ordered("==", p, zero), b.fcmp_ordered("==", x, zero))
                 term = b.select(kill, zero, b.fmul(p, x))
-        where = b.gep(dst, [at(tables[0], i)], source_etype=DOUBLE)
+        where = at(dst, tables[0], i)
         b.store(term if assign else b.fadd(b.load(where, typ=DOUBLE), term), where)
         return []
 
