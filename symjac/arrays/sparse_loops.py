@@ -99,9 +99,35 @@ def _empty(rows: int) -> Struct:
     return Struct(np.zeros(rows + 1, dtype=np.int64), none, none, none)
 
 
-def _rows_of(graph, S, n) -> Struct:
+@dataclass
+class Pending:
+    """Entries not stored yet: the sum of each term's ``coef * scale * entries``, stored when
+    first read (``_get``), unless its one reader, a linear elementwise op of the same shape,
+    takes its terms instead (so ``a + b + c - 4 * d`` stores one array, not four)."""
+
+    size: int
+    terms: list  # (Struct, scale: None or (node, k), coef: float)
+    stored: Struct | None = None
+
+
+def _get(planner, S, n) -> Struct | None:
+    """Node ``n``'s structure, its entries stored first if they are pending."""
+    s = S[n]
+    if type(s) is not Pending:
+        return s
+    if s.stored is None:
+        indptr, cols, places = _union(planner, [t for t, _, _ in s.terms], s.size)
+        s.stored, dst = planner.owned(indptr, cols)
+        for (t, scale, coef), dpos in zip(s.terms, places, strict=True):
+            if scale is not None:
+                planner.partials.setdefault(scale[0], set()).add(scale[1])
+            planner.move(dst, t, dpos, scale, None if scale is None else t.rows(), coef)
+    return s.stored
+
+
+def _rows_of(planner, graph, S, n) -> Struct:
     """Node ``n``'s structure, empty rows where it does not depend on the inputs."""
-    return _empty(math.prod(graph.shape(n))) if S[n] is None else S[n]
+    return _empty(math.prod(graph.shape(n))) if S[n] is None else _get(planner, S, n)
 
 
 def _stacked(parts) -> Struct:
@@ -115,8 +141,8 @@ def _positions(shape) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Step:
-    """``dst[dpos[i]] (+)= scale[sidx[i]] * src[spos[i]]`` for ``i < count``; a table that is
-    None is the identity, a float scale a constant, ``(node, k)`` node's partial on argument k."""
+    """``dst[dpos[i]] (+)= coef * scale[sidx[i]] * src[spos[i]]`` for ``i < count``; a table that
+    is None is the identity, a scale ``(node, k)`` node's partial on argument k (None: 1)."""
 
     dst: int
     src: int
@@ -124,7 +150,8 @@ class Step:
     dpos: np.ndarray | None
     spos: np.ndarray | None
     sidx: np.ndarray | None
-    scale: object = None
+    scale: tuple | None = None
+    coef: float = 1.0
 
     def tables(self):
         return [t for t in (self.dpos, self.spos, self.sidx) if t is not None]
@@ -158,8 +185,8 @@ class _Planner:
         self.sizes.append(size)
         return len(self.sizes) - 1
 
-    def move(self, dst: int, entries: Struct, dpos, scale=None, sidx=None):
-        """Steps adding ``scale * entries`` at ``dst[dpos]``, one per source buffer."""
+    def move(self, dst: int, entries: Struct, dpos, scale=None, sidx=None, coef=1.0):
+        """Steps adding ``coef * scale * entries`` at ``dst[dpos]``, one per source buffer."""
         if not len(entries.buf):
             return
         single = entries.buf[0] == entries.buf.min() == entries.buf.max()
@@ -168,7 +195,7 @@ class _Planner:
             d = np.arange(len(entries.buf))[pick] if dpos is None else dpos[pick]
             s = None if b == ONES else entries.off[pick]
             i = None if sidx is None else sidx[pick]
-            self.steps.append(Step(dst, b, len(d), _table(d), _table(s), _table(i), scale))
+            self.steps.append(Step(dst, b, len(d), _table(d), _table(s), _table(i), scale, coef))
 
     def owned(self, indptr, cols) -> tuple[Struct, int]:
         """A node's entries in a buffer of their own, in order; and that buffer."""
@@ -202,29 +229,33 @@ def _union(planner, terms, size):
     return indptr, unique % w, np.split(inverse, cuts)
 
 
-def _elementwise(planner, graph, n, op, args, S) -> Struct | None:
+def _elementwise(planner, graph, n, op, args, S, uses) -> Struct | Pending | None:
     shape = tuple(graph.shape(n))
-    _, _, partials = _scalar_rule(op, tuple(_is_mask(graph, a) for a in args))
+    syms, _, partials = _scalar_rule(op, tuple(_is_mask(graph, a) for a in args))
+    scalars = {x: float(a[1]) for x, a in zip(syms, args, strict=True) if type(a) is not int}
     terms = []
     for k, a in enumerate(args):
         p = partials[k]
-        if type(a) is not int or S[a] is None or p is None or (p.is_Number and p == 0):
+        if type(a) is not int or S[a] is None or p is None:
             continue
-        t = S[a]
-        if tuple(graph.shape(a)) != shape:
+        if scalars:  # 4 * w: the partial 4 is a constant, not an array of fours
+            fixed = p.subs(scalars)
+            p = fixed if fixed.is_Number and fixed.is_finite else p
+        if p.is_Number and p == 0:
+            continue
+        same = tuple(graph.shape(a)) == shape
+        if p.is_Number and same and type(S[a]) is Pending and S[a].stored is None and uses[a] == 1:
+            terms += [(t, scale, float(p) * coef) for t, scale, coef in S[a].terms]
+            continue
+        t = _get(planner, S, a)
+        if not same:
             t = t.take(np.broadcast_to(_positions(graph.shape(a)), shape).ravel(), planner)
-        terms.append((k, t, float(p) if p.is_Number else (n, k)))
+        terms.append((t, None, float(p)) if p.is_Number else (t, (n, k), 1.0))
     if not terms:
         return None
-    if len(terms) == 1 and terms[0][2] == 1.0:  # x + c: x's entries, unmoved
-        return terms[0][1]
-    indptr, cols, places = _union(planner, [t for _, t, _ in terms], math.prod(shape))
-    out, dst = planner.owned(indptr, cols)
-    for (k, t, scale), dpos in zip(terms, places, strict=True):
-        if type(scale) is tuple:
-            planner.partials.setdefault(n, set()).add(k)
-        planner.move(dst, t, dpos, scale, None if type(scale) is float else t.rows())
-    return out
+    if len(terms) == 1 and terms[0][1] is None and terms[0][2] == 1.0:  # x + c: x's entries, unmoved
+        return terms[0][0]
+    return Pending(math.prod(shape), terms)
 
 
 def _sum(planner, graph, n, x, params, S) -> Struct:
@@ -232,7 +263,7 @@ def _sum(planner, graph, n, x, params, S) -> Struct:
     axes = _axes(params[0], len(x_shape))
     kept = tuple(1 if d in axes else k for d, k in enumerate(x_shape))
     group = np.broadcast_to(_positions(kept), x_shape).ravel()
-    t = S[x]
+    t = _get(planner, S, x)
     w = planner.width
     unique, inverse = np.unique(group[t.rows()] * w + t.cols, return_inverse=True)
     planner.spend(len(unique))
@@ -250,11 +281,11 @@ def _gather(planner, graph, n, op, args, params, S) -> Struct | None:
         join = np.concatenate if op == "concat" else np.stack
         starts = zip(offsets, args, strict=False)
         places = join([o + _positions(graph.shape(a)) for o, a in starts], params[0])
-        whole = _stacked([_rows_of(graph, S, a) for a in args])
+        whole = _stacked([_rows_of(planner, graph, S, a) for a in args])
         return whole.take(places.ravel(), planner)
-    x = S[args[0]]
-    if x is None or (op == "cast" and graph.dtype(n) is not None and graph.dtype(n).kind == "b"):
+    if S[args[0]] is None or (op == "cast" and graph.dtype(n) is not None and graph.dtype(n).kind == "b"):
         return None
+    x = _get(planner, S, args[0])
     x_shape = tuple(graph.shape(args[0]))
     if op in ("reshape", "cast"):
         return x
@@ -291,6 +322,8 @@ def _plan(graph, wrt, kind) -> Plan:
         col0[j] = width
         width += math.prod(specs[j][0])
     planner = _Planner(width)
+    uses = np.bincount([a for _, args, _ in graph.eqns for a in args if type(a) is int] + list(graph.outputs),
+                       minlength=len(graph.eqns))  # fmt: skip
     S: list = []
     for n, (op, args, params) in enumerate(graph.eqns):
         if op == "input":
@@ -303,12 +336,12 @@ def _plan(graph, wrt, kind) -> Plan:
         elif not any(type(a) is int and S[a] is not None for a in args):
             S.append(None)
         elif op in ELEMENTWISE:
-            S.append(_elementwise(planner, graph, n, op, args, S))
+            S.append(_elementwise(planner, graph, n, op, args, S, uses))
         elif op == "sum":
             S.append(_sum(planner, graph, n, args[0], params, S))
         else:
             S.append(_gather(planner, graph, n, op, args, params, S))
-    whole = _stacked([_rows_of(graph, S, o) for o in graph.outputs])
+    whole = _stacked([_rows_of(planner, graph, S, o) for o in graph.outputs])
     n_rows, nnz = len(whole.indptr) - 1, len(whole.cols)
     if kind == "csr":
         indptr, indices, place = whole.indptr, whole.cols, None
@@ -366,7 +399,7 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
         if fresh and not assign:
             em.zero(buffers[step.dst], p.sizes[step.dst])
         written.add(step.dst)
-        scale = partials[step.scale[0]][step.scale[1]].base if type(step.scale) is tuple else step.scale
+        scale = None if step.scale is None else partials[step.scale[0]][step.scale[1]].base
         _step(em, step, buffers[step.dst], buffers.get(step.src), scale, assign)
     em.finish()
     return [*shapes, (p.nnz,)], offset + p.nnz
@@ -383,10 +416,9 @@ def _step(em, step: Step, dst, src, scale, assign: bool):
 
     def body(i, c):
         x = None if step.src == ONES else b.load(at(src, tables[1], i), typ=DOUBLE)
+        coef = ir.Constant(DOUBLE, step.coef)
         if scale is None:
-            term = x if x is not None else ir.Constant(DOUBLE, 1.0)
-        elif type(scale) is float:
-            term = ir.Constant(DOUBLE, scale) if x is None else b.fmul(ir.Constant(DOUBLE, scale), x)
+            term = coef if x is None else x if step.coef == 1.0 else b.fmul(coef, x)
         else:
             p = b.load(at(scale, tables[2], i), typ=DOUBLE)
             if x is None:
@@ -395,6 +427,8 @@ def _step(em, step: Step, dst, src, scale, assign: bool):
                 # A zero partial kills an inf/NaN entry, a zero entry an inf/NaN partial.
                 kill = b.or_(b.fcmp_ordered("==", p, zero), b.fcmp_ordered("==", x, zero))
                 term = b.select(kill, zero, b.fmul(p, x))
+            if step.coef != 1.0:
+                term = b.fmul(coef, term)
         where = at(dst, tables[0], i)
         b.store(term if assign else b.fadd(b.load(where, typ=DOUBLE), term), where)
         return []
