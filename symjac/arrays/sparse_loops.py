@@ -166,6 +166,7 @@ class Plan:
     partials: dict  # node -> arguments whose partial derivatives the steps read
     pattern: dict  # {kind, shape, indices, indptr}, as compiled._sparse
     nnz: int
+    inside: dict  # buffer -> where it lies in the result, for those the result holds as they are
 
 
 class _Planner:
@@ -353,6 +354,14 @@ def _plan(graph, wrt, kind) -> Plan:
         indices = rows[order]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(whole.cols, minlength=width))])
     planner.move(RESULT, whole, place)
+    # A buffer that the result holds whole and in order (an output's entries in CSR order) is
+    # computed in place there, not copied.
+    inside, steps = {}, []
+    for st in planner.steps:
+        if st.dst == RESULT and st.src not in inside and _whole(st, planner.sizes):
+            inside[st.src] = 0 if st.dpos is None else int(st.dpos[0])
+        else:
+            steps.append(st)
     pattern = {
         "kind": kind,
         "shape": [int(n_rows), int(width)],
@@ -360,7 +369,15 @@ def _plan(graph, wrt, kind) -> Plan:
         "indptr": np.asarray(indptr).tolist(),
     }
     partials = {n: tuple(sorted(ks)) for n, ks in planner.partials.items()}
-    return Plan(tuple(planner.sizes), tuple(planner.steps), partials, pattern, nnz)
+    return Plan(tuple(planner.sizes), tuple(steps), partials, pattern, nnz, inside)
+
+
+def _whole(st: Step, sizes) -> bool:
+    """Whether ``st`` copies all of its source, in order, to consecutive places."""
+    if st.src == ONES or st.scale is not None or st.coef != 1.0 or st.spos is not None:
+        return False
+    steps = st.dpos is None or np.array_equal(np.diff(st.dpos), np.ones(st.count - 1))
+    return st.count == sizes[st.src] and steps
 
 
 # --- the kernel ---------------------------------------------------------------------------------
@@ -390,7 +407,9 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
     outs = [nodes[o] for o in graph.outputs]
     shapes, offset = loops.store_values(em, outs, out64) if value else ([], 0)
     result = em.b.gep(out64, [ir.Constant(loops.I64, offset)], source_etype=DOUBLE)
-    buffers = {k: em.buffer(size) for k, size in enumerate(p.sizes) if k != ONES}
+    buffers = {k: em.buffer(size) for k, size in enumerate(p.sizes) if k != ONES and k not in p.inside}
+    for k, at in p.inside.items():
+        buffers[k] = em.b.gep(result, [ir.Constant(loops.I64, at)], source_etype=DOUBLE)
     buffers[RESULT] = result
     written = {RESULT}  # each result entry is written once: stored, never added to
     for step in p.steps:
