@@ -3,25 +3,29 @@
 Which input columns a node's element depends on does not depend on the values, so each node's
 sparsity structure is computed once, when building, in NumPy (:class:`Struct`, one sorted row of
 columns per element), and the kernel computes only the entries' values. Every op's entries come
-from its operands' by *steps*, ``dst[dpos[i]] (+)= scale[sidx[i]] * src[spos[i]]`` over
+from its operands' by *steps*, ``dst[dpos[i]] (+)= coef * scale[sidx[i]] * src[spos[i]]`` over
 constant index tables:
 
 - elementwise ops scale their arguments' entries by the partial derivatives, which the value
-  loops of :mod:`symjac.arrays.loops` write to arrays beside the values; a zero partial kills
-  any entry and a zero entry any partial (inf and NaN included), as on the other roads;
+  loops of :mod:`symjac.arrays.loops` write to arrays beside the values (a constant partial is
+  ``coef``); a zero partial kills any entry and a zero entry any partial (inf and NaN
+  included), as on the dense loop road. A linear op's entries are not stored when its one
+  reader is another elementwise op: that one takes its terms (:class:`Pending`);
 - sums add the entries of the rows they reduce;
 - gathers (indexing with slices or index arrays, reshape, transpose, broadcasting, concatenation,
   stack) are no code: their entries are positions in their operands' buffers, folded into the
   steps that read them.
 
 The last steps write the outputs' entries, in CSR or CSC order, straight into the result. The
-pattern is structural (connectivity): an entry whose derivative happens to be identically zero
-(``x - x``) is kept, with the value 0.0, where the element road's exact SymPy drops it.
+pattern is structural (connectivity): an entry whose derivative is identically zero although
+the element reads that input (``x * np.array([0.0, 1.0])``) is kept, with the value 0.0,
+where the element road folds it away.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -297,22 +301,25 @@ def _gather(planner, graph, n, op, args, params, S) -> Struct | None:
     return x.take(loops.gather_positions(x_shape, decode_index(params[0])), planner)
 
 
-_PLANS: OrderedDict = OrderedDict()  # the last few plans: the road's choice, the build and a load share one
+_PLANS: OrderedDict = OrderedDict()  # the last plans: the road's choice, the build and a load share one
+_PLANS_LOCK = threading.Lock()
 
 
 def plan(graph, wrt, kind: str) -> Plan:
     """The sparse kernel's plan for ``graph``'s Jacobian; raises Unsupported (naming why)."""
     key = (graph, tuple(wrt), kind)
-    if key in _PLANS:
-        _PLANS.move_to_end(key)
-        return _PLANS[key]
+    with _PLANS_LOCK:
+        if key in _PLANS:
+            _PLANS.move_to_end(key)
+            return _PLANS[key]
     why = unsupported(graph, wrt)
     if why:
         raise Unsupported(why)
     result = _plan(graph, tuple(wrt), kind)
-    _PLANS[key] = result
-    while len(_PLANS) > 4:
-        _PLANS.popitem(last=False)
+    with _PLANS_LOCK:
+        _PLANS[key] = result
+        while len(_PLANS) > 2:
+            _PLANS.popitem(last=False)
     return result
 
 
