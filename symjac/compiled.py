@@ -38,8 +38,8 @@ BUILDS = 0  # kernels built in this process (cache hits excluded): what tests co
 # way, and there the element road's straight-line kernel is the faster single call.
 LOOPS_FROM = 2000
 # The same for sparse= Jacobians (symjac.arrays.sparse_loops), whose element road stays quick
-# longer: the 2 x 16^2 Brusselator grid (9000) builds in 0.27 s as elements and calls in 3.6 us,
-# against 0.15 s as loops; 2 x 32^2 (36000) takes 0.9-2.3 s as elements.
+# longer: the 2 x 16^2 Brusselator grid (9000) builds in 0.27 s as elements and then calls in
+# 3.6 us, 2 x 32^2 (36000) in 0.9-2.3 s as elements, 0.23 s as loops.
 SPARSE_LOOPS_FROM = 10_000
 THREAD_WORK = 4_000_000  # points x kernel statements from which a batch is split across cores
 F64 = np.dtype(np.float64)

@@ -84,12 +84,19 @@ class Struct:
     cols: np.ndarray
     buf: np.ndarray
     off: np.ndarray
+    single: bool = False  # one entry per row (a seed and its gathers): indptr is arange
 
     def rows(self) -> np.ndarray:
+        if self.single:
+            return np.arange(len(self.cols))
         return np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
 
     def take(self, rows, planner) -> Struct:
         """Row ``rows[i]`` as row ``i`` (no data moves: the entries keep their places)."""
+        if self.single:
+            planner.spend(len(rows))
+            at = np.arange(len(rows) + 1)
+            return Struct(at, self.cols[rows], self.buf[rows], self.off[rows], single=True)
         lengths = np.diff(self.indptr)[rows]
         indptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
@@ -215,6 +222,19 @@ def _table(a):
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def _unique(keys):
+    """``np.unique(keys, return_inverse=True)``, by a stable sort: keys come in sorted runs (one
+    per term), which it merges rather than sorts again."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    first = np.empty(len(keys), dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    inverse = np.empty(len(keys), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse
+
+
 def _union(planner, terms, size):
     """Rows of ``size`` elements holding every column of the terms' rows; each term's positions."""
     first = terms[0]
@@ -226,7 +246,7 @@ def _union(planner, terms, size):
         return first.indptr, first.cols, [None] * len(terms)
     w = planner.width
     keys = np.concatenate([t.rows() * w + t.cols for t in terms])
-    unique, inverse = np.unique(keys, return_inverse=True)
+    unique, inverse = _unique(keys)
     planner.spend(len(unique))
     indptr = np.zeros(size + 1, dtype=np.int64)
     np.cumsum(np.bincount(unique // w, minlength=size), out=indptr[1:])
@@ -270,7 +290,7 @@ def _sum(planner, graph, n, x, params, S) -> Struct:
     group = np.broadcast_to(_positions(kept), x_shape).ravel()
     t = _get(planner, S, x)
     w = planner.width
-    unique, inverse = np.unique(group[t.rows()] * w + t.cols, return_inverse=True)
+    unique, inverse = _unique(group[t.rows()] * w + t.cols)
     planner.spend(len(unique))
     size = math.prod(kept)
     indptr = np.zeros(size + 1, dtype=np.int64)
@@ -338,7 +358,8 @@ def _plan(graph, wrt, kind) -> Plan:
             size = math.prod(specs[params[0]][0])
             if params[0] in col0:
                 at = np.arange(size, dtype=np.int64)
-                S.append(Struct(np.arange(size + 1), col0[params[0]] + at, np.zeros(size, np.int64), at))
+                seed = Struct(np.arange(size + 1), col0[params[0]] + at, np.zeros(size, np.int64), at, True)
+                S.append(seed)
             else:
                 S.append(None)
         elif not any(type(a) is int and S[a] is not None for a in args):
