@@ -111,6 +111,9 @@ def chain(s):
         (lambda x: np.stack([x[:, 0] * x[:, 1], np.exp(x[:, 2])], axis=1).reshape(-1), (5, 3)),
         (lambda x: np.exp(x.reshape(4, 3)).sum(axis=0, keepdims=True) * x.reshape(4, 3), (12,)),
         (lambda x: np.tanh(x[None, :] - x[:, None]).sum(axis=1) / (1 + x * x), (6,)),  # pair forces
+        # a linear combination read three times (stored once), and one read broadcast
+        (lambda x: (lambda a: a + 2 * a * a - np.sin(a))(x[1:] - 0.5 * x[:-1]), (7,)),
+        (lambda x: (3.0 * x[:3, None] - x[3:6, None]) * 2.0 + x.reshape(3, 4) * x[0], (12,)),
     ],
 )
 def test_local_models_match_the_element_road(func, shape):
@@ -181,6 +184,8 @@ def test_expand_arrays_names_what_it_cannot_compile():
         symjac.compile(lambda x: W @ x, np.zeros(6), sparse="csr", expand="arrays")
     with pytest.raises(ValueError, match="cumsum"):
         symjac.compile(lambda x: np.cumsum(x), np.zeros(6), sparse="csc", expand="arrays")
+    with pytest.raises(ValueError, match="max"):  # reductions other than sum have no sparse rule yet
+        symjac.compile(lambda x: np.max(x.reshape(2, 3), axis=1), np.zeros(6), sparse="csr", expand="arrays")
     with pytest.raises(ValueError, match="entries"):  # fill-in past the entry budget
         symjac.compile(lambda x: x * (x**2).sum(), np.zeros(5000), sparse="csr", expand="arrays")
 
