@@ -933,8 +933,8 @@ def compile(  # noqa: A001
             code (fastest for small models); "arrays" compiles each array operation as a loop
             nest with its exact array-level derivative (builds in time that grows with the
             operations, not the elements; mode="jacobian" only; with sparse=, elementwise ops,
-            sums and gathers only, and a structural pattern); "auto" picks by the model's
-            size and ops.
+            reductions and gathers only, and a structural pattern); "auto" picks by the
+            model's size and ops.
 
     Example:
         >>> import numpy as np, symjac

@@ -22,7 +22,9 @@ from symjac.backend import diskcache
 sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / "benchmarks"))
 import problems  # noqa: E402
 
-pytest.importorskip("scipy")
+scipy = pytest.importorskip("scipy")
+import scipy.special  # noqa: E402
+
 RNG = np.random.default_rng(11)
 
 
@@ -120,6 +122,21 @@ def test_local_models_match_the_element_road(func, shape):
     agree(func, np.zeros(shape))
 
 
+@pytest.mark.parametrize(
+    "func",
+    [
+        lambda x: np.max(np.stack([x, x[::-1]]), axis=0) * x + np.min(x.reshape(3, 4), axis=1).sum(),
+        lambda x: scipy.special.logsumexp(x.reshape(3, 4), axis=1, keepdims=True) * x.reshape(3, 4),
+        lambda x: np.max(x) + np.min(x[::2]) - x,
+    ],
+)
+def test_weighted_reductions_match_the_element_road(func):
+    agree(func, np.zeros(12))
+    loops, elements = both(func, np.zeros(12))
+    for x in [np.zeros(12), np.array([1.0, 2, 2, 1, 0, 3, 3, 0, 5, 5, 5, 1])]:  # ties share
+        same_matrix(loops(x), elements(x))
+
+
 def test_several_inputs_outputs_wrt_and_value():
     def f(x, y, p):
         return np.sin(x[1:] * y[:-1]) * p[0], (x * p[1]).sum() + y[0]
@@ -184,8 +201,6 @@ def test_expand_arrays_names_what_it_cannot_compile():
         symjac.compile(lambda x: W @ x, np.zeros(6), sparse="csr", expand="arrays")
     with pytest.raises(ValueError, match="cumsum"):
         symjac.compile(lambda x: np.cumsum(x), np.zeros(6), sparse="csc", expand="arrays")
-    with pytest.raises(ValueError, match="max"):  # reductions other than sum have no sparse rule yet
-        symjac.compile(lambda x: np.max(x.reshape(2, 3), axis=1), np.zeros(6), sparse="csr", expand="arrays")
     with pytest.raises(ValueError, match="entries"):  # fill-in past the entry budget
         symjac.compile(lambda x: x * (x**2).sum(), np.zeros(5000), sparse="csr", expand="arrays")
 

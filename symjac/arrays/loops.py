@@ -749,9 +749,10 @@ def _sum(em, op, args, params, shape, mask, module, n):
 
 def _reduction(kind):
     """logsumexp, max or min over axes: value, and the tangent as a weighted sum of rows (the
-    softmax for logsumexp; ties split evenly for max and min, as torch's amax/amin)."""
+    softmax for logsumexp; ties split evenly for max and min, as torch's amax/amin). With
+    ``partials_out`` ({0: a view of the argument's shape}) the weights are stored there too."""
 
-    def rule_(em, op, args, params, shape, mask, module, n):
+    def rule_(em, op, args, params, shape, mask, module, n, partials_out=None):
         (x,) = args
         axes, keepdims = params
         lets, axes, _ = _reduce_letters(x.value.shape, axes, keepdims)
@@ -801,6 +802,10 @@ def _reduction(kind):
                 (ties,) = em.nest(inner, lambda jdx, c: [b.fadd(c[0], tie(jdx))], [f0])
                 scale = b.fdiv(f1, ties)
                 weight = tie
+            if partials_out:
+                at = partials_out[0]
+                put = lambda jdx, c: (em.store(b.fmul(weight(jdx), scale), at, full(idx, jdx)), [])[1]  # noqa: E731
+                em.nest(inner, put)
             if tout is None:
                 return []
 

@@ -11,7 +11,8 @@ constant index tables:
   ``coef``); a zero partial kills any entry and a zero entry any partial (inf and NaN
   included), as on the dense loop road. A linear op's entries are not stored when its one
   reader is another elementwise op: that one takes its terms (:class:`Pending`);
-- sums add the entries of the rows they reduce;
+- sums add the entries of the rows they reduce; max, min and logsumexp weigh them first (a
+  share of the ties, the softmax), with the weights the value loops store;
 - gathers (indexing with slices or index arrays, reshape, transpose, broadcasting, concatenation,
   stack) are no code: their entries are positions in their operands' buffers, folded into the
   steps that read them.
@@ -42,6 +43,7 @@ from .sparse import _axes
 ONES = 0  # the buffer of the seeds' entries: all ones, never stored
 RESULT = -1  # the kernel's result array
 GATHERS = frozenset({"reshape", "transpose", "broadcast_to", "getitem", "concat", "stack", "cast"})
+REDUCTIONS = frozenset({"sum", "max", "min", "logsumexp"})  # the last three weigh their rows
 # Stored entries (of every node together) past which the road is refused: each costs about 40
 # bytes while building, as index tables and NumPy temporaries.
 ENTRY_BUDGET = 20_000_000
@@ -54,7 +56,7 @@ def unsupported(graph, wrt) -> str | None:
         return why
     live = _dependent(graph, wrt)
     for n, (op, args, _) in enumerate(graph.eqns):
-        if n in live and op not in ("input", "sum", *GATHERS) and op not in ELEMENTWISE:
+        if n in live and op not in ("input", *REDUCTIONS, *GATHERS) and op not in ELEMENTWISE:
             return f"{op} (no sparse loop rule)"
     return None
 
@@ -283,7 +285,7 @@ def _elementwise(planner, graph, n, op, args, S, uses) -> Struct | Pending | Non
     return Pending(math.prod(shape), terms)
 
 
-def _sum(planner, graph, n, x, params, S) -> Struct:
+def _reduce(planner, graph, n, op, x, params, S) -> Struct:
     x_shape = tuple(graph.shape(x))
     axes = _axes(params[0], len(x_shape))
     kept = tuple(1 if d in axes else k for d, k in enumerate(x_shape))
@@ -296,7 +298,11 @@ def _sum(planner, graph, n, x, params, S) -> Struct:
     indptr = np.zeros(size + 1, dtype=np.int64)
     np.cumsum(np.bincount(unique // w, minlength=size), out=indptr[1:])
     out, dst = planner.owned(indptr, unique % w)
-    planner.move(dst, t, inverse)
+    if op == "sum":
+        planner.move(dst, t, inverse)
+    else:  # each entry times its element's weight (softmax, or a share of the ties)
+        planner.partials.setdefault(n, set()).add(0)
+        planner.move(dst, t, inverse, (n, 0), t.rows())
     return out
 
 
@@ -366,8 +372,8 @@ def _plan(graph, wrt, kind) -> Plan:
             S.append(None)
         elif op in ELEMENTWISE:
             S.append(_elementwise(planner, graph, n, op, args, S, uses))
-        elif op == "sum":
-            S.append(_sum(planner, graph, n, args[0], params, S))
+        elif op in REDUCTIONS:
+            S.append(_reduce(planner, graph, n, op, args[0], params, S))
         else:
             S.append(_gather(planner, graph, n, op, args, params, S))
     whole = _stacked([_rows_of(planner, graph, S, o) for o in graph.outputs])
@@ -427,10 +433,11 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
     the Jacobian's nonzeros in ``kind`` order; returns the result shapes and the doubles."""
     p = plan(graph, wrt, kind)
     em, (inp, out64, _) = loops.kernel_function(module, name, 0)
-    partials = {
-        n: {k: _dense(em.buffer(math.prod(graph.shape(n))), tuple(graph.shape(n))) for k in ks}
-        for n, ks in p.partials.items()
-    }
+    partials = {}
+    for n, ks in p.partials.items():
+        op, args, _ = graph.eqns[n]
+        shape = tuple(graph.shape(args[0] if op in REDUCTIONS else n))  # a reduction's weights
+        partials[n] = {k: _dense(em.buffer(math.prod(shape)), shape) for k in ks}
     nodes = loops.emit_nodes(em, graph, inp, lambda j, shape: None, _needed(graph, p, value), partials)
     outs = [nodes[o] for o in graph.outputs]
     shapes, offset = loops.store_values(em, outs, out64) if value else ([], 0)
