@@ -163,6 +163,19 @@ def test_getitem_with_index_arrays_agrees(func):
     close(loops(X), elements(X))
 
 
+def test_setitem_agrees():
+    def f(x):
+        y = np.zeros(80) + x * 2.0
+        y[0] = x[3] ** 2
+        y[5:8] = np.sin(x[:3])
+        y[LONG] = x[LONG[::-1]] * x[0]  # repeated places: the last assignment wins
+        return y.reshape(8, 10)[:, 1:] * x[:9]
+
+    loops, elements = agree(f, np.zeros(80), points=2)
+    X = RNG.standard_normal((3, 80))
+    close(loops(X), elements(X))
+
+
 def test_max_ties_and_logsumexp_agree():
     def f(x):
         z = np.stack([x, x[::-1]])  # equal columns tie in the max

@@ -122,6 +122,22 @@ def test_local_models_match_the_element_road(func, shape):
     agree(func, np.zeros(shape))
 
 
+def assigned(x):
+    """Index assignment into a computed array: an int, a slice, an index array with a repeat."""
+    y = np.zeros(12) + x * 2.0
+    y[0] = x[3] ** 2
+    y[5:8] = np.sin(x[:3])
+    y[np.array([1, 9, 1])] = x[[4, 5, 6]] * x[0]  # the last of the repeats wins, as NumPy's
+    z = y.reshape(3, 4)
+    z[:, 0] = 1.0
+    z[1] = z[2] * x[0]
+    return z.reshape(-1) + x[::-1]
+
+
+def test_setitem_matches_the_element_road():
+    agree(assigned, np.zeros(12))
+
+
 @pytest.mark.parametrize(
     "func",
     [

@@ -14,7 +14,8 @@ innermost so that its loops are SIMD vectors:
 - matmul, einsum and sums: contraction loops whose tangent accumulators are vectors;
 - logsumexp, max and min: reductions with their exact weights (softmax; ties split evenly);
 - reshape, transpose, broadcasting and basic slicing: strided views, no code;
-- indexing with index arrays: a gather through a table of positions computed when building;
+- indexing with index arrays, and index assignment: a gather (a scatter) through a table of
+  positions computed when building;
 - concatenation and stack: copies.
 
 The kernel has the element road's signature, ``void symjac_kernel(in, out64, out32)``, and the
@@ -50,8 +51,8 @@ MAX_ROWS = 4  # results per register block of a contraction
 ACCUMULATOR_LANES = 32  # doubles of accumulators per register block (8 AVX2 registers)
 STACK_BYTES = 1 << 18  # scratch arrays up to this total live on the stack, larger ones on the heap
 STRUCTURAL = frozenset(
-    {"input", "const", "scalar", "reshape", "transpose", "broadcast_to", "getitem", "concat", "stack",
-     "sum", "logsumexp", "max", "min", "matmul", "einsum", "cast"}
+    {"input", "const", "scalar", "reshape", "transpose", "broadcast_to", "getitem", "setitem", "concat",
+     "stack", "sum", "logsumexp", "max", "min", "matmul", "einsum", "cast"}
 )  # fmt: skip
 
 
@@ -803,8 +804,11 @@ def _reduction(kind):
                 scale = b.fdiv(f1, ties)
                 weight = tie
             if partials_out:
-                at = partials_out[0]
-                put = lambda jdx, c: (em.store(b.fmul(weight(jdx), scale), at, full(idx, jdx)), [])[1]  # noqa: E731
+
+                def put(jdx, c):
+                    em.store(b.fmul(weight(jdx), scale), partials_out[0], full(idx, jdx))
+                    return []
+
                 em.nest(inner, put)
             if tout is None:
                 return []
@@ -908,7 +912,7 @@ def bind_data(graph) -> set:
     """Bind the symbols of ``graph``'s large captured arrays and index tables, before loading a
     kernel's object code (a cached one names them but does not hold them); returns the symbols."""
     names = set()
-    for op, args, params in graph.eqns:
+    for n, (op, args, params) in enumerate(graph.eqns):
         if op == "const":
             dt, shape_, data = params
             values = np.frombuffer(data, dtype=np.dtype(dt)).reshape(shape_).astype(F64)
@@ -920,6 +924,11 @@ def bind_data(graph) -> set:
                 positions = gather_positions(graph.shape(args[0]), index)
                 if positions.size >= DATA_FROM:
                     names.add(_data_symbol(positions.astype(np.int32)))
+        elif op == "setitem":
+            index = decode_index(params[0])
+            for table in assigned_positions(graph.shape(n), graph.shape(args[1]), index):
+                if table.size >= DATA_FROM:
+                    names.add(_data_symbol(table.astype(np.int32)))
     return names
 
 
@@ -1014,6 +1023,40 @@ def _getitem(em, op, args, params, shape, mask, module, n):
     return _reshaped(em, Node(out, tout, x.mask), shape)
 
 
+def _setitem(em, op, args, params, shape, mask, module, n):
+    """``x`` with ``x[index] = y``: a copy of x, then y's elements scattered through a table."""
+    x, y = args
+    size = math.prod(shape)
+    places, sources = assigned_positions(shape, y.value.shape, decode_index(params[0]))
+    x, y = _reshaped(em, x, (size,)), _reshaped(em, y, (math.prod(y.value.shape),))
+    out = _dense(em.buffer(size), (size,))
+    live = x.tangent is not None or y.tangent is not None
+    tout = _dense(em.buffer(size * em.width), (size,)) if live else None
+
+    def put(src, at_src, at_out):
+        em.store(em.load(src.value, [at_src]), out, [at_out])
+        if tout is not None and src.tangent is None:
+            em.chunks(lambda c0, vt: em.store_row(em.zeros(vt), tout, [at_out], c0))
+        elif tout is not None:
+            row = lambda c0, vt: em.load_row(src.tangent, [at_src], c0, vt)  # noqa: E731
+            em.chunks(lambda c0, vt: em.store_row(row(c0, vt), tout, [at_out], c0))
+        return []
+
+    em.loop(size, lambda e, c: put(x, e, e))
+    to, fro = index_table(module, places), index_table(module, sources)
+    em.loop(len(places), lambda e, c: put(y, load_index(em.b, fro, e), load_index(em.b, to, e)))
+    return _reshaped(em, Node(out, tout, mask), shape)
+
+
+def assigned_positions(shape, y_shape, index) -> tuple[np.ndarray, np.ndarray]:
+    """For ``x[index] = y`` (x of ``shape``): the flat positions assigned, and the flat position in
+    y of the element each receives (in order, so that the last of repeated positions wins)."""
+    places = gather_positions(shape, index)
+    target = np.broadcast_to(np.zeros((), dtype=np.int8), shape)[index].shape
+    sources = np.broadcast_to(np.arange(math.prod(y_shape), dtype=np.int64).reshape(y_shape), target)
+    return places, sources.ravel()
+
+
 def gather_positions(shape, index) -> np.ndarray:
     """The flat positions (C order) of ``x[index]``'s elements in ``x`` of ``shape``."""
     return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)[index].ravel()
@@ -1044,6 +1087,7 @@ _OPS = {
     "transpose": _same_map(lambda v, p, s: _transpose(v, p[0])),
     "broadcast_to": _same_map(lambda v, p, s: _broadcast(v, s)),
     "getitem": _getitem,
+    "setitem": _setitem,
     "concat": _join("concat"),
     "stack": _join("stack"),
     "sum": _sum,

@@ -13,8 +13,8 @@ constant index tables:
   reader is another elementwise op: that one takes its terms (:class:`Pending`);
 - sums add the entries of the rows they reduce; max, min and logsumexp weigh them first (a
   share of the ties, the softmax), with the weights the value loops store;
-- gathers (indexing with slices or index arrays, reshape, transpose, broadcasting, concatenation,
-  stack) are no code: their entries are positions in their operands' buffers, folded into the
+- gathers (indexing with slices or index arrays, index assignment, reshape, transpose,
+  broadcasting, concatenation, stack) are no code: their entries are positions in their operands' buffers, folded into the
   steps that read them.
 
 The last steps write the outputs' entries, in CSR or CSC order, straight into the result. The
@@ -42,7 +42,7 @@ from .sparse import _axes
 
 ONES = 0  # the buffer of the seeds' entries: all ones, never stored
 RESULT = -1  # the kernel's result array
-GATHERS = frozenset({"reshape", "transpose", "broadcast_to", "getitem", "concat", "stack", "cast"})
+GATHERS = frozenset({"reshape", "transpose", "broadcast_to", "getitem", "setitem", "concat", "stack", "cast"})
 REDUCTIONS = frozenset({"sum", "max", "min", "logsumexp"})  # the last three weigh their rows
 # Stored entries (of every node together) past which the road is refused: each costs about 40
 # bytes while building, as index tables and NumPy temporaries.
@@ -314,6 +314,13 @@ def _gather(planner, graph, n, op, args, params, S) -> Struct | None:
         places = join([o + _positions(graph.shape(a)) for o, a in starts], params[0])
         whole = _stacked([_rows_of(planner, graph, S, a) for a in args])
         return whole.take(places.ravel(), planner)
+    if op == "setitem":  # x's rows, and y's (after x's) at the places assigned
+        size = math.prod(graph.shape(n))
+        index = decode_index(params[0])
+        places, sources = loops.assigned_positions(graph.shape(n), graph.shape(args[1]), index)
+        rows = np.arange(size)
+        rows[places] = size + sources
+        return _stacked([_rows_of(planner, graph, S, a) for a in args]).take(rows, planner)
     if S[args[0]] is None or (op == "cast" and graph.dtype(n) is not None and graph.dtype(n).kind == "b"):
         return None
     x = _get(planner, S, args[0])
