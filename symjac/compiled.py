@@ -37,6 +37,10 @@ BUILDS = 0  # kernels built in this process (cache hits excluded): what tests co
 # in 0.3 s as loops against 1.7-3.6 s as elements; 4-16-16-2 (800) builds in about 0.5 s either
 # way, and there the element road's straight-line kernel is the faster single call.
 LOOPS_FROM = 2000
+# The same for sparse= Jacobians (symjac.arrays.sparse_loops), whose element road stays quick
+# longer: the 2 x 16^2 Brusselator grid (9000) builds in 0.27 s as elements and then calls in
+# 3.6 us, 2 x 32^2 (36000) in 0.9-2.3 s as elements, 0.23 s as loops.
+SPARSE_LOOPS_FROM = 10_000
 THREAD_WORK = 4_000_000  # points x kernel statements from which a batch is split across cores
 F64 = np.dtype(np.float64)
 F32 = np.dtype(np.float32)
@@ -297,6 +301,43 @@ def _check_meta(meta: dict, spec) -> None:
             raise ValueError("bad sparsity pattern")
 
 
+def _check_loop_entry(meta: dict, obj: bytes, spec: Spec) -> None:
+    """``_check_meta`` for a loop kernel, which also reads arrays by symbol: bind them (recomputed
+    from the graph, the pattern too for sparse=) and refuse an entry that names any other."""
+    from .arrays import loops, sparse_loops
+
+    _check_meta(meta, spec)
+    runtime.vecmath.load_libmvec()  # vector math calls resolve when the object loads
+    graph = spec.graph
+    outs = [tuple(graph.shape(o)) for o in graph.outputs]
+    shapes = list(outs) if spec.value else []
+    if spec.sparse:
+        try:
+            bound = sparse_loops.bind(graph, spec.wrt, spec.sparse)
+        except loops.Unsupported as exc:
+            raise ValueError(f"no sparse loop kernel: {exc}") from None
+        plan = sparse_loops.plan(graph, spec.wrt, spec.sparse)
+        if meta["pattern"] != plan.pattern:
+            raise ValueError("the pattern differs from the graph's")
+        shapes.append((plan.nnz,))
+    else:
+        bound = loops.bind_data(graph)
+        specs = _input_specs(graph)
+        shapes += [o + tuple(specs[j][0]) for o in outs for j in spec.wrt]
+    if meta["layout"] != _layout_json(loops.result_layout(graph, shapes)):
+        raise ValueError("the layout differs from the graph's")
+    named = _external_symbols(obj)
+    if not named <= bound or sorted(named) != meta["symbols"]:
+        raise ValueError("the object code reads arrays that this graph does not have")
+
+
+def _external_symbols(obj: bytes) -> set:
+    """The arrays a loop kernel reads by symbol (symjac.arrays.loops._data_symbol)."""
+    if not diskcache._ELF:  # unchecked there: the bound arrays are the graph's own either way
+        return set()
+    return {s for s in diskcache.undefined_symbols(obj) if s.startswith(("symjac_data_", "symjac_index_"))}
+
+
 def _check_simd_meta(meta: dict, obj: bytes, layout: Layout) -> None:
     lanes = meta["lanes"]
     if type(lanes) is not int or (lanes != runtime.simd_lanes(layout) if obj else lanes != 0):
@@ -316,20 +357,18 @@ class CompiledFunction:
         self.spec = spec
         self._program = None
         name = diskcache.key(deep.call(spec.canonical)) if cache else None  # srepr recurses
-        check = lambda meta, obj: _check_meta(meta, spec)  # noqa: E731
+        loops = getattr(spec, "road", "elements") == "loops"
+        if loops:
+            check = lambda meta, obj: _check_loop_entry(meta, obj, spec)  # noqa: E731
+        else:
+            check = lambda meta, obj: _check_meta(meta, spec)  # noqa: E731
         symbols = KERNEL_SYMBOLS[:1] if getattr(spec, "single", False) else KERNEL_SYMBOLS
         hit = diskcache.load(name, check, symbols) if cache else None
         self.cache_hit = hit is not None
         self._cache_name = name
-        loops = getattr(spec, "road", "elements") == "loops"
         if hit is not None:
             meta, obj = hit
             # Loop kernels vectorise along the tangent row: no SIMD kernel across points.
-            if loops:
-                from .arrays.loops import bind_data
-
-                runtime.vecmath.load_libmvec()  # vector math calls resolve when the object loads
-                bind_data(spec.graph)  # and the captured arrays it reads
             simd = None if loops else self._simd_object
             self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=simd)
         else:
@@ -365,28 +404,39 @@ class CompiledFunction:
         return meta
 
     def _build_loops(self, spec: Spec) -> dict:
-        """The array road's loop kernel (symjac.arrays.loops): no per-element expansion."""
-        from .arrays import loops
+        """The array road's loop kernel (symjac.arrays.loops, or sparse_loops for sparse=): no
+        per-element expansion."""
+        from .arrays import loops, sparse_loops
 
-        if spec.mode != "jacobian" or spec.sparse or spec.single:
-            raise ValueError("the loop road builds dense Jacobians only (compile's expand= chooses it)")
-        specs = _input_specs(spec.graph)
-        n_in = sum(math.prod(shape) for shape, _ in specs)
-        n_out = sum(math.prod(spec.graph.shape(node)) for node in spec.graph.outputs)
-        # The same guard as the element road's: a dense result this large is refused either way.
-        budget.check(spec.mode, spec.graph, n_in, n_out, dense=True, where="symjac.compile")
+        if spec.mode != "jacobian" or spec.single:
+            raise ValueError("the loop road builds Jacobians only (compile's expand= chooses it)")
         global BUILDS
-        obj, ir_text, optimized, layout = loops.compile_object(spec.graph, spec.wrt, spec.value)
+        meta = {}
+        if spec.sparse:
+            built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, spec.sparse)
+            obj, ir_text, optimized, layout, meta["pattern"] = built
+            work = sum(step.count for step in sparse_loops.plan(spec.graph, spec.wrt, spec.sparse).steps)
+            work += sum(math.prod(spec.graph.shape(n)) for n in range(len(spec.graph.eqns)))
+        else:
+            specs = _input_specs(spec.graph)
+            n_in = sum(math.prod(shape) for shape, _ in specs)
+            n_out = sum(math.prod(spec.graph.shape(node)) for node in spec.graph.outputs)
+            # The same guard as the element road's: a dense result this large is refused either way.
+            budget.check(spec.mode, spec.graph, n_in, n_out, dense=True, where="symjac.compile")
+            obj, ir_text, optimized, layout = loops.compile_object(spec.graph, spec.wrt, spec.value)
+            work = loops.work(spec.graph, spec.wrt)
         BUILDS += 1
         self.kernel = Kernel(obj, layout, ir_text, optimized)
         n_out = len(spec.graph.outputs)
         return {
+            **meta,
             "layout": _layout_json(layout),
             "nest": (n_out, len(spec.wrt)),
             "n_out": n_out,
             "results": [[list(s.shape), "<f8"] for s in layout.slots],
-            "statements": loops.work(spec.graph, spec.wrt),
+            "statements": work,
             "road": "loops",
+            "symbols": sorted(_external_symbols(obj)),
         }
 
     def _simd_object(self):
@@ -618,10 +668,14 @@ class CompiledFunction:
 
     def _loop_kernel_ir(self) -> str:
         if not self.kernel.optimized_ir:  # loaded from the disk cache: rebuilt to be shown
-            from .arrays import loops
+            from .arrays import loops, sparse_loops
 
             spec = self.spec
-            self.kernel.optimized_ir = loops.compile_object(spec.graph, spec.wrt, spec.value)[2]
+            if spec.sparse:
+                built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, spec.sparse)
+            else:
+                built = loops.compile_object(spec.graph, spec.wrt, spec.value)
+            self.kernel.optimized_ir = built[2]
         return self.kernel.optimized_ir
 
     def assembly(self) -> str:
@@ -813,9 +867,9 @@ def wrt_indices(wrt, n: int, api: str) -> tuple[tuple, bool]:
     return indices, not single
 
 
-def _road(graph, mode: str, sparse, expand: str, width: int) -> str:
-    """``"loops"`` or ``"elements"`` for ``compile``'s ``expand=`` (see there); ``width`` is the
-    number of differentiated input elements."""
+def _road(graph, mode: str, sparse, expand: str, wrt: tuple) -> str:
+    """``"loops"`` or ``"elements"`` for ``compile``'s ``expand=`` (see there), differentiating
+    with respect to inputs ``wrt``."""
     from .arrays import EXPAND_MODES, TANGENT_BUDGET, element_operations
     from .arrays.loops import unsupported
 
@@ -823,10 +877,20 @@ def _road(graph, mode: str, sparse, expand: str, width: int) -> str:
         raise ValueError(f'compile: expand must be "auto", "elements" or "arrays", got {expand!r}')
     if expand == "elements":
         return "elements"
-    why = "sparse= results" if sparse else f"mode={mode!r}" if mode != "jacobian" else unsupported(graph)
-    dense = width * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))  # loops keep no sparsity
-    if not why and dense > TANGENT_BUDGET:
-        why = f"tangents of {dense} elements (the dense forward mode's work)"
+    # Small models: the element road builds in tens of ms, and its straight-line kernel is the
+    # fastest there is. Large ones: its build grows with the elements, the loops' with the ops.
+    large = element_operations(graph) >= (SPARSE_LOOPS_FROM if sparse else LOOPS_FROM)
+    if mode != "jacobian":
+        why = f"mode={mode!r}"
+    elif sparse:
+        why = _sparse_unsupported(graph, wrt, sparse) if large or expand == "arrays" else None
+    else:
+        why = unsupported(graph)
+        shapes = [shape for shape, _ in _input_specs(graph)]
+        width = sum(math.prod(shapes[j]) for j in wrt)
+        dense = width * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))  # no sparsity
+        if not why and dense > TANGENT_BUDGET:
+            why = f"tangents of {dense} elements (the dense forward mode's work)"
     if expand == "arrays":
         if why:
             raise ValueError(
@@ -834,9 +898,19 @@ def _road(graph, mode: str, sparse, expand: str, width: int) -> str:
                 "use expand='auto' or 'elements'"
             )
         return "loops"
-    # Small models: the element road builds in tens of ms, and its straight-line kernel is the
-    # fastest there is. Large ones: its build grows with the elements, the loops' with the ops.
-    return "loops" if not why and element_operations(graph) >= LOOPS_FROM else "elements"
+    return "loops" if not why and large else "elements"
+
+
+def _sparse_unsupported(graph, wrt, kind) -> str | None:
+    """Why the sparse loop road cannot build this Jacobian: its plan (kept for the build) fails."""
+    from .arrays import sparse_loops
+    from .arrays.elementwise import Unsupported
+
+    try:
+        sparse_loops.plan(graph, wrt, kind)
+    except Unsupported as exc:
+        return str(exc)
+    return None
 
 
 @errors.public
@@ -864,8 +938,9 @@ def compile(  # noqa: A001
         expand: "elements" expands every tensor element to SymPy and compiles straight-line
             code (fastest for small models); "arrays" compiles each array operation as a loop
             nest with its exact array-level derivative (builds in time that grows with the
-            operations, not the elements; mode="jacobian" without sparse= only); "auto"
-            picks by the model's size and ops.
+            operations, not the elements; mode="jacobian" only; with sparse=, elementwise ops,
+            reductions and gathers only, and a structural pattern); "auto" picks by the
+            model's size and ops.
 
     Example:
         >>> import numpy as np, symjac
@@ -895,8 +970,7 @@ def compile(  # noqa: A001
         call = functional._Call(func, inputs, n > 1, "compile")
     if mode in ("hessian", "hvp"):
         functional._single_output(call, f"compile(mode={mode!r})")
-    shapes = [shape for shape, _ in _input_specs(call.graph)]
-    road = _road(call.graph, mode, sparse, expand, sum(math.prod(shapes[j]) for j in wrt_t))
+    road = _road(call.graph, mode, sparse, expand, wrt_t)
     names = tuple(call.names())
     spec = Spec(call.graph, names, mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse, road=road)
     return CompiledFunction(spec, cache=cache)

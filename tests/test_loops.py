@@ -143,6 +143,39 @@ def test_structural_ops_agree(func, shape):
     agree(func, np.zeros(shape))
 
 
+IDX = np.array([3, 1, 1, 0, 2])
+LONG = np.random.default_rng(0).integers(0, 80, size=100)  # a table read by symbol (DATA_FROM)
+
+
+@pytest.mark.parametrize(
+    "func",
+    [
+        lambda x: x[IDX] * x[::-1][IDX],
+        lambda x: np.sin(x.reshape(5, 16)[IDX[:3], 2:][:, [0, 3]]).T.reshape(-1),
+        lambda x: x[LONG] ** 2 + x[np.roll(np.arange(80), 1)][LONG],
+        lambda x: x[x.size // 2 :][[1, 2]] + x[:2] * x.reshape(2, 40)[[1, 0]].sum(axis=1),
+        lambda x: x.reshape(8, 10)[np.arange(8) % 3 == 1, 2:5],  # a boolean mask
+    ],
+)
+def test_getitem_with_index_arrays_agrees(func):
+    loops, elements = agree(func, np.zeros(80), points=2)
+    X = RNG.standard_normal((3, 80))
+    close(loops(X), elements(X))
+
+
+def test_setitem_agrees():
+    def f(x):
+        y = np.zeros(80) + x * 2.0
+        y[0] = x[3] ** 2
+        y[5:8] = np.sin(x[:3])
+        y[LONG] = x[LONG[::-1]] * x[0]  # repeated places: the last assignment wins
+        return y.reshape(8, 10)[:, 1:] * x[:9]
+
+    loops, elements = agree(f, np.zeros(80), points=2)
+    X = RNG.standard_normal((3, 80))
+    close(loops(X), elements(X))
+
+
 def test_max_ties_and_logsumexp_agree():
     def f(x):
         z = np.stack([x, x[::-1]])  # equal columns tie in the max

@@ -150,7 +150,7 @@ def test_constants_become_one_image_and_repeated_stores_few_loops():
 
 def test_large_batches_of_a_rolled_kernel_run_its_unrolled_kernel(rng):
     rhs, n = brusselator(8)  # 768 results per point: too many for SIMD lanes
-    cf = symjac.compile(rhs, np.zeros(n), cache=False)
+    cf = symjac.compile(rhs, np.zeros(n), cache=False, expand="elements")  # auto: dense loops
     assert ".loop" in cf.kernel.ir
     small = rng.uniform(0.1, 1.0, (7, n))  # 0.9 MB of results: the rolled loops are as fast
     for x, J in zip(small, cf(small), strict=True):

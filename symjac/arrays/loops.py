@@ -14,6 +14,8 @@ innermost so that its loops are SIMD vectors:
 - matmul, einsum and sums: contraction loops whose tangent accumulators are vectors;
 - logsumexp, max and min: reductions with their exact weights (softmax; ties split evenly);
 - reshape, transpose, broadcasting and basic slicing: strided views, no code;
+- indexing with index arrays, and index assignment: a gather (a scatter) through a table of
+  positions computed when building;
 - concatenation and stack: copies.
 
 The kernel has the element road's signature, ``void symjac_kernel(in, out64, out32)``, and the
@@ -49,8 +51,8 @@ MAX_ROWS = 4  # results per register block of a contraction
 ACCUMULATOR_LANES = 32  # doubles of accumulators per register block (8 AVX2 registers)
 STACK_BYTES = 1 << 18  # scratch arrays up to this total live on the stack, larger ones on the heap
 STRUCTURAL = frozenset(
-    {"input", "const", "scalar", "reshape", "transpose", "broadcast_to", "getitem", "concat", "stack",
-     "sum", "logsumexp", "max", "min", "matmul", "einsum", "cast"}
+    {"input", "const", "scalar", "reshape", "transpose", "broadcast_to", "getitem", "setitem", "concat",
+     "stack", "sum", "logsumexp", "max", "min", "matmul", "einsum", "cast"}
 )  # fmt: skip
 
 
@@ -75,8 +77,6 @@ def unsupported(graph) -> str | None:
             return op
         elif op == "einsum" and "->" not in params[0]:
             return "einsum with an implicit output"
-        elif op == "getitem" and any(isinstance(k, np.ndarray) for k in decode_index(params[0])):
-            return "getitem with an index array"
         elif op == "cast" and not (dt is None or dt == F64 or dt.kind == "b"):
             return f"cast to {dt}"
     return None
@@ -261,6 +261,17 @@ class _Emitter:
         self.heap.append(ptr)
         return ptr
 
+    def zero(self, ptr, n: int, start: int = 0):
+        """Store 0.0 to doubles ``start .. start + n`` of ``ptr``."""
+        b = self.b
+
+        def store(i, c):
+            at = b.add(i, ir.Constant(I64, start)) if start else i
+            b.store(ir.Constant(DOUBLE, 0.0), b.gep(ptr, [at], source_etype=DOUBLE))
+            return []
+
+        self.loop(n, store)
+
     def _declare(self, name, ret, args):
         return self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(ret, args), name)
 
@@ -331,40 +342,15 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel"):
     """Add ``void name(in, out64, out32)`` computing ``graph``'s outputs' values (with ``value``)
     and Jacobian blocks with respect to inputs ``wrt``; returns the result shapes in order."""
     specs = _input_specs(graph)
-    in_offsets = np.cumsum([0] + [math.prod(shape) for shape, _ in specs]).tolist()
     col0 = {}
     width = 0
     for j in wrt:
         col0[j] = width
         width += math.prod(specs[j][0])
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR]), name=name)
-    for arg in fn.args:
-        arg.add_attribute("noalias")
-    inp, out64, _ = fn.args
-    em = _Emitter(module, fn, width)
-    nodes: list = []
-    for n, (op, args, params) in enumerate(graph.eqns):
-        shape = tuple(graph.shape(n))
-        mask = graph.dtype(n) is not None and graph.dtype(n).kind == "b"
-        if op == "input":
-            j = params[0]
-            v = View(inp, in_offsets[j], shape, _c_strides(shape))
-            t = _identity(em, j, shape, col0) if j in col0 else None
-            nodes.append(Node(v, t, mask))
-            continue
-        argn = [
-            nodes[a] if type(a) is int else Node(View(("scalar", float(a[1])), 0, (), ()), None) for a in args
-        ]
-        nodes.append(_OPS.get(op, _elementwise)(em, op, argn, params, shape, mask, module, n))
-    results = []
-    offset = 0
+    em, (inp, out64, _) = kernel_function(module, name, width)
+    nodes = emit_nodes(em, graph, inp, lambda j, shape: _identity(em, j, shape, col0) if j in col0 else None)
     outs = [nodes[o] for o in graph.outputs]
-    if value:
-        for o in outs:
-            target = View(out64, offset, o.value.shape, _c_strides(o.value.shape))
-            _copy_values(em, o.value, target)
-            offset += math.prod(o.value.shape)
-            results.append(o.value.shape)
+    results, offset = store_values(em, outs, out64) if value else ([], 0)
     for o in outs:
         for j in wrt:
             size = math.prod(specs[j][0])
@@ -376,14 +362,57 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel"):
     return results, offset
 
 
+def kernel_function(module, name: str, width: int):
+    """``(emitter, (in, out64, out32))`` of a new ``void name(in, out64, out32)``."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR]), name=name)
+    for arg in fn.args:
+        arg.add_attribute("noalias")
+    return _Emitter(module, fn, width), fn.args
+
+
+def emit_nodes(em, graph, inp, seed, keep=None, partials=None) -> list:
+    """Each node's Node (values read from ``inp``; input ``j``'s tangent ``seed(j, shape)``).
+
+    Only the nodes in ``keep`` (all when None) are emitted, the others are None; ``partials``
+    maps an elementwise node to the views receiving its partials (``_elementwise``)."""
+    specs = _input_specs(graph)
+    in_offsets = np.cumsum([0] + [math.prod(shape) for shape, _ in specs]).tolist()
+    nodes: list = []
+    for n, (op, args, params) in enumerate(graph.eqns):
+        shape = tuple(graph.shape(n))
+        mask = graph.dtype(n) is not None and graph.dtype(n).kind == "b"
+        if keep is not None and n not in keep:
+            nodes.append(None)
+        elif op == "input":
+            j = params[0]
+            nodes.append(Node(View(inp, in_offsets[j], shape, _c_strides(shape)), seed(j, shape), mask))
+        else:
+            argn = [
+                nodes[a] if type(a) is int else Node(View(("scalar", float(a[1])), 0, (), ()), None)
+                for a in args
+            ]
+            rule = _OPS.get(op, _elementwise)
+            extra = {"partials_out": partials[n]} if partials and n in partials else {}
+            nodes.append(rule(em, op, argn, params, shape, mask, module=em.module, n=n, **extra))
+    return nodes
+
+
+def store_values(em, outs, out64) -> tuple[list, int]:
+    """Copy the outputs' values to the start of ``out64``: ``(their shapes, doubles written)``."""
+    results, offset = [], 0
+    for o in outs:
+        target = View(out64, offset, o.value.shape, _c_strides(o.value.shape))
+        _copy_values(em, o.value, target)
+        offset += math.prod(o.value.shape)
+        results.append(o.value.shape)
+    return results, offset
+
+
 def _identity(em, j, shape, col0):
     size = math.prod(shape)
     buf = em.buffer(size * em.width)
     b = em.b
-    em.loop(
-        size * em.width,
-        lambda i, c: (b.store(ir.Constant(DOUBLE, 0.0), b.gep(buf, [i], source_etype=DOUBLE)), [])[1],
-    )
+    em.zero(buf, size * em.width)
 
     def one(i, c):
         at = b.add(b.mul(i, ir.Constant(I64, em.width + 1)), ir.Constant(I64, col0[j]))
@@ -403,10 +432,8 @@ def _store_block(em, node, out64, offset, c0, size):
     shape = node.value.shape
     rows = math.prod(shape)
     b = em.b
-    zero = ir.Constant(DOUBLE, 0.0)
     if node.tangent is None:
-        em.loop(rows * size, lambda i, c: (b.store(zero, b.gep(out64, [b.add(i, ir.Constant(I64, offset))],
-                                                                source_etype=DOUBLE)), [])[1])  # fmt: skip
+        em.zero(out64, rows * size, offset)
         return
     t = node.tangent
     dst = View(out64, offset, shape, tuple(s * size for s in _c_strides(shape)))
@@ -424,7 +451,9 @@ def _store_block(em, node, out64, offset, c0, size):
 # --- elementwise ----------------------------------------------------------------------------
 
 
-def _elementwise(em, op, args, params, shape, mask, module, n):
+def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None):
+    """An elementwise op's value and tangent; ``partials_out`` maps argument ``k`` to a view (of
+    ``shape``) that receives the partial derivative with respect to it (the sparse road's scales)."""
     if op not in ELEMENTWISE:
         raise Unsupported(op)
     masks = tuple(a.mask for a in args)
@@ -469,11 +498,16 @@ def _elementwise(em, op, args, params, shape, mask, module, n):
             x = load(v, idxs)
             env[s] = b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0)) if is_mask else x
         lw = _Lowerer(module, b, DOUBLE, env, n)
-        value = lw.as_float(lw.lower(expr))
-        if n == 1:
-            em.store(value, out, idxs[0])
-        else:
-            b.store(value, b.bitcast(em.address(out, idxs[0]), value.type.as_pointer()), align=8)
+
+        def put(x, view):
+            if n == 1:
+                em.store(x, view, idxs[0])
+            else:
+                b.store(x, b.bitcast(em.address(view, idxs[0]), x.type.as_pointer()), align=8)
+
+        put(lw.as_float(lw.lower(expr)), out)
+        for k, view in (partials_out or {}).items():
+            put(lw.as_float(lw.lower(partials[k])), view)
         if tout is None:
             return
         terms = []
@@ -716,9 +750,10 @@ def _sum(em, op, args, params, shape, mask, module, n):
 
 def _reduction(kind):
     """logsumexp, max or min over axes: value, and the tangent as a weighted sum of rows (the
-    softmax for logsumexp; ties split evenly for max and min, as torch's amax/amin)."""
+    softmax for logsumexp; ties split evenly for max and min, as torch's amax/amin). With
+    ``partials_out`` ({0: a view of the argument's shape}) the weights are stored there too."""
 
-    def rule_(em, op, args, params, shape, mask, module, n):
+    def rule_(em, op, args, params, shape, mask, module, n, partials_out=None):
         (x,) = args
         axes, keepdims = params
         lets, axes, _ = _reduce_letters(x.value.shape, axes, keepdims)
@@ -768,6 +803,13 @@ def _reduction(kind):
                 (ties,) = em.nest(inner, lambda jdx, c: [b.fadd(c[0], tie(jdx))], [f0])
                 scale = b.fdiv(f1, ties)
                 weight = tie
+            if partials_out:
+
+                def put(jdx, c):
+                    em.store(b.fmul(weight(jdx), scale), partials_out[0], full(idx, jdx))
+                    return []
+
+                em.nest(inner, put)
             if tout is None:
                 return []
 
@@ -828,10 +870,7 @@ def _const(em, op, args, params, shape, mask, module, n):
     if values.size == 1:
         return Node(View(("scalar", float(values.flat[0])), 0, tuple(shape_), (0,) * len(shape_)), None, mask)
     if values.size >= DATA_FROM:  # read through a pointer to the array (see bind_data)
-        name = _data_symbol(values)
-        # One array captured at several places (N-body's masses in three matmuls) is one symbol.
-        g = module.globals.get(name)
-        g = g or ir.GlobalVariable(module, ir.ArrayType(DOUBLE, values.size), name=name)
+        g = _external(module, ir.ArrayType(DOUBLE, values.size), _data_symbol(values))
         return Node(_dense(g, tuple(shape_)), None, mask)
     raw = bytearray(np.ascontiguousarray(values).astype("<f8").tobytes())
     typ = ir.ArrayType(ir.IntType(8), len(raw))
@@ -849,28 +888,48 @@ DATA_FROM = 64
 _DATA: dict = {}  # symbol -> the array it names, alive for the process (kernels may outlive)
 
 
+def _external(module, typ, name: str):
+    """The global ``name`` (declared once per module however often it is read)."""
+    return module.globals.get(name) or ir.GlobalVariable(module, typ, name=name)
+
+
 def _data_symbol(values: np.ndarray) -> str:
+    """The symbol naming a float64 array, or an int32 one (index tables), bound to a copy."""
     import hashlib
 
     import llvmlite.binding as llvm
 
-    data = np.ascontiguousarray(values, dtype="<f8")
-    name = f"symjac_data_{hashlib.sha256(data.tobytes()).hexdigest()[:32]}_{data.size}"
+    kind = "index" if np.asarray(values).dtype.kind in "iu" else "data"
+    data = np.ascontiguousarray(values, dtype="<i4" if kind == "index" else "<f8")
+    name = f"symjac_{kind}_{hashlib.sha256(data.tobytes()).hexdigest()[:32]}_{data.size}"
     if name not in _DATA:
         _DATA[name] = data = data.copy()
         llvm.add_symbol(name, data.ctypes.data)
     return name
 
 
-def bind_data(graph) -> None:
-    """Bind the symbols of ``graph``'s large captured arrays, before loading a kernel's object
-    code (a cached one names them but does not hold them)."""
-    for op, _, params in graph.eqns:
+def bind_data(graph) -> set:
+    """Bind the symbols of ``graph``'s large captured arrays and index tables, before loading a
+    kernel's object code (a cached one names them but does not hold them); returns the symbols."""
+    names = set()
+    for n, (op, args, params) in enumerate(graph.eqns):
         if op == "const":
             dt, shape_, data = params
             values = np.frombuffer(data, dtype=np.dtype(dt)).reshape(shape_).astype(F64)
             if values.size >= DATA_FROM:
-                _data_symbol(values)
+                names.add(_data_symbol(values))
+        elif op == "getitem":
+            index = decode_index(params[0])
+            if any(isinstance(k, np.ndarray) for k in index):
+                positions = gather_positions(graph.shape(args[0]), index)
+                if positions.size >= DATA_FROM:
+                    names.add(_data_symbol(positions.astype(np.int32)))
+        elif op == "setitem":
+            index = decode_index(params[0])
+            for table in assigned_positions(graph.shape(n), graph.shape(args[1]), index):
+                if table.size >= DATA_FROM:
+                    names.add(_data_symbol(table.astype(np.int32)))
+    return names
 
 
 def _scalar(em, op, args, params, shape, mask, module, n):
@@ -940,6 +999,86 @@ def _reshape(em, op, args, params, shape, mask, module, n):
     return _reshaped(em, args[0], shape)
 
 
+def _getitem(em, op, args, params, shape, mask, module, n):
+    index = decode_index(params[0])
+    (x,) = args
+    if not any(isinstance(k, np.ndarray) for k in index):
+        return _same_map(lambda v, p, s: _index(v, index))(em, op, args, params, shape, mask, module, n)
+    # Index arrays: out element e is x's element positions[e], read through a table.
+    positions = gather_positions(x.value.shape, index)
+    size = math.prod(x.value.shape)
+    x = _reshaped(em, x, (size,))
+    out = _dense(em.buffer(len(positions)), (len(positions),))
+    tout = None if x.tangent is None else _dense(em.buffer(len(positions) * em.width), out.shape)
+    table = index_table(module, positions)
+
+    def body(e, c):
+        j = load_index(em.b, table, e)
+        em.store(em.load(x.value, [j]), out, [e])
+        if tout is not None:
+            em.chunks(lambda c0, vt: em.store_row(em.load_row(x.tangent, [j], c0, vt), tout, [e], c0))
+        return []
+
+    em.loop(len(positions), body)
+    return _reshaped(em, Node(out, tout, x.mask), shape)
+
+
+def _setitem(em, op, args, params, shape, mask, module, n):
+    """``x`` with ``x[index] = y``: a copy of x, then y's elements scattered through a table."""
+    x, y = args
+    size = math.prod(shape)
+    places, sources = assigned_positions(shape, y.value.shape, decode_index(params[0]))
+    x, y = _reshaped(em, x, (size,)), _reshaped(em, y, (math.prod(y.value.shape),))
+    out = _dense(em.buffer(size), (size,))
+    live = x.tangent is not None or y.tangent is not None
+    tout = _dense(em.buffer(size * em.width), (size,)) if live else None
+
+    def put(src, at_src, at_out):
+        em.store(em.load(src.value, [at_src]), out, [at_out])
+        if tout is not None and src.tangent is None:
+            em.chunks(lambda c0, vt: em.store_row(em.zeros(vt), tout, [at_out], c0))
+        elif tout is not None:
+            row = lambda c0, vt: em.load_row(src.tangent, [at_src], c0, vt)  # noqa: E731
+            em.chunks(lambda c0, vt: em.store_row(row(c0, vt), tout, [at_out], c0))
+        return []
+
+    em.loop(size, lambda e, c: put(x, e, e))
+    to, fro = index_table(module, places), index_table(module, sources)
+    em.loop(len(places), lambda e, c: put(y, load_index(em.b, fro, e), load_index(em.b, to, e)))
+    return _reshaped(em, Node(out, tout, mask), shape)
+
+
+def assigned_positions(shape, y_shape, index) -> tuple[np.ndarray, np.ndarray]:
+    """For ``x[index] = y`` (x of ``shape``): the flat positions assigned, and the flat position in
+    y of the element each receives (in order, so that the last of repeated positions wins)."""
+    places = gather_positions(shape, index)
+    target = np.broadcast_to(np.zeros((), dtype=np.int8), shape)[index].shape
+    sources = np.broadcast_to(np.arange(math.prod(y_shape), dtype=np.int64).reshape(y_shape), target)
+    return places, sources.ravel()
+
+
+def gather_positions(shape, index) -> np.ndarray:
+    """The flat positions (C order) of ``x[index]``'s elements in ``x`` of ``shape``."""
+    return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)[index].ravel()
+
+
+def index_table(module, values: np.ndarray):
+    """A table of int32 positions: an IR constant when short, else a symbol (see bind_data)."""
+    values = np.ascontiguousarray(values, dtype="<i4")
+    if values.size >= DATA_FROM:
+        return _external(module, ir.ArrayType(I32, values.size), _data_symbol(values))
+    typ = ir.ArrayType(I32, max(values.size, 1))
+    g = ir.GlobalVariable(module, typ, name=module.get_unique_name("symjac_index"))
+    g.global_constant = True
+    g.linkage = "internal"
+    g.initializer = ir.Constant(typ, [int(v) for v in values] or [0])
+    return g
+
+
+def load_index(b, table, i):
+    return b.sext(b.load(b.gep(table, [i], source_etype=I32), typ=I32), I64)
+
+
 _OPS = {
     "const": _const,
     "scalar": _scalar,
@@ -947,7 +1086,8 @@ _OPS = {
     "reshape": _reshape,
     "transpose": _same_map(lambda v, p, s: _transpose(v, p[0])),
     "broadcast_to": _same_map(lambda v, p, s: _broadcast(v, s)),
-    "getitem": _same_map(lambda v, p, s: _index(v, decode_index(p[0]))),
+    "getitem": _getitem,
+    "setitem": _setitem,
     "concat": _join("concat"),
     "stack": _join("stack"),
     "sum": _sum,
@@ -965,25 +1105,42 @@ _OPS = {
 def compile_object(graph, wrt, value: bool):
     """``(object code, IR, optimised IR, layout)`` of the loop kernel and its batch loop."""
     from ..backend import runtime
-    from ..backend.codegen import add_batch_loop
 
     module = runtime._module("symjac_kernel")
     shapes, n64 = build_module(module, graph, wrt, value)
-    slots, offset = [], 0
-    for shape in shapes:
-        slots.append(runtime.ResultSlot(0, offset, tuple(shape)))
-        offset += math.prod(shape)
-    in_shapes = tuple(tuple(shape) for shape, _ in _input_specs(graph))
-    layout = runtime.Layout(in_shapes, tuple(slots), n64, 0, "float64", full=True)
-    add_batch_loop(module, "symjac_kernel", runtime._strides(layout), "float64", inline=False)
     # The loops are vectorised by hand already. Unrolling pays where a tangent row is one vector
     # (a 4-6-3 MLP: 2.5x the batch throughput); over rows of many vectors it is most of LLVM's
     # time and gains nothing (N-body N=20, 120 columns: 2.2 s to build with it, 0.86 s without).
     specs = _input_specs(graph)
     unroll = sum(math.prod(specs[j][0]) for j in wrt) <= WHOLE_ROW
+    return native(module, graph, shapes, n64, unroll)
+
+
+def native(module, graph, shapes, n64: int, unroll: bool = True):
+    """``(object code, IR, optimised IR, layout)`` of ``module``'s kernel, whose results
+    (float64, of ``shapes``, ``n64`` doubles in all) follow one another, plus its batch loop;
+    ``unroll`` lets LLVM unroll its loops."""
+    from ..backend import runtime
+    from ..backend.codegen import add_batch_loop
+
+    layout = result_layout(graph, shapes)
+    assert layout.n64 == n64
+    add_batch_loop(module, "symjac_kernel", runtime._strides(layout), "float64", inline=False)
     obj, text, optimized = runtime._native(module, loop_vectorization=True, loop_unrolling=unroll)
     vecmath.load_libmvec()  # vector math calls must resolve when the engine loads the object
     return obj, text, optimized, layout
+
+
+def result_layout(graph, shapes):
+    """The Layout of a loop kernel whose float64 results of ``shapes`` follow one another."""
+    from ..backend import runtime
+
+    slots, offset = [], 0
+    for shape in shapes:
+        slots.append(runtime.ResultSlot(0, offset, tuple(shape)))
+        offset += math.prod(shape)
+    in_shapes = tuple(tuple(shape) for shape, _ in _input_specs(graph))
+    return runtime.Layout(in_shapes, tuple(slots), offset, 0, "float64", full=True)
 
 
 def work(graph, wrt) -> int:

@@ -400,6 +400,15 @@ def defined_symbols(obj: bytes) -> set[str]:
     Parsed here, bounds-checked: llvmlite's ``ObjectFileRef`` crashes the process on malformed
     object code. Raises ValueError for anything but well-formed 64-bit little-endian ELF.
     """
+    return _global_symbols(obj, defined=True)
+
+
+def undefined_symbols(obj: bytes) -> set[str]:
+    """The global symbols an ELF object file uses but does not define (resolved when loading)."""
+    return _global_symbols(obj, defined=False)
+
+
+def _global_symbols(obj: bytes, defined: bool) -> set[str]:
     if obj[:4] != b"\x7fELF" or obj[4:6] != b"\x02\x01":
         raise ValueError("not a 64-bit little-endian ELF object")
 
@@ -422,7 +431,7 @@ def defined_symbols(obj: bytes) -> set[str]:
     names = set()
     for offset in range(24, len(symtab) - 23, 24):  # Elf64_Sym; entry 0 is the null symbol
         st_name, st_info, _, st_shndx = struct.unpack_from("<IBBH", symtab, offset)
-        if st_info >> 4 in (1, 2) and st_shndx != 0:  # STB_GLOBAL / STB_WEAK, defined here
+        if st_info >> 4 in (1, 2) and (st_shndx != 0) == defined:  # STB_GLOBAL / STB_WEAK
             end = strtab.index(b"\0", st_name)
             names.add(strtab[st_name:end].decode())
     return names

@@ -1,0 +1,517 @@
+"""Sparse loop kernels: ``compile``'s sparse Jacobians (``sparse="csr"/"csc"``) as array-level loops.
+
+Which input columns a node's element depends on does not depend on the values, so each node's
+sparsity structure is computed once, when building, in NumPy (:class:`Struct`, one sorted row of
+columns per element), and the kernel computes only the entries' values. Every op's entries come
+from its operands' by *steps*, ``dst[dpos[i]] (+)= coef * scale[sidx[i]] * src[spos[i]]`` over
+constant index tables:
+
+- elementwise ops scale their arguments' entries by the partial derivatives, which the value
+  loops of :mod:`symjac.arrays.loops` write to arrays beside the values (a constant partial is
+  ``coef``); a zero partial kills any entry and a zero entry any partial (inf and NaN
+  included), as on the dense loop road. A linear op's entries are not stored when its one
+  reader is another elementwise op: that one takes its terms (:class:`Pending`);
+- sums add the entries of the rows they reduce; max, min and logsumexp weigh them first (a
+  share of the ties, the softmax), with the weights the value loops store;
+- gathers (indexing with slices or index arrays, index assignment, reshape, transpose,
+  broadcasting, concatenation, stack) are no code: their entries are positions in their
+  operands' buffers, folded into the steps that read them.
+
+The last steps write the outputs' entries, in CSR or CSC order, straight into the result. The
+pattern is structural (connectivity): an entry whose derivative is identically zero although
+the element reads that input (``x * np.array([0.0, 1.0])``) is kept, with the value 0.0,
+where the element road folds it away.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import llvmlite.ir as ir
+import numpy as np
+
+from ..elements.derive import _input_specs
+from ..trace.ops import ELEMENTWISE, decode_index
+from . import loops
+from .elementwise import Unsupported
+from .loops import DOUBLE, _dense, _is_mask, _scalar_rule, load_index
+from .sparse import _axes
+
+ONES = 0  # the buffer of the seeds' entries: all ones, never stored
+RESULT = -1  # the kernel's result array
+GATHERS = frozenset({"reshape", "transpose", "broadcast_to", "getitem", "setitem", "concat", "stack", "cast"})
+REDUCTIONS = frozenset({"sum", "max", "min", "logsumexp"})  # the last three weigh their rows
+# Stored entries (of every node together) past which the road is refused: each costs about 40
+# bytes while building, as index tables and NumPy temporaries.
+ENTRY_BUDGET = 20_000_000
+
+
+def unsupported(graph, wrt) -> str | None:
+    """Why ``graph``'s Jacobian with respect to inputs ``wrt`` cannot be a sparse loop kernel."""
+    why = loops.unsupported(graph)
+    if why:
+        return why
+    live = _dependent(graph, wrt)
+    for n, (op, _, _) in enumerate(graph.eqns):
+        if n in live and op not in ("input", *REDUCTIONS, *GATHERS) and op not in ELEMENTWISE:
+            return f"{op} (no sparse loop rule)"
+    return None
+
+
+def _dependent(graph, wrt) -> set:
+    live = set()
+    for n, (op, args, params) in enumerate(graph.eqns):
+        dt = graph.dtype(n)
+        if op == "input":
+            if params[0] in wrt:
+                live.add(n)
+        elif any(type(a) is int and a in live for a in args) and not (dt is not None and dt.kind == "b"):
+            live.add(n)
+    return live
+
+
+# --- structure ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Struct:
+    """A node's sparse tangent by rows: element ``r``'s entries are ``indptr[r]:indptr[r + 1]``,
+    entry ``k`` in input column ``cols[k]`` (increasing within a row), its value held at
+    ``buffers[buf[k]][off[k]]``."""
+
+    indptr: np.ndarray
+    cols: np.ndarray
+    buf: np.ndarray
+    off: np.ndarray
+    single: bool = False  # one entry per row (a seed and its gathers): indptr is arange
+
+    def rows(self) -> np.ndarray:
+        if self.single:
+            return np.arange(len(self.cols))
+        return np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+
+    def take(self, rows, planner) -> Struct:
+        """Row ``rows[i]`` as row ``i`` (no data moves: the entries keep their places)."""
+        if self.single:
+            planner.spend(len(rows))
+            at = np.arange(len(rows) + 1)
+            return Struct(at, self.cols[rows], self.buf[rows], self.off[rows], single=True)
+        lengths = np.diff(self.indptr)[rows]
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        planner.spend(int(indptr[-1]))
+        source = np.repeat(self.indptr[rows] - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return Struct(indptr, self.cols[source], self.buf[source], self.off[source])
+
+
+def _empty(rows: int) -> Struct:
+    none = np.zeros(0, dtype=np.int64)
+    return Struct(np.zeros(rows + 1, dtype=np.int64), none, none, none)
+
+
+@dataclass
+class Pending:
+    """Entries not stored yet: the sum of each term's ``coef * scale * entries``, stored when
+    first read (``_get``), unless its one reader, a linear elementwise op of the same shape,
+    takes its terms instead (so ``a + b + c - 4 * d`` stores one array, not four)."""
+
+    size: int
+    terms: list  # (Struct, scale: None or (node, k), coef: float)
+    stored: Struct | None = None
+
+
+def _get(planner, S, n) -> Struct | None:
+    """Node ``n``'s structure, its entries stored first if they are pending."""
+    s = S[n]
+    if type(s) is not Pending:
+        return s
+    if s.stored is None:
+        indptr, cols, places = _union(planner, [t for t, _, _ in s.terms], s.size)
+        s.stored, dst = planner.owned(indptr, cols)
+        for (t, scale, coef), dpos in zip(s.terms, places, strict=True):
+            if scale is not None:
+                planner.partials.setdefault(scale[0], set()).add(scale[1])
+            planner.move(dst, t, dpos, scale, None if scale is None else t.rows(), coef)
+    return s.stored
+
+
+def _rows_of(planner, graph, S, n) -> Struct:
+    """Node ``n``'s structure, empty rows where it does not depend on the inputs."""
+    return _empty(math.prod(graph.shape(n))) if S[n] is None else _get(planner, S, n)
+
+
+def _stacked(parts) -> Struct:
+    indptr = np.concatenate([[0]] + [np.diff(p.indptr) for p in parts]).cumsum()
+    return Struct(indptr, *(np.concatenate([getattr(p, f) for p in parts]) for f in ("cols", "buf", "off")))
+
+
+def _positions(shape) -> np.ndarray:
+    return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
+
+
+@dataclass(frozen=True)
+class Step:
+    """``dst[dpos[i]] (+)= coef * scale[sidx[i]] * src[spos[i]]`` for ``i < count``; a table that
+    is None is the identity, a scale ``(node, k)`` node's partial on argument k (None: 1)."""
+
+    dst: int
+    src: int
+    count: int
+    dpos: np.ndarray | None
+    spos: np.ndarray | None
+    sidx: np.ndarray | None
+    scale: tuple | None = None
+    coef: float = 1.0
+
+    def tables(self):
+        return [t for t in (self.dpos, self.spos, self.sidx) if t is not None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the kernel needs beyond the values: buffers, steps and the result's pattern."""
+
+    sizes: tuple  # entries of each buffer (ONES's unused)
+    steps: tuple
+    partials: dict  # node -> arguments whose partial derivatives the steps read
+    pattern: dict  # {kind, shape, indices, indptr}, as compiled._sparse
+    nnz: int
+    inside: dict  # buffer -> where it lies in the result, for those the result holds as they are
+
+
+class _Planner:
+    def __init__(self, width):
+        self.width = width
+        self.sizes = [0]
+        self.steps = []
+        self.partials = {}
+        self.entries = 0
+
+    def spend(self, entries: int):
+        self.entries += entries
+        if self.entries > ENTRY_BUDGET:
+            raise Unsupported(f"sparse tangents of over {ENTRY_BUDGET:,} entries")
+
+    def buffer(self, size: int) -> int:
+        self.sizes.append(size)
+        return len(self.sizes) - 1
+
+    def move(self, dst: int, entries: Struct, dpos, scale=None, sidx=None, coef=1.0):
+        """Steps adding ``coef * scale * entries`` at ``dst[dpos]``, one per source buffer."""
+        if not len(entries.buf):
+            return
+        single = entries.buf[0] == entries.buf.min() == entries.buf.max()
+        for b in [int(entries.buf[0])] if single else np.unique(entries.buf).tolist():
+            pick = slice(None) if single else entries.buf == b
+            d = np.arange(len(entries.buf))[pick] if dpos is None else dpos[pick]
+            s = None if b == ONES else entries.off[pick]
+            i = None if sidx is None else sidx[pick]
+            self.steps.append(Step(dst, b, len(d), _table(d), _table(s), _table(i), scale, coef))
+
+    def owned(self, indptr, cols) -> tuple[Struct, int]:
+        """A node's entries in a buffer of their own, in order; and that buffer."""
+        dst = self.buffer(len(cols))
+        return Struct(indptr, cols, np.full(len(cols), dst, dtype=np.int64), np.arange(len(cols))), dst
+
+
+def _table(a):
+    """``a`` as an index table, or None where it is the identity."""
+    if a is None or (len(a) and a[0] == 0 and a[-1] == len(a) - 1 and np.array_equal(a, np.arange(len(a)))):
+        return None
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _unique(keys):
+    """``np.unique(keys, return_inverse=True)``, by a stable sort: keys come in sorted runs (one
+    per term), which it merges rather than sorts again."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    first = np.empty(len(keys), dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    inverse = np.empty(len(keys), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse
+
+
+def _union(planner, terms, size):
+    """Rows of ``size`` elements holding every column of the terms' rows; each term's positions."""
+    first = terms[0]
+    if all(
+        t.indptr is first.indptr
+        or (np.array_equal(t.indptr, first.indptr) and np.array_equal(t.cols, first.cols))
+        for t in terms[1:]
+    ):
+        return first.indptr, first.cols, [None] * len(terms)
+    w = planner.width
+    keys = np.concatenate([t.rows() * w + t.cols for t in terms])
+    unique, inverse = _unique(keys)
+    planner.spend(len(unique))
+    indptr = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(unique // w, minlength=size), out=indptr[1:])
+    cuts = np.cumsum([len(t.cols) for t in terms])[:-1]
+    return indptr, unique % w, np.split(inverse, cuts)
+
+
+def _elementwise(planner, graph, n, op, args, S, uses) -> Struct | Pending | None:
+    shape = tuple(graph.shape(n))
+    syms, _, partials = _scalar_rule(op, tuple(_is_mask(graph, a) for a in args))
+    scalars = {x: float(a[1]) for x, a in zip(syms, args, strict=True) if type(a) is not int}
+    terms = []
+    for k, a in enumerate(args):
+        p = partials[k]
+        if type(a) is not int or S[a] is None or p is None:
+            continue
+        if scalars:  # 4 * w: the partial 4 is a constant, not an array of fours
+            fixed = p.subs(scalars)
+            p = fixed if fixed.is_Number and fixed.is_finite else p
+        if p.is_Number and p == 0:
+            continue
+        same = tuple(graph.shape(a)) == shape
+        if p.is_Number and same and type(S[a]) is Pending and S[a].stored is None and uses[a] == 1:
+            terms += [(t, scale, float(p) * coef) for t, scale, coef in S[a].terms]
+            continue
+        t = _get(planner, S, a)
+        if not same:
+            t = t.take(np.broadcast_to(_positions(graph.shape(a)), shape).ravel(), planner)
+        terms.append((t, None, float(p)) if p.is_Number else (t, (n, k), 1.0))
+    if not terms:
+        return None
+    if len(terms) == 1 and terms[0][1] is None and terms[0][2] == 1.0:  # x + c: x's entries, unmoved
+        return terms[0][0]
+    return Pending(math.prod(shape), terms)
+
+
+def _reduce(planner, graph, n, op, x, params, S) -> Struct:
+    x_shape = tuple(graph.shape(x))
+    axes = _axes(params[0], len(x_shape))
+    kept = tuple(1 if d in axes else k for d, k in enumerate(x_shape))
+    group = np.broadcast_to(_positions(kept), x_shape).ravel()
+    t = _get(planner, S, x)
+    w = planner.width
+    unique, inverse = _unique(group[t.rows()] * w + t.cols)
+    planner.spend(len(unique))
+    size = math.prod(kept)
+    indptr = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(unique // w, minlength=size), out=indptr[1:])
+    out, dst = planner.owned(indptr, unique % w)
+    if op == "sum":
+        planner.move(dst, t, inverse)
+    else:  # each entry times its element's weight (softmax, or a share of the ties)
+        planner.partials.setdefault(n, set()).add(0)
+        planner.move(dst, t, inverse, (n, 0), t.rows())
+    return out
+
+
+def _gather(planner, graph, n, op, args, params, S) -> Struct | None:
+    if op in ("concat", "stack"):
+        offsets = np.cumsum([0] + [math.prod(graph.shape(a)) for a in args])
+        join = np.concatenate if op == "concat" else np.stack
+        starts = zip(offsets, args, strict=False)
+        places = join([o + _positions(graph.shape(a)) for o, a in starts], params[0])
+        whole = _stacked([_rows_of(planner, graph, S, a) for a in args])
+        return whole.take(places.ravel(), planner)
+    if op == "setitem":  # x's rows, and y's (after x's) at the places assigned
+        size = math.prod(graph.shape(n))
+        index = decode_index(params[0])
+        places, sources = loops.assigned_positions(graph.shape(n), graph.shape(args[1]), index)
+        rows = np.arange(size)
+        rows[places] = size + sources
+        return _stacked([_rows_of(planner, graph, S, a) for a in args]).take(rows, planner)
+    if S[args[0]] is None or (op == "cast" and graph.dtype(n) is not None and graph.dtype(n).kind == "b"):
+        return None
+    x = _get(planner, S, args[0])
+    x_shape = tuple(graph.shape(args[0]))
+    if op in ("reshape", "cast"):
+        return x
+    if op == "transpose":
+        return x.take(_positions(x_shape).transpose(params[0]).ravel(), planner)
+    if op == "broadcast_to":
+        return x.take(np.broadcast_to(_positions(x_shape), tuple(graph.shape(n))).ravel(), planner)
+    return x.take(loops.gather_positions(x_shape, decode_index(params[0])), planner)
+
+
+_PLANS: OrderedDict = OrderedDict()  # the last plans: the road's choice, the build and a load share one
+_PLANS_LOCK = threading.Lock()
+
+
+def plan(graph, wrt, kind: str) -> Plan:
+    """The sparse kernel's plan for ``graph``'s Jacobian; raises Unsupported (naming why)."""
+    key = (graph, tuple(wrt), kind)
+    with _PLANS_LOCK:
+        if key in _PLANS:
+            _PLANS.move_to_end(key)
+            return _PLANS[key]
+    why = unsupported(graph, wrt)
+    if why:
+        raise Unsupported(why)
+    result = _plan(graph, tuple(wrt), kind)
+    with _PLANS_LOCK:
+        _PLANS[key] = result
+        while len(_PLANS) > 2:
+            _PLANS.popitem(last=False)
+    return result
+
+
+def _plan(graph, wrt, kind) -> Plan:
+    specs = _input_specs(graph)
+    col0, width = {}, 0
+    for j in wrt:
+        col0[j] = width
+        width += math.prod(specs[j][0])
+    planner = _Planner(width)
+    uses = np.bincount([a for _, args, _ in graph.eqns for a in args if type(a) is int] + list(graph.outputs),
+                       minlength=len(graph.eqns))  # fmt: skip
+    S: list = []
+    for n, (op, args, params) in enumerate(graph.eqns):
+        if op == "input":
+            size = math.prod(specs[params[0]][0])
+            if params[0] in col0:
+                at = np.arange(size, dtype=np.int64)
+                seed = Struct(np.arange(size + 1), col0[params[0]] + at, np.zeros(size, np.int64), at, True)
+                S.append(seed)
+            else:
+                S.append(None)
+        elif not any(type(a) is int and S[a] is not None for a in args):
+            S.append(None)
+        elif op in ELEMENTWISE:
+            S.append(_elementwise(planner, graph, n, op, args, S, uses))
+        elif op in REDUCTIONS:
+            S.append(_reduce(planner, graph, n, op, args[0], params, S))
+        else:
+            S.append(_gather(planner, graph, n, op, args, params, S))
+    whole = _stacked([_rows_of(planner, graph, S, o) for o in graph.outputs])
+    n_rows, nnz = len(whole.indptr) - 1, len(whole.cols)
+    if kind == "csr":
+        indptr, indices, place = whole.indptr, whole.cols, None
+    else:
+        rows = whole.rows()
+        order = np.lexsort((rows, whole.cols))
+        place = np.empty(nnz, dtype=np.int64)
+        place[order] = np.arange(nnz)
+        indices = rows[order]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(whole.cols, minlength=width))])
+    planner.move(RESULT, whole, place)
+    # A buffer that the result holds whole and in order (an output's entries in CSR order) is
+    # computed in place there, not copied.
+    inside, steps = {}, []
+    for st in planner.steps:
+        if st.dst == RESULT and st.src not in inside and _whole(st, planner.sizes):
+            inside[st.src] = 0 if st.dpos is None else int(st.dpos[0])
+        else:
+            steps.append(st)
+    pattern = {
+        "kind": kind,
+        "shape": [int(n_rows), int(width)],
+        "indices": np.asarray(indices).tolist(),
+        "indptr": np.asarray(indptr).tolist(),
+    }
+    partials = {n: tuple(sorted(ks)) for n, ks in planner.partials.items()}
+    return Plan(tuple(planner.sizes), tuple(steps), partials, pattern, nnz, inside)
+
+
+def _whole(st: Step, sizes) -> bool:
+    """Whether ``st`` copies all of its source, in order, to consecutive places."""
+    if st.src == ONES or st.scale is not None or st.coef != 1.0 or st.spos is not None:
+        return False
+    steps = st.dpos is None or np.array_equal(np.diff(st.dpos), np.ones(st.count - 1))
+    return st.count == sizes[st.src] and steps
+
+
+# --- the kernel ---------------------------------------------------------------------------------
+
+
+def _needed(graph, plan_: Plan, value: bool) -> set:
+    """The nodes whose values the kernel computes: those the partials and results read."""
+    want = set(plan_.partials) | (set(graph.outputs) if value else set())
+    keep = set()
+    for n in range(len(graph.eqns) - 1, -1, -1):
+        if n in want:
+            keep.add(n)
+            want.update(a for a in graph.eqns[n][1] if type(a) is int)
+    return keep
+
+
+def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel"):
+    """Add ``void name(in, out64, out32)`` computing the outputs' values (with ``value``), then
+    the Jacobian's nonzeros in ``kind`` order; returns the result shapes and the doubles."""
+    p = plan(graph, wrt, kind)
+    em, (inp, out64, _) = loops.kernel_function(module, name, 0)
+    partials = {}
+    for n, ks in p.partials.items():
+        op, args, _ = graph.eqns[n]
+        shape = tuple(graph.shape(args[0] if op in REDUCTIONS else n))  # a reduction's weights
+        partials[n] = {k: _dense(em.buffer(math.prod(shape)), shape) for k in ks}
+    nodes = loops.emit_nodes(em, graph, inp, lambda j, shape: None, _needed(graph, p, value), partials)
+    outs = [nodes[o] for o in graph.outputs]
+    shapes, offset = loops.store_values(em, outs, out64) if value else ([], 0)
+    result = em.b.gep(out64, [ir.Constant(loops.I64, offset)], source_etype=DOUBLE)
+    buffers = {k: em.buffer(size) for k, size in enumerate(p.sizes) if k != ONES and k not in p.inside}
+    for k, at in p.inside.items():
+        buffers[k] = em.b.gep(result, [ir.Constant(loops.I64, at)], source_etype=DOUBLE)
+    buffers[RESULT] = result
+    written = {RESULT}  # each result entry is written once: stored, never added to
+    for step in p.steps:
+        fresh = step.dst not in written
+        assign = step.dst == RESULT or (fresh and step.dpos is None and step.count == p.sizes[step.dst])
+        if fresh and not assign:
+            em.zero(buffers[step.dst], p.sizes[step.dst])
+        written.add(step.dst)
+        scale = None if step.scale is None else partials[step.scale[0]][step.scale[1]].base
+        _step(em, step, buffers[step.dst], buffers.get(step.src), scale, assign)
+    em.finish()
+    return [*shapes, (p.nnz,)], offset + p.nnz
+
+
+def _step(em, step: Step, dst, src, scale, assign: bool):
+    b = em.b
+    module = em.module
+    tables = [None if t is None else loops.index_table(module, t) for t in (step.dpos, step.spos, step.sidx)]
+    zero = ir.Constant(DOUBLE, 0.0)
+
+    def at(ptr, table, i):
+        return b.gep(ptr, [i if table is None else load_index(b, table, i)], source_etype=DOUBLE)
+
+    def body(i, c):
+        x = None if step.src == ONES else b.load(at(src, tables[1], i), typ=DOUBLE)
+        coef = ir.Constant(DOUBLE, step.coef)
+        if scale is None:
+            term = coef if x is None else x if step.coef == 1.0 else b.fmul(coef, x)
+        else:
+            p = b.load(at(scale, tables[2], i), typ=DOUBLE)
+            if x is None:
+                term = p
+            else:
+                # A zero partial kills an inf/NaN entry, a zero entry an inf/NaN partial.
+                kill = b.or_(b.fcmp_ordered("==", p, zero), b.fcmp_ordered("==", x, zero))
+                term = b.select(kill, zero, b.fmul(p, x))
+            if step.coef != 1.0:
+                term = b.fmul(coef, term)
+        where = at(dst, tables[0], i)
+        b.store(term if assign else b.fadd(b.load(where, typ=DOUBLE), term), where)
+        return []
+
+    em.loop(step.count, body)
+
+
+def compile_object(graph, wrt, value: bool, kind: str):
+    """``(object code, IR, optimised IR, layout, pattern)`` of the sparse loop kernel."""
+    from ..backend import runtime
+
+    module = runtime._module("symjac_kernel")
+    shapes, n64 = build_module(module, graph, wrt, value, kind)
+    return (*loops.native(module, graph, shapes, n64), plan(graph, wrt, kind).pattern)
+
+
+def bind(graph, wrt, kind: str) -> set:
+    """Bind every array a cached sparse kernel of ``graph`` may read (recomputed from the graph,
+    never read from the cache); returns their symbols."""
+    names = loops.bind_data(graph)
+    for step in plan(graph, wrt, kind).steps:
+        for t in step.tables():
+            if t.size >= loops.DATA_FROM:
+                names.add(loops._data_symbol(t.astype(np.int32)))
+    return names

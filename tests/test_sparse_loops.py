@@ -1,0 +1,273 @@
+"""Sparse loop kernels (symjac.arrays.sparse_loops): compile(sparse=) without per-element expansion.
+
+Every case compiles the same function with ``expand="arrays"`` and ``expand="elements"`` and
+asserts the same SciPy matrix (values to a few ulps, the same pattern where the structural
+pattern is the exact one), at points, on batches and into ``out=``; torch autograd is a
+second oracle.
+"""
+
+import functools
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import symjac
+from symjac import compiled
+from symjac.backend import diskcache
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / "benchmarks"))
+import problems  # noqa: E402
+
+pytest.importorskip("scipy")  # sparse= results are SciPy matrices
+import scipy.special  # noqa: E402
+
+RNG = np.random.default_rng(11)
+
+
+def brusselator(n, ns=None):
+    """benchmarks/problems.py's 2-D Brusselator on an n x n periodic grid: stencils by index arrays."""
+    return functools.partial(problems.brusselator(n), ns or problems.numpy_ns())
+
+
+def close(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+    np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14 * scale)
+
+
+def both(func, *examples, sparse="csr", **kw):
+    loops = symjac.compile(func, *examples, sparse=sparse, expand="arrays", **kw)
+    elements = symjac.compile(func, *examples, sparse=sparse, expand="elements", **kw)
+    assert loops.spec.road == "loops" and elements.spec.road == "elements"
+    return loops, elements
+
+
+def same_matrix(got, want, exact_pattern=True):
+    assert type(got) is type(want) and got.shape == want.shape
+    if exact_pattern:
+        np.testing.assert_array_equal(got.indptr, want.indptr)
+        np.testing.assert_array_equal(got.indices, want.indices)
+        close(got.data, want.data)
+    else:  # structural: a superset of the exact pattern, the extra entries zero
+        assert (abs(want).astype(bool) > abs(got).astype(bool)).nnz == 0
+    close(got.toarray(), want.toarray())
+
+
+def agree(func, *examples, points=2, exact_pattern=True, batch=4, **kw):
+    """Single points, a batch, and out= (single and batch) against the element road."""
+    for sparse in ("csr", "csc"):
+        loops, elements = both(func, *examples, sparse=sparse, **kw)
+        for _ in range(points):
+            xs = [RNG.standard_normal(np.shape(e)) for e in examples]
+            same_matrix(loops(*xs), elements(*xs), exact_pattern)
+        if exact_pattern:
+            xs = [RNG.standard_normal((batch, *np.shape(e))) for e in examples]
+            want = elements(*xs)
+            close(loops(*xs), want)
+            out = np.full(want.shape, np.nan)
+            assert loops(*xs, out=out) is out
+            close(out, want)
+            one = np.full(want.shape[1:], np.nan)
+            loops(*[x[1] for x in xs], out=one)
+            close(one, want[1])
+            assert loops.sparsity().nnz == elements.sparsity().nnz
+    return loops, elements
+
+
+@pytest.mark.parametrize("n", [4, 8, 16])
+def test_brusselator_grids_match_the_element_road(n):
+    agree(brusselator(n), np.zeros(2 * n * n))
+
+
+def test_brusselator_matches_torch_autograd():
+    torch = pytest.importorskip("torch")
+    n = 8
+    f = brusselator(n)
+    cf = symjac.compile(f, np.zeros(2 * n * n), sparse="csc", expand="arrays")
+    g = brusselator(n, problems.torch_ns())
+
+    X = RNG.standard_normal((3, 2 * n * n))
+    batch = cf(X)
+    for k, x in enumerate(X):
+        want = torch.autograd.functional.jacobian(g, torch.from_numpy(x)).numpy()
+        close(cf(x).toarray(), want)
+        close(cf._sparse_matrix(batch[k]).toarray(), want)
+
+
+def chain(s):
+    return problems.chain(problems.numpy_ns(), s)
+
+
+@pytest.mark.parametrize(
+    "func, shape",
+    [
+        (chain, (20,)),
+        (lambda x: np.roll(x, 1) - 2 * x + np.roll(x, -1) + np.sin(x) * np.roll(x, 2), (12,)),
+        (lambda x: np.where(x > 0.1, x**2, -x) + np.maximum(x, x[::-1]) - np.minimum(x, 0.3), (9,)),
+        (lambda x: (x.reshape(3, 4).T * np.arange(1.0, 4.0)).sum(axis=1) + x[::3].sum(), (12,)),
+        (lambda x: np.stack([x[:, 0] * x[:, 1], np.exp(x[:, 2])], axis=1).reshape(-1), (5, 3)),
+        (lambda x: np.exp(x.reshape(4, 3)).sum(axis=0, keepdims=True) * x.reshape(4, 3), (12,)),
+        (lambda x: np.tanh(x[None, :] - x[:, None]).sum(axis=1) / (1 + x * x), (6,)),  # pair forces
+        # a linear combination read three times (stored once), and one read broadcast
+        (lambda x: (lambda a: a + 2 * a * a - np.sin(a))(x[1:] - 0.5 * x[:-1]), (7,)),
+        (lambda x: (3.0 * x[:3, None] - x[3:6, None]) * 2.0 + x.reshape(3, 4) * x[0], (12,)),
+    ],
+)
+def test_local_models_match_the_element_road(func, shape):
+    agree(func, np.zeros(shape))
+
+
+def assigned(x):
+    """Index assignment into a computed array: an int, a slice, an index array with a repeat."""
+    y = np.zeros(12) + x * 2.0
+    y[0] = x[3] ** 2
+    y[5:8] = np.sin(x[:3])
+    y[np.array([1, 9, 1])] = x[[4, 5, 6]] * x[0]  # the last of the repeats wins, as NumPy's
+    z = y.reshape(3, 4)
+    z[:, 0] = 1.0
+    z[1] = z[2] * x[0]
+    return z.reshape(-1) + x[::-1]
+
+
+def test_setitem_matches_the_element_road():
+    agree(assigned, np.zeros(12))
+
+
+@pytest.mark.parametrize(
+    "func",
+    [
+        lambda x: np.max(np.stack([x, x[::-1]]), axis=0) * x + np.min(x.reshape(3, 4), axis=1).sum(),
+        lambda x: scipy.special.logsumexp(x.reshape(3, 4), axis=1, keepdims=True) * x.reshape(3, 4),
+        lambda x: np.max(x) + np.min(x[::2]) - x,
+    ],
+)
+def test_weighted_reductions_match_the_element_road(func):
+    agree(func, np.zeros(12))
+    loops, elements = both(func, np.zeros(12))
+    for x in [np.zeros(12), np.array([1.0, 2, 2, 1, 0, 3, 3, 0, 5, 5, 5, 1])]:  # ties share
+        same_matrix(loops(x), elements(x))
+
+
+def test_several_inputs_outputs_wrt_and_value():
+    def f(x, y, p):
+        return np.sin(x[1:] * y[:-1]) * p[0], (x * p[1]).sum() + y[0]
+
+    ex = (np.zeros(7), np.zeros(7), np.zeros(2))
+    for wrt in (None, (0, 1), 1):
+        loops, elements = both(f, *ex, wrt=wrt, value=True)
+        args = [RNG.standard_normal(e.shape) for e in ex]
+        (v1, m1), (v2, m2) = loops(*args), elements(*args)
+        for a, b in zip(v1, v2, strict=True):
+            close(a, b)
+        same_matrix(m1, m2)
+        batch = [RNG.standard_normal((3, *e.shape)) for e in ex]
+        (v1, m1), (v2, m2) = loops(*batch), elements(*batch)
+        close(m1, m2)
+        for a, b in zip(v1, v2, strict=True):
+            close(a, b)
+
+
+def test_inf_and_nan_follow_the_array_roads_rule():
+    # sqrt at 0: an infinite partial times a nonzero entry is inf, times a zero entry 0 (the
+    # dense loop road's rule, exactly); log(-1) is NaN. The element road evaluates the exact
+    # derivative's expression, x0 / (2 sqrt(x0 x1)) = 0/0 = NaN at x0 = 0: it agrees wherever
+    # it is not NaN.
+    def f(x):
+        return np.sqrt(x[1:] * x[:-1]) + (np.sqrt(x) * x[0] + np.log(x))[1:]
+
+    loops, elements = both(f, np.zeros(4))
+    dense = symjac.compile(f, np.zeros(4), expand="arrays")
+    for x in [np.array([0.0, 1.0, 2.0, 0.0]), np.array([1.0, 0.0, 0.0, 3.0]), np.array([-1.0, 2, 0, 1])]:
+        got, want = loops(x).toarray(), elements(x).toarray()
+        np.testing.assert_array_equal(got, dense(x))
+        ok = ~np.isnan(want)
+        np.testing.assert_array_equal(got[ok], want[ok])
+    assert np.isinf(loops(np.array([0.0, 1.0, 2.0, 3.0])).toarray()[0, 0])
+
+
+def test_the_structural_pattern_keeps_entries_scaled_by_a_captured_zero():
+    c = np.array([0.0, 1.0, 2.0, 0.0, 3.0])
+    loops, elements = both(lambda x: x * c + x[::-1] ** 2, np.zeros(5))
+    x = RNG.standard_normal(5)
+    got, want = loops(x), elements(x)
+    same_matrix(got, want, exact_pattern=False)
+    assert (got.nnz, want.nnz) == (9, 7)  # the element road folds 0 * x, the loops keep it as 0.0
+    close(got.toarray(), np.diag(c) + np.diag(2 * x)[::-1])
+
+
+def test_auto_takes_the_sparse_loop_road_for_large_grids_only():
+    assert symjac.compile(brusselator(32), np.zeros(2 * 32 * 32), sparse="csr").spec.road == "loops"
+    assert symjac.compile(brusselator(4), np.zeros(32), sparse="csr").spec.road == "elements"
+    from symjac.functional import _Call
+
+    graph = _Call(lambda x: np.cumsum(x) * x, (np.zeros(3000),), False, "compile").graph
+    assert compiled._road(graph, "jacobian", "csr", "auto", (0,)) == "elements"  # no sparse rule
+    graph = _Call(brusselator(32), (np.zeros(2048),), False, "compile").graph
+    assert compiled._road(graph, "jacobian", "csr", "elements", (0,)) == "elements"
+
+
+def test_expand_arrays_names_what_it_cannot_compile():
+    W = RNG.standard_normal((4, 6))
+    with pytest.raises(ValueError, match="matmul"):
+        symjac.compile(lambda x: W @ x, np.zeros(6), sparse="csr", expand="arrays")
+    with pytest.raises(ValueError, match="cumsum"):
+        symjac.compile(lambda x: np.cumsum(x), np.zeros(6), sparse="csc", expand="arrays")
+    with pytest.raises(ValueError, match="entries"):  # fill-in past the entry budget
+        symjac.compile(lambda x: x * (x**2).sum(), np.zeros(5000), sparse="csr", expand="arrays")
+
+
+SCRIPT = """
+import functools, sys, numpy as np, symjac
+from symjac import compiled
+sys.path.insert(0, "benchmarks")
+import problems
+f = functools.partial(problems.brusselator(8), problems.numpy_ns())
+cf = symjac.compile(f, np.zeros(128), sparse="csr", expand="arrays")
+m = cf(np.linspace(-1, 1, 128))
+print(int(cf.cache_hit), compiled.BUILDS, repr(m.data.tolist()), cf._cache_name)
+"""
+
+
+def _run(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "SYMJAC_CACHE_DIR": str(tmp_path), "PYTHONPATH": root}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True, check=True
+    )
+    hit, builds, data, name = done.stdout.split(" ", 2)[:2] + done.stdout.split(" ", 2)[2].rsplit(" ", 1)
+    return hit, builds, np.array(eval(data)), name.strip()
+
+
+def test_cached_sparse_kernel_in_a_new_process(tmp_path):
+    hit0, builds0, first, name = _run(tmp_path)
+    hit1, builds1, second, _ = _run(tmp_path)
+    assert (hit0, builds0, hit1, builds1) == ("0", "1", "1", "0")
+    np.testing.assert_array_equal(second, first)
+
+
+def test_a_cache_entry_that_does_not_fit_the_graph_is_rebuilt(tmp_path, monkeypatch):
+    _, _, first, name = _run(tmp_path)
+    monkeypatch.setenv("SYMJAC_CACHE_DIR", str(tmp_path))
+    meta, obj = diskcache.load(name)
+    nnz = len(meta["pattern"]["indices"])
+    f = lambda x: x[::-1] * x[np.arange(128) % 7]  # noqa: E731
+    other = symjac.compile(f, np.zeros(128), sparse="csr", expand="arrays").kernel.object_code
+    tables = sorted(compiled._external_symbols(other))
+    assert tables  # it reads tables by symbol, which the Brusselator's graph does not bind
+    broken = [
+        ({**meta, "pattern": {**meta["pattern"], "indices": meta["pattern"]["indices"][::-1]}}, obj),
+        ({**meta, "symbols": []}, obj),
+        ({**meta, "symbols": tables}, other),
+        ({**meta, "layout": {**meta["layout"], "n64": nnz - 1, "slots": [[0, 0, [nnz - 1]]]}}, obj),
+    ]
+    for bad_meta, bad_obj in broken:
+        diskcache.store(name, {k: v for k, v in bad_meta.items() if k != "key"}, bad_obj)
+        hit, builds, again, _ = _run(tmp_path)
+        assert (hit, builds) == ("0", "1")
+        np.testing.assert_array_equal(again, first)
+        assert _run(tmp_path)[:2] == ("1", "0")  # and the rebuilt entry is good
