@@ -696,20 +696,27 @@ def _contract(em, operands, letters, out_letters, sizes, shape):
 
 
 def _einsum(em, op, args, params, shape, mask, module, n):
-    ins, out = params[0].replace(" ", "").split("->")
-    letters = ins.split(",")
-    if any("." in s for s in letters) or "." in out:
-        raise Unsupported("einsum with an ellipsis")
-    sizes = {}
-    for a, lets in zip(args, letters, strict=True):
-        for c, k in zip(lets, a.value.shape, strict=True):
-            sizes[c] = max(sizes.get(c, 1), k)
+    letters, out, sizes = einsum_letters(params[0], [a.value.shape for a in args])
     return _contract(em, args, letters, out, sizes, shape)
 
 
 def _matmul(em, op, args, params, shape, mask, module, n):
-    a, b_ = args
-    na, nb = len(a.value.shape), len(b_.value.shape)
+    letters, out, sizes = matmul_letters(*(a.value.shape for a in args))
+    return _contract(em, args, letters, out, sizes, shape)
+
+
+def einsum_letters(spec: str, shapes) -> tuple[list, str, dict]:
+    """``(operands' letters, the output's, letter -> extent)`` of an explicit einsum."""
+    ins, out = spec.replace(" ", "").split("->")
+    letters = ins.split(",")
+    if any("." in s for s in letters) or "." in out:
+        raise Unsupported("einsum with an ellipsis")
+    return letters, out, _extents(letters, shapes)
+
+
+def matmul_letters(a_shape, b_shape) -> tuple[list, str, dict]:
+    """``matmul`` as an einsum: ``(operands' letters, the output's, letter -> extent)``."""
+    na, nb = len(a_shape), len(b_shape)
     batch = max(na, nb) - 2
     pool = iter("abcdefghopqrstuvwxyz")
     lead = [next(pool) for _ in range(max(batch, 0))]
@@ -723,11 +730,15 @@ def _matmul(em, op, args, params, shape, mask, module, n):
         la = "".join(lead[len(lead) - (na - 2) :]) + "mk"
         lb = "".join(lead[len(lead) - (nb - 2) :]) + "kn"
         lo = "".join(lead) + "mn"
+    return [la, lb], lo, _extents([la, lb], [a_shape, b_shape])
+
+
+def _extents(letters, shapes) -> dict:
     sizes = {}
-    for v, lets in ((a.value, la), (b_.value, lb)):
-        for c, k in zip(lets, v.shape, strict=True):
+    for shape, lets in zip(shapes, letters, strict=True):
+        for c, k in zip(lets, shape, strict=True):
             sizes[c] = max(sizes.get(c, 1), k)
-    return _contract(em, [a, b_], [la, lb], lo, sizes, shape)
+    return sizes
 
 
 def _reduce_letters(x_shape, axes, keepdims):
@@ -1116,22 +1127,24 @@ def compile_object(graph, wrt, value: bool):
     return native(module, graph, shapes, n64, unroll)
 
 
-def native(module, graph, shapes, n64: int, unroll: bool = True):
+def native(module, graph, shapes, n64: int, unroll: bool = True, full: bool = True):
     """``(object code, IR, optimised IR, layout)`` of ``module``'s kernel, whose results
     (float64, of ``shapes``, ``n64`` doubles in all) follow one another, plus its batch loop;
-    ``unroll`` lets LLVM unroll its loops."""
+    ``unroll`` lets LLVM unroll its loops; unless ``full`` the kernel writes only some of the
+    results' elements, the others to be zeroed first (the batch loop zeroes each point's)."""
     from ..backend import runtime
     from ..backend.codegen import add_batch_loop
 
-    layout = result_layout(graph, shapes)
+    layout = result_layout(graph, shapes, full)
     assert layout.n64 == n64
-    add_batch_loop(module, "symjac_kernel", runtime._strides(layout), "float64", inline=False)
+    strides = runtime._strides(layout)
+    add_batch_loop(module, "symjac_kernel", strides, "float64", inline=False, clear=not layout.full)
     obj, text, optimized = runtime._native(module, loop_vectorization=True, loop_unrolling=unroll)
     vecmath.load_libmvec()  # vector math calls must resolve when the engine loads the object
     return obj, text, optimized, layout
 
 
-def result_layout(graph, shapes):
+def result_layout(graph, shapes, full: bool = True):
     """The Layout of a loop kernel whose float64 results of ``shapes`` follow one another."""
     from ..backend import runtime
 
@@ -1140,7 +1153,7 @@ def result_layout(graph, shapes):
         slots.append(runtime.ResultSlot(0, offset, tuple(shape)))
         offset += math.prod(shape)
     in_shapes = tuple(tuple(shape) for shape, _ in _input_specs(graph))
-    return runtime.Layout(in_shapes, tuple(slots), offset, 0, "float64", full=True)
+    return runtime.Layout(in_shapes, tuple(slots), offset, 0, "float64", full=full)
 
 
 def work(graph, wrt) -> int:
