@@ -212,9 +212,8 @@ def test_auto_takes_the_sparse_loop_road_for_large_grids_only():
 
 
 def test_expand_arrays_names_what_it_cannot_compile():
-    W = RNG.standard_normal((4, 6))
-    with pytest.raises(ValueError, match="matmul"):
-        symjac.compile(lambda x: W @ x, np.zeros(6), sparse="csr", expand="arrays")
+    with pytest.raises(ValueError, match="matmul of two operands that depend on the inputs"):
+        symjac.compile(lambda x: x.reshape(2, 3) @ x[:3], np.zeros(6), sparse="csr", expand="arrays")
     with pytest.raises(ValueError, match="cumsum"):
         symjac.compile(lambda x: np.cumsum(x), np.zeros(6), sparse="csc", expand="arrays")
     with pytest.raises(ValueError, match="entries"):  # fill-in past the entry budget

@@ -44,6 +44,7 @@ ONES = 0  # the buffer of the seeds' entries: all ones, never stored
 RESULT = -1  # the kernel's result array
 GATHERS = frozenset({"reshape", "transpose", "broadcast_to", "getitem", "setitem", "concat", "stack", "cast"})
 REDUCTIONS = frozenset({"sum", "max", "min", "logsumexp"})  # the last three weigh their rows
+CONTRACTIONS = frozenset({"matmul", "einsum"})  # with one live operand: the other weighs its rows
 # Stored entries (of every node together) past which the road is refused: each costs about 40
 # bytes while building, as index tables and NumPy temporaries.
 ENTRY_BUDGET = 20_000_000
@@ -55,9 +56,19 @@ def unsupported(graph, wrt) -> str | None:
     if why:
         return why
     live = _dependent(graph, wrt)
-    for n, (op, _, _) in enumerate(graph.eqns):
-        if n in live and op not in ("input", *REDUCTIONS, *GATHERS) and op not in ELEMENTWISE:
+    for n, (op, args, params) in enumerate(graph.eqns):
+        if n not in live or op in ("input", *REDUCTIONS, *GATHERS) or op in ELEMENTWISE:
+            continue
+        if op not in CONTRACTIONS:
             return f"{op} (no sparse loop rule)"
+        if sum(1 for a in args if a in live) > 1:
+            return f"{op} of two operands that depend on the inputs (no sparse loop rule)"
+        if len(args) != 2:
+            return f"{op} of {len(args)} operands (no sparse loop rule)"
+        if op == "einsum":
+            letters = params[0].replace(" ", "").split("->")[0].split(",")
+            if any(len(set(lets)) < len(lets) for lets in letters):
+                return "einsum with a repeated index in one operand (no sparse loop rule)"
     return None
 
 
@@ -285,25 +296,64 @@ def _elementwise(planner, graph, n, op, args, S, uses) -> Struct | Pending | Non
     return Pending(math.prod(shape), terms)
 
 
+def _merged(planner, t: Struct, group, size: int):
+    """Rows ``t``'s summed into ``size`` rows, row ``r`` into row ``group[r]``: ``(their
+    structure, its buffer, the place there of each of t's entries)``."""
+    w = planner.width
+    unique, inverse = _unique(group[t.rows()] * w + t.cols)
+    planner.spend(len(unique))
+    indptr = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(unique // w, minlength=size), out=indptr[1:])
+    return (*planner.owned(indptr, unique % w), inverse)
+
+
 def _reduce(planner, graph, n, op, x, params, S) -> Struct:
     x_shape = tuple(graph.shape(x))
     axes = _axes(params[0], len(x_shape))
     kept = tuple(1 if d in axes else k for d, k in enumerate(x_shape))
     group = np.broadcast_to(_positions(kept), x_shape).ravel()
     t = _get(planner, S, x)
-    w = planner.width
-    unique, inverse = _unique(group[t.rows()] * w + t.cols)
-    planner.spend(len(unique))
-    size = math.prod(kept)
-    indptr = np.zeros(size + 1, dtype=np.int64)
-    np.cumsum(np.bincount(unique // w, minlength=size), out=indptr[1:])
-    out, dst = planner.owned(indptr, unique % w)
+    out, dst, inverse = _merged(planner, t, group, math.prod(kept))
     if op == "sum":
         planner.move(dst, t, inverse)
     else:  # each entry times its element's weight (softmax, or a share of the ties)
         planner.partials.setdefault(n, set()).add(0)
         planner.move(dst, t, inverse, (n, 0), t.rows())
     return out
+
+
+def contraction_letters(graph, op, args, params) -> tuple[list, str, dict]:
+    shapes = [tuple(graph.shape(a)) for a in args]
+    if op == "matmul":
+        return loops.matmul_letters(*shapes)
+    return loops.einsum_letters(params[0], shapes)
+
+
+def _grid(shape, lets: str, order: list, sizes: dict) -> np.ndarray:
+    """The flat position in an operand of ``shape`` (axes ``lets``) of each point of the grid
+    of letters ``order`` (extents ``sizes``), as a flat array in C order."""
+    present = [c for c in order if c in lets]
+    positions = _positions(shape).transpose([lets.index(c) for c in present])
+    positions = positions.reshape([shape[lets.index(c)] if c in lets else 1 for c in order])
+    return np.broadcast_to(positions, [sizes[c] for c in order]).ravel()
+
+
+def _contraction(planner, graph, n, op, args, params, S) -> Struct:
+    """``A @ B`` (or einsum) where only A depends on the inputs: a weighted sum of A's rows, the
+    weights B's elements (read from B's values, under the zero rule)."""
+    letters, out, sizes = contraction_letters(graph, op, args, params)
+    live = 0 if S[args[0]] is not None else 1
+    weight = 1 - live
+    order = list(out) + [c for c in dict.fromkeys("".join(letters)) if c not in out]
+    rows = _grid(graph.shape(args[live]), letters[live], order, sizes)
+    weights = _grid(graph.shape(args[weight]), letters[weight], order, sizes)
+    size = math.prod(graph.shape(n))
+    group = np.repeat(np.arange(size), len(rows) // max(size, 1))  # the grid's output letters lead
+    t = _get(planner, S, args[live]).take(rows, planner)
+    result, dst, inverse = _merged(planner, t, group, size)
+    planner.partials.setdefault(n, set()).add(weight)
+    planner.move(dst, t, inverse, (n, weight), weights[t.rows()])
+    return result
 
 
 def _gather(planner, graph, n, op, args, params, S) -> Struct | None:
@@ -381,11 +431,15 @@ def _plan(graph, wrt, kind) -> Plan:
             S.append(_elementwise(planner, graph, n, op, args, S, uses))
         elif op in REDUCTIONS:
             S.append(_reduce(planner, graph, n, op, args[0], params, S))
+        elif op in CONTRACTIONS:
+            S.append(_contraction(planner, graph, n, op, args, params, S))
         else:
             S.append(_gather(planner, graph, n, op, args, params, S))
     whole = _stacked([_rows_of(planner, graph, S, o) for o in graph.outputs])
     n_rows, nnz = len(whole.indptr) - 1, len(whole.cols)
-    if kind == "csr":
+    if kind == "dense":
+        indptr, indices, place = [], [], _dense_places(graph, specs, wrt, whole)
+    elif kind == "csr":
         indptr, indices, place = whole.indptr, whole.cols, None
     else:
         rows = whole.rows()
@@ -413,6 +467,19 @@ def _plan(graph, wrt, kind) -> Plan:
     return Plan(tuple(planner.sizes), tuple(steps), partials, pattern, nnz, inside)
 
 
+def _dense_places(graph, specs, wrt, whole: Struct) -> np.ndarray:
+    """Each entry's place in the dense Jacobian blocks, laid out as the dense loop road lays them
+    out: for each output, for each input in ``wrt``, an ``out.shape + in.shape`` block."""
+    out_sizes = [math.prod(graph.shape(o)) for o in graph.outputs]
+    in_sizes = [math.prod(specs[j][0]) for j in wrt]
+    row0, col0 = np.cumsum([0, *out_sizes]), np.cumsum([0, *in_sizes])
+    rows = whole.rows()
+    o = np.searchsorted(row0, rows, side="right") - 1
+    j = np.searchsorted(col0, whole.cols, side="right") - 1
+    block = row0[o] * col0[-1] + np.asarray(out_sizes)[o] * col0[j]
+    return block + (rows - row0[o]) * np.asarray(in_sizes)[j] + (whole.cols - col0[j])
+
+
 def _whole(st: Step, sizes) -> bool:
     """Whether ``st`` copies all of its source, in order, to consecutive places."""
     if st.src == ONES or st.scale is not None or st.coef != 1.0 or st.spos is not None:
@@ -426,7 +493,10 @@ def _whole(st: Step, sizes) -> bool:
 
 def _needed(graph, plan_: Plan, value: bool) -> set:
     """The nodes whose values the kernel computes: those the partials and results read."""
-    want = set(plan_.partials) | (set(graph.outputs) if value else set())
+    want = set(graph.outputs) if value else set()
+    for n, ks in plan_.partials.items():  # a contraction's weights: the values of its operand
+        op, args, _ = graph.eqns[n]
+        want.update([args[k] for k in ks] if op in CONTRACTIONS else [n])
     keep = set()
     for n in range(len(graph.eqns) - 1, -1, -1):
         if n in want:
@@ -437,15 +507,22 @@ def _needed(graph, plan_: Plan, value: bool) -> set:
 
 def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel"):
     """Add ``void name(in, out64, out32)`` computing the outputs' values (with ``value``), then
-    the Jacobian's nonzeros in ``kind`` order; returns the result shapes and the doubles."""
+    the Jacobian's nonzeros in ``kind`` order (``"dense"``: at their places in the dense blocks,
+    leaving the others as they are); returns the result shapes and the doubles."""
     p = plan(graph, wrt, kind)
     em, (inp, out64, _) = loops.kernel_function(module, name, 0)
     partials = {}
     for n, ks in p.partials.items():
         op, args, _ = graph.eqns[n]
-        shape = tuple(graph.shape(args[0] if op in REDUCTIONS else n))  # a reduction's weights
-        partials[n] = {k: _dense(em.buffer(math.prod(shape)), shape) for k in ks}
-    nodes = loops.emit_nodes(em, graph, inp, lambda j, shape: None, _needed(graph, p, value), partials)
+        # A reduction's weights have its argument's shape, a contraction's its operand's.
+        shapes = {k: tuple(graph.shape(args[k] if op in CONTRACTIONS else args[0] if op in REDUCTIONS else n))
+                  for k in ks}  # fmt: skip
+        partials[n] = {k: _dense(em.buffer(math.prod(shape)), shape) for k, shape in shapes.items()}
+    value_loops = {n: v for n, v in partials.items() if graph.eqns[n][0] not in CONTRACTIONS}
+    nodes = loops.emit_nodes(em, graph, inp, lambda j, shape: None, _needed(graph, p, value), value_loops)
+    for n in partials.keys() - value_loops.keys():
+        for k, view in partials[n].items():
+            loops._copy_values(em, nodes[graph.eqns[n][1][k]].value, view)
     outs = [nodes[o] for o in graph.outputs]
     shapes, offset = loops.store_values(em, outs, out64) if value else ([], 0)
     result = em.b.gep(out64, [ir.Constant(loops.I64, offset)], source_etype=DOUBLE)
@@ -463,7 +540,11 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
         scale = None if step.scale is None else partials[step.scale[0]][step.scale[1]].base
         _step(em, step, buffers[step.dst], buffers.get(step.src), scale, assign)
     em.finish()
-    return [*shapes, (p.nnz,)], offset + p.nnz
+    if kind != "dense":
+        return [*shapes, (p.nnz,)], offset + p.nnz
+    specs = _input_specs(graph)
+    blocks = [tuple(graph.shape(o)) + tuple(specs[j][0]) for o in graph.outputs for j in wrt]
+    return [*shapes, *blocks], offset + sum(math.prod(s) for s in blocks)
 
 
 def _step(em, step: Step, dst, src, scale, assign: bool):
@@ -498,12 +579,14 @@ def _step(em, step: Step, dst, src, scale, assign: bool):
 
 
 def compile_object(graph, wrt, value: bool, kind: str):
-    """``(object code, IR, optimised IR, layout, pattern)`` of the sparse loop kernel."""
+    """``(object code, IR, optimised IR, layout, pattern)`` of the sparse loop kernel (``kind``
+    "csr", "csc", or "dense": the dense Jacobian, whose layout is not ``full``)."""
     from ..backend import runtime
 
     module = runtime._module("symjac_kernel")
     shapes, n64 = build_module(module, graph, wrt, value, kind)
-    return (*loops.native(module, graph, shapes, n64), plan(graph, wrt, kind).pattern)
+    built = loops.native(module, graph, shapes, n64, full=kind != "dense")
+    return (*built, plan(graph, wrt, kind).pattern)
 
 
 def bind(graph, wrt, kind: str) -> set:
