@@ -60,7 +60,9 @@ class Spec:
     sparse: str | None
     forward: bool = False  # blocks take the dtype of their output (torch's forward-mode strategy)
     single: bool = False  # single points only (the drop-in API): no batch loop is built
-    road: str = "elements"  # or "loops": array-level loop kernels (symjac.arrays.loops)
+    # Or "loops": array-level loop kernels (symjac.arrays.loops, sparse_loops for sparse=); or
+    # "sparse-loops": a dense Jacobian from sparse_loops' sparse tangents.
+    road: str = "elements"
 
     def canonical(self) -> str:
         g = self.graph
@@ -311,24 +313,51 @@ def _check_loop_entry(meta: dict, obj: bytes, spec: Spec) -> None:
     graph = spec.graph
     outs = [tuple(graph.shape(o)) for o in graph.outputs]
     shapes = list(outs) if spec.value else []
-    if spec.sparse:
+    kind = _sparse_kind(spec)
+    if meta.get("road") != spec.road:
+        raise ValueError(f"a kernel of road {meta.get('road')!r}, not {spec.road!r}")
+    if kind:
         try:
-            bound = sparse_loops.bind(graph, spec.wrt, spec.sparse)
+            bound = sparse_loops.bind(graph, spec.wrt, kind)
         except loops.Unsupported as exc:
             raise ValueError(f"no sparse loop kernel: {exc}") from None
-        plan = sparse_loops.plan(graph, spec.wrt, spec.sparse)
-        if meta["pattern"] != plan.pattern:
+        plan = sparse_loops.plan(graph, spec.wrt, kind)
+        if spec.sparse and meta["pattern"] != plan.pattern:
             raise ValueError("the pattern differs from the graph's")
-        shapes.append((plan.nnz,))
+        if meta["statements"] != _sparse_work(graph, spec.wrt, kind):
+            raise ValueError("the plan differs from the graph's")
     else:
         bound = loops.bind_data(graph)
+    if spec.sparse:
+        shapes.append((plan.nnz,))
+    else:
         specs = _input_specs(graph)
         shapes += [o + tuple(specs[j][0]) for o in outs for j in spec.wrt]
-    if meta["layout"] != _layout_json(loops.result_layout(graph, shapes)):
+    # A dense Jacobian from sparse tangents writes only its pattern: its layout is not full.
+    full = spec.road != "sparse-loops"
+    if meta["layout"] != _layout_json(loops.result_layout(graph, shapes, full)):
         raise ValueError("the layout differs from the graph's")
     named = _external_symbols(obj)
     if not named <= bound or sorted(named) != meta["symbols"]:
         raise ValueError("the object code reads arrays that this graph does not have")
+
+
+def _loop_road(spec) -> bool:
+    return getattr(spec, "road", "elements") in ("loops", "sparse-loops")
+
+
+def _sparse_kind(spec) -> str | None:
+    """The sparse loop plan's kind of a loop road spec: its sparse=, "dense" on the
+    sparse-loops road, None on the dense loop road."""
+    return spec.sparse or ("dense" if spec.road == "sparse-loops" else None)
+
+
+def _sparse_work(graph, wrt, kind: str) -> int:
+    """About how many operations one point of a sparse loop kernel costs (threads split by it)."""
+    from .arrays import sparse_loops
+
+    work = sum(step.count for step in sparse_loops.plan(graph, wrt, kind).steps)
+    return work + sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
 
 
 def _external_symbols(obj: bytes) -> set:
@@ -357,7 +386,7 @@ class CompiledFunction:
         self.spec = spec
         self._program = None
         name = diskcache.key(deep.call(spec.canonical)) if cache else None  # srepr recurses
-        loops = getattr(spec, "road", "elements") == "loops"
+        loops = _loop_road(spec)
         if loops:
             check = lambda meta, obj: _check_loop_entry(meta, obj, spec)  # noqa: E731
         else:
@@ -384,7 +413,7 @@ class CompiledFunction:
 
     def _build(self, spec: Spec) -> dict:
         """Derive, lower and compile ``spec``: sets the program and kernel, returns the metadata."""
-        if getattr(spec, "road", "elements") == "loops":
+        if _loop_road(spec):
             return self._build_loops(spec)
         d, meta = derivation(spec)
         layout, stores = _layout(d)
@@ -404,25 +433,28 @@ class CompiledFunction:
         return meta
 
     def _build_loops(self, spec: Spec) -> dict:
-        """The array road's loop kernel (symjac.arrays.loops, or sparse_loops for sparse=): no
-        per-element expansion."""
+        """The array road's loop kernel (symjac.arrays.loops, or sparse_loops for sparse= and
+        the sparse-loops road): no per-element expansion."""
         from .arrays import loops, sparse_loops
 
         if spec.mode != "jacobian" or spec.single:
             raise ValueError("the loop road builds Jacobians only (compile's expand= chooses it)")
         global BUILDS
         meta = {}
-        if spec.sparse:
-            built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, spec.sparse)
-            obj, ir_text, optimized, layout, meta["pattern"] = built
-            work = sum(step.count for step in sparse_loops.plan(spec.graph, spec.wrt, spec.sparse).steps)
-            work += sum(math.prod(spec.graph.shape(n)) for n in range(len(spec.graph.eqns)))
-        else:
+        if not spec.sparse:
             specs = _input_specs(spec.graph)
             n_in = sum(math.prod(shape) for shape, _ in specs)
             n_out = sum(math.prod(spec.graph.shape(node)) for node in spec.graph.outputs)
             # The same guard as the element road's: a dense result this large is refused either way.
             budget.check(spec.mode, spec.graph, n_in, n_out, dense=True, where="symjac.compile")
+        kind = _sparse_kind(spec)
+        if kind:
+            built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, kind)
+            obj, ir_text, optimized, layout, pattern = built
+            if spec.sparse:
+                meta["pattern"] = pattern
+            work = _sparse_work(spec.graph, spec.wrt, kind)
+        else:
             obj, ir_text, optimized, layout = loops.compile_object(spec.graph, spec.wrt, spec.value)
             work = loops.work(spec.graph, spec.wrt)
         BUILDS += 1
@@ -435,7 +467,7 @@ class CompiledFunction:
             "n_out": n_out,
             "results": [[list(s.shape), "<f8"] for s in layout.slots],
             "statements": work,
-            "road": "loops",
+            "road": spec.road,
             "symbols": sorted(_external_symbols(obj)),
         }
 
@@ -662,7 +694,7 @@ class CompiledFunction:
     def ir(self) -> str:
         """The optimised LLVM IR (rebuilt from the expressions when the kernel came from the cache),
         and that of the SIMD batch kernel once a batch has built it."""
-        if getattr(self.spec, "road", "elements") == "loops":
+        if _loop_road(self.spec):
             return self._loop_kernel_ir()
         return self._ensure_built().optimized_ir + self.kernel.simd_ir
 
@@ -671,15 +703,15 @@ class CompiledFunction:
             from .arrays import loops, sparse_loops
 
             spec = self.spec
-            if spec.sparse:
-                built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, spec.sparse)
+            if _sparse_kind(spec):
+                built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, _sparse_kind(spec))
             else:
                 built = loops.compile_object(spec.graph, spec.wrt, spec.value)
             self.kernel.optimized_ir = built[2]
         return self.kernel.optimized_ir
 
     def assembly(self) -> str:
-        if getattr(self.spec, "road", "elements") == "loops":
+        if _loop_road(self.spec):
             self._loop_kernel_ir()
             return self.kernel.assembly()
         return self._ensure_built().assembly()
@@ -868,8 +900,8 @@ def wrt_indices(wrt, n: int, api: str) -> tuple[tuple, bool]:
 
 
 def _road(graph, mode: str, sparse, expand: str, wrt: tuple) -> str:
-    """``"loops"`` or ``"elements"`` for ``compile``'s ``expand=`` (see there), differentiating
-    with respect to inputs ``wrt``."""
+    """``"loops"``, ``"sparse-loops"`` or ``"elements"`` for ``compile``'s ``expand=`` (see
+    there), differentiating with respect to inputs ``wrt``."""
     from .arrays import EXPAND_MODES, TANGENT_BUDGET, element_operations
     from .arrays.loops import unsupported
 
@@ -889,6 +921,10 @@ def _road(graph, mode: str, sparse, expand: str, wrt: tuple) -> str:
         shapes = [shape for shape, _ in _input_specs(graph)]
         width = sum(math.prod(shapes[j]) for j in wrt)
         dense = width * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))  # no sparsity
+        entries = width * sum(math.prod(graph.shape(o)) for o in graph.outputs)  # the result's
+        if not why and (large or expand == "arrays") and entries <= TANGENT_BUDGET:
+            if _sparse_tangents_pay(graph, wrt, width, dense):
+                return "sparse-loops"
         if not why and dense > TANGENT_BUDGET:
             why = f"tangents of {dense} elements (the dense forward mode's work)"
     if expand == "arrays":
@@ -899,6 +935,29 @@ def _road(graph, mode: str, sparse, expand: str, wrt: tuple) -> str:
             )
         return "loops"
     return "loops" if not why and large else "elements"
+
+
+# Sparse tangents replace dense ones in a dense Jacobian when their work is under this fraction of
+# the dense tangents': N-body N=20 (pair nodes of 6 entries a row, 120 columns) is a tenth.
+SPARSE_TANGENTS_BELOW = 0.5
+
+
+def _sparse_tangents_pay(graph, wrt, width: int, dense: int) -> bool:
+    """Whether sparse tangents (symjac.arrays.sparse_loops) are clearly cheaper than dense ones
+    (``dense``: their work) for this dense Jacobian: first by an upper bound on the entries
+    (no plan), then by the plan's own entries."""
+    from .arrays import sparse, sparse_loops
+    from .arrays.elementwise import Unsupported
+
+    sizes = [math.prod(graph.shape(n)) for n in range(len(graph.eqns))]
+    bound = sum(k * size for k, size in zip(sparse.entries_per_row(graph, width), sizes, strict=True))
+    if sparse.ENTRY_COST * bound >= SPARSE_TANGENTS_BELOW * dense:
+        return False
+    try:
+        entries = sum(step.count for step in sparse_loops.plan(graph, wrt, "dense").steps)
+    except Unsupported:
+        return False
+    return sparse.ENTRY_COST * entries < SPARSE_TANGENTS_BELOW * dense
 
 
 def _sparse_unsupported(graph, wrt, kind) -> str | None:
