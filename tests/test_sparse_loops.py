@@ -11,6 +11,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -270,3 +271,193 @@ def test_a_cache_entry_that_does_not_fit_the_graph_is_rebuilt(tmp_path, monkeypa
         assert (hit, builds) == ("0", "1")
         np.testing.assert_array_equal(again, first)
         assert _run(tmp_path)[:2] == ("1", "0")  # and the rebuilt entry is good
+
+
+# --- matmul and einsum with a constant operand ----------------------------------------------
+
+W = RNG.standard_normal((4, 6))
+M = np.array([0.5, 0.0, -1.5, 2.0])  # a zero weight: it kills the infinite partials it meets
+
+
+@pytest.mark.parametrize(
+    "func, shape, exact",
+    [
+        (lambda x: W @ np.tanh(x), (6,), True),
+        (lambda x: np.tanh(x.reshape(3, 4)) @ M, (12,), False),
+        (lambda x: M @ np.sin(x.reshape(4, 3)) + x[:3], (12,), False),
+        (
+            lambda x: (W @ x.reshape(6, 2)) * x[:2] + np.einsum("ij,jk->ki", W[:2], x.reshape(6, 2)).sum(),
+            (12,),
+            True,
+        ),
+        (lambda x: np.einsum("bij,j->bi", np.exp(x.reshape(2, 3, 4)), M), (24,), False),
+        (lambda x: np.tanh(x[None, :] - x[:, None]) @ W[0, :3] * x, (3,), True),  # pair forces, weighted
+    ],
+)
+def test_matmul_by_a_constant_matches_the_element_road(func, shape, exact):
+    # The pattern is structural: M's zero weight keeps its entries, as 0.0 (the element road
+    # folds them away).
+    agree(func, np.zeros(shape), exact_pattern=exact)
+    dense_agree(func, np.zeros(shape))
+
+
+def test_matmul_weights_follow_the_zero_rule():
+    # sqrt at 0: an infinite partial; the zero weight M[1] kills it, the others keep it.
+    def f(x):
+        return np.sqrt(x.reshape(2, 4)) @ M
+
+    x = np.array([1.0, 0.0, 2.0, 3.0, 0.0, 1.0, 4.0, 1.0])
+    dense = dense_kernel(f, np.zeros(8))
+    elements = symjac.compile(f, np.zeros(8), expand="elements")
+    got, want = dense(x), elements(x)
+    assert np.isfinite(got[0]).all() and np.isinf(got[1, 4])
+    np.testing.assert_array_equal(got, want)
+    loops, _ = both(f, np.zeros(8))
+    np.testing.assert_array_equal(loops(x).toarray(), want)
+
+
+def test_matmul_of_two_live_operands_is_refused():
+    from symjac.arrays import sparse_loops
+    from symjac.functional import _Call
+
+    graph = _Call(lambda x: x.reshape(2, 2) @ x[:2], (np.zeros(4),), False, "compile").graph
+    assert "matmul of two operands" in sparse_loops.unsupported(graph, (0,))
+
+
+# --- dense Jacobians from sparse tangents (the sparse-loops road) ---------------------------
+
+
+def dense_kernel(func, *examples, **kw):
+    """``compile(func)`` on the sparse-loops road, whatever the cost model would choose."""
+    cf = symjac.compile(func, *examples, expand="elements", **kw)
+    return compiled.CompiledFunction(replace(cf.spec, road="sparse-loops"))
+
+
+def _leaves(x):
+    if isinstance(x, (tuple, list)):
+        return [leaf for item in x for leaf in _leaves(item)]
+    return [x]
+
+
+def same_nest(got, want, check=close):
+    assert type(got) is type(want)
+    if isinstance(want, (tuple, list)):
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            same_nest(g, w, check)
+    else:
+        assert got.dtype == want.dtype
+        check(got, want)
+
+
+def dense_agree(func, *examples, batch=3, road="elements", check=close, **kw):
+    """Single points, a batch and out= holding garbage (single and batch) against ``road``."""
+    dense = dense_kernel(func, *examples, **kw)
+    other = symjac.compile(func, *examples, expand="elements", **kw)
+    if road != "elements":
+        other = compiled.CompiledFunction(replace(other.spec, road=road))
+    assert dense.spec.road == "sparse-loops" and not dense.kernel.layout.full
+    xs = [RNG.standard_normal(np.shape(e)) for e in examples]
+    same_nest(dense(*xs), other(*xs), check)
+    xb = [RNG.standard_normal((batch, *np.shape(e))) for e in examples]
+    want = other(*xb)
+    same_nest(dense(*xb), want, check)
+    if len(_leaves(want)) == 1:
+        out = np.full(want.shape, np.nan)
+        assert dense(*xb, out=out) is out
+        check(out, want)
+        one = np.full(want.shape[1:], np.nan)
+        assert dense(*[x[0] for x in xb], out=one) is one
+        check(one, want[0])
+        if len(examples) == 1:
+            check(dense.entry(xb[0][1]), want[1])
+    return dense, other
+
+
+def nbody(n, ns=None):
+    return functools.partial(problems.nbody(n), ns or problems.numpy_ns())
+
+
+def near(a, b):
+    """To 1e-11 of the largest entry: N-body's diagonal blocks are sums of terms that cancel
+    (d a_i / d x_i = -sum_j d a_i / d x_j), so they round as the terms do, and the element road
+    and torch sum them in other orders (3e-13 apart at 200 random N=5 states)."""
+    scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+    np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11 * scale)
+
+
+@pytest.mark.parametrize("n", [5, 20])
+def test_nbody_dense_jacobians_from_sparse_tangents(n):
+    torch = pytest.importorskip("torch")
+    dense_agree(nbody(n), np.zeros(6 * n), road="loops")  # the same sums in the same order: ulps
+    dense, _ = dense_agree(nbody(n), np.zeros(6 * n), check=near)
+    g = nbody(n, problems.torch_ns())
+    for x in RNG.standard_normal((2, 6 * n)):
+        near(dense(x), torch.autograd.functional.jacobian(g, torch.from_numpy(x)).numpy())
+
+
+def test_dense_from_sparse_with_several_inputs_outputs_wrt_and_value():
+    def f(x, y, p):
+        return np.sin(x[1:] * y[:-1]) * p[0] + W[:, :6].T @ np.tanh(y[:4]), (x * p[1]).sum() + y[0]
+
+    ex = (np.zeros(7), np.zeros(7), np.zeros(2))
+    for wrt in (None, (0, 1), 1, (2, 0)):
+        for value in (False, True):
+            dense_agree(f, *ex, wrt=wrt, value=value)
+
+
+def test_auto_takes_sparse_tangents_for_nbody_not_for_an_mlp():
+    n = 20
+    assert symjac.compile(nbody(n), np.zeros(6 * n)).spec.road == "sparse-loops"
+    assert symjac.compile(nbody(n), np.zeros(6 * n), expand="arrays").spec.road == "sparse-loops"
+    W1, W2 = RNG.standard_normal((32, 8)), RNG.standard_normal((32, 32))
+    mlp = lambda x: W2 @ np.tanh(W1 @ x)  # noqa: E731
+    assert symjac.compile(mlp, np.zeros(8), expand="arrays").spec.road == "loops"
+    assert symjac.compile(nbody(n), np.zeros(6 * n), sparse="csr", expand="arrays").spec.road == "loops"
+
+
+DENSE_SCRIPT = """
+import functools, sys, numpy as np, symjac
+from symjac import compiled
+sys.path.insert(0, "benchmarks")
+import problems
+cf = symjac.compile(functools.partial(problems.nbody(20), problems.numpy_ns()), np.zeros(120))
+J = cf(np.linspace(-1, 1, 120))
+print(int(cf.cache_hit), compiled.BUILDS, cf.spec.road, cf.kernel.layout.full, float(abs(J).sum()))
+"""
+
+
+def test_cached_dense_from_sparse_kernel_in_a_new_process(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "SYMJAC_CACHE_DIR": str(tmp_path), "PYTHONPATH": root}
+
+    def run():
+        done = subprocess.run(
+            [sys.executable, "-c", DENSE_SCRIPT],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.split()
+
+    first, second = run(), run()
+    assert first[:4] == ["0", "1", "sparse-loops", "False"]
+    assert second[:4] == ["1", "0", "sparse-loops", "False"]
+    assert first[4] == second[4]
+
+
+def test_a_dense_loop_kernel_is_never_loaded_as_a_sparse_loops_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMJAC_CACHE_DIR", str(tmp_path))
+    sparse = dense_kernel(nbody(5), np.zeros(30))
+    dense = compiled.CompiledFunction(replace(sparse.spec, road="loops"))
+    assert sparse._cache_name != dense._cache_name  # the road is part of the key
+    x = RNG.standard_normal(30)
+    for kernel, other in ((sparse, dense), (dense, sparse)):
+        meta, obj = diskcache.load(other._cache_name)
+        diskcache.store(kernel._cache_name, {k: v for k, v in meta.items() if k != "key"}, obj)
+        again = compiled.CompiledFunction(kernel.spec)
+        assert not again.cache_hit and again.meta["road"] == kernel.spec.road
+        close(again(x), kernel(x))
+        assert compiled.CompiledFunction(kernel.spec).cache_hit  # the rebuilt entry is good
