@@ -7,12 +7,14 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from cases import CASES, numpy_ns
 
 import symjac
+from symjac import compiled
 from symjac.backend import diskcache, vecmath
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -148,7 +150,7 @@ def _chain(s, cat=np.concatenate):
 
 W_LOOPS = np.random.default_rng(7).standard_normal((5, 4))
 # name: (function, example input); every result has structural zeros, except the loop road's,
-# whose kernels store every element.
+# whose kernels store every element (the sparse-loops road's dense Jacobian: its pattern only).
 DIRTY_CASES = {
     "chain": (_chain, np.linspace(0.1, 1.0, 20)),
     "exp_reducer": (lambda x: x.exp().sum(dim=1), np.linspace(0.1, 1.0, 12).reshape(3, 4)),
@@ -157,6 +159,7 @@ DIRTY_CASES = {
         np.linspace(0.1, 1.0, 5, dtype=np.float32),
     ),
     "loops": (lambda x: np.tanh(W_LOOPS @ x) * x[0], np.linspace(0.1, 1.0, 4)),
+    "sparse-loops": (_chain, np.linspace(0.1, 1.0, 20)),
 }
 BATCH_SIZES = [1, 2, 4 * vecmath.lanes("float64") + 3, 4 * vecmath.lanes("float32") + 5, 5003]
 
@@ -170,6 +173,8 @@ def _dirty(shape, dtype, kind, rng):
 def _dirty_case(name):
     f, x = DIRTY_CASES[name]
     cf = symjac.compile(f, x, cache=False, expand="arrays" if name == "loops" else "auto")
+    if name == "sparse-loops":  # whatever the cost model would choose
+        cf = compiled.CompiledFunction(replace(cf.spec, road=name), cache=False)
     assert cf.kernel.layout.full == (name == "loops")  # the others' batch loops zero their results
     return cf, x
 
