@@ -998,8 +998,9 @@ def compile(  # noqa: A001
             code (fastest for small models); "arrays" compiles each array operation as a loop
             nest with its exact array-level derivative (builds in time that grows with the
             operations, not the elements; mode="jacobian" only; with sparse=, elementwise ops,
-            reductions and gathers only, and a structural pattern); "auto" picks by the
-            model's size and ops.
+            reductions, gathers and contractions with a constant operand only, and a structural
+            pattern; sparse tangents for a dense result too where they are much cheaper);
+            "auto" picks by the model's size and ops.
 
     Example:
         >>> import numpy as np, symjac

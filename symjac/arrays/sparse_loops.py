@@ -1,4 +1,5 @@
-"""Sparse loop kernels: ``compile``'s sparse Jacobians (``sparse="csr"/"csc"``) as array-level loops.
+"""Sparse loop kernels: ``compile``'s sparse Jacobians (``sparse="csr"/"csc"``), and dense ones
+from sparse tangents (the ``"sparse-loops"`` road), as array-level loops.
 
 Which input columns a node's element depends on does not depend on the values, so each node's
 sparsity structure is computed once, when building, in NumPy (:class:`Struct`, one sorted row of
@@ -12,12 +13,15 @@ constant index tables:
   included), as on the dense loop road. A linear op's entries are not stored when its one
   reader is another elementwise op: that one takes its terms (:class:`Pending`);
 - sums add the entries of the rows they reduce; max, min and logsumexp weigh them first (a
-  share of the ties, the softmax), with the weights the value loops store;
+  share of the ties, the softmax), with the weights the value loops store; a matmul or einsum
+  with one operand that does not depend on the inputs weighs the other's rows by its elements
+  (``A @ m``: row ``i`` sums ``m[j]`` times row ``(i, j)``), under the same zero rule;
 - gathers (indexing with slices or index arrays, index assignment, reshape, transpose,
   broadcasting, concatenation, stack) are no code: their entries are positions in their
   operands' buffers, folded into the steps that read them.
 
-The last steps write the outputs' entries, in CSR or CSC order, straight into the result. The
+The last steps write the outputs' entries, in CSR or CSC order, straight into the result (or at
+their places in the dense Jacobian blocks, the other places zeroed by the caller). The
 pattern is structural (connectivity): an entry whose derivative is identically zero although
 the element reads that input (``x * np.array([0.0, 1.0])``) is kept, with the value 0.0,
 where the element road folds it away.
