@@ -354,7 +354,7 @@ class Kernel:
             many = time.perf_counter() - start
             # A probe can land on a busy moment (the other core taken, a cold first call): the
             # best of a few decides. One probe said "no" to an 8-32-32-4 MLP batch that two
-            # threads run 1.5x faster.
+            # threads ran 1.5x faster a moment later.
             self._thread_probes.append(many / (one * (n - half) / half))
             if min(self._thread_probes) < 0.8:
                 self._threads_pay = True
