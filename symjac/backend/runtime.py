@@ -344,7 +344,7 @@ class Kernel:
         if threads > 1 and self._threads_pay is None and n >= 4 * _MIN_CHUNK:
             # Whether threads pay is the machine's business: two vCPUs that are hyperthreads of
             # one core share its vector units (a UR5 batch: 56 M/s on one thread, 40 on two).
-            # The first large batch finds out, on real work: half on one thread, half on all.
+            # The first large batches find out, on real work: half on one thread, half on all.
             half = n // 2 // step * step
             start = time.perf_counter()
             run(0, half)
