@@ -38,6 +38,7 @@ from ..backend.codegen import _Lowerer
 from ..elements.derive import _input_specs
 from ..trace.ops import ELEMENTWISE, decode_index
 from .elementwise import Unsupported, formulas
+from .sparse import _positions
 
 F64 = np.dtype(np.float64)
 DOUBLE = ir.DoubleType()
@@ -1070,7 +1071,7 @@ def assigned_positions(shape, y_shape, index) -> tuple[np.ndarray, np.ndarray]:
 
 def gather_positions(shape, index) -> np.ndarray:
     """The flat positions (C order) of ``x[index]``'s elements in ``x`` of ``shape``."""
-    return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)[index].ravel()
+    return _positions(shape)[index].ravel()
 
 
 def index_table(module, values: np.ndarray):

@@ -156,7 +156,7 @@ def settle(t, shape, width: int):
 
 
 def _positions(shape) -> np.ndarray:
-    return np.arange(math.prod(shape)).reshape(shape)
+    return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
 
 
 def scaled_sum(terms, shape, width: int) -> Rows:

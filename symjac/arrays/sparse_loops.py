@@ -42,7 +42,7 @@ from ..trace.ops import ELEMENTWISE, decode_index
 from . import loops
 from .elementwise import Unsupported
 from .loops import DOUBLE, _dense, _is_mask, _scalar_rule, load_index
-from .sparse import _axes
+from .sparse import _axes, _positions
 
 ONES = 0  # the buffer of the seeds' entries: all ones, never stored
 RESULT = -1  # the kernel's result array
@@ -163,10 +163,6 @@ def _stacked(parts) -> Struct:
     return Struct(indptr, *(np.concatenate([getattr(p, f) for p in parts]) for f in ("cols", "buf", "off")))
 
 
-def _positions(shape) -> np.ndarray:
-    return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
-
-
 @dataclass(frozen=True)
 class Step:
     """``dst[dpos[i]] (+)= coef * scale[sidx[i]] * src[spos[i]]`` for ``i < count``; a table that
@@ -264,11 +260,17 @@ def _union(planner, terms, size):
     w = planner.width
     keys = np.concatenate([t.rows() * w + t.cols for t in terms])
     unique, inverse = _unique(keys)
+    cuts = np.cumsum([len(t.cols) for t in terms])[:-1]
+    return (*_rows_of_keys(planner, unique, size), np.split(inverse, cuts))
+
+
+def _rows_of_keys(planner, unique, size: int):
+    """``(indptr, cols)`` of ``size`` rows holding the sorted keys ``row * width + col``."""
+    w = planner.width
     planner.spend(len(unique))
     indptr = np.zeros(size + 1, dtype=np.int64)
     np.cumsum(np.bincount(unique // w, minlength=size), out=indptr[1:])
-    cuts = np.cumsum([len(t.cols) for t in terms])[:-1]
-    return indptr, unique % w, np.split(inverse, cuts)
+    return indptr, unique % w
 
 
 def _elementwise(planner, graph, n, op, args, S, uses) -> Struct | Pending | None:
@@ -305,10 +307,7 @@ def _merged(planner, t: Struct, group, size: int):
     structure, its buffer, the place there of each of t's entries)``."""
     w = planner.width
     unique, inverse = _unique(group[t.rows()] * w + t.cols)
-    planner.spend(len(unique))
-    indptr = np.zeros(size + 1, dtype=np.int64)
-    np.cumsum(np.bincount(unique // w, minlength=size), out=indptr[1:])
-    return (*planner.owned(indptr, unique % w), inverse)
+    return (*planner.owned(*_rows_of_keys(planner, unique, size)), inverse)
 
 
 def _reduce(planner, graph, n, op, x, params, S) -> Struct:
