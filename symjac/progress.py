@@ -19,7 +19,6 @@ LOGGER = logging.getLogger("symjac")
 AFTER = 1.0  # seconds a stage runs before it reports
 
 
-
 class _Stderr(logging.StreamHandler):
     """A handler for whatever ``sys.stderr`` is at the time (test runners replace it)."""
 

@@ -1,8 +1,8 @@
-"""The array road's loop kernels (symjac.arrays.loops) against the element road and torch.
+"""The array road's loop kernels (symjac.arrays.loops, and reverse) against the element road and torch.
 
-Every case compiles the same function twice, ``expand="arrays"`` and ``expand="elements"``, and
-asserts that the two Jacobians agree to a few ulps at random points and at points where the
-rules matter (zeros, ties, kinks); torch autograd is a second, independent oracle.
+Every case compiles the same function as loops, forward (tangents) and reverse (adjoints), and as
+elements, and asserts that the Jacobians agree to a few ulps at random points and at points where
+the rules matter (zeros, ties, kinks); torch autograd is a second, independent oracle.
 """
 
 from dataclasses import replace
@@ -16,15 +16,35 @@ from symjac import compiled
 RNG = np.random.default_rng(7)
 
 
+class Dense:
+    """The dense loop road's two kernels, forward (tangents) and reverse (adjoints), as one
+    compiled function: every call runs both, asserts that they agree to a few ulps and returns
+    the forward kernel's result (into ``out=`` too; the reverse kernel writes a buffer of its own)."""
+
+    def __init__(self, spec):
+        self.forward = compiled.CompiledFunction(replace(spec, road="loops"))
+        self.backward = compiled.CompiledFunction(replace(spec, road="reverse-loops"))
+
+    def __call__(self, *args, out=None, **kw):
+        mine = None if out is None else np.full_like(out, np.nan)
+        backward = self.backward(*args, out=mine, **kw)
+        forward = self.forward(*args, out=out, **kw)
+        for g, w in zip(_leaves(backward), _leaves(forward), strict=True):
+            close(g, w)
+        return forward
+
+    def __getattr__(self, name):
+        return getattr(self.forward, name)
+
+
 def both(func, *examples, **kw):
-    """The dense loop road's kernel and the element road's (expand="arrays" may take sparse
-    tangents where they are cheaper: the dense ones are built all the same)."""
+    """The dense loop roads' kernels (see Dense) and the element road's (expand="arrays" may
+    take sparse tangents or adjoints where they are cheaper: the dense ones are built all the
+    same)."""
     loops = symjac.compile(func, *examples, expand="arrays", **kw)
     elements = symjac.compile(func, *examples, expand="elements", **kw)
-    assert loops.spec.road in ("loops", "sparse-loops") and elements.spec.road == "elements"
-    if loops.spec.road != "loops":
-        loops = compiled.CompiledFunction(replace(loops.spec, road="loops"))
-    return loops, elements
+    assert loops.spec.road in compiled.LOOP_ROADS and elements.spec.road == "elements"
+    return Dense(loops.spec), elements
 
 
 def close(a, b):
@@ -70,7 +90,7 @@ def test_tanh_mlp_single_batch_and_out():
     loops, elements = agree(mlp(32), np.zeros(8))
     X = RNG.standard_normal((37, 8))
     close(loops(X), elements(X))
-    out = np.empty((37, 4, 8))
+    out = np.full((37, 4, 8), np.nan)
     assert loops(X, out=out) is out or loops(X, out=out)[0] is out
     close(out, elements(X))
     one = np.empty((4, 8))
@@ -315,6 +335,51 @@ print(int(cf.cache_hit), compiled.BUILDS, repr(cf(x).tolist()))
 
 
 def test_auto_takes_the_loop_road_for_large_models_only():
-    assert symjac.compile(mlp(32), np.zeros(8)).spec.road == "loops"  # 3000 scalar operations
+    # 3000 scalar operations; 4 outputs of 8 inputs: adjoints, 8 of 8: tangents
+    assert symjac.compile(mlp(32), np.zeros(8)).spec.road == "reverse-loops"
+    assert symjac.compile(mlp(32, n_out=8), np.zeros(8)).spec.road == "loops"
+    assert symjac.compile(mlp(32, n_in=4, n_out=2), np.zeros(4)).spec.road == "loops"  # short rows
     assert symjac.compile(mlp(4), np.zeros(8)).spec.road == "elements"
     assert symjac.compile(mlp(32), np.zeros(8), mode="jvp").spec.road == "elements"
+
+
+def test_gradient_of_a_large_model_by_adjoints():
+    # One output of 10**5 inputs: forward tangents would be 10**5 wide on every element (refused
+    # by the budget); adjoints are one double per element. Oracle: the analytic gradient.
+    n = 10**5
+    W = RNG.standard_normal((3, n)) / np.sqrt(n)
+
+    def f(x):
+        return (np.sin(x) * x).sum() + (np.tanh(W @ x) ** 2).sum()
+
+    cf = symjac.compile(f, np.zeros(n), expand="arrays")
+    assert cf.spec.road == "reverse-loops"
+    for _ in range(2):
+        x = RNG.standard_normal(n)
+        t = np.tanh(W @ x)
+        want = np.cos(x) * x + np.sin(x) + W.T @ (2 * t * (1 - t * t))
+        close(cf(x), want)
+    X = RNG.standard_normal((3, n))
+    close(
+        cf(X)[2],
+        np.cos(X[2]) * X[2] + np.sin(X[2]) + W.T @ (2 * np.tanh(W @ X[2]) * (1 - np.tanh(W @ X[2]) ** 2)),
+    )
+
+
+def test_few_expensive_points_are_split_across_threads():
+    # A point of an MLP 8-256-256-4 is about 10**5 operations: 64 points are a millisecond or
+    # more of work, worth two threads (the split was 1024 points a thread at least).
+    from symjac.backend import runtime
+
+    cf = symjac.compile(mlp(256), np.zeros(8), expand="arrays")
+    X = RNG.standard_normal((64, 8))
+    cf._threads = 1
+    one = cf(X)
+    seen = []
+    batch = cf.kernel.batch
+    cf.kernel.batch = lambda *a, **kw: (seen.append(kw), batch(*a, **kw))[1]
+    cf._threads = 2
+    cf.kernel._threads_pay = True  # split however fast the machine's threads are
+    np.testing.assert_array_equal(cf(X), one)
+    assert seen[-1]["threads"] == 2 and seen[-1]["min_chunk"] <= 16
+    assert len(runtime._chunks(64, 2, 1, seen[-1]["min_chunk"])) == 2

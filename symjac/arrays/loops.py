@@ -630,7 +630,10 @@ def _contract(em, operands, letters, out_letters, sizes, shape):
                 prod = xs[0]
                 for x in xs[1:]:
                     prod = b.fmul(prod, x)
-                new.append(b.fadd(acc, prod))
+                    prod.flags.append("contract")
+                total = b.fadd(acc, prod)
+                total.flags += ["reassoc", "contract"]
+                new.append(total)
             return new
 
         def tangents(jdx, carry, c0, vtype):

@@ -206,6 +206,7 @@ class Kernel:
         self._simd = None  # (batch function, lanes, engine, optimised IR) or False once known
         self._threads_pay = None  # whether splitting a batch across threads is faster here
         self._thread_probes: list[float] = []  # threaded time over one thread's, per probe
+        self._large_batches = 0  # batches large enough to probe, since the last probe
         self.object_code = obj
         self.ir = ir
         self.optimized_ir = optimized_ir
@@ -290,11 +291,13 @@ class Kernel:
             for region, start, stop, shape in self._slots
         ]
 
-    def batch(self, arrays, batch_shape: tuple, out64=None, out32=None, threads: int = 1) -> list[np.ndarray]:
+    def batch(
+        self, arrays, batch_shape: tuple, out64=None, out32=None, threads: int = 1, min_chunk: int = 1024
+    ) -> list[np.ndarray]:
         """Evaluate at every point of ``batch_shape``; each array has shape batch + its shape.
 
         Results have shape batch + their shape. Points are split across ``threads`` (ctypes
-        releases the GIL during the native loop).
+        releases the GIL during the native loop), at least ``min_chunk`` points to a thread.
         """
         if self._batch is None:
             raise RuntimeError("this kernel was built without its batch loop (Kernel.build(..., batch=True))")
@@ -331,7 +334,7 @@ class Kernel:
         step = simd[1] if simd else 1
 
         def spread(lo: int, hi: int) -> None:
-            chunks = _chunks(hi - lo, threads, step) if threads > 1 else ()
+            chunks = _chunks(hi - lo, threads, step, min_chunk) if threads > 1 else ()
             if len(chunks) <= 1:
                 run(lo, hi)
                 return
@@ -341,10 +344,15 @@ class Kernel:
             for w in workers:
                 w.join()
 
-        if threads > 1 and self._threads_pay is None and n >= 4 * _MIN_CHUNK:
+        large = threads > 1 and n >= 4 * min_chunk
+        self._large_batches += large
+        if large and (self._threads_pay is None or self._large_batches >= THREAD_REPROBE):
             # Whether threads pay is the machine's business: two vCPUs that are hyperthreads of
-            # one core share its vector units (a UR5 batch: 56 M/s on one thread, 40 on two).
-            # The first large batches find out, on real work: half on one thread, half on all.
+            # one core share its vector units (a UR5 batch: 56 M/s on one thread, 40 on two),
+            # and a neighbour may take the other core for a while. Large batches find out, on
+            # real work: half on one thread, half on all; the first ones, then one in every
+            # THREAD_REPROBE, so that a verdict follows the machine.
+            self._large_batches = 0
             half = n // 2 // step * step
             start = time.perf_counter()
             run(0, half)
@@ -353,9 +361,12 @@ class Kernel:
             spread(half, n)
             many = time.perf_counter() - start
             # A probe can land on a busy moment (the other core taken, a cold first call): the
-            # best of a few decides. One probe said "no" to an 8-32-32-4 MLP batch that two
-            # threads ran 1.5x faster a moment later.
-            self._thread_probes.append(many / (one * (n - half) / half))
+            # best of the last few decides. Three probes in a row said "no" to an 8-32-32-4 MLP
+            # batch that two threads ran 1.5-1.8x faster a moment later.
+            self._thread_probes = [
+                *self._thread_probes[-(THREAD_PROBES - 1) :],
+                many / (one * (n - half) / half),
+            ]
             if min(self._thread_probes) < 0.8:
                 self._threads_pay = True
             elif len(self._thread_probes) >= THREAD_PROBES:
@@ -380,12 +391,12 @@ def _engine(obj: bytes):
     return engine
 
 
-_MIN_CHUNK = 1024  # points per thread, at least
 THREAD_PROBES = 3  # large batches that measure whether threads pay before it is settled
+THREAD_REPROBE = 32  # large batches between later probes
 
 
-def _chunks(n: int, threads: int, step: int = 1) -> list[tuple[int, int]]:
-    threads = max(1, min(threads, n // _MIN_CHUNK or 1))
+def _chunks(n: int, threads: int, step: int = 1, min_chunk: int = 1024) -> list[tuple[int, int]]:
+    threads = max(1, min(threads, n // max(min_chunk, 1) or 1))
     edges = np.linspace(0, n, threads + 1).astype(int) // step * step
     edges[-1] = n
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
