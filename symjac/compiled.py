@@ -441,7 +441,7 @@ class CompiledFunction:
         the sparse-loops road): no per-element expansion."""
         from .arrays import loops, reverse, sparse_loops
 
-        if spec.mode != "jacobian" or spec.single:
+        if spec.mode != "jacobian":
             raise ValueError("the loop road builds Jacobians only (compile's expand= chooses it)")
         global BUILDS
         meta = {}

@@ -239,9 +239,11 @@ def _values(call: _Call, key, extra=(), expand="auto"):
     mode = key[0]
     width = 1 if mode == "jvp" else sum(math.prod(x.shape) for x in call.inputs)
     road = _ROADS.get((key, expand))
+    # A large Jacobian's kernel is likely a loop kernel (compile decides when it builds it).
+    loops = expand == "auto" and mode == "jacobian" and arrays.element_operations(call.graph) >= _loops_from()
     if road is None:  # the choice reads every equation: once per graph, not per warm call
-        road = _ROADS.put((key, expand), arrays.choose(call.graph, width, expand, mode))
-    if road == "arrays" and (expand == "arrays" or _KERNELS.get(key) is None):
+        road = _ROADS.put((key, expand), arrays.choose(call.graph, width, expand, mode, loops))
+    if road == "arrays" and (expand == "arrays" or _KERNELS.get((*key, expand)) is None):
         n_in = sum(math.prod(x.shape) for x in call.inputs)
         n_out = sum(math.prod(call.graph.shape(o)) for o in call.graph.outputs)
         budget.check_result(mode, n_in, n_out, f"symjac.{mode}")
@@ -251,10 +253,10 @@ def _values(call: _Call, key, extra=(), expand="auto"):
         if expand == "auto":  # ski rental: build the kernel once the calls have cost as much
             spent = (_ARRAY_SECONDS.get(key) or 0.0) + time.perf_counter() - start
             _ARRAY_SECONDS.put(key, spent)
-            if spent >= arrays.build_estimate(call.graph, mode, width):
-                _fast_kernel(call, key)
+            if spent >= arrays.build_estimate(call.graph, mode, width, loops):
+                _fast_kernel(call, key, expand)
         return results
-    compiled_function, refs = _fast_kernel(call, key)
+    compiled_function, refs = _fast_kernel(call, key, expand)
     return _READY.put((key, expand), _Ready(compiled_function, refs)).run(call, extra)
 
 
@@ -388,22 +390,33 @@ _READY = derive._LRU(256)  # (key, expand) -> _Ready, once the kernel runs every
 _VALUE_MODES = ("vjp", "jvp", "hvp", "vhp")
 
 
-def _fast_kernel(call: _Call, key):
-    """The compiled function of ``key`` on the element road (tape, rolled loops, disk cache),
-    and the tensor that sets each result's final dtype (``("in", j)`` or ``("out", i)``)."""
-    hit = _KERNELS.get(key)
+def _loops_from() -> int:
+    from .compiled import LOOPS_FROM
+
+    return LOOPS_FROM
+
+
+def _fast_kernel(call: _Call, key, expand: str = "elements"):
+    """The compiled function of ``key`` (cached on disk), and the tensor that sets each result's
+    final dtype (``("in", j)`` or ``("out", i)``). With ``expand="auto"`` a Jacobian's kernel is
+    on ``symjac.compile``'s road (loop kernels for large models, which build in a fraction of a
+    second where the element road's tape takes seconds); otherwise on the element road."""
+    hit = _KERNELS.get((*key, expand))
     if hit is not None:
         return hit
     from . import compiled
 
     mode, graph = key[0], key[1]
+    road = "elements"
+    if expand == "auto" and mode == "jacobian":
+        road = compiled._road(graph, mode, None, "auto", tuple(range(len(call.inputs))))
     forward = len(key) > 2 and bool(key[2])
     n_in = len(call.inputs)
     spec = compiled.Spec(
         graph, tuple(call.names()), mode, tuple(range(n_in)), n_in > 1, call.out_tuple,
-        mode in _VALUE_MODES, None, forward, True,
+        mode in _VALUE_MODES, None, forward, True, road=road,
     )  # fmt: skip
-    return _KERNELS.put(key, (compiled.CompiledFunction(spec), _refs(call, key)))
+    return _KERNELS.put((*key, expand), (compiled.CompiledFunction(spec), _refs(call, key)))
 
 
 def _finish(arr: np.ndarray, ref, call: _Call):

@@ -418,14 +418,46 @@ def test_repeated_array_road_calls_buy_the_kernel_once_they_cost_as_much(rng, mo
     builds = compiled.BUILDS
     J0 = symjac.jacobian(f, x)  # the array road: its call is cheaper than a build
     assert functional._ROADS.get((key, "auto")) == "arrays"
-    assert functional._KERNELS.get(key) is None and compiled.BUILDS == builds
+    assert functional._KERNELS.get((*key, "auto")) is None and compiled.BUILDS == builds
     monkeypatch.setattr(arrays, "BUILD_SECONDS_PER_OPERATION", 1e-12)  # now a build costs less
     J1 = symjac.jacobian(f, x)  # still the array road, which then buys the kernel
-    assert functional._KERNELS.get(key) is not None and compiled.BUILDS == builds + 1
+    assert functional._KERNELS.get((*key, "auto")) is not None and compiled.BUILDS == builds + 1
     J2 = symjac.jacobian(f, x)  # the kernel from now on
     assert compiled.BUILDS == builds + 1
     np.testing.assert_allclose(J1, J0, **ULPS)
     np.testing.assert_allclose(J2, J0, **ULPS)
+
+
+def test_large_jacobians_buy_a_loop_kernel_that_keeps_up_with_changing_weights(rng, monkeypatch):
+    # An MLP 8-32-32-4 takes compile's loop road: its kernel builds in a fraction of a second,
+    # where the element road's would take many seconds. Weights are data: an optimiser step
+    # gives fresh results from the same kernel.
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(
+        torch.nn.Linear(8, 32),
+        torch.nn.Tanh(),
+        torch.nn.Linear(32, 32),
+        torch.nn.Tanh(),
+        torch.nn.Linear(32, 4),
+    ).double()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    x = torch.from_numpy(rng.standard_normal(8))
+    monkeypatch.setattr(arrays, "LOOP_BUILD_SECONDS", 0.0)  # the second call buys the kernel
+    monkeypatch.setattr(arrays, "LOOP_BUILD_SECONDS_PER_EQUATION", 0.0)
+    builds = None
+    for step in range(4):
+        ours = symjac.jacobian(net, x)
+        theirs = torch.autograd.functional.jacobian(net, x)
+        np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-12, atol=1e-13)
+        if step == 1:
+            roads = [cf.spec.road for k, (cf, _) in functional._KERNELS.data.items() if k[0] == "jacobian"]
+            assert "reverse-loops" in roads
+            builds = compiled.BUILDS
+        if builds is not None:
+            assert compiled.BUILDS == builds
+        opt.zero_grad()
+        net(x).pow(2).sum().backward()
+        opt.step()
 
 
 def test_a_singular_or_nan_element_keeps_other_columns_exact_on_both_roads():

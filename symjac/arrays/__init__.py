@@ -28,15 +28,26 @@ ARRAY_SECONDS_PER_TANGENT_ELEMENT = 3e-8
 TANGENT_BUDGET = 500_000_000
 
 
-def build_estimate(graph, what: str = "jacobian", width: int = 1) -> float:
-    """Seconds the element road would take to build ``graph``'s kernel (the ski-rental price).
-    A second derivative differentiates each of the ``width`` first ones again."""
+# A loop kernel's build (symjac.compile's array-level loops, which a large Jacobian's kernel
+# takes): LLVM's fixed part and a few ms per equation. Measured on the 2-core machine: the tanh
+# MLP 8-32-32-4 (15 equations) 0.1 s, N-body N=100 (40) 0.3-0.45 s.
+LOOP_BUILD_SECONDS = 0.05
+LOOP_BUILD_SECONDS_PER_EQUATION = 0.006
+
+
+def build_estimate(graph, what: str = "jacobian", width: int = 1, loops: bool = False) -> float:
+    """Seconds the kernel of ``graph`` would take to build (the ski-rental price): a loop
+    kernel's with ``loops``, else the element road's, where a second derivative differentiates
+    each of the ``width`` first ones again."""
+    if loops:
+        return LOOP_BUILD_SECONDS + LOOP_BUILD_SECONDS_PER_EQUATION * len(graph.eqns)
     factor = max(1, width) if what in SECOND_ORDER else 1
     return element_operations(graph) * BUILD_SECONDS_PER_OPERATION * factor
 
 
-def choose(graph, width: int, expand: str, what: str) -> str:
-    """``"arrays"`` or ``"elements"`` for differentiating ``graph`` along ``width`` directions."""
+def choose(graph, width: int, expand: str, what: str, loops: bool = False) -> str:
+    """``"arrays"`` or ``"elements"`` (a kernel: per-element, or loops with ``loops``) for
+    differentiating ``graph`` along ``width`` directions."""
     if expand not in EXPAND_MODES:
         raise ValueError(f'{what}: expand must be "auto", "elements" or "arrays", got {expand!r}')
     if expand == "elements":
@@ -58,7 +69,7 @@ def choose(graph, width: int, expand: str, what: str) -> str:
         return "elements"
     # The cheaper first call. Repeated calls move to the element road once their array-road
     # time pays for its build (functional._values): never more than twice the better choice.
-    cheaper = tangents * ARRAY_SECONDS_PER_TANGENT_ELEMENT < build_estimate(graph, what, width)
+    cheaper = tangents * ARRAY_SECONDS_PER_TANGENT_ELEMENT < build_estimate(graph, what, width, loops)
     return "arrays" if cheaper else "elements"
 
 

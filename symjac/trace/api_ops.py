@@ -77,9 +77,10 @@ def lift(trace, x) -> Var:
         )
     if isinstance(x, _SCALARS):
         return trace.emit("scalar", (), (_scalar_key(float(x)),), (), None)
-    original = x
+    original, trainable = x, False
     if _is_torch_tensor(x):
         if x.requires_grad:  # create_graph=True would silently lose its gradient: torch_autograd refuses
+            trainable = True
             t = trace
             while t is not None:
                 t.grad_constant = tuple(x.shape)
@@ -100,7 +101,9 @@ def lift(trace, x) -> Var:
         return _from_objects(trace, x)
     if x.dtype.kind not in "biuf":
         raise TypeError(f"symjac cannot use a constant array of dtype {x.dtype} in a traced operation")
-    if trace.param_values is not None and _is_data(x):
+    if trace.param_values is not None and (_is_data(x) or (trainable and _is_float(x))):
+        # A tensor that requires grad (an nn.Parameter) changes at every optimiser step, however
+        # small: as data it keeps one kernel (a 4-element output bias was a new graph each step).
         return trace.param(original, x)
     if not x.flags.c_contiguous:
         x = x.copy()  # np.ascontiguousarray would turn a 0-d array into shape (1,)
@@ -127,12 +130,11 @@ def _is_data(x: np.ndarray) -> bool:
     keeps one kernel for every value (weights after an optimiser step). Mostly-zero arrays are
     structure, so they stay literals.
     """
-    return (
-        x.dtype.kind == "f"
-        and x.size >= PARAM_MIN_SIZE
-        and x.dtype.itemsize in (4, 8)
-        and 2 * np.count_nonzero(x) >= x.size
-    )
+    return _is_float(x) and x.size >= PARAM_MIN_SIZE and 2 * np.count_nonzero(x) >= x.size
+
+
+def _is_float(x: np.ndarray) -> bool:
+    return x.dtype.kind == "f" and x.dtype.itemsize in (4, 8)
 
 
 def lift_all(*xs) -> list[Var]:
