@@ -234,7 +234,8 @@ def main():
         print(f"done: {name}", file=sys.stderr, flush=True)
     print(
         "| problem | road | symjac first | JAX first (jit(jacfwd)) | JAX / symjac | torch first | "
-        "symjac warm | steady (kernel) | after weight change | torch warm | JAX warm | max abs diff vs torch |"
+        "symjac warm | steady (kernel) | after weight change | torch warm | JAX warm | "
+        "max abs diff vs torch |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
