@@ -953,6 +953,18 @@ def _road(graph, mode: str, sparse, expand: str, wrt: tuple) -> str:
     return road if not why and large else "elements"
 
 
+def loops_likely(graph, wrt: tuple) -> bool:
+    """Whether ``_road`` would likely give a dense Jacobian of ``graph`` a loop kernel: a large
+    model whose dense tangents or adjoints fit the budget (its ops not checked: shapes only)."""
+    from .arrays import TANGENT_BUDGET, element_operations, reverse
+
+    if element_operations(graph) < LOOPS_FROM:
+        return False
+    shapes = [shape for shape, _ in _input_specs(graph)]
+    width = min(sum(math.prod(shapes[j]) for j in wrt), reverse.width(graph))
+    return width * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns))) <= TANGENT_BUDGET
+
+
 # Reverse mode (symjac.arrays.reverse: an adjoint row per element, one column per output element)
 # replaces forward mode when the outputs are at most half the inputs and forward tangent rows fill
 # a vector. Measured on the 2-core AVX-512 machine, batches on one thread: MLPs 8-32-32-4,

@@ -240,7 +240,7 @@ def _values(call: _Call, key, extra=(), expand="auto"):
     width = 1 if mode == "jvp" else sum(math.prod(x.shape) for x in call.inputs)
     road = _ROADS.get((key, expand))
     # A large Jacobian's kernel is likely a loop kernel (compile decides when it builds it).
-    loops = expand == "auto" and mode == "jacobian" and arrays.element_operations(call.graph) >= _loops_from()
+    loops = expand == "auto" and mode == "jacobian" and _loops_likely(call.graph, len(call.inputs))
     if road is None:  # the choice reads every equation: once per graph, not per warm call
         road = _ROADS.put((key, expand), arrays.choose(call.graph, width, expand, mode, loops))
     if road == "arrays" and (expand == "arrays" or _KERNELS.get((*key, expand)) is None):
@@ -390,10 +390,10 @@ _READY = derive._LRU(256)  # (key, expand) -> _Ready, once the kernel runs every
 _VALUE_MODES = ("vjp", "jvp", "hvp", "vhp")
 
 
-def _loops_from() -> int:
-    from .compiled import LOOPS_FROM
+def _loops_likely(graph, n_inputs: int) -> bool:
+    from .compiled import loops_likely
 
-    return LOOPS_FROM
+    return loops_likely(graph, tuple(range(n_inputs)))
 
 
 def _fast_kernel(call: _Call, key, expand: str = "elements"):
