@@ -329,14 +329,19 @@ def _check_loop_entry(meta: dict, obj: bytes, spec: Spec) -> None:
             raise ValueError("the plan differs from the graph's")
     else:
         bound = loops.bind_data(graph)
+    specs = _input_specs(graph)
     if spec.sparse:
         shapes.append((plan.nnz,))
+    elif spec.mode == "vjp":
+        shapes += [tuple(specs[j][0]) for j in spec.wrt]
+    elif spec.mode == "jvp":
+        shapes += outs
     else:
-        specs = _input_specs(graph)
         shapes += [o + tuple(specs[j][0]) for o in outs for j in spec.wrt]
     # A dense Jacobian from sparse tangents writes only its pattern: its layout is not full.
     full = spec.road != "sparse-loops"
-    if meta["layout"] != _layout_json(loops.result_layout(graph, shapes, full)):
+    products = loops.product_shapes(graph, spec.wrt, spec.mode)
+    if meta["layout"] != _layout_json(loops.result_layout(graph, shapes, full, products)):
         raise ValueError("the layout differs from the graph's")
     named = _external_symbols(obj)
     if not named <= bound or sorted(named) != meta["symbols"]:
@@ -344,6 +349,7 @@ def _check_loop_entry(meta: dict, obj: bytes, spec: Spec) -> None:
 
 
 LOOP_ROADS = ("loops", "reverse-loops", "sparse-loops")
+LOOP_MODES = ("jacobian", "vjp", "jvp")  # what loop kernels compute (vjp by adjoints, jvp by tangents)
 
 
 def _loop_road(spec) -> bool:
@@ -441,11 +447,13 @@ class CompiledFunction:
         the sparse-loops road): no per-element expansion."""
         from .arrays import loops, reverse, sparse_loops
 
-        if spec.mode != "jacobian":
-            raise ValueError("the loop road builds Jacobians only (compile's expand= chooses it)")
+        if spec.mode not in LOOP_MODES or (spec.mode != "jacobian" and _sparse_kind(spec)):
+            raise ValueError(f"no loop kernel for mode={spec.mode!r} (compile's expand= chooses the road)")
         global BUILDS
         meta = {}
-        if not spec.sparse:
+        if spec.mode != "jacobian":
+            meta["v_shapes"] = [list(s) for s in loops.product_shapes(spec.graph, spec.wrt, spec.mode)]
+        elif not spec.sparse:
             specs = _input_specs(spec.graph)
             n_in = sum(math.prod(shape) for shape, _ in specs)
             n_out = sum(math.prod(spec.graph.shape(node)) for node in spec.graph.outputs)
@@ -458,12 +466,10 @@ class CompiledFunction:
             if spec.sparse:
                 meta["pattern"] = pattern
             work = _sparse_work(spec.graph, spec.wrt, kind)
-        elif spec.road == "reverse-loops":
-            obj, ir_text, optimized, layout = reverse.compile_object(spec.graph, spec.wrt, spec.value)
-            work = reverse.work(spec.graph, spec.wrt)
         else:
-            obj, ir_text, optimized, layout = loops.compile_object(spec.graph, spec.wrt, spec.value)
-            work = loops.work(spec.graph, spec.wrt)
+            road = reverse if spec.road == "reverse-loops" else loops
+            obj, ir_text, optimized, layout = road.compile_object(spec.graph, spec.wrt, spec.value, spec.mode)
+            work = road.work(spec.graph, spec.wrt, spec.mode)
         BUILDS += 1
         self.kernel = Kernel(obj, layout, ir_text, optimized)
         n_out = len(spec.graph.outputs)
@@ -714,10 +720,9 @@ class CompiledFunction:
             spec = self.spec
             if _sparse_kind(spec):
                 built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, _sparse_kind(spec))
-            elif spec.road == "reverse-loops":
-                built = reverse.compile_object(spec.graph, spec.wrt, spec.value)
             else:
-                built = loops.compile_object(spec.graph, spec.wrt, spec.value)
+                road = reverse if spec.road == "reverse-loops" else loops
+                built = road.compile_object(spec.graph, spec.wrt, spec.value, spec.mode)
             self.kernel.optimized_ir = built[2]
         return self.kernel.optimized_ir
 
@@ -924,8 +929,14 @@ def _road(graph, mode: str, sparse, expand: str, wrt: tuple) -> str:
     # fastest there is. Large ones: its build grows with the elements, the loops' with the ops.
     large = element_operations(graph) >= (SPARSE_LOOPS_FROM if sparse else LOOPS_FROM)
     road = "loops"
-    if mode != "jacobian":
+    if mode not in LOOP_MODES:
         why = f"mode={mode!r}"
+    elif mode != "jacobian":  # one direction: a vjp by adjoints, a jvp by tangents
+        why = unsupported(graph)
+        road = "reverse-loops" if mode == "vjp" else "loops"
+        elements = sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
+        if not why and elements > TANGENT_BUDGET:
+            why = f"values of {elements} elements"
     elif sparse:
         why = _sparse_unsupported(graph, wrt, sparse) if large or expand == "arrays" else None
     else:
@@ -953,15 +964,15 @@ def _road(graph, mode: str, sparse, expand: str, wrt: tuple) -> str:
     return road if not why and large else "elements"
 
 
-def loops_likely(graph, wrt: tuple) -> bool:
-    """Whether ``_road`` would likely give a dense Jacobian of ``graph`` a loop kernel: a large
-    model whose dense tangents or adjoints fit the budget (its ops not checked: shapes only)."""
+def loops_likely(graph, wrt: tuple, mode: str = "jacobian") -> bool:
+    """Whether ``_road`` would likely give ``mode`` of ``graph`` a loop kernel: a large model
+    whose dense tangents or adjoints fit the budget (its ops not checked: shapes only)."""
     from .arrays import TANGENT_BUDGET, element_operations, reverse
 
-    if element_operations(graph) < LOOPS_FROM:
+    if mode not in LOOP_MODES or element_operations(graph) < LOOPS_FROM:
         return False
     shapes = [shape for shape, _ in _input_specs(graph)]
-    width = min(sum(math.prod(shapes[j]) for j in wrt), reverse.width(graph))
+    width = 1 if mode != "jacobian" else min(sum(math.prod(shapes[j]) for j in wrt), reverse.width(graph))
     return width * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns))) <= TANGENT_BUDGET
 
 

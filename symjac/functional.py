@@ -240,7 +240,7 @@ def _values(call: _Call, key, extra=(), expand="auto"):
     width = 1 if mode == "jvp" else sum(math.prod(x.shape) for x in call.inputs)
     road = _ROADS.get((key, expand))
     # A large Jacobian's kernel is likely a loop kernel (compile decides when it builds it).
-    loops = expand == "auto" and mode == "jacobian" and _loops_likely(call.graph, len(call.inputs))
+    loops = expand == "auto" and _loops_likely(call.graph, len(call.inputs), mode)
     if road is None:  # the choice reads every equation: once per graph, not per warm call
         road = _ROADS.put((key, expand), arrays.choose(call.graph, width, expand, mode, loops))
     if road == "arrays" and (expand == "arrays" or _KERNELS.get((*key, expand)) is None):
@@ -390,17 +390,18 @@ _READY = derive._LRU(256)  # (key, expand) -> _Ready, once the kernel runs every
 _VALUE_MODES = ("vjp", "jvp", "hvp", "vhp")
 
 
-def _loops_likely(graph, n_inputs: int) -> bool:
+def _loops_likely(graph, n_inputs: int, mode: str) -> bool:
     from .compiled import loops_likely
 
-    return loops_likely(graph, tuple(range(n_inputs)))
+    return loops_likely(graph, tuple(range(n_inputs)), mode)
 
 
 def _fast_kernel(call: _Call, key, expand: str = "elements"):
     """The compiled function of ``key`` (cached on disk), and the tensor that sets each result's
     final dtype (``("in", j)`` or ``("out", i)``). With ``expand="auto"`` a Jacobian's kernel is
     on ``symjac.compile``'s road (loop kernels for large models, which build in a fraction of a
-    second where the element road's tape takes seconds); otherwise on the element road."""
+    second where the element road's tape takes seconds), and so are a vjp's and a jvp's;
+    otherwise on the element road."""
     hit = _KERNELS.get((*key, expand))
     if hit is not None:
         return hit
@@ -408,7 +409,7 @@ def _fast_kernel(call: _Call, key, expand: str = "elements"):
 
     mode, graph = key[0], key[1]
     road = "elements"
-    if expand == "auto" and mode == "jacobian":
+    if expand == "auto" and mode in compiled.LOOP_MODES:
         road = compiled._road(graph, mode, None, "auto", tuple(range(len(call.inputs))))
     forward = len(key) > 2 and bool(key[2])
     n_in = len(call.inputs)

@@ -339,20 +339,39 @@ class Node:
     mask: bool = False
 
 
-def build_module(module, graph, wrt, value: bool, name="symjac_kernel"):
+def build_module(module, graph, wrt, value: bool, name="symjac_kernel", mode="jacobian"):
     """Add ``void name(in, out64, out32)`` computing ``graph``'s outputs' values (with ``value``)
-    and Jacobian blocks with respect to inputs ``wrt``; returns the result shapes in order."""
+    and Jacobian blocks with respect to inputs ``wrt`` (with ``mode="jvp"``: the products with
+    vectors ``v``, read after the inputs, one per input in ``wrt``); returns the result shapes in
+    order and the doubles written."""
     specs = _input_specs(graph)
-    col0 = {}
+    col0, seeds = {}, {}
     width = 0
     for j in wrt:
         col0[j] = width
         width += math.prod(specs[j][0])
+    if mode == "jvp":  # one tangent column: v itself, read where the caller put it
+        at = sum(math.prod(shape) for shape, _ in specs)
+        for j in wrt:
+            seeds[j], col0[j] = at, 0
+            at += math.prod(specs[j][0])
+        width = 1
     em, (inp, out64, _) = kernel_function(module, name, width)
-    nodes = emit_nodes(em, graph, inp, lambda j, shape: _identity(em, j, shape, col0) if j in col0 else None)
+
+    def seed(j, shape):
+        if j in seeds:
+            return View(inp, seeds[j], shape, _c_strides(shape))
+        return _identity(em, j, shape, col0) if j in col0 else None
+
+    nodes = emit_nodes(em, graph, inp, seed)
     outs = [nodes[o] for o in graph.outputs]
     results, offset = store_values(em, outs, out64) if value else ([], 0)
     for o in outs:
+        if mode == "jvp":
+            _store_block(em, o, out64, offset, 0, 1)
+            offset += math.prod(o.value.shape)
+            results.append(o.value.shape)
+            continue
         for j in wrt:
             size = math.prod(specs[j][0])
             shape = o.value.shape + tuple(specs[j][0])
@@ -361,6 +380,17 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel"):
             results.append(shape)
     em.finish()
     return results, offset
+
+
+def product_shapes(graph, wrt, mode: str) -> tuple:
+    """The shapes of the vectors ``v`` a kernel of ``mode`` reads after the inputs: one per output
+    for a vjp, one per input in ``wrt`` for a jvp, none for a Jacobian."""
+    if mode == "vjp":
+        return tuple(tuple(graph.shape(o)) for o in graph.outputs)
+    if mode == "jvp":
+        specs = _input_specs(graph)
+        return tuple(tuple(specs[j][0]) for j in wrt)
+    return ()
 
 
 def kernel_function(module, name: str, width: int):
@@ -1117,29 +1147,31 @@ _OPS = {
 # --- building -----------------------------------------------------------------------------------
 
 
-def compile_object(graph, wrt, value: bool):
-    """``(object code, IR, optimised IR, layout)`` of the loop kernel and its batch loop."""
+def compile_object(graph, wrt, value: bool, mode: str = "jacobian"):
+    """``(object code, IR, optimised IR, layout)`` of the loop kernel and its batch loop (a
+    Jacobian, or with ``mode="jvp"`` Jacobian-vector products)."""
     from ..backend import runtime
 
     module = runtime._module("symjac_kernel")
-    shapes, n64 = build_module(module, graph, wrt, value)
+    shapes, n64 = build_module(module, graph, wrt, value, mode=mode)
     # The loops are vectorised by hand already. Unrolling pays where a tangent row is one vector
     # (a 4-6-3 MLP: 2.5x the batch throughput); over rows of many vectors it is most of LLVM's
     # time and gains nothing (N-body N=20, 120 columns: 2.2 s to build with it, 0.86 s without).
     specs = _input_specs(graph)
-    unroll = sum(math.prod(specs[j][0]) for j in wrt) <= WHOLE_ROW
-    return native(module, graph, shapes, n64, unroll)
+    unroll = mode == "jacobian" and sum(math.prod(specs[j][0]) for j in wrt) <= WHOLE_ROW
+    return native(module, graph, shapes, n64, unroll, products=product_shapes(graph, wrt, mode))
 
 
-def native(module, graph, shapes, n64: int, unroll: bool = True, full: bool = True):
+def native(module, graph, shapes, n64: int, unroll: bool = True, full: bool = True, products=()):
     """``(object code, IR, optimised IR, layout)`` of ``module``'s kernel, whose results
     (float64, of ``shapes``, ``n64`` doubles in all) follow one another, plus its batch loop;
     ``unroll`` lets LLVM unroll its loops; unless ``full`` the kernel writes only some of the
-    results' elements, the others to be zeroed first (the batch loop zeroes each point's)."""
+    results' elements, the others to be zeroed first (the batch loop zeroes each point's);
+    ``products``: the shapes of the vectors read after the inputs."""
     from ..backend import runtime
     from ..backend.codegen import add_batch_loop
 
-    layout = result_layout(graph, shapes, full)
+    layout = result_layout(graph, shapes, full, products)
     assert layout.n64 == n64
     strides = runtime._strides(layout)
     add_batch_loop(module, "symjac_kernel", strides, "float64", inline=False, clear=not layout.full)
@@ -1148,22 +1180,23 @@ def native(module, graph, shapes, n64: int, unroll: bool = True, full: bool = Tr
     return obj, text, optimized, layout
 
 
-def result_layout(graph, shapes, full: bool = True):
-    """The Layout of a loop kernel whose float64 results of ``shapes`` follow one another."""
+def result_layout(graph, shapes, full: bool = True, products=()):
+    """The Layout of a loop kernel whose float64 results of ``shapes`` follow one another (its
+    inputs: the graph's, then vectors of the shapes ``products``)."""
     from ..backend import runtime
 
     slots, offset = [], 0
     for shape in shapes:
         slots.append(runtime.ResultSlot(0, offset, tuple(shape)))
         offset += math.prod(shape)
-    in_shapes = tuple(tuple(shape) for shape, _ in _input_specs(graph))
+    in_shapes = tuple(tuple(shape) for shape, _ in _input_specs(graph)) + tuple(map(tuple, products))
     return runtime.Layout(in_shapes, tuple(slots), offset, 0, "float64", full=full)
 
 
-def work(graph, wrt) -> int:
+def work(graph, wrt, mode: str = "jacobian") -> int:
     """About how many scalar operations one point costs (threads split batches by it)."""
     specs = _input_specs(graph)
-    width = sum(math.prod(specs[j][0]) for j in wrt)
+    width = 1 if mode == "jvp" else sum(math.prod(specs[j][0]) for j in wrt)
     total = 0
     for n, (op, args, _) in enumerate(graph.eqns):
         size = math.prod(graph.shape(n))

@@ -94,9 +94,9 @@ def width(graph) -> int:
     return sum(math.prod(graph.shape(o)) for o in graph.outputs)
 
 
-def work(graph, wrt) -> int:
+def work(graph, wrt, mode: str = "jacobian") -> int:
     """About how many scalar operations one point costs (``loops.work`` with the adjoint row)."""
-    m = width(graph)
+    m = 1 if mode == "vjp" else width(graph)
     total = 0
     for n, (op, args, _) in enumerate(graph.eqns):
         size = math.prod(graph.shape(n))
@@ -106,11 +106,13 @@ def work(graph, wrt) -> int:
     return total
 
 
-def build_module(module, graph, wrt, value: bool, name="symjac_kernel"):
+def build_module(module, graph, wrt, value: bool, name="symjac_kernel", mode="jacobian"):
     """Add ``void name(in, out64, out32)``: ``graph``'s outputs' values (with ``value``) and their
-    Jacobian blocks with respect to inputs ``wrt``, by adjoints; returns ``(result shapes, doubles
-    written)`` in ``loops.build_module``'s order."""
-    m = max(width(graph), 1)
+    Jacobian blocks with respect to inputs ``wrt``, by adjoints (with ``mode="vjp"``: the
+    vector-Jacobian products with vectors ``v``, one per output, read after the inputs: one
+    adjoint column); returns ``(result shapes, doubles written)`` in ``loops.build_module``'s
+    order."""
+    m = 1 if mode == "vjp" else max(width(graph), 1)
     em, (inp, out64, _) = loops.kernel_function(module, name, m)
     depends, needed = live_nodes(graph, wrt)
     live = depends & needed
@@ -120,11 +122,22 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel"):
     results, offset = loops.store_values(em, outs, out64) if value else ([], 0)
     sweep = _Sweep(nodes, {}, partials=partials)
     _adjoint_views(em, graph, live, sweep)
-    _seed(em, graph, sweep.adjoint)
+    specs = _input_specs(graph)
+    if mode == "vjp":
+        _seed_vectors(em, graph, sweep.adjoint, inp, sum(math.prod(shape) for shape, _ in specs))
+    else:
+        _seed(em, graph, sweep.adjoint)
     for n in sorted(live, reverse=True):
         _RULES.get(graph.eqns[n][0], _elementwise)(em, graph, n, sweep)
-    specs = _input_specs(graph)
     input_node = {params[0]: k for k, (op, _, params) in enumerate(graph.eqns) if op == "input"}
+    if mode == "vjp":  # v^T J for each input: its adjoint column
+        for j in wrt:
+            size = math.prod(specs[j][0])
+            _store_block(em, sweep.adjoint.get(input_node.get(j)), out64, offset, 0, 1, size)
+            offset += size
+            results.append(tuple(specs[j][0]))
+        em.finish()
+        return results, offset
     column = 0
     for o in graph.outputs:
         rows = math.prod(graph.shape(o))
@@ -138,12 +151,14 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel"):
     return results, offset
 
 
-def compile_object(graph, wrt, value: bool):
-    """``(object code, IR, optimised IR, layout)`` of the reverse-mode kernel and its batch loop."""
+def compile_object(graph, wrt, value: bool, mode: str = "jacobian"):
+    """``(object code, IR, optimised IR, layout)`` of the reverse-mode kernel and its batch loop
+    (a Jacobian, or with ``mode="vjp"`` vector-Jacobian products)."""
     module = _runtime()._module("symjac_kernel")
-    shapes, n64 = build_module(module, graph, wrt, value)
+    shapes, n64 = build_module(module, graph, wrt, value, mode=mode)
     # As in the forward kernel: unrolling pays where an adjoint row is one vector.
-    return loops.native(module, graph, shapes, n64, unroll=False)
+    products = loops.product_shapes(graph, wrt, mode)
+    return loops.native(module, graph, shapes, n64, unroll=False, products=products)
 
 
 def _runtime():
@@ -231,6 +246,23 @@ def _seed(em, graph, adjoint):
 
             em.nest(shape, one)
         column += math.prod(shape)
+
+
+def _seed_vectors(em, graph, adjoint, inp, at: int):
+    """Output ``k``'s adjoint column is ``v[k]``, read from the input buffer from ``at`` on."""
+    b = em.b
+    for o in graph.outputs:
+        shape = tuple(graph.shape(o))
+        if o in adjoint:
+            v, view = View(inp, at, shape, _c_strides(shape)), adjoint[o]
+
+            def add(idx, c, v=v, view=view):
+                ptr = em.address(view, idx, em.width)
+                b.store(b.fadd(b.load(ptr, typ=DOUBLE), em.load(v, idx)), ptr)
+                return []
+
+            em.nest(shape, add)
+        at += math.prod(shape)
 
 
 def _store_block(em, adj, out64, offset, column, rows, size):
