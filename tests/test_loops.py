@@ -340,7 +340,9 @@ def test_auto_takes_the_loop_road_for_large_models_only():
     assert symjac.compile(mlp(32, n_out=8), np.zeros(8)).spec.road == "loops"
     assert symjac.compile(mlp(32, n_in=4, n_out=2), np.zeros(4)).spec.road == "loops"  # short rows
     assert symjac.compile(mlp(4), np.zeros(8)).spec.road == "elements"
-    assert symjac.compile(mlp(32), np.zeros(8), mode="jvp").spec.road == "elements"
+    assert symjac.compile(mlp(32), np.zeros(8), mode="jvp").spec.road == "loops"  # tangents
+    assert symjac.compile(mlp(32), np.zeros(8), mode="vjp").spec.road == "reverse-loops"  # adjoints
+    assert symjac.compile(mlp(32), np.zeros(8), mode="hvp").spec.road == "elements"
 
 
 def test_gradient_of_a_large_model_by_adjoints():
