@@ -342,7 +342,7 @@ def test_auto_takes_the_loop_road_for_large_models_only():
     assert symjac.compile(mlp(4), np.zeros(8)).spec.road == "elements"
     assert symjac.compile(mlp(32), np.zeros(8), mode="jvp").spec.road == "loops"  # tangents
     assert symjac.compile(mlp(32), np.zeros(8), mode="vjp").spec.road == "reverse-loops"  # adjoints
-    assert symjac.compile(mlp(32), np.zeros(8), mode="hvp").spec.road == "elements"
+    assert symjac.compile(lambda x: mlp(32)(x).sum(), np.zeros(8), mode="hvp").spec.road == "elements"
 
 
 def test_gradient_of_a_large_model_by_adjoints():
