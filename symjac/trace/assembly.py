@@ -25,8 +25,8 @@ import numpy as np
 
 from .. import errors
 from . import api_ops as A
+from . import callsite, ops
 from . import graph as trace_mod
-from . import ops
 from .tensor import Var
 
 _LIBRARIES = frozenset({"symjac", "numpy", "torch", "scipy", "sympy", "functorch"})
@@ -62,13 +62,22 @@ def _float_dtype(dtype) -> bool:
 # --- the intercepted factories ---------------------------------------------------------------
 
 
-def _constant_factory(original, torch_name=None):
+def _user_call(factory, name: str) -> bool:
+    """Whether the user's code itself calls ``factory`` (``name`` in its module), not compiled
+    code inside a call of theirs (NumPy's random generators call ``np.empty``): a traced
+    constant handed to C code would be read as an array's memory."""
+    frame = sys._getframe(2)
+    return from_user(frame) and callsite.calls(frame, name, factory)
+
+
+def _constant_factory(original, name, torch_style=False):
     """``np.zeros`` and kin: a float result, made by the user's code during a trace, is a
     constant recorded on the trace."""
+    torch_name = name if torch_style else None
 
     def factory(*args, **kwargs):
         trace = trace_mod.current()
-        if trace is None or not from_user(sys._getframe(1)):
+        if trace is None or not _user_call(factory, name):
             return original(*args, **kwargs)
         if any(isinstance(a, Var) for a in args):  # zeros_like(traced): the table's own entry
             fn = ops.TORCH_API.get(torch_name) if torch_name is not None else None
@@ -108,12 +117,12 @@ def _is_float_array(x) -> bool:
     return A._is_torch_tensor(x) and x.is_floating_point()
 
 
-def _literal_factory(original, torch_style: bool):
+def _literal_factory(original, name, torch_style: bool):
     """``np.array`` / ``torch.tensor`` and kin: data holding traced values is one traced tensor."""
 
     def factory(data=None, *args, **kwargs):
         trace = trace_mod.current()
-        if trace is None or not from_user(sys._getframe(1)):
+        if trace is None or not _user_call(factory, name):
             return original(data, *args, **kwargs)
         found = A._find_trace((data,))
         if found is None:
@@ -195,8 +204,8 @@ def _wrappers(module, constants, literals, direct):
     direct = tuple(name for name in direct if name in namespace)
     names = constants + literals + direct
     originals = {name: namespace[name] for name in names}
-    wrappers = {name: _constant_factory(namespace[name], name if torch_style else None) for name in constants}
-    wrappers.update({name: _literal_factory(namespace[name], torch_style) for name in literals})
+    wrappers = {name: _constant_factory(namespace[name], name, torch_style) for name in constants}
+    wrappers.update({name: _literal_factory(namespace[name], name, torch_style) for name in literals})
     wrappers.update({name: _direct(namespace[name], name) for name in direct})
     getter = operator.itemgetter(*names)
     _WRAPPERS[module.__name__] = (getter, getter(namespace), originals, wrappers)
