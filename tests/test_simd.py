@@ -167,6 +167,29 @@ def test_without_simd_batches_are_scalar_and_equal(rng, monkeypatch):
 
 
 @pytest.mark.skipif(LANES == 1, reason="no SIMD on this CPU")
+def test_arithmetic_alone_batches_point_by_point(rng):
+    # Robertson's kinetics: no function for vector math to pay for the lanes' loads and stores
+    def robertson(y):
+        return np.stack(
+            [
+                -0.04 * y[0] + 1e4 * y[1] * y[2],
+                0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
+                3e7 * y[1] ** 2,
+            ]
+        )
+
+    X = rng.uniform(0.1, 1.0, (N, 3))
+    cf = symjac.compile(robertson, X[0], cache=False)
+    J = cf(X)
+    assert cf.kernel.simd() is False and "symjac_kernel_simd" not in cf.ir
+    for k in (0, N - 1):
+        np.testing.assert_allclose(J[k], cf(X[k]), rtol=1e-15)
+    with_exp = symjac.compile(lambda y: robertson(y) * np.exp(y[0]), X[0], cache=False)
+    with_exp(X)
+    assert with_exp.kernel.simd()[1] == LANES
+
+
+@pytest.mark.skipif(LANES == 1, reason="no SIMD on this CPU")
 def test_simd_kernel_is_built_at_the_first_batch_and_cached_on_disk(rng, monkeypatch):
     X = rng.uniform(0.1, 1.0, (N, 3))
     cf = symjac.compile(_mixed, X[0])

@@ -426,7 +426,12 @@ def lower_program(program: Program, name: str, triple: str = "", data_layout: st
 # SIMD code), 1840 statements with 8 stores 0.1 s.
 SEGMENT_STORES = 256  # scalar stores (a vector store is one per lane)
 SEGMENT_STATEMENTS = 4096
-INLINE_MEMORY_BYTES = 65536  # images copied, outputs zeroed, up to this size inline, not by libc
+INLINE_MEMORY_BYTES = 65536  # images copied up to this size inline, not by libc
+# Outputs zeroed inline up to this size, beyond by libc's memset. A 20-state chain's batch zeroes
+# 3200 bytes a point; on the 2-core AVX-512 machine (2026-12-07) libc's memset ran its batches of
+# 500, 5000 and 20000 points (64 MB) at 17, 19 and 12 M/s, inline stores at 13.5, 14 and 4.2
+# (a stop before, on another day's machine, inline had been 1.9x faster).
+INLINE_ZERO_BYTES = 512
 
 
 def add_kernel(
@@ -560,8 +565,9 @@ def _copy_image(module, b, fn, image, name):
 
 def _memory_intrinsic(module, op: str, nbytes: int):
     """``llvm.memcpy`` or ``llvm.memset`` of ``nbytes``: inline stores up to INLINE_MEMORY_BYTES
-    (a 20-state chain's batch, 3200 bytes zeroed per point: 1.65 ms through libc, 0.86 inline)."""
-    inline = ".inline" if nbytes <= INLINE_MEMORY_BYTES else ""
+    for a copy, INLINE_ZERO_BYTES for zeros."""
+    limit = INLINE_ZERO_BYTES if op == "memset" else INLINE_MEMORY_BYTES
+    inline = ".inline" if nbytes <= limit else ""
     which = f"llvm.{op}{inline}.p0{'.p0' if op == 'memcpy' else ''}.i64"
     source = PTR if op == "memcpy" else ir.IntType(8)
     return module.globals.get(which) or ir.Function(
