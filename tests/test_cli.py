@@ -11,7 +11,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-BAD_MODEL = '''
+BAD_MODEL = """
 import numpy as np
 
 def branchy(x):
@@ -21,7 +21,7 @@ def branchy(x):
 
 def two(x, y):
     return x * y
-'''
+"""
 
 
 def _symjac(*args, cwd=ROOT):
@@ -119,9 +119,7 @@ def test_program_name_and_grammar(tmp_path):
 
 
 def test_large_matrix_is_summarised_unless_full(tmp_path):
-    (tmp_path / "big.py").write_text(
-        "import numpy as np\n\ndef big(x):\n    return np.sin(x) * x.sum()\n"
-    )
+    (tmp_path / "big.py").write_text("import numpy as np\n\ndef big(x):\n    return np.sin(x) * x.sum()\n")
     target = str(tmp_path / "big.py:big")
     done = _symjac("show", target, "--shape", "30")
     assert done.returncode == 0, done.stderr

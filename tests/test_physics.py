@@ -32,7 +32,9 @@ def test_cartpole_upright_matches_textbook():
 
 
 def test_symbolic_linearisation():
-    lin = symjac.linearize(lambda x, u: np.stack([x[1], -9.81 * np.sin(x[0]) + u[0] * x[1]]), [0.0, 0.0], [0.0])
+    lin = symjac.linearize(
+        lambda x, u: np.stack([x[1], -9.81 * np.sin(x[0]) + u[0] * x[1]]), [0.0, 0.0], [0.0]
+    )
     A, B = lin.symbolic()
     x0, x1, u0 = sympy.symbols("x_0 x_1 u_0", real=True)
     assert A == sympy.Matrix([[0, 1], [-sympy.Float(9.81, 17) * sympy.cos(x0), u0]]) or sympy.simplify(
@@ -42,7 +44,9 @@ def test_symbolic_linearisation():
 
 
 def test_output_map_and_statespace():
-    lin = symjac.linearize(cartpole, np.zeros(4), np.zeros(1), h=lambda x, u: np.stack([x[0], x[1] + 0.5 * u[0]]))
+    lin = symjac.linearize(
+        cartpole, np.zeros(4), np.zeros(1), h=lambda x, u: np.stack([x[0], x[1] + 0.5 * u[0]])
+    )
     A, B, C, D = lin
     np.testing.assert_array_equal(C, [[1, 0, 0, 0], [0, 1, 0, 0]])
     np.testing.assert_array_equal(D, [[0], [0.5]])
@@ -62,8 +66,13 @@ def test_ode_jacobian_matches_and_solves():
     from scipy.integrate import solve_ivp
 
     def rober(t, y, k):
-        return np.stack([-k[0] * y[0] + k[2] * y[1] * y[2], k[0] * y[0] - k[2] * y[1] * y[2] - k[1] * y[1] ** 2,
-                         k[1] * y[1] ** 2])
+        return np.stack(
+            [
+                -k[0] * y[0] + k[2] * y[1] * y[2],
+                k[0] * y[0] - k[2] * y[1] * y[2] - k[1] * y[1] ** 2,
+                k[1] * y[1] ** 2,
+            ]
+        )
 
     k = np.array([0.04, 3e7, 1e4])
     jac = symjac.ode_jacobian(rober, 0.0, np.ones(3), args=(k,))
@@ -78,7 +87,9 @@ def test_sparse_ode_jacobian():
     scipy = pytest.importorskip("scipy")
 
     def diffusion(t, y):
-        return np.concatenate([y[1:2] - 2 * y[:1], y[2:] - 2 * y[1:-1] + y[:-2], y[-2:-1] - 2 * y[-1:]]) - y**3
+        return (
+            np.concatenate([y[1:2] - 2 * y[:1], y[2:] - 2 * y[1:-1] + y[:-2], y[-2:-1] - 2 * y[-1:]]) - y**3
+        )
 
     jac = symjac.ode_jacobian(diffusion, 0.0, np.zeros(30), sparse=True)
     y = np.linspace(0, 1, 30)
@@ -93,8 +104,14 @@ def test_objective_with_minimize():
 
     rosen = lambda x: ((1 - x[:-1]) ** 2).sum() + 100 * ((x[1:] - x[:-1] ** 2) ** 2).sum()  # noqa: E731
     obj = symjac.Objective(rosen, np.zeros(4))
-    res = minimize(obj.value_and_grad, np.zeros(4), jac=True, hess=obj.hess, method="trust-exact",
-                   options={"gtol": 1e-12})
+    res = minimize(
+        obj.value_and_grad,
+        np.zeros(4),
+        jac=True,
+        hess=obj.hess,
+        method="trust-exact",
+        options={"gtol": 1e-12},
+    )
     np.testing.assert_allclose(res.x, np.ones(4), atol=1e-8)
     x, p = np.array([0.3, -0.2, 0.5, 1.0]), np.array([1.0, 2.0, -1.0, 0.5])
     np.testing.assert_allclose(obj.hessp(x, p), obj.hess(x) @ p, rtol=1e-13)

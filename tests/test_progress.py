@@ -43,7 +43,10 @@ def test_least_squares_example_prints_no_progress():
     env["PYTHONPATH"] = str(root)
     done = subprocess.run(
         [sys.executable, str(root / "examples" / "least_squares_fit.py")],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     # a build under a second says nothing; a slower one (a loaded machine) logs through one channel

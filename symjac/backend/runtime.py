@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ..elements.simplify import F32_REGION, Program
 from ..progress import stage
 from . import vecmath
 from .codegen import add_batch_loop, add_kernel
+from .threads import Split
 
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 _BATCH_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
@@ -219,9 +221,8 @@ class Kernel:
         self._engine = _engine(obj)
         self._simd_source = simd  # () -> compile_simd_object's result, called at the first batch
         self._simd = None  # (batch function, lanes, engine, optimised IR) or False once known
-        self._threads_pay = None  # whether splitting a batch across threads is faster here
-        self._thread_probes: list[float] = []  # threaded time over one thread's, per probe
-        self._large_batches = 0  # batches large enough to probe, since the last probe
+        self._threads_pay = None  # a forced choice to split batches across threads (None: measured)
+        self._split = Split()  # which way is faster here, measured on real batches
         self.object_code = obj
         self.ir = ir
         self.optimized_ir = optimized_ir
@@ -353,41 +354,24 @@ class Kernel:
             if len(chunks) <= 1:
                 run(lo, hi)
                 return
-            workers = [threading.Thread(target=run, args=(lo + a, lo + b)) for a, b in chunks]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
+            # The calling thread takes the first chunk, the pool's threads the others: threads
+            # kept alive keep their stacks' pages and malloc arenas (a batch of 288 MLP 8-256-256-4
+            # points, 5 ms, ran no faster on two fresh threads than on one).
+            pending = [_pool(len(chunks) - 1).submit(run, lo + a, lo + b) for a, b in chunks[1:]]
+            run(lo + chunks[0][0], lo + chunks[0][1])
+            for future in pending:
+                future.result()
 
-        large = threads > 1 and n >= 4 * min_chunk
-        self._large_batches += large
-        if large and (self._threads_pay is None or self._large_batches >= THREAD_REPROBE):
-            # Whether threads pay is the machine's business: two vCPUs that are hyperthreads of
-            # one core share its vector units (a UR5 batch: 56 M/s on one thread, 40 on two),
-            # and a neighbour may take the other core for a while. Large batches find out, on
-            # real work: half on one thread, half on all; the first ones, then one in every
-            # THREAD_REPROBE, so that a verdict follows the machine.
-            self._large_batches = 0
-            half = n // 2 // step * step
+        if threads > 1 and n >= 4 * min_chunk:  # worth splitting, maybe: see symjac.backend.threads
+            forced = self._threads_pay
+            split, timed = (forced, False) if forced is not None else self._split.choose()
             start = time.perf_counter()
-            run(0, half)
-            one = time.perf_counter() - start
-            start = time.perf_counter()
-            spread(half, n)
-            many = time.perf_counter() - start
-            # A probe can land on a busy moment (the other core taken, a cold first call): the
-            # best of the last few decides. Three probes in a row said "no" to an 8-32-32-4 MLP
-            # batch that two threads ran 1.5-1.8x faster a moment later.
-            self._thread_probes = [
-                *self._thread_probes[-(THREAD_PROBES - 1) :],
-                many / (one * (n - half) / half),
-            ]
-            if min(self._thread_probes) < 0.8:
-                self._threads_pay = True
-            elif len(self._thread_probes) >= THREAD_PROBES:
-                self._threads_pay = False
-        elif threads > 1 and self._threads_pay is False:
-            run(0, n)
+            if split:
+                spread(0, n)
+            else:
+                run(0, n)
+            if timed:
+                self._split.record(split, (time.perf_counter() - start) / n)
         else:
             spread(0, n)
         return [
@@ -406,8 +390,23 @@ def _engine(obj: bytes):
     return engine
 
 
-THREAD_PROBES = 3  # large batches that measure whether threads pay before it is settled
-THREAD_REPROBE = 32  # large batches between later probes
+_POOL = None  # (process id, executor, its workers)
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int):
+    """The process's worker threads for batches (grown to ``workers`` when more are asked for; a
+    forked child, which has none of its parent's threads, makes its own)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid() or _POOL[2] < workers:
+            from concurrent.futures import ThreadPoolExecutor
+
+            if _POOL is not None and _POOL[0] == os.getpid():
+                _POOL[1].shutdown(wait=False)
+            executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="symjac-batch")
+            _POOL = (os.getpid(), executor, workers)
+        return _POOL[1]
 
 
 def _chunks(n: int, threads: int, step: int = 1, min_chunk: int = 1024) -> list[tuple[int, int]]:
