@@ -170,7 +170,9 @@ class Problem:
     def symjac(self):
         import symjac
 
-        warm = symjac.compile(lambda x: (x * x).sin().sum(), np.zeros(3), cache=False)  # start-up
+        # start-up: LLVM, and SymPy's lazy imports (its first sum of two terms imports
+        # sympy.tensor, 50 ms), which every process pays once whatever it compiles
+        warm = symjac.compile(lambda x: (x * x + x).sin().sum(), np.zeros(3), cache=False)
         warm(np.zeros(3))
         func = (lambda ns: lambda x: self.f(ns, x))(numpy_ns())
         self.func = func

@@ -286,16 +286,33 @@ class _Emitter:
         self.b.ret_void()
 
     def address(self, view: View, idx, scale: int = 1, extra=None):
-        b = self.b
         off = ir.Constant(I64, view.offset)
         for i, s in zip(idx, view.strides, strict=True):
             if s:
-                off = b.add(off, b.mul(i, ir.Constant(I64, s)))
-        if scale != 1:
-            off = b.mul(off, ir.Constant(I64, scale))
+                off = self.add(off, self.mul(i, s))
+        off = self.mul(off, scale)
         if extra is not None:
-            off = b.add(off, extra)
-        return b.gep(view.base, [off], source_etype=DOUBLE)
+            off = self.add(off, extra)
+        return self.b.gep(view.base, [off], source_etype=DOUBLE)
+
+    # Index arithmetic, folded where an operand is a constant: a third of a kernel's instructions
+    # were adds of 0 and multiplies by 1, which LLVM folds, but only after printing and parsing them.
+    def add(self, x, y):
+        if isinstance(y, ir.Constant) and not isinstance(x, ir.Constant):
+            x, y = y, x
+        if isinstance(x, ir.Constant):
+            if isinstance(y, ir.Constant):
+                return ir.Constant(I64, x.constant + y.constant)
+            if x.constant == 0:
+                return y
+        return self.b.add(x, y)
+
+    def mul(self, x, k: int):
+        if k == 1:
+            return x
+        if isinstance(x, ir.Constant):
+            return ir.Constant(I64, x.constant * k)
+        return self.b.mul(x, ir.Constant(I64, k))
 
     def load(self, view: View, idx):
         if isinstance(view.base, tuple):
@@ -306,12 +323,17 @@ class _Emitter:
         self.b.store(value, self.address(view, idx))
 
     def load_row(self, tview: View, idx, c, vtype):
-        ptr = self.b.bitcast(self.address(tview, idx, self.width, c), vtype.as_pointer())
+        ptr = self.pointer(self.address(tview, idx, self.width, c), vtype)
         return self.b.load(ptr, typ=vtype, align=8)
 
     def store_row(self, value, tview: View, idx, c):
-        ptr = self.b.bitcast(self.address(tview, idx, self.width, c), value.type.as_pointer())
+        ptr = self.pointer(self.address(tview, idx, self.width, c), value.type)
         self.b.store(value, ptr, align=8)
+
+    def pointer(self, address, vtype):
+        """``address`` as a pointer to ``vtype`` (a bitcast only where its type says otherwise)."""
+        target = vtype.as_pointer()
+        return address if address.type == target else self.b.bitcast(address, target)
 
     def splat(self, x, vtype):
         b = self.b
@@ -517,7 +539,7 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
             return ir.Constant(vtype, v.base[1])
         if v.strides[-1] == 0:
             return em.splat(em.load(v, idxs[0]), vtype)
-        ptr = b.bitcast(em.address(v, idxs[0]), vtype.as_pointer())
+        ptr = em.pointer(em.address(v, idxs[0]), vtype)
         return b.load(ptr, typ=vtype, align=8)
 
     def body(idxs):
@@ -534,7 +556,7 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
             if n == 1:
                 em.store(x, view, idxs[0])
             else:
-                b.store(x, b.bitcast(em.address(view, idxs[0]), x.type.as_pointer()), align=8)
+                b.store(x, em.pointer(em.address(view, idxs[0]), x.type), align=8)
 
         put(lw.as_float(lw.lower(expr)), out)
         for k, view in (partials_out or {}).items():

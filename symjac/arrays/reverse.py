@@ -510,7 +510,7 @@ def _contract_lanes(em, tview, fviews, rview, inner, tshape, lanes) -> int:
                     coef = None
                     for fv in fviews:
                         if fv.strides[len(idx)] == 1:  # contiguous along the vectorised letter
-                            ptr = b.bitcast(em.address(fv, [*idx, first, *jdx]), vtype.as_pointer())
+                            ptr = em.pointer(em.address(fv, [*idx, first, *jdx]), vtype)
                             x = b.load(ptr, typ=vtype, align=8)
                         else:
                             x = em.splat(em.load(fv, [*idx, first, *jdx]), vtype)
@@ -569,7 +569,7 @@ def _add_transposed(em, tview, idx, columns, lanes):
     mask = ir.Constant(ir.VectorType(I32, size), order)
     rows = b.shuffle_vector(whole, ir.Constant(whole.type, ir.Undefined), mask)
     vtype = ir.VectorType(DOUBLE, size)
-    ptr = b.bitcast(em.address(tview, idx, m), vtype.as_pointer())
+    ptr = em.pointer(em.address(tview, idx, m), vtype)
     b.store(b.fadd(b.load(ptr, typ=vtype, align=8), rows), ptr, align=8)
 
 
