@@ -233,6 +233,24 @@ class _Emitter:
 
         return level(0, [], list(carried))
 
+    def blocks(self, shape, rows: int, block, start: int = 0):
+        """``block(indices)`` over ``shape``, its last axis from ``start`` on in groups of ``rows``
+        consecutive indices: a loop over whole groups, then the rest as one group."""
+        full, rest = divmod(shape[-1] - start, rows)
+
+        def outer(idx, c):
+            def blocked(i, c):
+                first = self.add(self.mul(i, rows), ir.Constant(I64, start))
+                block([[*idx, self.add(first, ir.Constant(I64, r))] for r in range(rows)])
+                return []
+
+            self.loop(full, blocked)
+            if rest:
+                block([[*idx, ir.Constant(I64, start + full * rows + r)] for r in range(rest)])
+            return []
+
+        self.nest(shape[:-1], outer)
+
     def chunks(self, body):
         """``body(c, vector type)`` over the tangent row in vectors; ``c`` its first lane."""
         w = self.width
@@ -733,21 +751,7 @@ def _contract(em, operands, letters, out_letters, sizes, shape):
     if not shape or rows == 1 or shape[-1] < 2:
         em.nest(shape, lambda idx, c: (block([idx]), [])[1])
         return Node(out, tout)
-    last = shape[-1]
-    full_blocks, rest = divmod(last, rows)
-
-    def outer(idx, c):
-        def blocked(i, c):
-            base = b.mul(i, ir.Constant(I64, rows))
-            block([[*idx, b.add(base, ir.Constant(I64, r))] for r in range(rows)])
-            return []
-
-        em.loop(full_blocks, blocked)
-        if rest:
-            block([[*idx, ir.Constant(I64, full_blocks * rows + r)] for r in range(rest)])
-        return []
-
-    em.nest(shape[:-1], outer)
+    em.blocks(shape, rows, block)
     return Node(out, tout)
 
 

@@ -464,28 +464,10 @@ def _contract_rows(em, target, target_letters, factors, row, sizes):
         # Short adjoint rows (an MLP's 4 outputs) fill a fraction of a vector: vectorise along the
         # target's last letter instead, where the factor is contiguous (a weight matrix's row).
         done = _contract_lanes(em, tview, fviews, rview, inner, tshape, lanes)
-
-        def rest(idx, c):
-            for s in range(done, tshape[-1], rows):
-                block([[*idx, ir.Constant(I64, k)] for k in range(s, min(s + rows, tshape[-1]))])
-            return []
-
-        em.nest(tshape[:-1], rest)
+        if done < tshape[-1]:
+            em.blocks(tshape, rows, block, start=done)
         return
-    full_blocks, rest = divmod(tshape[-1], rows)
-
-    def outer(idx, c):
-        def blocked(i, c):
-            base = b.mul(i, ir.Constant(I64, rows))
-            block([[*idx, b.add(base, ir.Constant(I64, r))] for r in range(rows)])
-            return []
-
-        em.loop(full_blocks, blocked)
-        if rest:
-            block([[*idx, ir.Constant(I64, full_blocks * rows + r)] for r in range(rest)])
-        return []
-
-    em.nest(tshape[:-1], outer)
+    em.blocks(tshape, rows, block)
 
 
 def _contract_lanes(em, tview, fviews, rview, inner, tshape, lanes) -> int:
