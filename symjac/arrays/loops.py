@@ -1219,10 +1219,12 @@ def result_layout(graph, shapes, full: bool = True, products=()):
     return runtime.Layout(in_shapes, tuple(slots), offset, 0, "float64", full=full)
 
 
-def work(graph, wrt, mode: str = "jacobian") -> int:
-    """About how many scalar operations one point costs (threads split batches by it)."""
-    specs = _input_specs(graph)
-    width = 1 if mode == "jvp" else sum(math.prod(specs[j][0]) for j in wrt)
+def work(graph, wrt, mode: str = "jacobian", width: int | None = None) -> int:
+    """About how many scalar operations one point costs (threads split batches by it), each
+    element carrying a row of ``width`` derivatives (the tangents' when None)."""
+    if width is None:
+        specs = _input_specs(graph)
+        width = 1 if mode == "jvp" else sum(math.prod(specs[j][0]) for j in wrt)
     total = 0
     for n, (op, args, _) in enumerate(graph.eqns):
         size = math.prod(graph.shape(n))
