@@ -1188,12 +1188,13 @@ def compile_object(graph, wrt, value: bool, mode: str = "jacobian"):
     return native(module, graph, shapes, n64, unroll, products=product_shapes(graph, wrt, mode))
 
 
-def native(module, graph, shapes, n64: int, unroll: bool = True, full: bool = True, products=()):
+def native(module, graph, shapes, n64: int, unroll=True, full=True, products=(), vectorize=True):
     """``(object code, IR, optimised IR, layout)`` of ``module``'s kernel, whose results
     (float64, of ``shapes``, ``n64`` doubles in all) follow one another, plus its batch loop;
     ``unroll`` lets LLVM unroll its loops; unless ``full`` the kernel writes only some of the
     results' elements, the others to be zeroed first (the batch loop zeroes each point's);
-    ``products``: the shapes of the vectors read after the inputs."""
+    ``products``: the shapes of the vectors read after the inputs; ``vectorize`` lets LLVM
+    vectorise loops (the contractions' sums of values)."""
     from ..backend import runtime
     from ..backend.codegen import add_batch_loop
 
@@ -1201,7 +1202,7 @@ def native(module, graph, shapes, n64: int, unroll: bool = True, full: bool = Tr
     assert layout.n64 == n64
     strides = runtime._strides(layout)
     add_batch_loop(module, "symjac_kernel", strides, "float64", inline=False, clear=not layout.full)
-    obj, text, optimized = runtime._native(module, loop_vectorization=True, loop_unrolling=unroll)
+    obj, text, optimized = runtime._native(module, loop_vectorization=vectorize, loop_unrolling=unroll)
     vecmath.load_libmvec()  # vector math calls must resolve when the engine loads the object
     return obj, text, optimized, layout
 
