@@ -170,9 +170,13 @@ class Problem:
     def symjac(self):
         import symjac
 
-        # start-up: LLVM, and SymPy's lazy imports (its first sum of two terms imports
-        # sympy.tensor, 50 ms), which every process pays once whatever it compiles
-        warm = symjac.compile(lambda x: (x * x + x).sin().sum(), np.zeros(3), cache=False)
+        # start-up: LLVM, SymPy's lazy imports (its first sum of two terms imports sympy.tensor,
+        # 50 ms) and both roads' modules (where PYTHONDONTWRITEBYTECODE is set, as on the
+        # development machine, importing the loop road compiles 20 ms of Python), which every
+        # process pays once whatever it compiles
+        warm_up = lambda x: (x * x + x).sin().sum()  # noqa: E731
+        symjac.compile(warm_up, np.zeros(3), cache=False, expand="arrays")(np.zeros((2, 3)))
+        warm = symjac.compile(warm_up, np.zeros(3), cache=False)
         warm(np.zeros(3))
         func = (lambda ns: lambda x: self.f(ns, x))(numpy_ns())
         self.func = func

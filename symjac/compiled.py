@@ -19,6 +19,7 @@ import numpy as np
 import sympy
 
 from . import budget, errors, functional
+from .arrays import LOOP_MODES, LOOPS_FROM
 from .backend import diskcache, runtime
 from .backend.gcpause import gc_paused
 from .backend.runtime import Kernel, Layout, ResultSlot, _address
@@ -32,11 +33,6 @@ from .trace.graph import _canonical
 
 MODES = ("jacobian", "hessian", "jvp", "vjp", "hvp")
 BUILDS = 0  # kernels built in this process (cache hits excluded): what tests count
-# Element operations (symjac.arrays.element_operations) from which expand="auto" takes the loop
-# road. Measured on a 2-core machine (benchmarks/loops.py): the tanh MLP 8-32-32-4 (3000) builds
-# in 0.3 s as loops against 1.7-3.6 s as elements; 4-16-16-2 (800) builds in about 0.5 s either
-# way, and there the element road's straight-line kernel is the faster single call.
-LOOPS_FROM = 2000
 # The same for sparse= Jacobians (symjac.arrays.sparse_loops), whose element road stays quick
 # longer: the 2 x 16^2 Brusselator grid (9000) builds in 0.27 s as elements and then calls in
 # 3.6 us, 2 x 32^2 (36000) in 0.9-2.3 s as elements, 0.23 s as loops.
@@ -349,7 +345,6 @@ def _check_loop_entry(meta: dict, obj: bytes, spec: Spec) -> None:
 
 
 LOOP_ROADS = ("loops", "reverse-loops", "sparse-loops")
-LOOP_MODES = ("jacobian", "vjp", "jvp")  # what loop kernels compute (vjp by adjoints, jvp by tangents)
 
 
 def _loop_road(spec) -> bool:
@@ -962,18 +957,6 @@ def _road(graph, mode: str, sparse, expand: str, wrt: tuple) -> str:
             )
         return road
     return road if not why and large else "elements"
-
-
-def loops_likely(graph, wrt: tuple, mode: str = "jacobian") -> bool:
-    """Whether ``_road`` would likely give ``mode`` of ``graph`` a loop kernel: a large model
-    whose dense tangents or adjoints fit the budget (its ops not checked: shapes only)."""
-    from .arrays import TANGENT_BUDGET, element_operations, reverse
-
-    if mode not in LOOP_MODES or element_operations(graph) < LOOPS_FROM:
-        return False
-    shapes = [shape for shape, _ in _input_specs(graph)]
-    width = 1 if mode != "jacobian" else min(sum(math.prod(shapes[j]) for j in wrt), reverse.width(graph))
-    return width * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns))) <= TANGENT_BUDGET
 
 
 # Reverse mode (symjac.arrays.reverse: an adjoint row per element, one column per output element)

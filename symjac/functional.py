@@ -240,7 +240,7 @@ def _values(call: _Call, key, extra=(), expand="auto"):
     width = 1 if mode == "jvp" else sum(math.prod(x.shape) for x in call.inputs)
     road = _ROADS.get((key, expand))
     # A large Jacobian's kernel is likely a loop kernel (compile decides when it builds it).
-    loops = expand == "auto" and _loops_likely(call.graph, len(call.inputs), mode)
+    loops = expand == "auto" and arrays.loops_likely(call.graph, tuple(range(len(call.inputs))), mode)
     if road is None:  # the choice reads every equation: once per graph, not per warm call
         road = _ROADS.put((key, expand), arrays.choose(call.graph, width, expand, mode, loops))
     if road == "arrays" and (expand == "arrays" or _KERNELS.get((*key, expand)) is None):
@@ -388,12 +388,6 @@ _ARRAY_SECONDS = derive._LRU(1024)  # time each graph has spent on the array roa
 _ROADS = derive._LRU(1024)  # (key, expand) -> the road arrays.choose picked
 _READY = derive._LRU(256)  # (key, expand) -> _Ready, once the kernel runs every call
 _VALUE_MODES = ("vjp", "jvp", "hvp", "vhp")
-
-
-def _loops_likely(graph, n_inputs: int, mode: str) -> bool:
-    from .compiled import loops_likely
-
-    return loops_likely(graph, tuple(range(n_inputs)), mode)
 
 
 def _fast_kernel(call: _Call, key, expand: str = "elements"):

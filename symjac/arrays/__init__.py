@@ -8,6 +8,8 @@ cost model that picks a road for the drop-in API.
 
 from __future__ import annotations
 
+import math
+
 from . import second, sparse
 from .elementwise import Unsupported
 from .forward import element_operations, evaluate, tangent_elements, unsupported_ops
@@ -26,6 +28,26 @@ ARRAY_SECONDS_PER_TANGENT_ELEMENT = 3e-8
 # Dense tangents beyond this many elements (seconds of work, gigabytes at once) are refused to
 # the array road whatever the element road costs.
 TANGENT_BUDGET = 500_000_000
+
+
+# Element operations from which expand="auto" takes the loop road (symjac.compile; the drop-in's
+# kernels too). Measured on a 2-core machine (benchmarks/loops.py): the tanh MLP 8-32-32-4 (3000)
+# builds in 0.3 s as loops against 1.7-3.6 s as elements; 4-16-16-2 (800) builds in about 0.5 s
+# either way, and there the element road's straight-line kernel is the faster single call.
+LOOPS_FROM = 2000
+LOOP_MODES = ("jacobian", "vjp", "jvp")  # what loop kernels compute (vjp by adjoints, jvp by tangents)
+
+
+def loops_likely(graph, wrt: tuple, mode: str = "jacobian") -> bool:
+    """Whether ``symjac.compile`` would likely give ``mode`` of ``graph`` a loop kernel: a large
+    model whose dense tangents or adjoints fit the budget (shapes only, its ops not checked;
+    nothing heavy is imported: the drop-in asks on its first call)."""
+    if mode not in LOOP_MODES or element_operations(graph) < LOOPS_FROM:
+        return False
+    sizes = {params[0]: math.prod(params[1]) for op, _, params in graph.eqns if op == "input"}
+    outputs = sum(math.prod(graph.shape(o)) for o in graph.outputs)
+    width = 1 if mode != "jacobian" else min(sum(sizes[j] for j in wrt), outputs)
+    return width * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns))) <= TANGENT_BUDGET
 
 
 # A loop kernel's build (symjac.compile's array-level loops, which a large Jacobian's kernel
@@ -75,12 +97,15 @@ def choose(graph, width: int, expand: str, what: str, loops: bool = False) -> st
 
 __all__ = [
     "EXPAND_MODES",
+    "LOOPS_FROM",
+    "LOOP_MODES",
     "SECOND_ORDER",
     "Unsupported",
     "build_estimate",
     "choose",
     "element_operations",
     "evaluate",
+    "loops_likely",
     "second",
     "sparse",
     "tangent_elements",
