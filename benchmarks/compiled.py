@@ -89,14 +89,17 @@ def time_limit(seconds):
     """Raise TimeLimit in this (main) thread after ``seconds`` (SymPy is Python: the alarm lands)."""
 
     def alarm(signum, frame):
+        # Raised again each second until it lands: one raised inside a callback that swallows
+        # exceptions (JAX's garbage-collection hook printed it and went on) would be lost.
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
         raise TimeLimit
 
     previous = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(int(seconds))
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
 
