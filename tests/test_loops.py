@@ -453,3 +453,27 @@ def test_vjp_of_a_large_model_is_a_gradient_by_adjoints():
     close(again(x, v=v), want.numpy())
     value, ours = symjac.vjp(f, x, v)  # the drop-in, whose kernel takes the same road
     close(ours, want.numpy())
+
+
+def _gather_from_a_transpose(x):
+    return np.sin(x.T[np.array([0, 2, 2])]).reshape(-1) * 2.0
+
+
+def _assign_a_transposed_row(x):
+    y = np.zeros(6) + x[0, :2].sum()
+    y[np.array([1, 4, 1])] = np.cos(x.T[1])  # repeated place: the last assignment wins
+    return y
+
+
+@pytest.mark.parametrize(
+    "func, shape",
+    [
+        (_gather_from_a_transpose, (3, 4)),
+        (_assign_a_transposed_row, (3, 3)),
+        (lambda x: np.tanh(x.T.reshape(-1)[::2]), (3, 4)),
+    ],
+)
+def test_adjoints_through_strided_views(func, shape):
+    # Reverse kernels scatter into a transposed (strided) adjoint through a scratch buffer, and a
+    # reshape of a strided adjoint keeps rows of its own: both against forward and elements.
+    agree(func, np.zeros(shape))
