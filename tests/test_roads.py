@@ -564,6 +564,32 @@ def test_local_models_take_sparse_tangents_and_match_torch(model, rng, monkeypat
     np.testing.assert_allclose(J, oracle.numpy(), rtol=1e-12, atol=1e-12)
 
 
+def test_large_dense_results_from_sparse_tangents_are_ordinary_arrays(rng, monkeypatch):
+    """Past ``UNTOUCHED_FROM`` bytes the dense result lies on pages mapped where written: the same
+    numbers as NumPy's zeros, and an array the caller may write, pickle and hand to torch."""
+    import mmap
+    import pickle
+
+    rhs = _grid_rhs(types.SimpleNamespace(roll=np.roll, cat=np.concatenate), 12)
+    x = rng.uniform(0.2, 0.9, 288)
+    expected = symjac.jacobian(rhs, x)
+    monkeypatch.setattr(arrays.sparse, "UNTOUCHED_FROM", 1)
+    J = symjac.jacobian(rhs, x)
+    assert J.shape == (288, 288) and J.dtype == np.float64 and J.flags.writeable
+    base = J
+    while isinstance(base, np.ndarray):
+        base = base.base
+    assert isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+    np.testing.assert_array_equal(J, expected)
+    assert np.count_nonzero(J) < 288 * 12  # a handful of entries per row, the rest zeros
+    J[0, 0] += 1.0
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(J)), J)
+    torch = pytest.importorskip("torch")
+    Jt = symjac.jacobian(rhs, torch.from_numpy(x))
+    assert isinstance(Jt, torch.Tensor)
+    np.testing.assert_array_equal(Jt.numpy(), expected)
+
+
 def test_sparse_tangents_keep_structural_zeros_against_inf_and_nan():
     x = np.array([0.0, 1.0, np.nan, 4.0])
     with _sparse_from(1):
