@@ -980,9 +980,7 @@ def _sparse_tangents_pay(graph, wrt, width: int, dense: int) -> bool:
     from .arrays import sparse, sparse_loops
     from .arrays.elementwise import Unsupported
 
-    sizes = [math.prod(graph.shape(n)) for n in range(len(graph.eqns))]
-    bound = sum(k * size for k, size in zip(sparse.entries_per_row(graph, width), sizes, strict=True))
-    if sparse.ENTRY_COST * bound >= SPARSE_TANGENTS_BELOW * dense:
+    if sparse.ENTRY_COST * sparse_loops.entries_bound(graph, width) >= SPARSE_TANGENTS_BELOW * dense:
         return False
     try:
         entries = sum(step.count for step in sparse_loops.plan(graph, wrt, "dense").steps)

@@ -18,6 +18,7 @@ import pytest
 
 import symjac
 from symjac import compiled
+from symjac.arrays import sparse_loops
 from symjac.backend import diskcache
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / "benchmarks"))
@@ -414,6 +415,20 @@ def test_auto_takes_sparse_tangents_for_nbody_not_for_an_mlp():
     mlp = lambda x: W2 @ np.tanh(W1 @ x)  # noqa: E731
     assert symjac.compile(mlp, np.zeros(8), expand="arrays").spec.road == "loops"
     assert symjac.compile(nbody(n), np.zeros(6 * n), sparse="csr", expand="arrays").spec.road == "loops"
+
+
+def test_a_dense_layer_rules_sparse_tangents_out_without_planning(monkeypatch):
+    """A 64 x 64 layer moves 4,096 rows of 8 entries in a sparse plan, 256 times its output's
+    elements: the bound says so, and the road is chosen without building the plan (a 256 x 256
+    layer's plan took 28 ms of a 124 ms build)."""
+    W1, W2, W3 = RNG.standard_normal((64, 8)), RNG.standard_normal((64, 64)), RNG.standard_normal((4, 64))
+    mlp = lambda x: W3 @ np.tanh(W2 @ np.tanh(W1 @ x))  # noqa: E731
+
+    def refuse(*args):
+        raise AssertionError("planned sparse tangents for a dense MLP")
+
+    monkeypatch.setattr(sparse_loops, "plan", refuse)
+    assert symjac.compile(mlp, np.zeros(8), expand="arrays").spec.road == "reverse-loops"
 
 
 DENSE_SCRIPT = """

@@ -42,7 +42,7 @@ from ..trace.ops import ELEMENTWISE, decode_index
 from . import loops
 from .elementwise import Unsupported
 from .loops import DOUBLE, _dense, _is_mask, _scalar_rule, load_index
-from .sparse import _axes, _positions
+from .sparse import _axes, _positions, entries_per_row
 
 ONES = 0  # the buffer of the seeds' entries: all ones, never stored
 RESULT = -1  # the kernel's result array
@@ -330,6 +330,22 @@ def contraction_letters(graph, op, args, params) -> tuple[list, str, dict]:
     if op == "matmul":
         return loops.matmul_letters(*shapes)
     return loops.einsum_letters(params[0], shapes)
+
+
+def entries_bound(graph, width: int) -> float:
+    """About how many entries the plan moves, without planning it: each node's elements times an
+    upper bound on its rows' entries (``sparse.entries_per_row``), except that a contraction
+    moves a row of its live operand for every point of its grid (a 256 x 256 layer: 65,536
+    rows, not 256)."""
+    per_row = entries_per_row(graph, width)
+    total = 0.0
+    for n, (op, args, params) in enumerate(graph.eqns):
+        if op in CONTRACTIONS and len(args) == 2 and all(type(a) is int for a in args):
+            _, _, sizes = contraction_letters(graph, op, args, params)
+            total += math.prod(sizes.values()) * max(per_row[a] for a in args)
+        else:
+            total += math.prod(graph.shape(n)) * per_row[n]
+    return total
 
 
 def _grid(shape, lets: str, order: list, sizes: dict) -> np.ndarray:
