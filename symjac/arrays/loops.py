@@ -282,14 +282,14 @@ class _Emitter:
 
     def zero(self, ptr, n: int, start: int = 0):
         """Store 0.0 to doubles ``start .. start + n`` of ``ptr``."""
-        b = self.b
+        from ..backend.codegen import _memory_intrinsic
 
-        def store(i, c):
-            at = b.add(i, ir.Constant(I64, start)) if start else i
-            b.store(ir.Constant(DOUBLE, 0.0), b.gep(ptr, [at], source_etype=DOUBLE))
-            return []
-
-        self.loop(n, store)
+        if n <= 0:
+            return
+        at = self.b.gep(ptr, [ir.Constant(I64, start)], source_etype=DOUBLE) if start else ptr
+        memset = _memory_intrinsic(self.module, "memset", 8 * n)
+        zero, volatile = ir.Constant(ir.IntType(8), 0), ir.Constant(ir.IntType(1), 0)
+        self.b.call(memset, [at, zero, ir.Constant(I64, 8 * n), volatile])
 
     def _declare(self, name, ret, args):
         return self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(ret, args), name)

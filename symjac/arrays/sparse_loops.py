@@ -159,6 +159,8 @@ def _rows_of(planner, graph, S, n) -> Struct:
 
 
 def _stacked(parts) -> Struct:
+    if len(parts) == 1:
+        return parts[0]
     indptr = np.concatenate([[0]] + [np.diff(p.indptr) for p in parts]).cumsum()
     return Struct(indptr, *(np.concatenate([getattr(p, f) for p in parts]) for f in ("cols", "buf", "off")))
 
@@ -382,7 +384,10 @@ def _gather(planner, graph, n, op, args, params, S) -> Struct | None:
         starts = zip(offsets, args, strict=False)
         places = join([o + _positions(graph.shape(a)) for o, a in starts], params[0])
         whole = _stacked([_rows_of(planner, graph, S, a) for a in args])
-        return whole.take(places.ravel(), planner)
+        places = places.ravel()
+        if not len(places) or (places[0] == 0 and np.array_equal(places, np.arange(len(places)))):
+            return whole  # joined along the first axis: the rows are in place already
+        return whole.take(places, planner)
     if op == "setitem":  # x's rows, and y's (after x's) at the places assigned
         size = math.prod(graph.shape(n))
         index = decode_index(params[0])
