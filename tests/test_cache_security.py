@@ -297,6 +297,48 @@ def test_bad_metadata_is_rejected(cache, change):
     restore_with(cache, change)
 
 
+def set_pattern(**changes):
+    return lambda meta, obj: (dict(meta, pattern=dict(meta["pattern"], **changes)), obj)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        set_pattern(indices=[0, 1, 3, 0, 1, 2, 0, 1, 2]),  # a column past the last
+        set_pattern(indices=[0, 1, 2, 0, 1, 2, 0, 1, -2]),
+        set_pattern(indices=[0, 1, 2, 0, 1.0, 2, 0, 1, 2]),
+        set_pattern(indices=[0, 1, 2, 0, 1, 2, 0, 1, 2**70]),
+        set_pattern(indices=[0, 1, 2, 0, [1], 2, 0, 1, 2]),
+        set_pattern(indices=[0, 1, 2, 0, None, 2, 0, 1, 2]),
+        set_pattern(indices=[0, 1, 2, 0, 1, 2, 0, 1]),  # one entry fewer than indptr says
+        set_pattern(indices="012012012"),
+        set_pattern(indptr=[0, 6, 3, 9]),  # rows that end before they start
+        set_pattern(indptr=[1, 3, 6, 9]),
+        set_pattern(indptr=[0, 3, 6]),
+        set_pattern(indptr=[True, 3, 6, 9]),
+        set_pattern(indptr=[[0, 3], [6, 9]]),
+        set_pattern(kind="csc"),
+    ],
+)
+def test_bad_sparsity_patterns_are_rejected(cache, change):
+    """Every way a cached pattern can be malformed is refused and the kernel rebuilt."""
+
+    def compile_sparse():
+        cf = symjac.compile(f, np.zeros(3), sparse="csr")
+        np.testing.assert_allclose(cf(X).toarray(), expected(), rtol=1e-13)
+        return cf
+
+    compile_sparse()
+    path = main_entry(cache)
+    meta, obj = diskcache.load(path.stem)
+    assert meta["pattern"]["indices"] == [0, 1, 2] * 3 and meta["pattern"]["indptr"] == [0, 3, 6, 9]
+    meta, obj = change(dict(meta), obj)
+    diskcache.store(path.stem, meta, obj)
+    assert diskcache.load(path.stem) is not None  # well signed: only the schema can reject it
+    assert not compile_sparse().cache_hit
+    assert compile_sparse().cache_hit  # and the rebuilt entry is good
+
+
 def test_object_code_with_other_symbols_is_rejected(cache):
     cf = symjac.compile(f, np.zeros(3), cache=False)
     cf(np.tile(X, (8, 1)))
