@@ -217,6 +217,28 @@ def test_batch_out_of_any_layout_and_batch_shape(rng):
         cf(X, out=frozen)
 
 
+@pytest.mark.parametrize("name", ["exp_reducer", "sparse-loops"])
+def test_single_out_of_any_layout(name, rng):
+    """One point into out= goes straight to the kernel where it can; read-only, strided and
+    float32 points take the general path, and a bad out= is named there."""
+    cf, x = _dirty_case(name)
+    point = (x + rng.uniform(0, 0.5, x.shape)).astype(x.dtype)
+    want = cf(point)
+    frozen = point.copy()
+    frozen.flags.writeable = False
+    wide = np.repeat(point, 2).reshape(*point.shape, 2)[..., 0]
+    for arg in (point, frozen, wide, point.astype(np.float32), point.tolist()):
+        out = np.full(want.shape, np.nan)
+        assert cf(arg, out=out) is out
+        np.testing.assert_allclose(out, want, rtol=1e-6 if arg is not point else 0, atol=0)
+    with pytest.raises(ValueError, match="C-contiguous float64 array of shape"):
+        cf(point, out=np.asfortranarray(np.empty(want.shape)) if want.ndim > 1 else np.empty(want.size + 1))
+    with pytest.raises(ValueError, match="writeable"):
+        frozen_out = np.empty(want.shape)
+        frozen_out.flags.writeable = False
+        cf(point, out=frozen_out)
+
+
 @pytest.mark.parametrize("name", ["chain", "exp_reducer"])
 def test_threaded_batches_into_garbage_equal_one_thread(name, rng, monkeypatch):
     from symjac import compiled

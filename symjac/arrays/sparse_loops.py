@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import llvmlite.ir as ir
 import numpy as np
@@ -178,6 +178,7 @@ class Step:
     sidx: np.ndarray | None
     scale: tuple | None = None
     coef: float = 1.0
+    accumulate: bool = False  # adds into the result (zeroed by the caller), not stores
 
     def tables(self):
         return [t for t in (self.dpos, self.spos, self.sidx) if t is not None]
@@ -473,10 +474,11 @@ def _plan(graph, wrt, kind) -> Plan:
         indices = rows[order]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(whole.cols, minlength=width))])
     planner.move(RESULT, whole, place)
+    all_steps = _fold_into_result(planner.steps, planner.sizes) if kind == "dense" else planner.steps
     # A buffer that the result holds whole and in order (an output's entries in CSR order) is
     # computed in place there, not copied.
     inside, steps = {}, []
-    for st in planner.steps:
+    for st in all_steps:
         if st.dst == RESULT and st.src not in inside and _whole(st, planner.sizes):
             inside[st.src] = 0 if st.dpos is None else int(st.dpos[0])
         else:
@@ -502,6 +504,31 @@ def _dense_places(graph, specs, wrt, whole: Struct) -> np.ndarray:
     j = np.searchsorted(col0, whole.cols, side="right") - 1
     block = row0[o] * col0[-1] + np.asarray(out_sizes)[o] * col0[j]
     return block + (rows - row0[o]) * np.asarray(in_sizes)[j] + (whole.cols - col0[j])
+
+
+def _fold_into_result(steps, sizes) -> list:
+    """A dense result is zeroed before the kernel runs, so a buffer read only by its copy into
+    the result needs no place of its own: the steps that fill it add into the result at the
+    copy's places. N-body's three accelerations (1,200 entries each): their buffers, zeroing
+    and copies go."""
+    readers: dict = {}
+    for st in steps:
+        readers[st.src] = readers.get(st.src, 0) + 1
+    copies = {
+        st.src: st
+        for st in steps
+        if st.dst == RESULT and st.src != ONES and readers[st.src] == 1 and st.scale is None
+        and st.coef == 1.0 and st.spos is None and st.count == sizes[st.src]
+    }  # fmt: skip
+    folded = []
+    for st in steps:
+        if st.dst in copies:
+            to = copies[st.dst].dpos
+            at = np.arange(st.count) if st.dpos is None else st.dpos
+            folded.append(replace(st, dst=RESULT, dpos=_table(at if to is None else to[at]), accumulate=True))
+        elif not (st.dst == RESULT and st.src in copies):
+            folded.append(st)
+    return folded
 
 
 def _whole(st: Step, sizes) -> bool:
@@ -550,14 +577,17 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
     outs = [nodes[o] for o in graph.outputs]
     shapes, offset = loops.store_values(em, outs, out64) if value else ([], 0)
     result = em.b.gep(out64, [ir.Constant(loops.I64, offset)], source_etype=DOUBLE)
-    buffers = {k: em.buffer(size) for k, size in enumerate(p.sizes) if k != ONES and k not in p.inside}
+    used = ({st.dst for st in p.steps} | {st.src for st in p.steps}) - {ONES, RESULT} - p.inside.keys()
+    buffers = {k: em.buffer(p.sizes[k]) for k in sorted(used)}
     for k, at in p.inside.items():
         buffers[k] = em.b.gep(result, [ir.Constant(loops.I64, at)], source_etype=DOUBLE)
     buffers[RESULT] = result
     written = {RESULT}  # each result entry is written once: stored, never added to
     for step in p.steps:
         fresh = step.dst not in written
-        assign = step.dst == RESULT or (fresh and step.dpos is None and step.count == p.sizes[step.dst])
+        assign = (step.dst == RESULT and not step.accumulate) or (
+            fresh and step.dpos is None and step.count == p.sizes[step.dst]
+        )
         if fresh and not assign:
             em.zero(buffers[step.dst], p.sizes[step.dst])
         written.add(step.dst)
