@@ -483,11 +483,11 @@ def _plan(graph, wrt, kind) -> Plan:
             inside[st.src] = 0 if st.dpos is None else int(st.dpos[0])
         else:
             steps.append(st)
-    pattern = {
+    pattern = {  # arrays: the disk cache writes them as JSON lists
         "kind": kind,
         "shape": [int(n_rows), int(width)],
-        "indices": np.asarray(indices).tolist(),
-        "indptr": np.asarray(indptr).tolist(),
+        "indices": np.asarray(indices, dtype=np.int64),
+        "indptr": np.asarray(indptr, dtype=np.int64),
     }
     partials = {n: tuple(sorted(ks)) for n, ks in planner.partials.items()}
     return Plan(tuple(planner.sizes), tuple(steps), partials, pattern, nnz, inside)

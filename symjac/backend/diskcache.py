@@ -309,10 +309,17 @@ def _unpack(data: bytes, secret: bytes, name: str) -> tuple[dict, bytes]:
     return meta, payload[8 + meta_len :]
 
 
+def _listed(value):
+    """NumPy arrays in metadata (a sparse kernel's pattern) as JSON lists."""
+    if type(value).__name__ == "ndarray":
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} in cache metadata")
+
+
 def store(name: str, meta: dict, obj: bytes) -> None:
     """Write an entry atomically; a failure to write (read-only disk) only skips caching."""
     entry = _entry(name)
-    body = json.dumps(dict(meta, key=name)).encode()
+    body = json.dumps(dict(meta, key=name), default=_listed).encode()
     payload = struct.pack("<Q", len(body)) + body + obj
     with _folder(create=True) as dir_fd:
         if dir_fd is None:
