@@ -397,6 +397,37 @@ def test_nbody_dense_jacobians_from_sparse_tangents(n):
         near(dense(x), torch.autograd.functional.jacobian(g, torch.from_numpy(x)).numpy())
 
 
+C8 = np.linspace(0.5, 2.0, 8)
+
+
+def _read_twice(y):
+    """A scalar row read by another output too, beside a stencil: the cost model's own choice."""
+    lap = np.roll(y, 1) + np.roll(y, -1) - 2 * y
+    s1, s2 = np.sum(np.sin(y)), np.sum(y * y)
+    return np.concatenate([np.tanh(lap), (s1 + s2)[None], s1[None]])
+
+
+@pytest.mark.parametrize(
+    "func, shape",
+    [
+        (_read_twice, (40,)),
+        (lambda x: (a := np.sin(x * C8)) + a[::-1], (1,)),  # a width-1 block, read reversed
+        (lambda x: np.stack([(s := np.sum(np.exp(x))) + x[0], s * 2.0]), (6,)),
+    ],
+)
+def test_entries_added_into_the_result_are_never_read_from_it(func, shape):
+    """Entries added straight into the zeroed result must not share it with a buffer that is
+    computed in place there and read again (regression: wrong rows, no error)."""
+    dense_agree(func, np.zeros(shape))
+
+
+def test_the_cost_models_choice_on_a_stencil_with_shared_scalars():
+    y = np.linspace(-1.0, 1.0, 400)
+    cf = symjac.compile(_read_twice, np.zeros(400), cache=False)
+    assert cf.spec.road == "sparse-loops"
+    close(cf(y), symjac.compile(_read_twice, np.zeros(400), expand="elements", cache=False)(y))
+
+
 def test_dense_from_sparse_with_several_inputs_outputs_wrt_and_value():
     def f(x, y, p):
         return np.sin(x[1:] * y[:-1]) * p[0] + W[:, :6].T @ np.tanh(y[:4]), (x * p[1]).sum() + y[0]

@@ -476,10 +476,11 @@ def _plan(graph, wrt, kind) -> Plan:
     planner.move(RESULT, whole, place)
     all_steps = _fold_into_result(planner.steps, planner.sizes) if kind == "dense" else planner.steps
     # A buffer that the result holds whole and in order (an output's entries in CSR order) is
-    # computed in place there, not copied.
+    # computed in place there, not copied; never one added into the result, whose places other
+    # terms then add to while the buffer is still read.
     inside, steps = {}, []
     for st in all_steps:
-        if st.dst == RESULT and st.src not in inside and _whole(st, planner.sizes):
+        if st.dst == RESULT and not st.accumulate and st.src not in inside and _whole(st, planner.sizes):
             inside[st.src] = 0 if st.dpos is None else int(st.dpos[0])
         else:
             steps.append(st)
