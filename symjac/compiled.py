@@ -261,9 +261,9 @@ def _counts(v) -> np.ndarray:
         a = np.array(v) if v else np.zeros(0, dtype=np.int64)
     except (ValueError, OverflowError, TypeError):
         raise ValueError("expected a list of counts") from None
-    if a.dtype != np.int64 or a.ndim != 1 or np.any(a < 0):
+    if a.dtype.kind != "i" or a.ndim != 1 or np.any(a < 0):  # int32 on Windows with NumPy 1.x
         raise ValueError("expected a list of counts")
-    return a
+    return a.astype(np.int64, copy=False)
 
 
 def _same_pattern(a: dict, b: dict) -> bool:
@@ -734,7 +734,9 @@ class CompiledFunction:
 
     @property
     def address(self) -> int:
-        """Address of ``void kernel(const T *in, double *out64, float *out32)``."""
+        """Address of ``void kernel(const T *in, double *out64, float *out32)``. It stores only
+        the nonzeros unless ``cf.kernel.layout.full``, and may add to them: zero the results
+        before every call (``low_level_callable()`` is the same function)."""
         return self.kernel.address
 
     @property
@@ -797,7 +799,8 @@ class CompiledFunction:
         return build_shared_library(self.program(), self.kernel.layout, path, name, compiler)
 
     def low_level_callable(self):
-        """The kernel as a ``scipy.LowLevelCallable`` (``void (double *, double *, float *)``)."""
+        """The kernel as a ``scipy.LowLevelCallable`` (``void (double *, double *, float *)``);
+        its results must be zeroed before each call, as for ``address``."""
         import scipy
 
         return scipy.LowLevelCallable(self.kernel._fn)

@@ -319,7 +319,7 @@ def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarra
     flat = [
         np.zeros((o.size, width))
         if t is None
-        else t.toarray()
+        else t.toarray(untouched=True)
         if arrays.sparse.is_sparse(t)
         else np.reshape(t, (o.size, width))
         for o, t in zip(outs, tangents, strict=True)

@@ -590,6 +590,39 @@ def test_large_dense_results_from_sparse_tangents_are_ordinary_arrays(rng, monke
     np.testing.assert_array_equal(Jt.numpy(), expected)
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_large_dense_results_are_private_to_a_forked_child(rng, monkeypatch):
+    import os
+
+    monkeypatch.setattr(arrays.sparse, "UNTOUCHED_FROM", 1)
+    J = symjac.jacobian(
+        _grid_rhs(types.SimpleNamespace(roll=np.roll, cat=np.concatenate), 12), rng.uniform(0.2, 0.9, 288)
+    )
+    before = J.copy()
+    pid = os.fork()
+    if pid == 0:  # a worker that scales its copy in place
+        J *= 2.0
+        os._exit(0)
+    os.waitpid(pid, 0)
+    np.testing.assert_array_equal(J, before)
+
+
+def test_untouched_zeros_out_of_memory_is_a_memory_error(monkeypatch):
+    import errno
+    import mmap
+
+    def no_memory(*args, **kwargs):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(arrays.sparse, "UNTOUCHED_FROM", 1)
+    monkeypatch.setattr(mmap, "mmap", no_memory)
+    if hasattr(mmap, "MAP_PRIVATE"):
+        with pytest.raises(MemoryError, match=r"bytes for a \(3, 4\) result"):
+            arrays.sparse.untouched_zeros((3, 4))
+    else:
+        assert not arrays.sparse.untouched_zeros((3, 4)).any()
+
+
 def test_sparse_tangents_keep_structural_zeros_against_inf_and_nan():
     x = np.array([0.0, 1.0, np.nan, 4.0])
     with _sparse_from(1):

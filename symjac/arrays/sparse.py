@@ -128,9 +128,12 @@ class Rows:
         np.cumsum(np.bincount(unique // self.width, minlength=self.rows), out=indptr[1:])
         return Rows(indptr, unique % self.width, data, self.width)
 
-    def toarray(self) -> np.ndarray:
+    def toarray(self, untouched: bool = False) -> np.ndarray:
+        """The dense matrix; ``untouched``: on pages mapped only where written (a result the
+        caller gets, not a tangent that the next rule reads whole)."""
         rows = self.compact()
-        out = untouched_zeros((self.rows, self.width))
+        shape = (self.rows, self.width)
+        out = untouched_zeros(shape) if untouched else np.zeros(shape)
         out[rows.row_of_entry(), rows.indices] = rows.data
         return out
 
@@ -140,12 +143,19 @@ def untouched_zeros(shape) -> np.ndarray:
 
     A 2 x 64^2 grid's dense Jacobian is 537 MB, of which its rows write a few pages each. NumPy
     asks for huge pages for large arrays (``MADV_HUGEPAGE``), so each first write zeroed 2 MB:
-    1.1 s in a fresh process, against 0.03 s on an anonymous mapping's 4 KB pages.
+    1.1 s in a fresh process, against 0.03 s on a private anonymous mapping's 4 KB pages. Its
+    unwritten pages read as the one zero page; private, so a forked child's writes stay its own.
     """
     nbytes = math.prod(shape) * 8
-    if nbytes < UNTOUCHED_FROM:
+    if nbytes < UNTOUCHED_FROM or not hasattr(mmap, "MAP_PRIVATE"):  # Windows: no MADV_HUGEPAGE
         return np.zeros(shape)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.float64).reshape(shape)
+    try:
+        pages = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError:
+        raise MemoryError(f"cannot allocate {nbytes:,} bytes for a {shape} result") from None
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # a machine whose huge pages are "always" on
+        pages.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(pages, dtype=np.float64).reshape(shape)
 
 
 def is_sparse(t) -> bool:

@@ -311,7 +311,7 @@ def _unpack(data: bytes, secret: bytes, name: str) -> tuple[dict, bytes]:
 
 def _listed(value):
     """NumPy arrays in metadata (a sparse kernel's pattern) as JSON lists."""
-    if type(value).__name__ == "ndarray":
+    if callable(getattr(value, "tolist", None)):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} in cache metadata")
 
