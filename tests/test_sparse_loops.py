@@ -222,6 +222,19 @@ def test_expand_arrays_names_what_it_cannot_compile():
         symjac.compile(lambda x: x * (x**2).sum(), np.zeros(5000), sparse="csr", expand="arrays")
 
 
+def test_an_einsum_with_an_ellipsis_is_named_or_takes_the_element_road():
+    """The loops take explicit letters only: `arrays` says so (it raised an internal error),
+    `auto` takes the element road."""
+    W = RNG.standard_normal((40, 40))
+    f = lambda x: np.tanh(np.einsum("...ij,...j->...i", W, np.sin(x)))  # noqa: E731
+    for sparse in (None, "csr"):
+        with pytest.raises(ValueError, match="einsum with an ellipsis"):
+            symjac.compile(f, np.zeros(40), expand="arrays", sparse=sparse, cache=False)
+    cf = symjac.compile(f, np.zeros(40), cache=False)
+    x = np.linspace(0.0, 1.0, 40)
+    close(cf(x), (1 - np.tanh(W @ np.sin(x)) ** 2)[:, None] * W * np.cos(x)[None, :])
+
+
 SCRIPT = """
 import functools, sys, numpy as np, symjac
 from symjac import compiled

@@ -78,6 +78,8 @@ def unsupported(graph) -> str | None:
             return op
         elif op == "einsum" and "->" not in params[0]:
             return "einsum with an implicit output"
+        elif op == "einsum" and "." in params[0]:
+            return "einsum with an ellipsis"
         elif op == "cast" and not (dt is None or dt == F64 or dt.kind == "b"):
             return f"cast to {dt}"
     return None
