@@ -21,7 +21,8 @@ constant index tables:
   operands' buffers, folded into the steps that read them.
 
 The last steps write the outputs' entries, in CSR or CSC order, straight into the result (or at
-their places in the dense Jacobian blocks, the other places zeroed by the caller). The
+their places in the dense Jacobian blocks, which the caller zeroes: there, entries that would
+only be copied are added in place, :func:`_fold_into_result`). The
 pattern is structural (connectivity): an entry whose derivative is identically zero although
 the element reads that input (``x * np.array([0.0, 1.0])``) is kept, with the value 0.0,
 where the element road folds it away.
@@ -583,7 +584,7 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
     for k, at in p.inside.items():
         buffers[k] = em.b.gep(result, [ir.Constant(loops.I64, at)], source_etype=DOUBLE)
     buffers[RESULT] = result
-    written = {RESULT}  # each result entry is written once: stored, never added to
+    written = {RESULT}  # a result entry is stored once, or added to where the caller zeroed it
     for step in p.steps:
         fresh = step.dst not in written
         assign = (step.dst == RESULT and not step.accumulate) or (
