@@ -214,6 +214,11 @@ def _numeric_dtype(x) -> np.dtype:
 # --- running kernels and shaping results -------------------------------------------------------
 
 
+def _loops(call: _Call, mode: str, expand: str) -> bool:
+    """Whether this call's kernel is likely a loop kernel (``compile`` decides when it builds)."""
+    return expand == "auto" and arrays.loops_likely(call.graph, tuple(range(len(call.inputs))), mode)
+
+
 def _derivation(call: _Call, key):
     return derive.derivation(key, call.names)
 
@@ -239,9 +244,8 @@ def _values(call: _Call, key, extra=(), expand="auto"):
     mode = key[0]
     width = 1 if mode == "jvp" else sum(math.prod(x.shape) for x in call.inputs)
     road = _ROADS.get((key, expand))
-    # A large Jacobian's kernel is likely a loop kernel (compile decides when it builds it).
-    loops = expand == "auto" and arrays.loops_likely(call.graph, tuple(range(len(call.inputs))), mode)
     if road is None:  # the choice reads every equation: once per graph, not per warm call
+        loops = _loops(call, mode, expand)
         road = _ROADS.put((key, expand), arrays.choose(call.graph, width, expand, mode, loops))
     if road == "arrays" and (expand == "arrays" or _KERNELS.get((*key, expand)) is None):
         n_in = sum(math.prod(x.shape) for x in call.inputs)
@@ -253,7 +257,7 @@ def _values(call: _Call, key, extra=(), expand="auto"):
         if expand == "auto":  # ski rental: build the kernel once the calls have cost as much
             spent = (_ARRAY_SECONDS.get(key) or 0.0) + time.perf_counter() - start
             _ARRAY_SECONDS.put(key, spent)
-            if spent >= arrays.build_estimate(call.graph, mode, width, loops):
+            if spent >= arrays.build_estimate(call.graph, mode, width, _loops(call, mode, expand)):
                 _fast_kernel(call, key, expand)
         return results
     compiled_function, refs = _fast_kernel(call, key, expand)
