@@ -383,7 +383,7 @@ def _sparse_work(graph, wrt, kind: str) -> int:
     """About how many operations one point of a sparse loop kernel costs (threads split by it)."""
     from .arrays import sparse_loops
 
-    work = sum(step.count for step in sparse_loops.plan(graph, wrt, kind).steps)
+    work = sparse_loops.plan(graph, wrt, kind).work
     return work + sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
 
 
@@ -1023,7 +1023,7 @@ def _sparse_tangents_pay(graph, wrt, width: int, dense: int) -> bool:
     if sparse.ENTRY_COST * sparse_loops.entries_bound(graph, width) >= SPARSE_TANGENTS_BELOW * dense:
         return False
     try:
-        entries = sum(step.count for step in sparse_loops.plan(graph, wrt, "dense").steps)
+        entries = sparse_loops.plan(graph, wrt, "dense").work
     except Unsupported:
         return False
     return sparse.ENTRY_COST * entries < SPARSE_TANGENTS_BELOW * dense

@@ -330,6 +330,85 @@ def test_matmul_weights_follow_the_zero_rule():
     np.testing.assert_array_equal(loops(x).toarray(), want)
 
 
+def test_a_square_moves_its_entries_once():
+    from symjac.functional import _Call
+
+    graph = _Call(lambda x: x * x + x[::-1] * x, (np.zeros(5),), False, "compile").graph
+    # x * x: its two equal partials (x and x) make one term, 2x, of x's 5 entries; x[::-1] * x
+    # has two terms of 5 entries; they are stored once, into the output.
+    assert sum(st.count for st in sparse_loops.plan(graph, (0,), "csr").steps) == 15
+    agree(lambda x: x * x + x[::-1] * x, np.zeros(5))
+
+
+def _chained(x):
+    d = x[None, :] - x[:, None]
+    r = (x[None, :] * x[:, None]) ** 0.5  # at x_i = 0 an infinite partial, its entry x_j finite
+    return np.concatenate([(d * r) @ M, (d * d * r) @ M, np.sqrt(x) * r[0]])
+
+
+def test_chained_scales_keep_the_zero_rule(monkeypatch):
+    # The power's entries are taken by its readers (composite scales, computed per element), and
+    # the products' by the matmuls. Against the same plan with every entry stored: the same inf,
+    # NaN and zeros (M[1] is a zero weight), and the same finite values to ulps.
+    chained = dense_kernel(_chained, np.zeros(4))
+    assert sparse_loops.plan(chained.spec.graph, chained.spec.wrt, "dense").composites
+    monkeypatch.setattr(sparse_loops, "_PLANS", type(sparse_loops._PLANS)())
+    monkeypatch.setattr(sparse_loops, "_passes", lambda *args: False)
+    monkeypatch.setattr(sparse_loops, "_sums_terms", lambda *args: False)
+    stored = dense_kernel(_chained, np.zeros(4))
+    assert not sparse_loops.plan(stored.spec.graph, stored.spec.wrt, "dense").composites
+    xs = np.array(
+        [[0.0, 1.0, 2.0, 0.0], [1.0, 1.0, 0.0, 3.0], [1.0, 0.0, 2.0, 0.5], *RNG.standard_normal((3, 4))]
+    )
+    for x in xs:
+        got, want = chained(x), stored(x)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
+        close(np.where(np.isfinite(got), got, 0.0), np.where(np.isfinite(want), want, 0.0))
+    assert not np.isfinite(chained(xs[2])).all()
+
+
+def test_a_partial_scales_a_sum_that_cancels_as_a_sum():
+    # x2 - x2 is 0 whatever x: sqrt's infinite partial there meets the entry 1 - 1 = 0, which
+    # kills it. Taken term by term it would be inf - inf = NaN (a review found this).
+    def f(x):
+        return np.sqrt(x - x[::-1])
+
+    x = np.array([1.0, 2.0, 3.0, 2.0, 1.0])
+    loops, _ = both(f, np.zeros(5))
+    dense = dense_kernel(f, np.zeros(5))
+    want = compiled.CompiledFunction(replace(dense.spec, road="loops"))(x)
+    assert (want[2] == 0).all()
+    np.testing.assert_array_equal(loops(x).toarray(), want)
+    np.testing.assert_array_equal(dense(x), want)
+
+    def g(x):  # every diagonal entry cancels: x * 1 - x
+        return np.sqrt(x * np.ones(4) - x) + x
+
+    dense = dense_kernel(g, np.zeros(4))
+    np.testing.assert_array_equal(dense(np.arange(1.0, 5.0)), np.eye(4))
+
+
+def test_equal_partials_of_a_comparison_are_not_merged():
+    # maximum(x, x): its two partials are equal as formulas but not at NaN, where the kernel's
+    # comparisons take neither side: their sum, 1, is the derivative every road gives.
+    def f(x):
+        return np.maximum(x, x) * 1.0
+
+    x = np.array([np.nan, 1.0, 2.0])
+    loops, elements = both(f, np.zeros(3))
+    np.testing.assert_array_equal(np.diag(loops(x).toarray()), np.diag(elements(x).toarray()))
+    np.testing.assert_array_equal(np.diag(dense_kernel(f, np.zeros(3))(x)), [1.0, 1.0, 1.0])
+
+
+def test_nbody_moves_each_pair_once_per_output():
+    # Each pair's entries move into the result without being stored per product (25,860
+    # entries before composite scales; 11,880 with them).
+    graph = dense_kernel(nbody(20), np.zeros(120)).spec.graph
+    p = sparse_loops.plan(graph, (0,), "dense")
+    assert sum(st.count for st in p.steps) <= 12_000
+
+
 def test_matmul_of_two_live_operands_is_refused():
     from symjac.arrays import sparse_loops
     from symjac.functional import _Call
@@ -400,10 +479,26 @@ def near(a, b):
     np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11 * scale)
 
 
+def pairs_to_ulps(n):
+    """A check of N-body Jacobians against the dense loop road's: an entry from one pair
+    (d a_i / d x_j, j != i) to ulps; the sums over pairs (d a_i / d x_i), which the sparse kernel
+    adds term by term and the dense road pair by pair, as :func:`near`."""
+    rows, cols = np.arange(6 * n)[:, None], np.arange(6 * n)[None, :]
+    summed = (rows >= 3 * n) & (cols < 3 * n) & ((rows - 3 * n) % n == cols % n)
+
+    def check(a, b):
+        assert a.shape == b.shape
+        over = np.broadcast_to(summed, a.shape)
+        close(a[~over], b[~over])
+        near(a[over], b[over])
+
+    return check
+
+
 @pytest.mark.parametrize("n", [5, 20])
 def test_nbody_dense_jacobians_from_sparse_tangents(n):
     torch = pytest.importorskip("torch")
-    dense_agree(nbody(n), np.zeros(6 * n), road="loops")  # the same sums in the same order: ulps
+    dense_agree(nbody(n), np.zeros(6 * n), road="loops", check=pairs_to_ulps(n))
     dense, _ = dense_agree(nbody(n), np.zeros(6 * n), check=near)
     g = nbody(n, problems.torch_ns())
     for x in RNG.standard_normal((2, 6 * n)):

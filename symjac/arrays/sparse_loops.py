@@ -10,8 +10,9 @@ constant index tables:
 - elementwise ops scale their arguments' entries by the partial derivatives, which the value
   loops of :mod:`symjac.arrays.loops` write to arrays beside the values (a constant partial is
   ``coef``); a zero partial kills any entry and a zero entry any partial (inf and NaN
-  included), as on the dense loop road. A linear op's entries are not stored when its one
-  reader is another elementwise op: that one takes its terms (:class:`Pending`);
+  included), as on the dense loop road. An op's entries are not stored where its readers can
+  take its terms for less (:class:`Pending`): the chain rule's factors are then multiplied per
+  element, not per entry (:class:`Composite`);
 - sums add the entries of the rows they reduce; max, min and logsumexp weigh them first (a
   share of the ties, the softmax), with the weights the value loops store; a matmul or einsum
   with one operand that does not depend on the inputs weighs the other's rows by its elements
@@ -96,13 +97,32 @@ def _dependent(graph, wrt) -> set:
 class Struct:
     """A node's sparse tangent by rows: element ``r``'s entries are ``indptr[r]:indptr[r + 1]``,
     entry ``k`` in input column ``cols[k]`` (increasing within a row), its value held at
-    ``buffers[buf[k]][off[k]]``."""
+    ``buffers[buf[k]][off[k]]``. Where the entries are whole buffers in order (``pieces``: a
+    stored node's, or a concatenation of them), ``buf`` and ``off`` are built only if read."""
 
     indptr: np.ndarray
     cols: np.ndarray
-    buf: np.ndarray
-    off: np.ndarray
+    _buf: np.ndarray | None
+    _off: np.ndarray | None
     single: bool = False  # one entry per row (a seed and its gathers): indptr is arange
+    pieces: tuple | None = None  # ((buffer, entries), ...), each buffer whole, in order
+
+    @property
+    def buf(self) -> np.ndarray:
+        if self._buf is None:
+            self._buf = np.repeat(
+                np.array([b for b, _ in self.pieces], dtype=np.int64), [n for _, n in self.pieces]
+            )
+        return self._buf
+
+    @property
+    def off(self) -> np.ndarray:
+        if self._off is None:
+            self._off = np.concatenate([np.arange(n, dtype=np.int64) for _, n in self.pieces])
+        return self._off
+
+    def distinct_pieces(self) -> bool:
+        return self.pieces is not None and len({b for b, _ in self.pieces}) == len(self.pieces)
 
     def rows(self) -> np.ndarray:
         if self.single:
@@ -131,12 +151,16 @@ def _empty(rows: int) -> Struct:
 @dataclass
 class Pending:
     """Entries not stored yet: the sum of each term's ``coef * scale * entries``, stored when
-    first read (``_get``), unless its one reader, a linear elementwise op of the same shape,
-    takes its terms instead (so ``a + b + c - 4 * d`` stores one array, not four)."""
+    first read (``_get``), unless its readers take its terms instead: a linear elementwise op of
+    the same shape that is its one reader (so ``a + b + c - 4 * d`` stores one array, not four),
+    another elementwise op of the same shape where that moves fewer entries (``_passes``: its
+    partial then scales each term, through a :class:`Composite`), or a contraction that is its
+    one reader (``_sums_terms``)."""
 
     size: int
-    terms: list  # (Struct, scale: None or (node, k), coef: float)
+    terms: list  # (Struct, scale: None, (node, k) or ("chain", i), coef: float)
     stored: Struct | None = None
+    split: tuple | None = None  # _scalable's answer, once asked
 
 
 def _get(planner, S, n) -> Struct | None:
@@ -145,13 +169,55 @@ def _get(planner, S, n) -> Struct | None:
     if type(s) is not Pending:
         return s
     if s.stored is None:
-        indptr, cols, places = _union(planner, [t for t, _, _ in s.terms], s.size)
-        s.stored, dst = planner.owned(indptr, cols)
-        for (t, scale, coef), dpos in zip(s.terms, places, strict=True):
-            if scale is not None:
-                planner.partials.setdefault(scale[0], set()).add(scale[1])
-            planner.move(dst, t, dpos, scale, None if scale is None else t.rows(), coef)
+        s.stored = _store(planner, s.terms, s.size)
     return s.stored
+
+
+def _store(planner, terms, size: int) -> Struct:
+    """The sum of ``terms`` in a buffer of its own."""
+    indptr, cols, places = _union(planner, [t for t, _, _ in terms], size)
+    stored, dst = planner.owned(indptr, cols)
+    for (t, scale, coef), dpos in zip(terms, places, strict=True):
+        planner.move(dst, t, dpos, scale, None if scale is None else t.rows(), coef)
+    return stored
+
+
+def _scalable(planner, s: Pending) -> tuple[list, Struct | None]:
+    """``s``'s terms as a reader that scales each by a partial (or weight) takes them: where
+    no other term shares the entry, and the sum of the rest, stored. The zero rule acts on a
+    sum (``sqrt(x - x)``: the entry 1 - 1 is 0, and kills sqrt's infinite partial); taken apart,
+    inf - inf would be NaN. A term of coefficient 0 is stored for the same reason."""
+    if s.split is None:
+        terms = s.terms
+        if len(terms) == 1 and terms[0][2] != 0.0:
+            s.split = (terms, None)
+            return s.split
+        w = planner.width
+        keys = np.concatenate([t.rows() * w + t.cols for t, _, _ in terms])
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        shared = counts[inverse] > 1
+        for (t, _, coef), at in zip(terms, np.cumsum([0] + [len(t.cols) for t, _, _ in terms]), strict=False):
+            if coef == 0.0:
+                shared[at : at + len(t.cols)] = True
+        if not shared.any():
+            s.split = (terms, None)
+            return s.split
+        own, rest = [], []
+        cuts = np.cumsum([len(t.cols) for t, _, _ in terms])[:-1]
+        for (t, scale, coef), mask in zip(terms, np.split(shared, cuts), strict=True):
+            if not mask.all():
+                own.append((_restrict(t, ~mask), scale, coef))
+            if mask.any():
+                rest.append((_restrict(t, mask), scale, coef))
+        s.split = (own, _store(planner, rest, s.size))
+    return s.split
+
+
+def _restrict(t: Struct, keep) -> Struct:
+    """``t`` with only the entries ``keep`` marks."""
+    indptr = np.zeros(len(t.indptr), dtype=np.int64)
+    np.cumsum(np.bincount(t.rows()[keep], minlength=len(t.indptr) - 1), out=indptr[1:])
+    return Struct(indptr, t.cols[keep], t.buf[keep], t.off[keep])
 
 
 def _rows_of(planner, graph, S, n) -> Struct:
@@ -163,13 +229,17 @@ def _stacked(parts) -> Struct:
     if len(parts) == 1:
         return parts[0]
     indptr = np.concatenate([[0]] + [np.diff(p.indptr) for p in parts]).cumsum()
-    return Struct(indptr, *(np.concatenate([getattr(p, f) for p in parts]) for f in ("cols", "buf", "off")))
+    cols = np.concatenate([p.cols for p in parts])
+    if all(p.pieces is not None for p in parts):
+        return Struct(indptr, cols, None, None, pieces=tuple(x for p in parts for x in p.pieces))
+    return Struct(indptr, cols, *(np.concatenate([getattr(p, f) for p in parts]) for f in ("buf", "off")))
 
 
 @dataclass(frozen=True)
 class Step:
     """``dst[dpos[i]] (+)= coef * scale[sidx[i]] * src[spos[i]]`` for ``i < count``; a table that
-    is None is the identity, a scale ``(node, k)`` node's partial on argument k (None: 1)."""
+    is None is the identity, a scale ``(node, k)`` node's partial on argument k, ``("chain", i)``
+    the plan's composite i (None: 1)."""
 
     dst: int
     src: int
@@ -195,6 +265,32 @@ class Plan:
     pattern: dict  # {kind, shape, indices, indptr}, as compiled._sparse
     nnz: int
     inside: dict  # buffer -> where it lies in the result, for those the result holds as they are
+    composites: tuple = ()  # Composite scales, each computed once before the steps
+
+    @property
+    def work(self) -> int:
+        """About how many operations the steps and composites cost one point."""
+        return sum(st.count for st in self.steps) + sum(c.size for c in self.composites)
+
+    def tables(self):
+        for st in self.steps:
+            yield from st.tables()
+        for c in self.composites:
+            if c.table is not None:
+                yield c.table
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A product of two scales, ``a[e] * b[table[e]]`` for ``e < size`` (a zero either side kills
+    the other, as in a step): one factor of the chain rule, computed once per element instead of
+    once per entry of the tangent it scales (``dx * r**-1.5``: the power's 6 entries a pair are
+    not stored; the product scales ``r``'s by ``dx * d(r**-1.5)/dr``)."""
+
+    a: tuple
+    b: tuple
+    table: np.ndarray | None
+    size: int
 
 
 class _Planner:
@@ -204,6 +300,9 @@ class _Planner:
         self.steps = []
         self.partials = {}
         self.entries = 0
+        self.composites = []
+        self._composite_keys = {}
+        self.outputs = set()
 
     def spend(self, entries: int):
         self.entries += entries
@@ -214,12 +313,38 @@ class _Planner:
         self.sizes.append(size)
         return len(self.sizes) - 1
 
+    def use(self, scale) -> None:
+        """Have the value loops store the partial derivative ``scale`` (node, argument) reads."""
+        if scale is not None and scale[0] != "chain":
+            self.partials.setdefault(scale[0], set()).add(scale[1])
+
+    def composite(self, a, b, table, size: int) -> tuple:
+        """The scale ``a[e] * b[table[e]]`` (``e < size``), each product computed once."""
+        table = _table(table)
+        key = (a, b, None if table is None else table.tobytes())
+        if key not in self._composite_keys:
+            self.use(a)
+            self.use(b)
+            self.composites.append(Composite(a, b, table, size))
+            self._composite_keys[key] = ("chain", len(self.composites) - 1)
+        return self._composite_keys[key]
+
     def move(self, dst: int, entries: Struct, dpos, scale=None, sidx=None, coef=1.0):
         """Steps adding ``coef * scale * entries`` at ``dst[dpos]``, one per source buffer."""
-        if not len(entries.buf):
+        if not len(entries.cols):
+            return
+        self.use(scale)
+        if entries.distinct_pieces():  # each buffer's entries are a stretch, in order: no masks
+            start = 0
+            for b, n in entries.pieces:
+                d = np.arange(start, start + n) if dpos is None else dpos[start : start + n]
+                i = None if sidx is None else sidx[start : start + n]
+                if n:
+                    self.steps.append(Step(dst, b, n, _table(d), None, _table(i), scale, coef))
+                start += n
             return
         single = entries.buf[0] == entries.buf.min() == entries.buf.max()
-        for b in [int(entries.buf[0])] if single else np.unique(entries.buf).tolist():
+        for b in [int(entries.buf[0])] if single else np.flatnonzero(np.bincount(entries.buf)).tolist():
             pick = slice(None) if single else entries.buf == b
             d = np.arange(len(entries.buf))[pick] if dpos is None else dpos[pick]
             s = None if b == ONES else entries.off[pick]
@@ -229,7 +354,7 @@ class _Planner:
     def owned(self, indptr, cols) -> tuple[Struct, int]:
         """A node's entries in a buffer of their own, in order; and that buffer."""
         dst = self.buffer(len(cols))
-        return Struct(indptr, cols, np.full(len(cols), dst, dtype=np.int64), np.arange(len(cols))), dst
+        return Struct(indptr, cols, None, None, pieces=((dst, len(cols)),)), dst
 
 
 def _table(a):
@@ -252,6 +377,9 @@ def _unique(keys):
     return ordered[first], inverse
 
 
+SINGLES_COMPARED = 12  # structs of one entry a row united by comparisons (their square) past which by sorting
+
+
 def _union(planner, terms, size):
     """Rows of ``size`` elements holding every column of the terms' rows; each term's positions."""
     first = terms[0]
@@ -261,11 +389,41 @@ def _union(planner, terms, size):
         for t in terms[1:]
     ):
         return first.indptr, first.cols, [None] * len(terms)
-    w = planner.width
-    keys = np.concatenate([t.rows() * w + t.cols for t in terms])
-    unique, inverse = _unique(keys)
-    cuts = np.cumsum([len(t.cols) for t in terms])[:-1]
-    return (*_rows_of_keys(planner, unique, size), np.split(inverse, cuts))
+    structs = list({id(t): t for t in terms}.values())  # a struct read by two terms is placed once
+    if len(structs) <= SINGLES_COMPARED and all(t.single and len(t.cols) == size for t in structs):
+        indptr, cols, places = _union_of_singles(planner, structs, size)
+    else:
+        w = planner.width
+        unique, inverse = _unique(np.concatenate([t.rows() * w + t.cols for t in structs]))
+        indptr, cols = _rows_of_keys(planner, unique, size)
+        places = np.split(inverse, np.cumsum([len(t.cols) for t in structs])[:-1])
+    at = {id(t): k for k, t in enumerate(structs)}
+    return indptr, cols, [places[at[id(t)]] for t in terms]
+
+
+def _union_of_singles(planner, structs, size):
+    """``_union`` of a few structs of one entry a row (a stencil's shifted seeds), by comparing
+    their columns row-wise, not by sorting every entry's key: an entry's place is the number of
+    distinct columns before its own in its row."""
+    cols = [t.cols for t in structs]
+    first = [np.ones(size, dtype=bool)]  # the first struct in its row with that column
+    for k in range(1, len(cols)):
+        repeat = np.zeros(size, dtype=bool)
+        for j in range(k):
+            repeat |= cols[j] == cols[k]
+        first.append(~repeat)
+    before = [
+        sum((first[j] & (cols[j] < cols[k])).astype(np.int64) for j in range(len(cols)))
+        for k in range(len(cols))
+    ]
+    indptr = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(sum(f.astype(np.int64) for f in first), out=indptr[1:])
+    planner.spend(int(indptr[-1]))
+    places = [indptr[:-1] + b for b in before]
+    union = np.empty(indptr[-1], dtype=np.int64)
+    for c, f, at in zip(cols, first, places, strict=True):
+        union[at[f]] = c[f]
+    return indptr, union, places
 
 
 def _rows_of_keys(planner, unique, size: int):
@@ -282,28 +440,83 @@ def _elementwise(planner, graph, n, op, args, S, uses) -> Struct | Pending | Non
     syms, _, partials = _scalar_rule(op, tuple(_is_mask(graph, a) for a in args))
     scalars = {x: float(a[1]) for x, a in zip(syms, args, strict=True) if type(a) is not int}
     terms = []
-    for k, a in enumerate(args):
-        p = partials[k]
-        if type(a) is not int or S[a] is None or p is None:
-            continue
+    for k, a, p, times in _live_partials(args, syms, partials, S):
         if scalars:  # 4 * w: the partial 4 is a constant, not an array of fours
             fixed = p.subs(scalars)
             p = fixed if fixed.is_Number and fixed.is_finite else p
         if p.is_Number and p == 0:
             continue
         same = tuple(graph.shape(a)) == shape
-        if p.is_Number and same and type(S[a]) is Pending and S[a].stored is None and uses[a] == 1:
-            terms += [(t, scale, float(p) * coef) for t, scale, coef in S[a].terms]
+        if same and _passes(planner, S, a, p, uses[a], math.prod(shape)):
+            if p.is_Number:  # a finite, nonzero factor: the sum's terms scale alike
+                terms += [(t, scale, float(p) * times * coef) for t, scale, coef in S[a].terms]
+                continue
+            own, rest = _scalable(planner, S[a])
+            for t, scale, coef in own:
+                chained = (
+                    (n, k) if scale is None else planner.composite((n, k), scale, None, math.prod(shape))
+                )
+                terms.append((t, chained, times * coef))
+            if rest is not None:
+                terms.append((rest, (n, k), float(times)))
             continue
         t = _get(planner, S, a)
         if not same:
             t = t.take(np.broadcast_to(_positions(graph.shape(a)), shape).ravel(), planner)
-        terms.append((t, None, float(p)) if p.is_Number else (t, (n, k), 1.0))
+        terms.append((t, None, float(p) * times) if p.is_Number else (t, (n, k), float(times)))
+    merged: dict = {}  # -4.4 * u - 4 * a * u: one term of u's entries, not two
+    for t, scale, coef in terms:
+        key = (id(t), scale)
+        merged[key] = (t, scale, merged[key][2] + coef) if key in merged else (t, scale, coef)
+    terms = list(merged.values())
     if not terms:
         return None
     if len(terms) == 1 and terms[0][1] is None and terms[0][2] == 1.0:  # x + c: x's entries, unmoved
         return terms[0][0]
     return Pending(math.prod(shape), terms)
+
+
+def _live_partials(args, syms, partials, S):
+    """``(k, argument, partial, times)`` of each argument that depends on the inputs; an argument
+    read twice with equal polynomial partials (``d * d``: ``d`` and ``d``) once, ``times`` 2, so
+    that its entries move once."""
+    same = {syms[k]: syms[args.index(a)] for k, a in enumerate(args) if type(a) is int}
+    live = {}
+    for k, a in enumerate(args):
+        if type(a) is not int or S[a] is None or partials[k] is None:
+            continue
+        first = args.index(a)
+        # Polynomial partials only: maximum(x, x)'s two are equal as formulas but not at NaN,
+        # where the kernel's comparisons pick neither.
+        if (
+            first in live
+            and partials[k].is_polynomial(*syms)
+            and partials[k].xreplace(same) == partials[first].xreplace(same)
+        ):
+            live[first][3] += 1
+        else:
+            live[k] = [k, a, partials[k], 1]
+    return [tuple(v) for v in live.values()]
+
+
+def _passes(planner, S, a, p, readers: int, size: int) -> bool:
+    """Whether a reader of ``a``'s pending entries takes its terms rather than its stored entries:
+    where, with every reader doing so, fewer entries move (and composite scales are computed)
+    than by storing them once for all readers to read."""
+    s = S[a]
+    if type(s) is not Pending or s.stored is not None or a in planner.outputs:
+        return False
+    if p.is_Number and readers == 1:
+        return True
+    moved = sum(len(t.cols) for t, _, _ in s.terms)
+    chains = 0 if p.is_Number else len({scale for _, scale, _ in s.terms if scale is not None})
+    cost = readers * (moved + chains * size)
+    if cost > moved + readers * moved:  # storing is cheaper even if no two terms share an entry
+        return False
+    if cost > moved + readers * max(len(t.cols) for t, _, _ in s.terms):  # it depends on the union
+        keys = np.concatenate([t.rows() * planner.width + t.cols for t, _, _ in s.terms])
+        return cost <= moved + readers * len(np.unique(keys))
+    return True
 
 
 def _merged(planner, t: Struct, group, size: int):
@@ -324,7 +537,6 @@ def _reduce(planner, graph, n, op, x, params, S) -> Struct:
     if op == "sum":
         planner.move(dst, t, inverse)
     else:  # each entry times its element's weight (softmax, or a share of the ties)
-        planner.partials.setdefault(n, set()).add(0)
         planner.move(dst, t, inverse, (n, 0), t.rows())
     return out
 
@@ -361,9 +573,18 @@ def _grid(shape, lets: str, order: list, sizes: dict) -> np.ndarray:
     return np.broadcast_to(positions, [sizes[c] for c in order]).ravel()
 
 
-def _contraction(planner, graph, n, op, args, params, S) -> Struct:
+def _sums_terms(planner, S, a, readers: int) -> bool:
+    """Whether a contraction sums the terms of ``a``'s pending entries, scaling each by its
+    weights, rather than the entries stored: where it is their one reader."""
+    s = S[a]
+    return type(s) is Pending and s.stored is None and readers == 1 and a not in planner.outputs
+
+
+def _contraction(planner, graph, n, op, args, params, S, uses) -> Struct:
     """``A @ B`` (or einsum) where only A depends on the inputs: a weighted sum of A's rows, the
-    weights B's elements (read from B's values, under the zero rule)."""
+    weights B's elements (read from B's values, under the zero rule). Where A's entries are
+    pending and this is their one reader, its terms are summed instead, their scales times the
+    weights (``(dx * r**-1.5) @ m``: the product's entries are never stored)."""
     letters, out, sizes = contraction_letters(graph, op, args, params)
     live = 0 if S[args[0]] is not None else 1
     weight = 1 - live
@@ -372,9 +593,25 @@ def _contraction(planner, graph, n, op, args, params, S) -> Struct:
     weights = _grid(graph.shape(args[weight]), letters[weight], order, sizes)
     size = math.prod(graph.shape(n))
     group = np.repeat(np.arange(size), len(rows) // max(size, 1))  # the grid's output letters lead
-    t = _get(planner, S, args[live]).take(rows, planner)
+    a = args[live]
+    s = S[a]
+    if _sums_terms(planner, S, a, uses[a]) and _table(rows) is None:
+        # Not _scalable: the weights are data, and a non-finite weight makes the output's value
+        # inf or NaN whatever the entries; finite ones scale the terms as they would their sum.
+        terms = s.terms
+        w = planner.width
+        unique, inverse = _unique(np.concatenate([group[t.rows()] * w + t.cols for t, _, _ in terms]))
+        result, dst = planner.owned(*_rows_of_keys(planner, unique, size))
+        cuts = np.cumsum([len(t.cols) for t, _, _ in terms])[:-1]
+        for (t, scale, coef), places in zip(terms, np.split(inverse, cuts), strict=True):
+            if scale is None:
+                planner.move(dst, t, places, (n, weight), weights[t.rows()], coef)
+            else:
+                chained = planner.composite(scale, (n, weight), weights, len(rows))
+                planner.move(dst, t, places, chained, t.rows(), coef)
+        return result
+    t = _get(planner, S, a).take(rows, planner)
     result, dst, inverse = _merged(planner, t, group, size)
-    planner.partials.setdefault(n, set()).add(weight)
     planner.move(dst, t, inverse, (n, weight), weights[t.rows()])
     return result
 
@@ -439,6 +676,7 @@ def _plan(graph, wrt, kind) -> Plan:
         col0[j] = width
         width += math.prod(specs[j][0])
     planner = _Planner(width)
+    planner.outputs = set(graph.outputs)
     uses = np.bincount([a for _, args, _ in graph.eqns for a in args if type(a) is int] + list(graph.outputs),
                        minlength=len(graph.eqns))  # fmt: skip
     S: list = []
@@ -458,7 +696,7 @@ def _plan(graph, wrt, kind) -> Plan:
         elif op in REDUCTIONS:
             S.append(_reduce(planner, graph, n, op, args[0], params, S))
         elif op in CONTRACTIONS:
-            S.append(_contraction(planner, graph, n, op, args, params, S))
+            S.append(_contraction(planner, graph, n, op, args, params, S, uses))
         else:
             S.append(_gather(planner, graph, n, op, args, params, S))
     whole = _stacked([_rows_of(planner, graph, S, o) for o in graph.outputs])
@@ -474,12 +712,17 @@ def _plan(graph, wrt, kind) -> Plan:
         place[order] = np.arange(nnz)
         indices = rows[order]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(whole.cols, minlength=width))])
-    planner.move(RESULT, whole, place)
+    inside = {}
+    if kind == "csr" and whole.distinct_pieces():  # stored outputs, in order: computed in place
+        for (b, _), start in zip(whole.pieces, np.cumsum([0] + [n for _, n in whole.pieces]), strict=False):
+            inside[b] = int(start)
+    else:
+        planner.move(RESULT, whole, place)
     all_steps = _fold_into_result(planner.steps, planner.sizes) if kind == "dense" else planner.steps
     # A buffer that the result holds whole and in order (an output's entries in CSR order) is
     # computed in place there, not copied; never one added into the result, whose places other
     # terms then add to while the buffer is still read.
-    inside, steps = {}, []
+    steps = []
     for st in all_steps:
         if st.dst == RESULT and not st.accumulate and st.src not in inside and _whole(st, planner.sizes):
             inside[st.src] = 0 if st.dpos is None else int(st.dpos[0])
@@ -492,7 +735,7 @@ def _plan(graph, wrt, kind) -> Plan:
         "indptr": np.asarray(indptr, dtype=np.int64),
     }
     partials = {n: tuple(sorted(ks)) for n, ks in planner.partials.items()}
-    return Plan(tuple(planner.sizes), tuple(steps), partials, pattern, nnz, inside)
+    return Plan(tuple(planner.sizes), tuple(steps), partials, pattern, nnz, inside, tuple(planner.composites))
 
 
 def _dense_places(graph, specs, wrt, whole: Struct) -> np.ndarray:
@@ -584,17 +827,26 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
     for k, at in p.inside.items():
         buffers[k] = em.b.gep(result, [ir.Constant(loops.I64, at)], source_etype=DOUBLE)
     buffers[RESULT] = result
+    scales = {}
+    for i, c in enumerate(p.composites):
+        scales["chain", i] = _composite(em, c, *(scales[k] if k[0] == "chain" else partials[k[0]][k[1]].base
+                                                 for k in (c.a, c.b)))  # fmt: skip
     written = {RESULT}  # a result entry is stored once, or added to where the caller zeroed it
-    for step in p.steps:
-        fresh = step.dst not in written
-        assign = (step.dst == RESULT and not step.accumulate) or (
-            fresh and step.dpos is None and step.count == p.sizes[step.dst]
-        )
-        if fresh and not assign:
-            em.zero(buffers[step.dst], p.sizes[step.dst])
-        written.add(step.dst)
-        scale = None if step.scale is None else partials[step.scale[0]][step.scale[1]].base
-        _step(em, step, buffers[step.dst], buffers.get(step.src), scale, assign)
+    for group in _fused(p):
+        shared = {st.dst for st in group if sum(o.dst == st.dst for o in group) > 1}
+        assigns = []
+        for step in group:
+            fresh = step.dst not in written
+            assign = (step.dst == RESULT and not step.accumulate) or (
+                fresh and step.dpos is None and step.count == p.sizes[step.dst] and step.dst not in shared
+            )
+            if fresh and not assign:
+                em.zero(buffers[step.dst], p.sizes[step.dst])
+            written.add(step.dst)
+            assigns.append(assign)
+        ptrs = [None if st.scale is None else scales[st.scale] if st.scale[0] == "chain"
+                else partials[st.scale[0]][st.scale[1]].base for st in group]  # fmt: skip
+        _steps(em, group, [buffers[st.dst] for st in group], buffers.get(group[0].src), ptrs, assigns)
     em.finish()
     if kind != "dense":
         return [*shapes, (p.nnz,)], offset + p.nnz
@@ -603,35 +855,95 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
     return [*shapes, *blocks], offset + sum(math.prod(s) for s in blocks)
 
 
-def _step(em, step: Step, dst, src, scale, assign: bool):
+def _kill_product(b, x, y):
+    """``x * y``, zero where either is (an inf or NaN times a zero partial is no entry)."""
+    zero = ir.Constant(DOUBLE, 0.0)
+    kill = b.or_(b.fcmp_ordered("==", x, zero), b.fcmp_ordered("==", y, zero))
+    return b.select(kill, zero, b.fmul(x, y))
+
+
+def _composite(em, c: Composite, a, b):
+    """A buffer holding composite ``c``, from its factors' arrays ``a`` and ``b``."""
+    out = em.buffer(c.size)
+    table = None if c.table is None else loops.index_table(em.module, c.table)
+
+    def body(i, _):
+        x = em.b.load(em.b.gep(a, [i], source_etype=DOUBLE), typ=DOUBLE)
+        j = i if table is None else load_index(em.b, table, i)
+        y = em.b.load(em.b.gep(b, [j], source_etype=DOUBLE), typ=DOUBLE)
+        em.b.store(_kill_product(em.b, x, y), em.b.gep(out, [i], source_etype=DOUBLE))
+        return []
+
+    em.loop(c.size, body)
+    return out
+
+
+FUSE_BACK = 8  # groups searched back for a step to join (the plans have tens of steps)
+
+
+def _fused(p: Plan) -> list:
+    """The steps in groups that run as one loop: steps of one count reading the same entries
+    (source, positions and scale positions) load them once. A step joins an earlier group only
+    where no step run between them writes what it reads or reads what it writes; additions into
+    one buffer may change order (the last bit of a sum, as any order of the plan's terms)."""
+
+    def alias(b):  # a buffer the result holds is a part of the result
+        return RESULT if b in p.inside else b
+
+    def same(x, y):
+        return x is y or (x is not None and y is not None and np.array_equal(x, y))
+
+    groups: list = []
+    for st in p.steps:
+        into = None
+        for g in range(len(groups) - 1, max(len(groups) - FUSE_BACK, 0) - 1, -1):
+            head = groups[g][0]
+            if (
+                (head.src, head.count) == (st.src, st.count)
+                and same(head.spos, st.spos)
+                and same(head.sidx, st.sidx)
+            ):
+                into = groups[g]
+                break
+            if any(alias(o.dst) == alias(st.src) or alias(o.src) == alias(st.dst) for o in groups[g]):
+                break  # st cannot run before this group
+        if into is None:
+            groups.append([st])
+        else:
+            into.append(st)
+    return groups
+
+
+def _steps(em, group, dsts, src, scales, assigns):
+    """One loop running ``group``'s steps (see :class:`Step`), each into its ``dsts`` buffer."""
     b = em.b
     module = em.module
-    tables = [None if t is None else loops.index_table(module, t) for t in (step.dpos, step.spos, step.sidx)]
-    zero = ir.Constant(DOUBLE, 0.0)
+    head = group[0]
+    spos = None if head.spos is None else loops.index_table(module, head.spos)
+    sidx = None if head.sidx is None else loops.index_table(module, head.sidx)
+    dpos = [None if st.dpos is None else loops.index_table(module, st.dpos) for st in group]
 
     def at(ptr, table, i):
         return b.gep(ptr, [i if table is None else load_index(b, table, i)], source_etype=DOUBLE)
 
     def body(i, c):
-        x = None if step.src == ONES else b.load(at(src, tables[1], i), typ=DOUBLE)
-        coef = ir.Constant(DOUBLE, step.coef)
-        if scale is None:
-            term = coef if x is None else x if step.coef == 1.0 else b.fmul(coef, x)
-        else:
-            p = b.load(at(scale, tables[2], i), typ=DOUBLE)
-            if x is None:
-                term = p
+        x = None if head.src == ONES else b.load(at(src, spos, i), typ=DOUBLE)
+        k = i if sidx is None else load_index(b, sidx, i)
+        for st, dst, scale, assign, table in zip(group, dsts, scales, assigns, dpos, strict=True):
+            coef = ir.Constant(DOUBLE, st.coef)
+            if scale is None:
+                term = coef if x is None else x if st.coef == 1.0 else b.fmul(coef, x)
             else:
+                p = b.load(b.gep(scale, [k], source_etype=DOUBLE), typ=DOUBLE)
                 # A zero partial kills an inf/NaN entry, a zero entry an inf/NaN partial.
-                kill = b.or_(b.fcmp_ordered("==", p, zero), b.fcmp_ordered("==", x, zero))
-                term = b.select(kill, zero, b.fmul(p, x))
-            if step.coef != 1.0:
-                term = b.fmul(coef, term)
-        where = at(dst, tables[0], i)
-        b.store(term if assign else b.fadd(b.load(where, typ=DOUBLE), term), where)
+                term = p if x is None else _kill_product(b, p, x)
+                if st.coef != 1.0:
+                    term = b.fmul(coef, term)
+            where = at(dst, table, i)
+            b.store(term if assign else b.fadd(b.load(where, typ=DOUBLE), term), where)
         return []
 
-    em.loop(step.count, body)
+    em.loop(head.count, body)
 
 
 def compile_object(graph, wrt, value: bool, kind: str):
@@ -654,8 +966,7 @@ def bind(graph, wrt, kind: str) -> set:
     """Bind every array a cached sparse kernel of ``graph`` may read (recomputed from the graph,
     never read from the cache); returns their symbols."""
     names = loops.bind_data(graph)
-    for step in plan(graph, wrt, kind).steps:
-        for t in step.tables():
-            if t.size >= loops.DATA_FROM:
-                names.add(loops._data_symbol(t.astype(np.int32)))
+    for t in plan(graph, wrt, kind).tables():
+        if t.size >= loops.DATA_FROM:
+            names.add(loops._data_symbol(t.astype(np.int32)))
     return names
