@@ -325,7 +325,7 @@ def _check_meta(meta: dict, spec) -> None:
 def _check_loop_entry(meta: dict, obj: bytes, spec: Spec) -> None:
     """``_check_meta`` for a loop kernel, which also reads arrays by symbol: bind them (recomputed
     from the graph, the pattern too for sparse=) and refuse an entry that names any other."""
-    from .arrays import loops, sparse_loops
+    from .arrays import loops, sparse_loops, sparse_plan
 
     _check_meta(meta, spec)
     runtime.vecmath.load_libmvec()  # vector math calls resolve when the object loads
@@ -340,7 +340,7 @@ def _check_loop_entry(meta: dict, obj: bytes, spec: Spec) -> None:
             bound = sparse_loops.bind(graph, spec.wrt, kind)
         except loops.Unsupported as exc:
             raise ValueError(f"no sparse loop kernel: {exc}") from None
-        plan = sparse_loops.plan(graph, spec.wrt, kind)
+        plan = sparse_plan.plan(graph, spec.wrt, kind)
         if spec.sparse and not _same_pattern(meta["pattern"], plan.pattern):
             raise ValueError("the pattern differs from the graph's")
         if meta["statements"] != _sparse_work(graph, spec.wrt, kind):
@@ -381,9 +381,9 @@ def _sparse_kind(spec) -> str | None:
 
 def _sparse_work(graph, wrt, kind: str) -> int:
     """About how many operations one point of a sparse loop kernel costs (threads split by it)."""
-    from .arrays import sparse_loops
+    from .arrays import sparse_plan
 
-    work = sparse_loops.plan(graph, wrt, kind).work
+    work = sparse_plan.plan(graph, wrt, kind).work
     return work + sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
 
 
@@ -1017,13 +1017,13 @@ def _sparse_tangents_pay(graph, wrt, width: int, dense: int) -> bool:
     """Whether sparse tangents (symjac.arrays.sparse_loops) are clearly cheaper than dense
     tangents or adjoints (``dense``: their work) for this dense Jacobian: first by an upper bound
     on the entries (no plan), then by the plan's own entries."""
-    from .arrays import sparse, sparse_loops
+    from .arrays import sparse, sparse_plan
     from .arrays.elementwise import Unsupported
 
-    if sparse.ENTRY_COST * sparse_loops.entries_bound(graph, width) >= SPARSE_TANGENTS_BELOW * dense:
+    if sparse.ENTRY_COST * sparse_plan.entries_bound(graph, width) >= SPARSE_TANGENTS_BELOW * dense:
         return False
     try:
-        entries = sparse_loops.plan(graph, wrt, "dense").work
+        entries = sparse_plan.plan(graph, wrt, "dense").work
     except Unsupported:
         return False
     return sparse.ENTRY_COST * entries < SPARSE_TANGENTS_BELOW * dense
@@ -1031,11 +1031,11 @@ def _sparse_tangents_pay(graph, wrt, width: int, dense: int) -> bool:
 
 def _sparse_unsupported(graph, wrt, kind) -> str | None:
     """Why the sparse loop road cannot build this Jacobian: its plan (kept for the build) fails."""
-    from .arrays import sparse_loops
+    from .arrays import sparse_plan
     from .arrays.elementwise import Unsupported
 
     try:
-        sparse_loops.plan(graph, wrt, kind)
+        sparse_plan.plan(graph, wrt, kind)
     except Unsupported as exc:
         return str(exc)
     return None

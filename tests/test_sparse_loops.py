@@ -18,7 +18,7 @@ import pytest
 
 import symjac
 from symjac import compiled
-from symjac.arrays import sparse_loops
+from symjac.arrays import sparse_plan
 from symjac.backend import diskcache
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / "benchmarks"))
@@ -336,7 +336,7 @@ def test_a_square_moves_its_entries_once():
     graph = _Call(lambda x: x * x + x[::-1] * x, (np.zeros(5),), False, "compile").graph
     # x * x: its two equal partials (x and x) make one term, 2x, of x's 5 entries; x[::-1] * x
     # has two terms of 5 entries; they are stored once, into the output.
-    assert sum(st.count for st in sparse_loops.plan(graph, (0,), "csr").steps) == 15
+    assert sum(st.count for st in sparse_plan.plan(graph, (0,), "csr").steps) == 15
     agree(lambda x: x * x + x[::-1] * x, np.zeros(5))
 
 
@@ -351,12 +351,12 @@ def test_chained_scales_keep_the_zero_rule(monkeypatch):
     # the products' by the matmuls. Against the same plan with every entry stored: the same inf,
     # NaN and zeros (M[1] is a zero weight), and the same finite values to ulps.
     chained = dense_kernel(_chained, np.zeros(4))
-    assert sparse_loops.plan(chained.spec.graph, chained.spec.wrt, "dense").composites
-    monkeypatch.setattr(sparse_loops, "_PLANS", type(sparse_loops._PLANS)())
-    monkeypatch.setattr(sparse_loops, "_passes", lambda *args: False)
-    monkeypatch.setattr(sparse_loops, "_sums_terms", lambda *args: False)
+    assert sparse_plan.plan(chained.spec.graph, chained.spec.wrt, "dense").composites
+    monkeypatch.setattr(sparse_plan, "_PLANS", type(sparse_plan._PLANS)())
+    monkeypatch.setattr(sparse_plan, "_passes", lambda *args: False)
+    monkeypatch.setattr(sparse_plan, "_sums_terms", lambda *args: False)
     stored = dense_kernel(_chained, np.zeros(4))
-    assert not sparse_loops.plan(stored.spec.graph, stored.spec.wrt, "dense").composites
+    assert not sparse_plan.plan(stored.spec.graph, stored.spec.wrt, "dense").composites
     xs = np.array(
         [[0.0, 1.0, 2.0, 0.0], [1.0, 1.0, 0.0, 3.0], [1.0, 0.0, 2.0, 0.5], *RNG.standard_normal((3, 4))]
     )
@@ -405,16 +405,15 @@ def test_nbody_moves_each_pair_once_per_output():
     # Each pair's entries move into the result without being stored per product (25,860
     # entries before composite scales; 11,880 with them).
     graph = dense_kernel(nbody(20), np.zeros(120)).spec.graph
-    p = sparse_loops.plan(graph, (0,), "dense")
+    p = sparse_plan.plan(graph, (0,), "dense")
     assert sum(st.count for st in p.steps) <= 12_000
 
 
 def test_matmul_of_two_live_operands_is_refused():
-    from symjac.arrays import sparse_loops
     from symjac.functional import _Call
 
     graph = _Call(lambda x: x.reshape(2, 2) @ x[:2], (np.zeros(4),), False, "compile").graph
-    assert "matmul of two operands" in sparse_loops.unsupported(graph, (0,))
+    assert "matmul of two operands" in sparse_plan.unsupported(graph, (0,))
 
 
 # --- dense Jacobians from sparse tangents (the sparse-loops road) ---------------------------
@@ -566,7 +565,7 @@ def test_a_dense_layer_rules_sparse_tangents_out_without_planning(monkeypatch):
     def refuse(*args):
         raise AssertionError("planned sparse tangents for a dense MLP")
 
-    monkeypatch.setattr(sparse_loops, "plan", refuse)
+    monkeypatch.setattr(sparse_plan, "plan", refuse)
     assert symjac.compile(mlp, np.zeros(8), expand="arrays").spec.road == "reverse-loops"
 
 
