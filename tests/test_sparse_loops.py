@@ -389,6 +389,30 @@ def test_a_partial_scales_a_sum_that_cancels_as_a_sum():
     np.testing.assert_array_equal(dense(np.arange(1.0, 5.0)), np.eye(4))
 
 
+def test_a_weighed_sum_that_cancels_stays_zero():
+    # 0.7 + 1.1 - 1.8 is exactly 0: the middle row's entry is 0 summed first, an ulp weighed
+    # term by term, which the factor 1e20 (or sqrt's infinite partial) makes large (a review
+    # found this). Against the dense loop road, which sums first.
+    def linear(x):
+        X = x[:, None]
+        return 0.7 * X + 1.1 * X[::-1] - 1.8 * X[[0, 1, 2]]
+
+    def scaled(x):
+        return (linear(x) @ np.array([0.1])) * np.array([1.0, 1e20, 1.0])
+
+    def root(x):
+        return np.sqrt(linear(x) @ np.array([0.1]))
+
+    x = np.array([1.0, 0.0, 1.0])
+    for f in (scaled, root):
+        loops, _ = both(f, np.zeros(3))
+        dense = dense_kernel(f, np.zeros(3))
+        want = compiled.CompiledFunction(replace(dense.spec, road="loops"))(x)
+        assert want[1, 1] == 0.0
+        np.testing.assert_array_equal(loops(x).toarray(), want)
+        np.testing.assert_array_equal(dense(x), want)
+
+
 def test_equal_partials_of_a_comparison_are_not_merged():
     # maximum(x, x): its two partials are equal as formulas but not at NaN, where the kernel's
     # comparisons take neither side: their sum, 1, is the derivative every road gives.

@@ -172,7 +172,8 @@ def _fused(p: Plan) -> list:
 
 
 def _steps(em, group, dsts, src, scales, assigns):
-    """One loop running ``group``'s steps (see :class:`Step`), each into its ``dsts`` buffer."""
+    """One loop running ``group``'s steps (see :class:`~symjac.arrays.sparse_struct.Step`), each
+    into its ``dsts`` buffer."""
     b = em.b
     module = em.module
     head = group[0]

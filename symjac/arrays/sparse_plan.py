@@ -104,9 +104,9 @@ def _elementwise(planner, graph, n, op, args, S, uses) -> Struct | Pending | Non
         terms.append((t, None, float(p) * times) if p.is_Number else (t, (n, k), float(times)))
     merged: dict = {}  # -4.4 * u - 4 * a * u: one term of u's entries, not two
     for t, scale, coef in terms:
-        key = (id(t), scale)
-        merged[key] = (t, scale, merged[key][2] + coef) if key in merged else (t, scale, coef)
-    terms = list(merged.values())
+        merged.setdefault((id(t), scale), (t, scale, []))[2].append(coef)
+    # fsum: the coefficients' exact sum, rounded once (0.7 + 1.1 - 1.8 is 0, in any order)
+    terms = [(t, scale, math.fsum(coefs)) for t, scale, coefs in merged.values()]
     if not terms:
         return None
     if len(terms) == 1 and terms[0][1] is None and terms[0][2] == 1.0:  # x + c: x's entries, unmoved
@@ -217,6 +217,21 @@ def _sums_terms(planner, S, a, readers: int) -> bool:
     return type(s) is Pending and s.stored is None and readers == 1 and a not in planner.outputs
 
 
+def _weighable(planner, s: Pending) -> list:
+    """``s``'s terms as a contraction weighs them: the entries that two unscaled terms share
+    summed and stored first. ``0.7 x + 1.1 x - 1.8 x`` is exactly 0, but weighed term by term
+    it is an ulp, which a large factor downstream, or sqrt's infinite partial, magnifies. Scaled
+    terms' entries are run-time products whose sums cancel only by chance, as in any order of
+    summation; a non-finite weight makes the output's value inf or NaN whatever the entries."""
+    plain = [term for term in s.terms if term[1] is None]
+    if len(plain) < 2:
+        return s.terms
+    own, rest = _scalable(planner, Pending(s.size, plain))
+    if rest is None:
+        return s.terms
+    return [term for term in s.terms if term[1] is not None] + own + [(rest, None, 1.0)]
+
+
 def _contraction(planner, graph, n, op, args, params, S, uses) -> Struct:
     """``A @ B`` (or einsum) where only A depends on the inputs: a weighted sum of A's rows, the
     weights B's elements (read from B's values, under the zero rule). Where A's entries are
@@ -233,9 +248,7 @@ def _contraction(planner, graph, n, op, args, params, S, uses) -> Struct:
     a = args[live]
     s = S[a]
     if _sums_terms(planner, S, a, uses[a]) and _table(rows) is None:
-        # Not _scalable: the weights are data, and a non-finite weight makes the output's value
-        # inf or NaN whatever the entries; finite ones scale the terms as they would their sum.
-        terms = s.terms
+        terms = _weighable(planner, s)
         w = planner.width
         unique, inverse = _unique(np.concatenate([group[t.rows()] * w + t.cols for t, _, _ in terms]))
         result, dst = planner.owned(*_rows_of_keys(planner, unique, size))

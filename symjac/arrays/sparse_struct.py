@@ -79,9 +79,9 @@ class Pending:
     """Entries not stored yet: the sum of each term's ``coef * scale * entries``, stored when
     first read (``_get``), unless its readers take its terms instead: a linear elementwise op of
     the same shape that is its one reader (so ``a + b + c - 4 * d`` stores one array, not four),
-    another elementwise op of the same shape where that moves fewer entries (``_passes``: its
-    partial then scales each term, through a :class:`Composite`), or a contraction that is its
-    one reader (``_sums_terms``)."""
+    another elementwise op of the same shape where that moves fewer entries (``sparse_plan._passes``:
+    its partial then scales each term, through a :class:`Composite`), or a contraction that is
+    its one reader (``sparse_plan._sums_terms``)."""
 
     size: int
     terms: list  # (Struct, scale: None, (node, k) or ("chain", i), coef: float)
