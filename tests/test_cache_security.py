@@ -161,6 +161,20 @@ def test_kernels_of_an_earlier_format_are_never_loaded(cache, monkeypatch):
     assert symjac.compile(g, np.zeros(3)).cache_hit
 
 
+def test_kernels_that_other_code_built_are_never_loaded(cache, monkeypatch):
+    """The key holds a digest of symjac's source: after an upgrade or a local change, a kernel
+    built by the old code (whatever bug it had) is rebuilt, not loaded."""
+    assert len(diskcache.code_digest()) == 64
+    with monkeypatch.context() as old_code:
+        old_code.setattr(diskcache, "code_digest", lambda: "0" * 64)
+        compile_f()
+        assert compile_f().cache_hit
+    old = set(entries(cache))
+    assert not compile_f().cache_hit
+    assert len(set(entries(cache)) - old) == 1
+    assert compile_f().cache_hit
+
+
 def refused_folder(cache, tweak):
     cache.mkdir(mode=0o700)
     tweak(cache)

@@ -13,6 +13,8 @@ user wrote (docs/security.md):
 - Entries are opened without following links and without blocking (a FIFO never hangs), only as
   regular files, and read up to a size bound. The metadata is checked by the caller's schema and
   the object code must define exactly the expected symbols before it is linked.
+- Entries are keyed by the computation, the CPU, LLVM and a digest of symjac's own source, so
+  a kernel built by other code (an upgrade, a local change) is never loaded.
 - Any entry that fails a check is deleted and rebuilt. Writes go to a temporary file renamed
   into place, so concurrent processes never see half an entry; orphaned temporary files are
   removed, and the least recently used entries are evicted past ``SYMJAC_CACHE_MAX_BYTES``.
@@ -21,6 +23,7 @@ user wrote (docs/security.md):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -80,10 +83,24 @@ def max_bytes() -> int:
         return DEFAULT_MAX_BYTES
 
 
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 of symjac's own source files: a kernel that other code built (another release,
+    a local change) has another key, so it is never loaded, whatever FORMAT says. About 3 ms,
+    once per process."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def key(canonical: str) -> str:
-    """The entry name for a canonical description of the computation, on this CPU and LLVM."""
+    """The entry name for a canonical description of the computation, on this CPU and LLVM, by
+    this code."""
     machine = (
         FORMAT,
+        code_digest(),
         llvmlite.__version__,
         llvm.llvm_version_info,
         llvm.get_process_triple(),
