@@ -85,9 +85,12 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
         buffers[k] = em.b.gep(result, [ir.Constant(loops.I64, at)], source_etype=DOUBLE)
     buffers[RESULT] = result
     scales = {}
+
+    def scale(key):  # a partial's array, a composite's, or None (1)
+        return None if key is None else scales[key] if key[0] == "chain" else partials[key[0]][key[1]].base
+
     for i, c in enumerate(p.composites):
-        scales["chain", i] = _composite(em, c, *(scales[k] if k[0] == "chain" else partials[k[0]][k[1]].base
-                                                 for k in (c.a, c.b)))  # fmt: skip
+        scales["chain", i] = _composite(em, c, scale(c.a), scale(c.b))
     written = {RESULT}  # a result entry is stored once, or added to where the caller zeroed it
     for group in _fused(p):
         shared = {st.dst for st in group if sum(o.dst == st.dst for o in group) > 1}
@@ -101,8 +104,7 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
                 em.zero(buffers[step.dst], p.sizes[step.dst])
             written.add(step.dst)
             assigns.append(assign)
-        ptrs = [None if st.scale is None else scales[st.scale] if st.scale[0] == "chain"
-                else partials[st.scale[0]][st.scale[1]].base for st in group]  # fmt: skip
+        ptrs = [scale(st.scale) for st in group]
         _steps(em, group, [buffers[st.dst] for st in group], buffers.get(group[0].src), ptrs, assigns)
     em.finish()
     if kind != "dense":

@@ -24,14 +24,13 @@ from .sparse_struct import (
     Step,
     Struct,
     _get,
+    _keyed_union,
     _overlap,
     _Planner,
     _rows_of,
-    _rows_of_keys,
     _scalable,
     _stacked,
     _table,
-    _unique,
 )
 
 GATHERS = frozenset({"reshape", "transpose", "broadcast_to", "getitem", "setitem", "concat", "stack", "cast"})
@@ -137,12 +136,19 @@ def _live_partials(args, syms, partials, S):
     return [tuple(v) for v in live.values()]
 
 
+def _unstored(planner, S, a) -> Pending | None:
+    """``a``'s pending entries, where its readers may still take their terms: not stored yet,
+    and not an output (which is stored at the end whatever they do)."""
+    s = S[a]
+    return s if type(s) is Pending and s.stored is None and a not in planner.outputs else None
+
+
 def _passes(planner, S, a, p, readers: int, size: int) -> bool:
     """Whether a reader of ``a``'s pending entries takes its terms rather than its stored entries:
     where, with every reader doing so, fewer entries move (and composite scales are computed)
     than by storing them once for all readers to read."""
-    s = S[a]
-    if type(s) is not Pending or s.stored is not None or a in planner.outputs:
+    s = _unstored(planner, S, a)
+    if s is None:
         return False
     if p.is_Number and readers == 1:
         return True
@@ -156,12 +162,11 @@ def _passes(planner, S, a, p, readers: int, size: int) -> bool:
     return True
 
 
-def _merged(planner, t: Struct, group, size: int):
-    """Rows ``t``'s summed into ``size`` rows, row ``r`` into row ``group[r]``: ``(their
-    structure, its buffer, the place there of each of t's entries)``."""
-    w = planner.width
-    unique, inverse = _unique(group[t.rows()] * w + t.cols)
-    return (*planner.owned(*_rows_of_keys(planner, unique, size)), inverse)
+def _merged(planner, structs, group, size: int):
+    """The structs' rows summed into ``size`` rows, row ``r`` into row ``group[r]``: ``(their
+    structure, its buffer, the places there of each struct's entries)``."""
+    indptr, cols, places = _keyed_union(planner, structs, size, group)
+    return (*planner.owned(indptr, cols), places)
 
 
 def _reduce(planner, graph, n, op, x, params, S) -> Struct:
@@ -170,7 +175,7 @@ def _reduce(planner, graph, n, op, x, params, S) -> Struct:
     kept = tuple(1 if d in axes else k for d, k in enumerate(x_shape))
     group = np.broadcast_to(_positions(kept), x_shape).ravel()
     t = _get(planner, S, x)
-    out, dst, inverse = _merged(planner, t, group, math.prod(kept))
+    out, dst, (inverse,) = _merged(planner, [t], group, math.prod(kept))
     if op == "sum":
         planner.move(dst, t, inverse)
     else:  # each entry times its element's weight (softmax, or a share of the ties)
@@ -213,8 +218,7 @@ def _grid(shape, lets: str, order: list, sizes: dict) -> np.ndarray:
 def _sums_terms(planner, S, a, readers: int) -> bool:
     """Whether a contraction sums the terms of ``a``'s pending entries, scaling each by its
     weights, rather than the entries stored: where it is their one reader."""
-    s = S[a]
-    return type(s) is Pending and s.stored is None and readers == 1 and a not in planner.outputs
+    return readers == 1 and _unstored(planner, S, a) is not None
 
 
 def _weighable(planner, s: Pending) -> list:
@@ -249,11 +253,8 @@ def _contraction(planner, graph, n, op, args, params, S, uses) -> Struct:
     s = S[a]
     if _sums_terms(planner, S, a, uses[a]) and _table(rows) is None:
         terms = _weighable(planner, s)
-        w = planner.width
-        unique, inverse = _unique(np.concatenate([group[t.rows()] * w + t.cols for t, _, _ in terms]))
-        result, dst = planner.owned(*_rows_of_keys(planner, unique, size))
-        cuts = np.cumsum([len(t.cols) for t, _, _ in terms])[:-1]
-        for (t, scale, coef), places in zip(terms, np.split(inverse, cuts), strict=True):
+        result, dst, places_of = _merged(planner, [t for t, _, _ in terms], group, size)
+        for (t, scale, coef), places in zip(terms, places_of, strict=True):
             if scale is None:
                 planner.move(dst, t, places, (n, weight), weights[t.rows()], coef)
             else:
@@ -261,7 +262,7 @@ def _contraction(planner, graph, n, op, args, params, S, uses) -> Struct:
                 planner.move(dst, t, places, chained, t.rows(), coef)
         return result
     t = _get(planner, S, a).take(rows, planner)
-    result, dst, inverse = _merged(planner, t, group, size)
+    result, dst, (inverse,) = _merged(planner, [t], group, size)
     planner.move(dst, t, inverse, (n, weight), weights[t.rows()])
     return result
 
@@ -325,8 +326,7 @@ def _plan(graph, wrt, kind) -> Plan:
     for j in wrt:
         col0[j] = width
         width += math.prod(specs[j][0])
-    planner = _Planner(width)
-    planner.outputs = set(graph.outputs)
+    planner = _Planner(width, graph.outputs)
     uses = np.bincount([a for _, args, _ in graph.eqns for a in args if type(a) is int] + list(graph.outputs),
                        minlength=len(graph.eqns))  # fmt: skip
     S: list = []

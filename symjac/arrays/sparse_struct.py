@@ -235,15 +235,15 @@ class Composite:
 
 
 class _Planner:
-    def __init__(self, width):
+    def __init__(self, width, outputs=()):
         self.width = width
+        self.outputs = set(outputs)
         self.sizes = [0]
         self.steps = []
         self.partials = {}
         self.entries = 0
         self.composites = []
         self._composite_keys = {}
-        self.outputs = set()
 
     def spend(self, entries: int):
         self.entries += entries
@@ -334,10 +334,7 @@ def _union(planner, terms, size):
     if len(structs) <= SINGLES_COMPARED and all(t.single and len(t.cols) == size for t in structs):
         indptr, cols, places = _union_of_singles(planner, structs, size)
     else:
-        w = planner.width
-        unique, inverse = _unique(np.concatenate([t.rows() * w + t.cols for t in structs]))
-        indptr, cols = _rows_of_keys(planner, unique, size)
-        places = np.split(inverse, np.cumsum([len(t.cols) for t in structs])[:-1])
+        indptr, cols, places = _keyed_union(planner, structs, size)
     at = {id(t): k for k, t in enumerate(structs)}
     return indptr, cols, [places[at[id(t)]] for t in terms]
 
@@ -365,6 +362,16 @@ def _union_of_singles(planner, structs, size):
     for c, f, at in zip(cols, first, places, strict=True):
         union[at[f]] = c[f]
     return indptr, union, places
+
+
+def _keyed_union(planner, structs, size: int, group=None):
+    """``(indptr, cols, places)``: rows of ``size`` elements holding every column of the structs'
+    rows, row ``r`` of each into row ``group[r]`` (its own row without ``group``), by sorting
+    the entries' keys; ``places[k]``, where each of struct ``k``'s entries lands."""
+    w = planner.width
+    keys = [(t.rows() if group is None else group[t.rows()]) * w + t.cols for t in structs]
+    unique, inverse = _unique(np.concatenate(keys))
+    return (*_rows_of_keys(planner, unique, size), np.split(inverse, np.cumsum([len(k) for k in keys])[:-1]))
 
 
 def _rows_of_keys(planner, unique, size: int):
