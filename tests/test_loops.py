@@ -48,10 +48,11 @@ def both(func, *examples, **kw):
 
 
 def close(a, b):
-    """Within a few ulps of the larger entries (sums of products round differently)."""
+    """Within a few ulps of the larger finite entries (sums of products round differently), and
+    inf and NaN in the same places."""
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape and a.dtype == b.dtype
-    scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+    scale = max(1.0, float(np.max(np.abs(b), initial=0.0, where=np.isfinite(b))))
     np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14 * scale)
 
 
@@ -477,3 +478,92 @@ def test_adjoints_through_strided_views(func, shape):
     # Reverse kernels scatter into a transposed (strided) adjoint through a scratch buffer, and a
     # reshape of a strided adjoint keeps rows of its own: both against forward and elements.
     agree(func, np.zeros(shape))
+
+
+def _sqrt_at_zero():
+    """Weights with exact zeros, and a point where sqrt's partial is infinite: z[1] = x0 - x1 = 0
+    in any order of summation; W1[1, 2:] = 0, so output columns 2.. get nothing through it."""
+    rng = np.random.default_rng(3)
+    W1 = rng.uniform(0.1, 1.0, (3, 8))
+    W1[1] = 0.0
+    W1[1, :2] = 1.0, -1.0
+    W2 = rng.standard_normal((2, 3))
+    x = rng.uniform(0.1, 1.0, 8)
+    x[1] = x[0]
+    return W1, W2, x
+
+
+@pytest.mark.parametrize("n_out", [2, 3, 11])
+def test_a_zero_weight_kills_an_infinite_partial_in_contractions(n_out):
+    # The exact derivative has no term for W1[1, j] = 0, so sqrt'(0) = inf must not make those
+    # entries NaN (0 * inf): forward tangents, reverse adjoints (Dense runs and compares both)
+    # and the element road agree, inf and NaN included; a batch's points take the same path.
+    W1, W2, x = _sqrt_at_zero()
+    f = {
+        2: lambda a: W2 @ np.sqrt(W1 @ a),
+        3: lambda a: np.sqrt(a @ W1.T),
+        11: lambda a: np.concatenate([W1.T @ np.sqrt(W1 @ a), np.sqrt(W1 @ a)]),
+    }[n_out]
+    loops, elements = both(f, x)
+    want = elements(x)
+    got = loops(x)
+    close(got, want)
+    assert np.isinf(got[:, :2]).any() and np.isfinite(got[:, 2:]).all()
+    y = x + np.r_[0.25, np.zeros(7)]  # z[1] = 0.25: no infinite partial
+    batch = loops(np.stack([y, x, x]))
+    close(batch[1], want)
+    close(batch[0], elements(y))
+    assert np.isfinite(batch[0]).all()
+
+
+def test_products_of_vectors_keep_the_zero_rule():
+    # vjp (adjoints seeded by v) as the element road's; jvp along a v that leaves x0 and x1 where
+    # they are (so z[1] stays 0 and sqrt(z[1]) constant): the Jacobian's other columns times v.
+    W1, W2, x = _sqrt_at_zero()
+    f = lambda a: W2 @ np.sqrt(W1 @ a)  # noqa: E731
+    J = symjac.compile(f, x, expand="elements")(x)
+    u, v = np.array([0.5, -2.0]), np.r_[0.0, 0.0, np.linspace(1.0, 2.0, 6)]
+    vjp = symjac.compile(f, x, mode="vjp", expand="arrays")(x, v=u)
+    close(vjp, symjac.compile(f, x, mode="vjp", expand="elements")(x, v=u))
+    assert np.isinf(vjp[:2]).all() and np.isfinite(vjp[2:]).all()
+    close(symjac.compile(f, x, mode="jvp", expand="arrays")(x, v=v), J[:, 2:] @ v[2:])
+
+
+def test_a_computed_zero_factor_kills_an_infinite_tangent():
+    # sqrt(x)[0]'s tangent is inf at x0 = 0, and its factor row m[0] = x[2:5] - (2, 3, 4) is 0
+    # there, so out[j] = sqrt(x0) * 0 + ... does not change with x0: column 0 is exactly 0. (The
+    # element road differentiates the formula, (x2 - 2) / (2 sqrt(x0)), and gets 0/0 = NaN.)
+    f = lambda a: np.sqrt(a)[:2] @ np.stack([a[2:5] - np.arange(2.0, 5.0), a[1:4]])  # noqa: E731
+    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    loops, elements = both(f, x)
+    got = loops(x)
+    assert np.all(got[:, 0] == 0.0)
+    close(got[:, 1:], elements(x)[:, 1:])
+
+
+def test_only_contractions_an_inf_can_reach_are_guarded():
+    # A tanh MLP has no op whose value or partial is infinite at finite arguments: its kernels
+    # carry no check at all. A root guards the products that its tangents reach (forward: the
+    # contractions after it) or its adjoints (reverse: the contractions before it).
+    from symjac.arrays import finiteness
+
+    def graph(func, n):
+        return symjac.compile(func, np.full(n, 0.5), expand="arrays").spec.graph
+
+    def contractions(g):
+        return {n for n, (op, _, _) in enumerate(g.eqns) if op in finiteness.CONTRACTIONS}
+
+    W = RNG.standard_normal((4, 8))
+    tanh = graph(mlp(16), 8)
+    assert contractions(tanh) and not finiteness.forward_guards(tanh) and not finiteness.reverse_guards(tanh)
+    root_first = graph(lambda a: W @ np.sqrt(a), 8)
+    assert finiteness.forward_guards(root_first) == contractions(root_first)
+    root_last = graph(lambda a: np.sqrt(W @ a), 8)
+    assert not finiteness.forward_guards(root_last)
+    assert finiteness.reverse_guards(root_last) == contractions(root_last)
+    import sympy
+
+    a, b = sympy.symbols("a b", real=True)
+    assert finiteness.finite_at_finite(1 - sympy.tanh(a) ** 2) and finiteness.finite_at_finite(a * b**2)
+    for risky in (1 / (2 * sympy.sqrt(a)), sympy.exp(a), a / b, sympy.log(a), a**-1.5):
+        assert not finiteness.finite_at_finite(risky)

@@ -472,6 +472,54 @@ def test_a_singular_or_nan_element_keeps_other_columns_exact_on_both_roads():
         assert np.isnan(J[:, 2]).all() and np.isfinite(np.delete(J, 2, axis=1)).all(), expand
 
 
+def test_a_zero_weight_kills_an_infinite_partial_in_the_drop_in():
+    # W[1, 0] = 0: output 1 does not depend on x0, so sqrt'(0) = inf must not make that entry
+    # NaN. The drop-in's array evaluators (NumPy; the loop kernels' side is test_loops') agree
+    # with the element road, infinities included, in jacobian, vjp, hessian and hvp.
+    W = np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]])
+    w = np.array([0.0, 1.0, 1.0])
+    x = np.array([0.0, 1.0, 4.0])
+    loss = lambda a: (W @ np.sqrt(a + 1.0)).sum() + w @ np.sqrt(a)  # noqa: E731
+    cases = [
+        ("jacobian", lambda a: W @ np.sqrt(a), ()),
+        ("jacobian", lambda a: np.einsum("ij,j->i", W, np.sqrt(a)), ()),
+        ("vjp", lambda a: W @ np.sqrt(a), (np.ones(2),)),
+        ("hessian", loss, ()),
+        ("hvp", loss, (np.array([1.0, 0.5, 0.0]),)),
+    ]
+    for api, fn, rest in cases:
+        want = getattr(symjac, api)(fn, x, *rest, expand="elements")
+        got = getattr(symjac, api)(fn, x, *rest, expand="arrays")
+        if api in ("vjp", "hvp"):
+            got, want = got[1], want[1]
+        np.testing.assert_allclose(got, want, **ULPS)
+        assert not np.isnan(got).any(), api
+    J = symjac.jacobian(cases[0][1], x, expand="arrays")
+    assert J[0, 0] == np.inf and J[1, 0] == 0.0
+
+
+def test_numpy_contractions_under_the_zero_rule_in_slices(monkeypatch):
+    # finiteness.einsum forms every product where an inf or NaN is present: in slices of the
+    # first output letter when they would be many, with the same result.
+    from symjac.arrays import finiteness
+
+    rng = np.random.default_rng(5)
+    A, T = rng.standard_normal((6, 4)), rng.standard_normal((4, 3, 2))
+    np.testing.assert_array_equal(finiteness.einsum(["ij", "jkz"], "ikz", [A, T], (1,)),
+                                  np.einsum("ij,jkz->ikz", A, T))  # fmt: skip
+    A[2, 0], T[0, 0, 0], T[1, 2, 1] = 0.0, np.inf, np.nan
+    whole = finiteness.einsum(["ij", "jkz"], "ikz", [A, T], (1,))
+    with np.errstate(invalid="ignore"):
+        naive = np.einsum("ij,jkz->ikz", A, T)
+    assert np.isnan(naive[2, 0, 0]) and np.isclose(whole[2, 0, 0], A[2, 1:] @ T[1:, 0, 0], rtol=1e-14)
+    assert np.isinf(whole[[0, 1, 3, 4, 5], 0, 0]).all() and np.isnan(whole[:, 2, 1]).all()
+    keep = np.ones(whole.shape, dtype=bool)
+    keep[2, 0, 0] = keep[:, 2, 1] = False  # elsewhere the products are IEEE's own
+    np.testing.assert_allclose(whole[keep], naive[keep], **ULPS)
+    monkeypatch.setattr(finiteness, "_CHUNK", 8)
+    np.testing.assert_array_equal(finiteness.einsum(["ij", "jkz"], "ikz", [A, T], (1,)), whole)
+
+
 def _evaluate_formula(text, namespace):
     """Evaluate a printed formula with NumPy: '·' is a matrix product, diag a diagonal matrix."""
     lines = [line.strip() for line in text.replace("where ", "").splitlines()]

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ..trace.ops import ELEMENTWISE, decode_index
-from . import sparse
+from . import finiteness, sparse
 from .elementwise import Unsupported, rule
 
 F64 = np.dtype(np.float64)
@@ -305,6 +305,12 @@ def _matmul(vals, tans, params, shape, dtype, width):
     value = np.matmul(a, b)
     if ta is None and tb is None:
         return value, None
+    factors = (a, b) if ta is not None and tb is not None else ()
+    if not finiteness.finite(*(t for t in (ta, tb) if t is not None), *factors):
+        from .loops import matmul_letters  # the same letters as the kernels' (no LLVM needed)
+
+        letters, out, _ = matmul_letters(np.shape(a), np.shape(b))
+        return value, _einsum_tangent(letters, out, vals, tans)
     # Tangent axis first, so that matmul broadcasts over it as a batch dimension.
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
@@ -331,16 +337,24 @@ def _einsum(vals, tans, params, shape, dtype, width):
     value = np.asarray(np.einsum(spec, *vals))
     ins, out = spec.split("->")
     ins = ins.split(",")
-    free = next(c for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in spec)
+    return value, _einsum_tangent(ins, out, vals, tans)
+
+
+def _einsum_tangent(ins, out, vals, tans):
+    """The product rule's terms of ``einsum(ins -> out)``, a zero factor killing an inf or NaN
+    tangent (``finiteness.einsum``)."""
+    used = "".join(ins) + out
+    free = next(c for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in used)
     tangent = None
     for k, t in enumerate(tans):
         if t is None:
             continue
         terms = [s + free if i == k else s for i, s in enumerate(ins)]
         operands = [t if i == k else v for i, v in enumerate(vals)]
-        part = np.einsum(",".join(terms) + "->" + out + free, *operands)
+        checked = [k] + [i for i, u in enumerate(tans) if i != k and u is not None]
+        part = finiteness.einsum(terms, out + free, operands, checked)
         tangent = part if tangent is None else tangent + part
-    return value, tangent
+    return tangent
 
 
 def _cast(vals, tans, params, shape, dtype, width):

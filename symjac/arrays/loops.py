@@ -37,6 +37,7 @@ from ..backend import vecmath
 from ..backend.codegen import _Lowerer
 from ..elements.derive import _input_specs
 from ..trace.ops import ELEMENTWISE, decode_index
+from . import finiteness
 from .elementwise import Unsupported, formulas
 from .sparse import _positions
 
@@ -45,6 +46,7 @@ DOUBLE = ir.DoubleType()
 I64 = ir.IntType(64)
 I32 = ir.IntType(32)
 I1 = ir.IntType(1)
+I8 = ir.IntType(8)
 PTR = ir.PointerType()
 CHUNK = 8  # tangent lanes per vector when the tangent row is longer than WHOLE_ROW
 WHOLE_ROW = 16  # tangent rows up to this long are one vector
@@ -192,6 +194,8 @@ class _Emitter:
         self.heap: list = []
         self.stack_bytes = 0
         self._n = 0
+        self._flag_ptr = None
+        self.guards = frozenset()  # the contractions that check for an inf or NaN (finiteness)
 
     def label(self, what):
         self._n += 1
@@ -370,6 +374,64 @@ class _Emitter:
     def zeros(self, vtype):
         return ir.Constant(vtype, None)
 
+    def finite(self, view: View):
+        """An i1, true where every element of ``view`` is finite: ``x * 0`` is 0 for finite ``x``,
+        NaN for inf or NaN, so one sum of them tells (in any order)."""
+        b, zero = self.b, ir.Constant(DOUBLE, 0.0)
+
+        def add(idx, carry):
+            total = b.fadd(carry[0], b.fmul(self.load(view, idx), zero))
+            total.flags.append("reassoc")
+            return [total]
+
+        (total,) = self.nest(view.shape, add, [zero])
+        return b.fcmp_ordered("==", total, zero)
+
+    # Exactness. Tangents and adjoints are finite until an inf or NaN partial meets them (sqrt at
+    # 0): the elementwise rules' exact branches say so here, and contractions, whose fast
+    # products would turn a zero times that inf into NaN, then take an exact loop of their own.
+    def taint(self, cond=None):
+        """Record that a tangent or adjoint may hold an inf or NaN from here on (where ``cond``)."""
+        flag, b = self._flag(), self.b
+        value = ir.Constant(I8, 1) if cond is None else b.or_(b.load(flag, typ=I8), b.zext(cond, I8))
+        b.store(value, flag)
+
+    def clean(self):
+        """An i1: no tangent or adjoint has met an inf or NaN partial yet (see ``taint``)."""
+        return self.b.icmp_unsigned("==", self.b.load(self._flag(), typ=I8), ir.Constant(I8, 0))
+
+    def _flag(self):
+        if self._flag_ptr is None:
+            b = ir.IRBuilder(self.entry)
+            self._flag_ptr = b.alloca(I8)
+            b.store(ir.Constant(I8, 0), self._flag_ptr)
+        return self._flag_ptr
+
+    def cold(self, views, body):
+        """``body(emitter, views)`` in a function of its own, called here with the views' arrays:
+        marked cold and never inlined nor optimised, so a path that only inf or NaN values take
+        costs LLVM little (and the fast path not a thing)."""
+        bases = []
+        for v in views:
+            if v is not None and not isinstance(v.base, tuple) and all(v.base is not x for x in bases):
+                bases.append(v.base)
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [PTR] * len(bases)),
+                         self.module.get_unique_name("symjac_exact"))  # fmt: skip
+        fn.linkage = "internal"
+        for attribute in ("cold", "noinline", "optnone", "nounwind"):
+            fn.attributes.add(attribute)
+        rebased = []
+        for v in views:
+            if v is None or isinstance(v.base, tuple):
+                rebased.append(v)
+                continue
+            arg = fn.args[next(k for k, x in enumerate(bases) if v.base is x)]
+            rebased.append(View(arg, v.offset, v.shape, v.strides))
+        sub = _Emitter(self.module, fn, self.width)
+        body(sub, rebased)
+        sub.finish()
+        self.b.call(fn, bases)
+
 
 # --- the program --------------------------------------------------------------------------------
 
@@ -399,6 +461,7 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel", mode="ja
             at += math.prod(specs[j][0])
         width = 1
     em, (inp, out64, _) = kernel_function(module, name, width)
+    em.guards = finiteness.forward_guards(graph)
 
     def seed(j, shape):
         if j in seeds:
@@ -628,6 +691,12 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
                 with plain:
                     rows(False)
                 with exact:
+                    if em.guards:  # a contraction downstream checks
+                        infinite = [lane(f[1], k) for _, _, f in terms if f is not None]
+                        any_infinite = infinite[0]
+                        for x in infinite[1:]:
+                            any_infinite = b.or_(any_infinite, x)
+                        em.taint(any_infinite)
                     rows(True)
 
     if not vectors:
@@ -653,9 +722,10 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
 # --- contractions -------------------------------------------------------------------------------
 
 
-def _contract(em, operands, letters, out_letters, sizes, shape):
+def _contract(em, operands, letters, out_letters, sizes, shape, guard=False):
     """``einsum(letters -> out_letters)`` of ``operands`` (Nodes), with its tangent by the
-    product rule; ``sizes`` maps each letter to its extent.
+    product rule; ``sizes`` maps each letter to its extent; with ``guard`` (see finiteness),
+    points where an inf or NaN may meet a zero take an exact loop.
 
     The innermost output axis is register-blocked: ``ROWS`` results at a time, each with its
     own accumulators, so that the fused multiply-adds of one result do not wait on each other
@@ -750,21 +820,88 @@ def _contract(em, operands, letters, out_letters, sizes, shape):
 
         em.chunks(chunk)
 
-    if not shape or rows == 1 or shape[-1] < 2:
-        em.nest(shape, lambda idx, c: (block([idx]), [])[1])
+    def results():
+        if not shape or rows == 1 or shape[-1] < 2:
+            em.nest(shape, lambda idx, c: (block([idx]), [])[1])
+        else:
+            em.blocks(shape, rows, block)
+
+    if not (guard and live):
+        results()
         return Node(out, tout)
-    em.blocks(shape, rows, block)
+    # Where a tangent or a factor is inf or NaN, its products with the other's zeros are NaN,
+    # but an exact zero times anything contributes nothing (the element road's and the sparse
+    # road's rule): such points take a scalar loop with that rule, the rest no masks at all.
+    with b.if_else(_contraction_finite(em, operands, live)) as (fast, exact):
+        with fast:
+            results()
+        with exact:
+            n = len(vals)
+            em.cold(
+                [*vals, *tans, out, tout],
+                lambda sub, vs: _exact(sub, vs[:n], vs[n : 2 * n], live, inner, shape, vs[-2], vs[-1]),
+            )
     return Node(out, tout)
+
+
+def _contraction_finite(em, operands, live):
+    """An i1 saying a contraction's fast tangent products are exact: no tangent has met an inf or
+    NaN partial, and the factors computed from the inputs are finite."""
+    b, ok = em.b, em.clean()
+    for m, a in enumerate(operands):
+        if a.tangent is not None and any(k != m for k in live):
+            ok = b.and_(ok, em.finite(a.value))
+    return ok
+
+
+def _exact(em, vals, tans, live, inner, shape, out, tout):
+    """A contraction's values and tangent one double at a time, each product of a zero with an
+    inf or NaN in the tangent being zero; the others are the fast loops' multiply-adds, in order."""
+    b, zero = em.b, ir.Constant(DOUBLE, 0.0)
+
+    def product(views, full):
+        xs = [em.load(v, full) for v in views]
+        result = xs[0]
+        for x in xs[1:]:
+            result = b.fmul(result, x)
+        return result
+
+    def result(idx, carry):
+        (total,) = em.nest(inner, lambda jdx, c: [b.fadd(c[0], product(vals, idx + jdx))], [zero])
+        em.store(total, out, idx)
+
+        def column(j, carry):
+            def step(jdx, carry):
+                (acc,) = carry
+                full = idx + jdx
+                for k in live:
+                    t = b.load(em.address(tans[k], full, em.width, j), typ=DOUBLE)
+                    if len(vals) == 1:
+                        acc = b.fadd(acc, t)
+                        continue
+                    coef = product([v for m, v in enumerate(vals) if m != k], full)
+                    kill = b.or_(b.fcmp_ordered("==", coef, zero), b.fcmp_ordered("==", t, zero))
+                    acc = em.fma(b.select(kill, zero, coef), b.select(kill, zero, t), acc)
+                return [acc]
+
+            (acc,) = em.nest(inner, step, [zero])
+            b.store(acc, em.address(tout, idx, em.width, j))
+            return []
+
+        em.loop(em.width, column)
+        return []
+
+    em.nest(shape, result)
 
 
 def _einsum(em, op, args, params, shape, mask, module, n):
     letters, out, sizes = einsum_letters(params[0], [a.value.shape for a in args])
-    return _contract(em, args, letters, out, sizes, shape)
+    return _contract(em, args, letters, out, sizes, shape, guard=n in em.guards)
 
 
 def _matmul(em, op, args, params, shape, mask, module, n):
     letters, out, sizes = matmul_letters(*(a.value.shape for a in args))
-    return _contract(em, args, letters, out, sizes, shape)
+    return _contract(em, args, letters, out, sizes, shape, guard=n in em.guards)
 
 
 def einsum_letters(spec: str, shapes) -> tuple[list, str, dict]:

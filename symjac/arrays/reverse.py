@@ -33,7 +33,7 @@ import numpy as np
 from ..backend import vecmath
 from ..elements.derive import _input_specs
 from ..trace.ops import ELEMENTWISE, decode_index
-from . import loops
+from . import finiteness, loops
 from .loops import (
     ACCUMULATOR_LANES,
     CHUNK,
@@ -107,6 +107,7 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel", mode="ja
     order."""
     m = 1 if mode == "vjp" else max(width(graph), 1)
     em, (inp, out64, _) = loops.kernel_function(module, name, m)
+    em.guards = finiteness.reverse_guards(graph)
     depends, needed = live_nodes(graph, wrt)
     live = depends & needed
     partials = _partial_buffers(em, graph, live)
@@ -340,6 +341,8 @@ def _elementwise(em, graph, n, sweep):
             with b.if_then(b.not_(is_zero)):
                 with b.if_else(infinite) as (exact, plain):
                     with exact:
+                        if em.guards:  # a contraction further back checks
+                            em.taint()
                         _rows(em, p, target, ybar, idx, exact=True)
                     with plain:
                         _rows(em, p, target, ybar, idx, exact=None)
@@ -383,8 +386,15 @@ def _contraction(letters_of):
         for k, a in enumerate(args):
             if a not in adjoint:
                 continue
-            factors = [(v, lets) for i, (v, lets) in enumerate(zip(values, letters, strict=True)) if i != k]
-            _contract_rows(em, adjoint[a], letters[k], factors, (ybar, out), sizes)
+            others = [i for i in range(len(args)) if i != k]
+            factors = [(values[i], letters[i]) for i in others]
+            ok = None
+            if factors and n in em.guards:  # the fast products are exact where all is finite
+                ok = em.clean()
+                for i in others:
+                    if args[i] in adjoint:  # computed from the inputs; constants are not checked
+                        ok = em.b.and_(ok, em.finite(values[i]))
+            _contract_rows(em, adjoint[a], letters[k], factors, (ybar, out), sizes, ok)
 
     return rule_
 
@@ -404,11 +414,13 @@ def _over(view: View, lets: str, order, sizes) -> View:
     return View(view.base, view.offset, tuple(sizes[c] for c in order), tuple(strides[c] for c in order))
 
 
-def _contract_rows(em, target, target_letters, factors, row, sizes):
+def _contract_rows(em, target, target_letters, factors, row, sizes, ok=None):
     """``target[T] += sum over the other letters of prod(factors) * row`` (rows of the adjoint).
 
     The last target letter is register-blocked, ``ROWS`` targets at a time, each with its own
-    vector accumulators, so that one adjoint row loaded serves them all."""
+    vector accumulators, so that one adjoint row loaded serves them all. Unless ``ok`` (an i1:
+    nothing multiplied is inf or NaN) holds, a scalar loop computes it instead, where a zero
+    times an inf or NaN contributes nothing (the forward kernel's and the element road's rule)."""
     b = em.b
     ordered = list(dict.fromkeys(target_letters))
     every = dict.fromkeys(target_letters + "".join(lets for _, lets in factors) + row[1])
@@ -443,24 +455,67 @@ def _contract_rows(em, target, target_letters, factors, row, sizes):
 
         em.chunks(chunk)
 
-    if not tshape or rows == 1 or tshape[-1] < 2:
-        em.nest(tshape, lambda idx, c: (block([idx]), [])[1])
+    def fast():
+        if not tshape or rows == 1 or tshape[-1] < 2:
+            em.nest(tshape, lambda idx, c: (block([idx]), [])[1])
+            return
+        lanes = vecmath.lanes("float64")
+        last = len(tshape) - 1
+        if (
+            2 * em.width <= lanes <= tshape[-1]
+            and rview.strides[last] == 0
+            and any(fv.strides[last] == 1 for fv in fviews)
+            and all(fv.strides[last] in (0, 1) for fv in fviews)
+        ):
+            # Short adjoint rows (an MLP's 4 outputs) fill a fraction of a vector: vectorise along
+            # the target's last letter instead, where the factor is contiguous (a weight's row).
+            done = _contract_lanes(em, tview, fviews, rview, inner, tshape, lanes)
+            if done < tshape[-1]:
+                em.blocks(tshape, rows, block, start=done)
+            return
+        em.blocks(tshape, rows, block)
+
+    if ok is None:
+        fast()
         return
-    lanes = vecmath.lanes("float64")
-    last = len(tshape) - 1
-    if (
-        2 * em.width <= lanes <= tshape[-1]
-        and rview.strides[last] == 0
-        and any(fv.strides[last] == 1 for fv in fviews)
-        and all(fv.strides[last] in (0, 1) for fv in fviews)
-    ):
-        # Short adjoint rows (an MLP's 4 outputs) fill a fraction of a vector: vectorise along the
-        # target's last letter instead, where the factor is contiguous (a weight matrix's row).
-        done = _contract_lanes(em, tview, fviews, rview, inner, tshape, lanes)
-        if done < tshape[-1]:
-            em.blocks(tshape, rows, block, start=done)
-        return
-    em.blocks(tshape, rows, block)
+    with b.if_else(ok) as (plain, exact):
+        with plain:
+            fast()
+        with exact:
+            n = len(fviews)
+            em.cold(
+                [tview, *fviews, rview],
+                lambda sub, vs: _exact_rows(sub, vs[0], vs[1 : n + 1], vs[-1], inner, tshape),
+            )
+
+
+def _exact_rows(em, tview, fviews, rview, inner, tshape):
+    """``_contract_rows``'s sums one double at a time, a product with a zero factor or a zero
+    adjoint being zero even where the other is inf or NaN."""
+    b, zero = em.b, ir.Constant(DOUBLE, 0.0)
+
+    def target(idx, carry):
+        def column(j, carry):
+            def step(jdx, carry):
+                (acc,) = carry
+                full = idx + jdx
+                coef = None
+                for fv in fviews:
+                    x = em.load(fv, full)
+                    coef = x if coef is None else b.fmul(coef, x)
+                r = b.load(em.address(rview, full, em.width, j), typ=DOUBLE)
+                kill = b.or_(b.fcmp_ordered("==", coef, zero), b.fcmp_ordered("==", r, zero))
+                return [em.fma(b.select(kill, zero, coef), b.select(kill, zero, r), acc)]
+
+            (acc,) = em.nest(inner, step, [zero])
+            at = em.address(tview, idx, em.width, j)
+            b.store(b.fadd(b.load(at, typ=DOUBLE), acc), at)
+            return []
+
+        em.loop(em.width, column)
+        return []
+
+    em.nest(tshape, target)
 
 
 def _contract_lanes(em, tview, fviews, rview, inner, tshape, lanes) -> int:

@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from ..trace.ops import ELEMENTWISE
-from . import forward
+from . import finiteness, forward
 from .elementwise import Unsupported, second_rule
 
 F64 = forward.F64
@@ -158,7 +158,8 @@ def _contraction(spec, vals, ta, tb, a, b):
                 continue
             terms = [s + alpha if k == i else s + beta if k == j else s for k, s in enumerate(ins)]
             operands = [x if k == i else y if k == j else v for k, v in enumerate(vals)]
-            part = np.einsum(",".join(terms) + "->" + out + alpha + beta, *operands)
+            checked = [i, j] + [k for k in range(len(vals)) if k not in (i, j) and ta[k] is not None]
+            part = finiteness.einsum(terms, out + alpha + beta, operands, checked)
             total = part if total is None else total + part
     return total
 

@@ -1,0 +1,160 @@
+"""Where an inf or NaN can reach a contraction's products, so that the loop kernels guard them.
+
+An exact derivative has no term for a zero factor: ``d/dx sum_k w[k] * sqrt(x[k])`` at ``x = 0``
+with ``w[0] = 0`` is 0, where IEEE arithmetic makes ``0 * inf`` NaN. The elementwise loop rules
+keep that zero rule on a branch of their own; a contraction's fast products cannot afford one
+(a select per multiply-add costs MLP batches 14-17%). So a contraction checks once, at run time,
+whether a tangent or adjoint has met an inf or NaN partial (``Emitter.clean``) and takes an exact
+loop if so, but only where this module finds that one can arrive: downstream of an op whose value
+or partial can be infinite at finite arguments (sqrt or a power at 0, log, division, exp's
+overflow), judged from its SymPy formulas. A tanh or ReLU MLP has none and carries no check.
+
+Inputs and captured arrays are taken to be finite; an inf or NaN among them multiplies as IEEE's
+arithmetic does (as torch's), and so does an overflow in a sum or product of finite values.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import sympy
+
+from ..trace.ops import ELEMENTWISE
+
+# Functions finite wherever their arguments are: SymPy's, and symjac's own by name.
+_FINITE = tuple(getattr(sympy, name) for name in "tanh sin cos atan erf erfc Abs sign Heaviside Max Min "
+                "floor ceiling Piecewise".split())  # fmt: skip
+_FINITE_NAMES = frozenset("sigmoid Softplus Sign Floor Ceil Trunc Round CopySign TanhDerivative LogAddExp "
+                          "StopGradient atan2 MaxN MinN".split())  # fmt: skip
+CONTRACTIONS = frozenset({"matmul", "einsum"})
+
+
+def finite_at_finite(expr) -> bool:
+    """Whether ``expr`` is finite wherever its symbols are (False where unsure): polynomials and
+    the functions above; a division, root, log or exp is not."""
+    if expr.is_Symbol or isinstance(expr, sympy.logic.boolalg.Boolean):
+        return True
+    if expr.is_Number or isinstance(expr, sympy.NumberSymbol):
+        return bool(expr.is_finite)
+    if expr.is_Pow:
+        exponent = expr.exp
+        return bool(exponent.is_Integer and exponent >= 0) and finite_at_finite(expr.base)
+    if isinstance(expr, sympy.Piecewise):
+        return all(finite_at_finite(e) for e, _ in expr.args)
+    if not (expr.is_Add or expr.is_Mul or isinstance(expr, _FINITE) or type(expr).__name__ in _FINITE_NAMES):
+        return False
+    return all(finite_at_finite(a) for a in expr.args)
+
+
+@functools.cache
+def _elementwise(op: str, masks: tuple) -> tuple[bool, tuple]:
+    """``(value finite at finite arguments, each partial's)`` of an elementwise op."""
+    from .loops import _scalar_rule
+
+    _, expr, partials = _scalar_rule(op, masks)
+    return finite_at_finite(expr), tuple(p is None or finite_at_finite(p) for p in partials)
+
+
+def _masks(graph, args) -> tuple:
+    from .loops import _is_mask
+
+    return tuple(_is_mask(graph, a) for a in args)
+
+
+def _values(graph) -> set:
+    """Nodes whose values can be inf or NaN at finite inputs."""
+    risky: set = set()
+    for n, (op, args, _) in enumerate(graph.eqns):
+        nodes = [a for a in args if type(a) is int]
+        if any(a in risky for a in nodes):
+            risky.add(n)
+        elif op in ELEMENTWISE and not _elementwise(op, _masks(graph, args))[0]:
+            risky.add(n)
+    return risky
+
+
+def _partial_risky(graph, n, k, values) -> bool:
+    """Whether node ``n``'s derivative with respect to its argument ``k`` can be inf or NaN."""
+    op, args, _ = graph.eqns[n]
+    if any(type(a) is int and a in values for a in args):
+        return True
+    if op in ELEMENTWISE:
+        return not _elementwise(op, _masks(graph, args))[1][k]
+    return False  # sums, reductions' weights, gathers; a contraction's factors are values
+
+
+def forward_guards(graph) -> set:
+    """The contractions whose tangent products a forward kernel must guard."""
+    values, tangents, guards = _values(graph), set(), set()
+    for n, (op, args, _) in enumerate(graph.eqns):
+        nodes = [(k, a) for k, a in enumerate(args) if type(a) is int]
+        if op in CONTRACTIONS and len(args) > 1 and any(a in tangents or a in values for _, a in nodes):
+            guards.add(n)
+        if any(a in tangents or _partial_risky(graph, n, k, values) for k, a in nodes):
+            tangents.add(n)
+    return guards
+
+
+def reverse_guards(graph) -> set:
+    """The contractions whose adjoint products a reverse kernel must guard."""
+    values, adjoints, guards = _values(graph), set(), set()
+    for n in range(len(graph.eqns) - 1, -1, -1):
+        op, args, _ = graph.eqns[n]
+        nodes = [(k, a) for k, a in enumerate(args) if type(a) is int]
+        if op in CONTRACTIONS and len(args) > 1 and (n in adjoints or any(a in values for _, a in nodes)):
+            guards.add(n)
+        for k, a in nodes:
+            if n in adjoints or _partial_risky(graph, n, k, values):
+                adjoints.add(a)
+    return guards
+
+
+# --- the same rule for NumPy's contractions (the drop-in's array evaluators) --------------------
+
+_CHUNK = 1 << 22  # doubles of products formed at a time on the exact path
+
+
+def einsum(terms, out: str, operands, checked=()) -> np.ndarray:
+    """``np.einsum(",".join(terms) + "->" + out, *operands)``, except that where an operand at a
+    position in ``checked`` (a tangent, a factor computed from the inputs) holds an inf or NaN,
+    a product with a zero factor is zero, as in the loop kernels: then every product is formed
+    (in slices of the first output letter) and summed."""
+    if finite(*(operands[k] for k in checked)):
+        return np.einsum(",".join(terms) + "->" + out, *operands)
+    letters = "".join(dict.fromkeys("".join(terms)))
+    spread = [_spread(s, np.asarray(x, np.float64), letters) for s, x in zip(terms, operands, strict=True)]
+    size = int(np.prod(np.broadcast_shapes(*(x.shape for x in spread)), dtype=np.int64))
+    axis = next((letters.index(c) for c in out), None)
+    if axis is None or size <= _CHUNK:
+        return _products(spread, letters, out)
+    extent = max(x.shape[axis] for x in spread)
+    step = max(1, _CHUNK * extent // size)
+    parts = []
+    for start in range(0, extent, step):
+        piece = (slice(None),) * axis + (slice(start, start + step),)
+        part = [x if x.shape[axis] == 1 else x[piece] for x in spread]
+        parts.append(_products(part, letters, out))
+    return np.concatenate(parts, axis=out.index(letters[axis]))
+
+
+def finite(*arrays) -> bool:
+    """Whether every element of ``arrays`` is finite."""
+    return all(np.isfinite(x).all() for x in arrays)
+
+
+def _spread(term: str, x: np.ndarray, letters: str) -> np.ndarray:
+    """``x`` (indexed by ``term``) over all ``letters``: diagonals taken, size-1 axes elsewhere."""
+    own = "".join(c for c in letters if c in term)
+    x = np.einsum(f"{term}->{own}", x)
+    return x.reshape([x.shape[own.index(c)] if c in own else 1 for c in letters])
+
+
+def _products(spread, letters: str, out: str) -> np.ndarray:
+    product = spread[0]
+    zero = spread[0] == 0
+    with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: the NaN that ``zero`` masks
+        for x in spread[1:]:
+            product = product * x
+            zero = zero | (x == 0)
+    return np.einsum(f"{letters}->{out}", np.where(zero, 0.0, product))
