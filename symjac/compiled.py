@@ -325,7 +325,7 @@ def _check_meta(meta: dict, spec) -> None:
 def _check_loop_entry(meta: dict, obj: bytes, spec: Spec) -> None:
     """``_check_meta`` for a loop kernel, which also reads arrays by symbol: bind them (recomputed
     from the graph, the pattern too for sparse=) and refuse an entry that names any other."""
-    from .arrays import loops, sparse_loops, sparse_plan
+    from .arrays import data, loops, sparse_loops, sparse_plan
 
     _check_meta(meta, spec)
     runtime.vecmath.load_libmvec()  # vector math calls resolve when the object loads
@@ -346,7 +346,7 @@ def _check_loop_entry(meta: dict, obj: bytes, spec: Spec) -> None:
         if meta["statements"] != _sparse_work(graph, spec.wrt, kind):
             raise ValueError("the plan differs from the graph's")
     else:
-        bound = loops.bind_data(graph)
+        bound = data.bind_data(graph)
     specs = _input_specs(graph)
     if spec.sparse:
         shapes.append((plan.nnz,))
@@ -388,7 +388,7 @@ def _sparse_work(graph, wrt, kind: str) -> int:
 
 
 def _external_symbols(obj: bytes) -> set:
-    """The arrays a loop kernel reads by symbol (symjac.arrays.loops._data_symbol)."""
+    """The arrays a loop kernel reads by symbol (symjac.arrays.data._data_symbol)."""
     if not diskcache._ELF:  # unchecked there: the bound arrays are the graph's own either way
         return set()
     return {s for s in diskcache.undefined_symbols(obj) if s.startswith(("symjac_data_", "symjac_index_"))}

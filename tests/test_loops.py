@@ -258,9 +258,9 @@ def test_wide_tangent_rows_and_heap_scratch():
 def test_one_captured_array_used_at_several_places():
     # N-body's masses in three matmuls: one array bound by symbol (>= DATA_FROM elements) and
     # recorded three times is one global of the kernel (was a duplicate-name internal error).
-    from symjac.arrays import loops
+    from symjac.arrays import data
 
-    m = RNG.uniform(0.5, 1.5, loops.DATA_FROM + 6)
+    m = RNG.uniform(0.5, 1.5, data.DATA_FROM + 6)
 
     def f(x):
         d = x[None, :] - x[:, None]
@@ -305,7 +305,7 @@ def test_loop_road_views_fall_back_to_the_element_program():
 
 
 def test_cached_kernel_in_a_new_process_reads_its_captured_arrays(tmp_path):
-    # A 16 x 16 layer is read through a symbol (loops.DATA_FROM): the new process, which loads
+    # A 16 x 16 layer is read through a symbol (data.DATA_FROM): the new process, which loads
     # the cached object code without building, must bind it to the same numbers.
     import os
     import subprocess

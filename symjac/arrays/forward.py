@@ -307,7 +307,7 @@ def _matmul(vals, tans, params, shape, dtype, width):
         return value, None
     factors = (a, b) if ta is not None and tb is not None else ()
     if not finiteness.finite(*(t for t in (ta, tb) if t is not None), *factors):
-        from .loops import matmul_letters  # the same letters as the kernels' (no LLVM needed)
+        from .contractions import matmul_letters  # the loop kernels' letters
 
         letters, out, _ = matmul_letters(np.shape(a), np.shape(b))
         return value, _einsum_tangent(letters, out, vals, tans)

@@ -33,8 +33,8 @@ import numpy as np
 from ..backend import vecmath
 from ..elements.derive import _input_specs
 from ..trace.ops import ELEMENTWISE, decode_index
-from . import finiteness, loops
-from .loops import (
+from . import contractions, data, finiteness, loops
+from .emitter import (
     ACCUMULATOR_LANES,
     CHUNK,
     DOUBLE,
@@ -46,10 +46,9 @@ from .loops import (
     _c_strides,
     _dense,
     _index,
-    _is_mask,
-    _scalar_rule,
     _transpose,
 )
+from .loops import _is_mask, _scalar_rule
 
 
 @dataclass
@@ -401,7 +400,7 @@ def _contraction(letters_of):
 
 def _sum_letters(params, shapes):
     axes, keepdims = params
-    lets, axes, out = loops._reduce_letters(shapes[0], axes, keepdims)
+    lets, axes, out = contractions._reduce_letters(shapes[0], axes, keepdims)
     return [lets], out, dict(zip(lets, shapes[0], strict=True))
 
 
@@ -609,7 +608,7 @@ def _reduction(em, graph, n, sweep):
     adjoint = sweep.adjoint
     x_shape = tuple(graph.shape(args[0]))
     axes, _ = params
-    _, axes, _ = loops._reduce_letters(x_shape, axes, False)
+    _, axes, _ = contractions._reduce_letters(x_shape, axes, False)
     kept = tuple(s for k, s in enumerate(x_shape) if k not in axes)
     strides = iter(_c_strides(kept))
     ybar = adjoint[n]
@@ -660,12 +659,12 @@ def _getitem(em, graph, n, sweep):
         return
     adjoint = sweep.adjoint
     x_shape = tuple(graph.shape(a))
-    positions = loops.gather_positions(x_shape, decode_index(params[0]))
+    positions = data.gather_positions(x_shape, decode_index(params[0]))
     ybar = adjoint[n]
     source = View(ybar.base, ybar.offset, (len(positions),), (1,))
     with _flat(em, adjoint[a], x_shape) as target:
-        table = loops.index_table(em.module, positions)
-        at = lambda e: loops.load_index(em.b, table, e)  # noqa: E731
+        table = data.index_table(em.module, positions)
+        at = lambda e: data.load_index(em.b, table, e)  # noqa: E731
         em.loop(len(positions), lambda e, c: _add_row(em, target, at(e), source, e))
 
 
@@ -679,19 +678,19 @@ def _setitem(em, graph, n, sweep):
     shape = tuple(graph.shape(n))
     size = math.prod(shape)
     v_shape = tuple(graph.shape(v))
-    places, sources = loops.assigned_positions(shape, v_shape, decode_index(params[0]))
+    places, sources = data.assigned_positions(shape, v_shape, decode_index(params[0]))
     ybar = adjoint[n]
     flat = View(ybar.base, ybar.offset, (size,), (1,))
     b = em.b
-    to, fro = loops.index_table(em.module, places), loops.index_table(em.module, sources)
+    to, fro = data.index_table(em.module, places), data.index_table(em.module, sources)
     count = len(places)
 
     def assign(target):
         def step(e, c):
             at = b.sub(ir.Constant(I64, count - 1), e)
-            place = loops.load_index(b, to, at)
+            place = data.load_index(b, to, at)
             if target is not None:
-                _add_row(em, target, loops.load_index(b, fro, at), flat, place)
+                _add_row(em, target, data.load_index(b, fro, at), flat, place)
             em.chunks(lambda c0, vt: em.store_row(em.zeros(vt), flat, [place], c0))
             return []
 
@@ -753,8 +752,8 @@ _RULES = {
     "concat": _join("concat"),
     "stack": _join("stack"),
     "sum": _contraction(_sum_letters),
-    "matmul": _contraction(lambda params, shapes: loops.matmul_letters(*shapes)),
-    "einsum": _contraction(lambda params, shapes: loops.einsum_letters(params[0], shapes)),
+    "matmul": _contraction(lambda params, shapes: contractions.matmul_letters(*shapes)),
+    "einsum": _contraction(lambda params, shapes: contractions.einsum_letters(params[0], shapes)),
     "logsumexp": _reduction,
     "max": _reduction,
     "min": _reduction,

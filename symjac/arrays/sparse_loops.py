@@ -38,8 +38,9 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..elements.derive import _input_specs
-from . import loops, sparse_plan
-from .loops import DOUBLE, _dense, load_index
+from . import data, loops, sparse_plan
+from .data import load_index
+from .emitter import DOUBLE, I64, _dense
 from .sparse_plan import CONTRACTIONS, REDUCTIONS
 from .sparse_struct import ONES, RESULT, Composite, Plan
 
@@ -78,11 +79,11 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
             loops._copy_values(em, nodes[graph.eqns[n][1][k]].value, view)
     outs = [nodes[o] for o in graph.outputs]
     shapes, offset = loops.store_values(em, outs, out64) if value else ([], 0)
-    result = em.b.gep(out64, [ir.Constant(loops.I64, offset)], source_etype=DOUBLE)
+    result = em.b.gep(out64, [ir.Constant(I64, offset)], source_etype=DOUBLE)
     used = ({st.dst for st in p.steps} | {st.src for st in p.steps}) - {ONES, RESULT} - p.inside.keys()
     buffers = {k: em.buffer(p.sizes[k]) for k in sorted(used)}
     for k, at in p.inside.items():
-        buffers[k] = em.b.gep(result, [ir.Constant(loops.I64, at)], source_etype=DOUBLE)
+        buffers[k] = em.b.gep(result, [ir.Constant(I64, at)], source_etype=DOUBLE)
     buffers[RESULT] = result
     scales = {}
 
@@ -124,7 +125,7 @@ def _kill_product(b, x, y):
 def _composite(em, c: Composite, a, b):
     """A buffer holding composite ``c``, from its factors' arrays ``a`` and ``b``."""
     out = em.buffer(c.size)
-    table = None if c.table is None else loops.index_table(em.module, c.table)
+    table = None if c.table is None else data.index_table(em.module, c.table)
 
     def body(i, _):
         x = em.b.load(em.b.gep(a, [i], source_etype=DOUBLE), typ=DOUBLE)
@@ -179,9 +180,9 @@ def _steps(em, group, dsts, src, scales, assigns):
     b = em.b
     module = em.module
     head = group[0]
-    spos = None if head.spos is None else loops.index_table(module, head.spos)
-    sidx = None if head.sidx is None else loops.index_table(module, head.sidx)
-    dpos = [None if st.dpos is None else loops.index_table(module, st.dpos) for st in group]
+    spos = None if head.spos is None else data.index_table(module, head.spos)
+    sidx = None if head.sidx is None else data.index_table(module, head.sidx)
+    dpos = [None if st.dpos is None else data.index_table(module, st.dpos) for st in group]
 
     def at(ptr, table, i):
         return b.gep(ptr, [i if table is None else load_index(b, table, i)], source_etype=DOUBLE)
@@ -225,8 +226,8 @@ def compile_object(graph, wrt, value: bool, kind: str):
 def bind(graph, wrt, kind: str) -> set:
     """Bind every array a cached sparse kernel of ``graph`` may read (recomputed from the graph,
     never read from the cache); returns their symbols."""
-    names = loops.bind_data(graph)
+    names = data.bind_data(graph)
     for t in sparse_plan.plan(graph, wrt, kind).tables():
-        if t.size >= loops.DATA_FROM:
-            names.add(loops._data_symbol(t.astype(np.int32)))
+        if t.size >= data.DATA_FROM:
+            names.add(data._data_symbol(t.astype(np.int32)))
     return names

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..elements.derive import _input_specs
 from ..trace.ops import ELEMENTWISE, decode_index
-from . import loops
+from . import contractions, data, loops
 from .elementwise import Unsupported
 from .loops import _is_mask, _scalar_rule
 from .sparse import _axes, _positions, entries_per_row
@@ -186,8 +186,8 @@ def _reduce(planner, graph, n, op, x, params, S) -> Struct:
 def contraction_letters(graph, op, args, params) -> tuple[list, str, dict]:
     shapes = [tuple(graph.shape(a)) for a in args]
     if op == "matmul":
-        return loops.matmul_letters(*shapes)
-    return loops.einsum_letters(params[0], shapes)
+        return contractions.matmul_letters(*shapes)
+    return contractions.einsum_letters(params[0], shapes)
 
 
 def entries_bound(graph, width: int) -> float:
@@ -281,7 +281,7 @@ def _gather(planner, graph, n, op, args, params, S) -> Struct | None:
     if op == "setitem":  # x's rows, and y's (after x's) at the places assigned
         size = math.prod(graph.shape(n))
         index = decode_index(params[0])
-        places, sources = loops.assigned_positions(graph.shape(n), graph.shape(args[1]), index)
+        places, sources = data.assigned_positions(graph.shape(n), graph.shape(args[1]), index)
         rows = np.arange(size)
         rows[places] = size + sources
         return _stacked([_rows_of(planner, graph, S, a) for a in args]).take(rows, planner)
@@ -295,7 +295,7 @@ def _gather(planner, graph, n, op, args, params, S) -> Struct | None:
         return x.take(_positions(x_shape).transpose(params[0]).ravel(), planner)
     if op == "broadcast_to":
         return x.take(np.broadcast_to(_positions(x_shape), tuple(graph.shape(n))).ravel(), planner)
-    return x.take(loops.gather_positions(x_shape, decode_index(params[0])), planner)
+    return x.take(data.gather_positions(x_shape, decode_index(params[0])), planner)
 
 
 _PLANS: OrderedDict = OrderedDict()  # the last plans: the road's choice, the build and a load share one

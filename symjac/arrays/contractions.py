@@ -1,0 +1,339 @@
+"""Contractions and reductions as loop nests: matmul, einsum, sum, logsumexp, max and min.
+
+Each result sums its terms in order; the innermost output axis is register-blocked so that a
+tangent row loaded once serves several results, each with its own fused multiply-adds. A
+contraction that an inf or NaN can reach (:mod:`symjac.arrays.finiteness`) tests the emitter's
+flag and, where it is raised, takes an exact scalar loop of its own.
+"""
+
+from __future__ import annotations
+
+import math
+
+import llvmlite.ir as ir
+
+from ..backend.codegen import _Lowerer
+from .elementwise import Unsupported
+from .emitter import ACCUMULATOR_LANES, CHUNK, DOUBLE, I64, MAX_ROWS, WHOLE_ROW, Node, View, _dense
+from .gathers import _reshaped
+
+# --- contractions -------------------------------------------------------------------------------
+
+
+def _contract(em, operands, letters, out_letters, sizes, shape, guard=False):
+    """``einsum(letters -> out_letters)`` of ``operands`` (Nodes), with its tangent by the
+    product rule; ``sizes`` maps each letter to its extent; with ``guard`` (see finiteness),
+    points where an inf or NaN may meet a zero take an exact loop.
+
+    The innermost output axis is register-blocked: ``ROWS`` results at a time, each with its
+    own accumulators, so that the fused multiply-adds of one result do not wait on each other
+    and a tangent row loaded once serves them all. Each result still sums its terms in order.
+    """
+    b = em.b
+    summed = [c for c in dict.fromkeys("".join(letters)) if c not in out_letters]
+    out = _dense(em.buffer(math.prod(shape)), shape)
+    live = [k for k, a in enumerate(operands) if a.tangent is not None]
+    tout = _dense(em.buffer(math.prod(shape) * em.width), shape) if live else None
+
+    def views(kind):
+        # Each operand as a view over (out letters + summed letters): stride 0 where absent.
+        order = list(out_letters) + summed
+        result = []
+        for a, lets in zip(operands, letters, strict=True):
+            v = getattr(a, kind)
+            if v is None:
+                result.append(None)
+                continue
+            strides = dict.fromkeys(order, 0)
+            for c, n, s in zip(lets, v.shape, v.strides, strict=True):
+                strides[c] += s if n != 1 or sizes[c] == 1 else 0
+            result.append(
+                View(v.base, v.offset, tuple(sizes[c] for c in order), tuple(strides[c] for c in order))
+            )
+        return result
+
+    vals, tans = views("value"), views("tangent")
+    inner = [sizes[c] for c in summed]
+    row = min(em.width, WHOLE_ROW if em.width <= WHOLE_ROW else CHUNK)
+    rows = max(1, min(MAX_ROWS, ACCUMULATOR_LANES // max(row, 1)))
+
+    def block(idxs):
+        """The results at output indices ``idxs`` (a list), computed together; with one tangent
+        vector per row the values accumulate in the same loop, beside the vector work."""
+        together = tout is not None and em.width <= WHOLE_ROW
+        vtype = ir.VectorType(DOUBLE, em.width) if together else None
+
+        def values(jdx, carry):
+            new = []
+            for idx, acc in zip(idxs, carry, strict=True):
+                xs = [em.load(v, idx + jdx) for v in vals]
+                prod = xs[0]
+                for x in xs[1:]:
+                    prod = b.fmul(prod, x)
+                    prod.flags.append("contract")
+                total = b.fadd(acc, prod)
+                total.flags += ["reassoc", "contract"]
+                new.append(total)
+            return new
+
+        def tangents(jdx, carry, c0, vtype):
+            new = []
+            for idx, acc in zip(idxs, carry, strict=True):
+                full = idx + jdx
+                for k in live:
+                    others = [em.load(v, full) for m, v in enumerate(vals) if m != k]
+                    t = em.load_row(tans[k], full, c0, vtype)
+                    if not others:
+                        acc = b.fadd(acc, t)
+                        continue
+                    coef = others[0]
+                    for x in others[1:]:
+                        coef = b.fmul(coef, x)
+                    acc = em.fma(em.splat(coef, vtype), t, acc)
+                new.append(acc)
+            return new
+
+        zero, n = ir.Constant(DOUBLE, 0.0), len(idxs)
+        c0 = ir.Constant(I64, 0)
+        if together:
+            both = em.nest(
+                inner,
+                lambda jdx, c: values(jdx, c[:n]) + tangents(jdx, c[n:], c0, vtype),
+                [zero] * n + [em.zeros(vtype)] * n,
+            )
+            for idx, total, acc in zip(idxs, both[:n], both[n:], strict=True):
+                em.store(total, out, idx)
+                em.store_row(acc, tout, idx, c0)
+            return
+        totals = em.nest(inner, values, [zero] * n)
+        for idx, total in zip(idxs, totals, strict=True):
+            em.store(total, out, idx)
+        if tout is None:
+            return
+
+        def chunk(c0, vtype):
+            accs = em.nest(inner, lambda jdx, c: tangents(jdx, c, c0, vtype), [em.zeros(vtype)] * n)
+            for idx, acc in zip(idxs, accs, strict=True):
+                em.store_row(acc, tout, idx, c0)
+
+        em.chunks(chunk)
+
+    def results():
+        if not shape or rows == 1 or shape[-1] < 2:
+            em.nest(shape, lambda idx, c: (block([idx]), [])[1])
+        else:
+            em.blocks(shape, rows, block)
+
+    if not (guard and live):
+        results()
+        return Node(out, tout)
+    # Where a tangent or a factor is inf or NaN, its products with the other's zeros are NaN,
+    # but an exact zero times anything contributes nothing (the element road's and the sparse
+    # road's rule): such points take a scalar loop with that rule, the rest no masks at all.
+    with b.if_else(_contraction_finite(em, operands, live)) as (fast, exact):
+        with fast:
+            results()
+        with exact:
+            n = len(vals)
+            em.cold(
+                [*vals, *tans, out, tout],
+                lambda sub, vs: _exact(sub, vs[:n], vs[n : 2 * n], live, inner, shape, vs[-2], vs[-1]),
+            )
+    return Node(out, tout)
+
+
+def _contraction_finite(em, operands, live):
+    """An i1 saying a contraction's fast tangent products are exact: no tangent has met an inf or
+    NaN partial, and the factors computed from the inputs are finite."""
+    b, ok = em.b, em.clean()
+    for m, a in enumerate(operands):
+        if a.tangent is not None and any(k != m for k in live):
+            ok = b.and_(ok, em.finite(a.value))
+    return ok
+
+
+def _exact(em, vals, tans, live, inner, shape, out, tout):
+    """A contraction's values and tangent one double at a time, each product of a zero with an
+    inf or NaN in the tangent being zero; the others are the fast loops' multiply-adds, in order."""
+    b, zero = em.b, ir.Constant(DOUBLE, 0.0)
+
+    def product(views, full):
+        xs = [em.load(v, full) for v in views]
+        result = xs[0]
+        for x in xs[1:]:
+            result = b.fmul(result, x)
+        return result
+
+    def result(idx, carry):
+        (total,) = em.nest(inner, lambda jdx, c: [b.fadd(c[0], product(vals, idx + jdx))], [zero])
+        em.store(total, out, idx)
+
+        def column(j, carry):
+            def step(jdx, carry):
+                (acc,) = carry
+                full = idx + jdx
+                for k in live:
+                    t = b.load(em.address(tans[k], full, em.width, j), typ=DOUBLE)
+                    if len(vals) == 1:
+                        acc = b.fadd(acc, t)
+                        continue
+                    coef = product([v for m, v in enumerate(vals) if m != k], full)
+                    kill = b.or_(b.fcmp_ordered("==", coef, zero), b.fcmp_ordered("==", t, zero))
+                    acc = em.fma(b.select(kill, zero, coef), b.select(kill, zero, t), acc)
+                return [acc]
+
+            (acc,) = em.nest(inner, step, [zero])
+            b.store(acc, em.address(tout, idx, em.width, j))
+            return []
+
+        em.loop(em.width, column)
+        return []
+
+    em.nest(shape, result)
+
+
+def _einsum(em, op, args, params, shape, mask, module, n):
+    letters, out, sizes = einsum_letters(params[0], [a.value.shape for a in args])
+    return _contract(em, args, letters, out, sizes, shape, guard=n in em.guards)
+
+
+def _matmul(em, op, args, params, shape, mask, module, n):
+    letters, out, sizes = matmul_letters(*(a.value.shape for a in args))
+    return _contract(em, args, letters, out, sizes, shape, guard=n in em.guards)
+
+
+def einsum_letters(spec: str, shapes) -> tuple[list, str, dict]:
+    """``(operands' letters, the output's, letter -> extent)`` of an explicit einsum."""
+    ins, out = spec.replace(" ", "").split("->")
+    letters = ins.split(",")
+    if any("." in s for s in letters) or "." in out:
+        raise Unsupported("einsum with an ellipsis")
+    return letters, out, _extents(letters, shapes)
+
+
+def matmul_letters(a_shape, b_shape) -> tuple[list, str, dict]:
+    """``matmul`` as an einsum: ``(operands' letters, the output's, letter -> extent)``."""
+    na, nb = len(a_shape), len(b_shape)
+    batch = max(na, nb) - 2
+    pool = iter("abcdefghopqrstuvwxyz")
+    lead = [next(pool) for _ in range(max(batch, 0))]
+    if na == 1 and nb == 1:
+        la, lb, lo = "k", "k", ""
+    elif na == 1:
+        la, lb, lo = "k", "".join(lead[len(lead) - (nb - 2) :]) + "kn", "".join(lead) + "n"
+    elif nb == 1:
+        la, lb, lo = "".join(lead[len(lead) - (na - 2) :]) + "mk", "k", "".join(lead) + "m"
+    else:
+        la = "".join(lead[len(lead) - (na - 2) :]) + "mk"
+        lb = "".join(lead[len(lead) - (nb - 2) :]) + "kn"
+        lo = "".join(lead) + "mn"
+    return [la, lb], lo, _extents([la, lb], [a_shape, b_shape])
+
+
+def _extents(letters, shapes) -> dict:
+    sizes = {}
+    for shape, lets in zip(shapes, letters, strict=True):
+        for c, k in zip(lets, shape, strict=True):
+            sizes[c] = max(sizes.get(c, 1), k)
+    return sizes
+
+
+def _reduce_letters(x_shape, axes, keepdims):
+    lets = "abcdefghijklmnopqrstuvwxyz"[: len(x_shape)]
+    axes = tuple(a % len(x_shape) for a in axes) if axes is not None else tuple(range(len(x_shape)))
+    out = "".join(c for k, c in enumerate(lets) if k not in axes)
+    return lets, axes, out
+
+
+def _sum(em, op, args, params, shape, mask, module, n):
+    (x,) = args
+    axes, keepdims = params
+    lets, axes, out = _reduce_letters(x.value.shape, axes, keepdims)
+    sizes = dict(zip(lets, x.value.shape, strict=True))
+    node = _contract(
+        em, [x], [lets], out, sizes, tuple(x.value.shape[k] for k in range(len(lets)) if k not in axes)
+    )
+    return _reshaped(em, node, shape)
+
+
+def _reduction(kind):
+    """logsumexp, max or min over axes: value, and the tangent as a weighted sum of rows (the
+    softmax for logsumexp; ties split evenly for max and min, as torch's amax/amin). With
+    ``partials_out`` ({0: a view of the argument's shape}) the weights are stored there too."""
+
+    def rule_(em, op, args, params, shape, mask, module, n, partials_out=None):
+        (x,) = args
+        axes, keepdims = params
+        lets, axes, _ = _reduce_letters(x.value.shape, axes, keepdims)
+        kept = tuple(k for k in range(len(lets)) if k not in axes)
+        kshape = tuple(x.value.shape[k] for k in kept)
+        inner = [x.value.shape[k] for k in axes]
+        b = em.b
+        out = _dense(em.buffer(math.prod(kshape)), kshape)
+        tout = _dense(em.buffer(math.prod(kshape) * em.width), kshape) if x.tangent is not None else None
+        f0, f1 = ir.Constant(DOUBLE, 0.0), ir.Constant(DOUBLE, 1.0)
+        lw = _Lowerer(module, b, DOUBLE, {})
+
+        def full(idx, jdx):
+            at, it_o, it_i = [], iter(idx), iter(jdx)
+            for k in range(len(lets)):
+                at.append(next(it_i) if k in axes else next(it_o))
+            return at
+
+        def body(idx, c):
+            pick = ">" if kind != "min" else "<"
+
+            def top(jdx, carry):
+                v = em.load(x.value, full(idx, jdx))
+                keep = b.fcmp_ordered(pick, carry[0], v)
+                nan = b.fcmp_unordered("uno", carry[0], carry[0])
+                return [b.select(b.or_(keep, nan), carry[0], v)]
+
+            start = ir.Constant(DOUBLE, -math.inf if kind != "min" else math.inf)
+            (m,) = em.nest(inner, top, [start])
+            if kind == "logsumexp":
+                finite = b.fcmp_ordered("<", lw.call("llvm.fabs", True, [m]), ir.Constant(DOUBLE, math.inf))
+                shift = b.select(finite, m, f0)
+
+                def weight(jdx):
+                    return lw.call("llvm.exp", True, [b.fsub(em.load(x.value, full(idx, jdx)), shift)])
+
+                (total,) = em.nest(inner, lambda jdx, c: [b.fadd(c[0], weight(jdx))], [f0])
+                em.store(b.fadd(lw.call("llvm.log", True, [total]), shift), out, idx)
+                scale = b.fdiv(f1, total)
+            else:
+                em.store(m, out, idx)
+
+                def tie(jdx):
+                    v = em.load(x.value, full(idx, jdx))
+                    return b.uitofp(b.fcmp_ordered("==", v, m), DOUBLE)
+
+                (ties,) = em.nest(inner, lambda jdx, c: [b.fadd(c[0], tie(jdx))], [f0])
+                scale = b.fdiv(f1, ties)
+                weight = tie
+            if partials_out:
+
+                def put(jdx, c):
+                    em.store(b.fmul(weight(jdx), scale), partials_out[0], full(idx, jdx))
+                    return []
+
+                em.nest(inner, put)
+            if tout is None:
+                return []
+
+            def chunk(c0, vtype):
+                def step(jdx, carry):
+                    w = b.fmul(weight(jdx), scale)
+                    t = em.load_row(x.tangent, full(idx, jdx), c0, vtype)
+                    return [em.fma(em.splat(w, vtype), t, carry[0])]
+
+                (acc,) = em.nest(inner, step, [em.zeros(vtype)])
+                em.store_row(acc, tout, idx, c0)
+
+            em.chunks(chunk)
+            return []
+
+        em.nest(kshape, body)
+        return _reshaped(em, Node(out, tout), shape)
+
+    return rule_
