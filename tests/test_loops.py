@@ -5,6 +5,7 @@ elements, and asserts that the Jacobians agree to a few ulps at random points an
 the rules matter (zeros, ties, kinks); torch autograd is a second, independent oracle.
 """
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -541,6 +542,74 @@ def test_a_computed_zero_factor_kills_an_infinite_tangent():
     close(got[:, 1:], elements(x)[:, 1:])
 
 
+def _value_factor(x, z):
+    # B = 1/z is inf where z is 0: B @ (W @ x) has d out[0] / d x[1] = B[0, 1] * W[1, 1] = 1,
+    # while 0 * inf is NaN (W[0, 1] = 0), and B's inf reaches x's adjoint through a contraction.
+    W = np.zeros((2, 8))
+    W[0], W[1] = 1.0, 1.0
+    W[0, 1] = 0.0
+    return (1.0 / z) @ (W @ x)
+
+
+@pytest.mark.parametrize("wrt", [None, 0])
+def test_an_infinite_factor_keeps_the_zero_rule_through_later_contractions(wrt):
+    x, z = np.linspace(0.1, 0.8, 8), np.array([[0.0, 1.0], [1.0, 1.0]])
+    kw = {} if wrt is None else {"wrt": wrt}
+    loops, elements = both(_value_factor, x, z, **kw)
+    got, want = loops(x, z), elements(x, z)
+    for g, w in zip(_leaves(got), _leaves(want), strict=True):
+        close(g, w)
+        assert not np.isnan(g).any()
+    assert _leaves(got)[0][0, 1] == 1.0
+
+
+def test_an_infinite_partial_that_is_killed_keeps_the_fast_loops(monkeypatch):
+    # sqrt(max(z, 0)) and where(a > 0, sqrt|a|, 0) meet sqrt'(0) = inf at every clipped unit and
+    # kill it (a zero partial, a zero tangent): the contractions find their own rows finite and
+    # keep their fast loops. The exact loops are poisoned here (they write a NaN), so taking one
+    # shows; at a point where an inf does reach a contraction, one is taken.
+    import llvmlite.ir as ir
+
+    from symjac.arrays import contractions, reverse
+
+    def poisoned(original, target):
+        def exact(em, *args):
+            original(em, *args)
+            view = target(args)  # its last element (the first, x0 = 0, is killed by where)
+            last = [ir.Constant(ir.IntType(64), n - 1) for n in view.shape]
+            em.b.store(ir.Constant(ir.DoubleType(), math.nan), em.address(view, last, em.width))
+
+        return exact
+
+    monkeypatch.setattr(contractions, "_exact", poisoned(contractions._exact, lambda a: a[-1]))
+    monkeypatch.setattr(reverse, "_exact_rows", poisoned(reverse._exact_rows, lambda a: a[0]))
+    rng = np.random.default_rng(1)
+    W1, W2, W3 = (
+        rng.standard_normal((24, 16)) / 3,
+        rng.standard_normal((24, 24)) / 5,
+        rng.standard_normal((4, 24)),
+    )
+
+    def f(a):
+        h = np.where(a > 0, np.sqrt(np.abs(a)), 0.0)
+        h = np.sqrt(np.maximum(W1 @ h, 0.0))
+        return W3 @ np.sqrt(np.maximum(W2 @ h, 0.0) + 1.0)
+
+    def kernels(func, x):
+        spec = symjac.compile(func, x, expand="arrays").spec
+        return [
+            compiled.CompiledFunction(replace(spec, road=r), cache=False) for r in ("loops", "reverse-loops")
+        ]
+
+    x = rng.standard_normal(16)
+    x[0] = 0.0
+    for kernel in kernels(f, x):
+        assert np.isfinite(kernel(x)).all(), kernel.spec.road
+    x = np.abs(x)  # now sqrt(|x0|) = 0 feeds W1 with an infinite tangent: the exact loops run
+    for kernel in kernels(lambda a: W3 @ np.sqrt(W2 @ np.sqrt(W1 @ np.sqrt(a) + 1.0) + 1.0), x):
+        assert np.isnan(kernel(x)).any(), kernel.spec.road
+
+
 def test_only_contractions_an_inf_can_reach_are_guarded():
     # A tanh MLP has no op whose value or partial is infinite at finite arguments: its kernels
     # carry no check at all. A root guards the products that its tangents reach (forward: the
@@ -557,10 +626,15 @@ def test_only_contractions_an_inf_can_reach_are_guarded():
     tanh = graph(mlp(16), 8)
     assert contractions(tanh) and not finiteness.forward_guards(tanh) and not finiteness.reverse_guards(tanh)
     root_first = graph(lambda a: W @ np.sqrt(a), 8)
-    assert finiteness.forward_guards(root_first) == contractions(root_first)
+    assert set(finiteness.forward_guards(root_first)) == contractions(root_first)
     root_last = graph(lambda a: np.sqrt(W @ a), 8)
     assert not finiteness.forward_guards(root_last)
-    assert finiteness.reverse_guards(root_last) == contractions(root_last)
+    assert set(finiteness.reverse_guards(root_last)) == contractions(root_last)
+    # a factor that can be inf (1/a) is checked where it multiplies, whatever the direction
+    factor = graph(lambda a: (1.0 / a[:4]).reshape(2, 2) @ (W[:2] @ a).reshape(2, 1), 8)
+    n = max(contractions(factor))  # the outer product; W @ a is guarded in reverse only
+    assert finiteness.forward_guards(factor) == {n: (0,)}
+    assert finiteness.reverse_guards(factor) == {n: (0,), min(contractions(factor)): ()}
     import sympy
 
     a, b = sympy.symbols("a b", real=True)

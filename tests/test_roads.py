@@ -496,6 +496,14 @@ def test_a_zero_weight_kills_an_infinite_partial_in_the_drop_in():
         assert not np.isnan(got).any(), api
     J = symjac.jacobian(cases[0][1], x, expand="arrays")
     assert J[0, 0] == np.inf and J[1, 0] == 0.0
+    # contractions spelled with "..." (the user's einsum, the Hessian's matmul)
+    J = symjac.jacobian(lambda a: np.einsum("...ij,j->...i", W, np.sqrt(a)), x, expand="arrays")
+    np.testing.assert_array_equal(J, symjac.jacobian(cases[0][1], x, expand="arrays"))
+    f = lambda a: (np.sqrt(a[:4]).reshape(2, 2) @ a[4:].reshape(2, 2)).sum()  # noqa: E731
+    a = np.r_[0.0, np.linspace(0.5, 2.0, 7)]
+    np.testing.assert_allclose(
+        symjac.hessian(f, a, expand="arrays"), symjac.hessian(f, a, expand="elements"), **ULPS
+    )
 
 
 def test_numpy_contractions_under_the_zero_rule_in_slices(monkeypatch):
@@ -518,6 +526,24 @@ def test_numpy_contractions_under_the_zero_rule_in_slices(monkeypatch):
     np.testing.assert_allclose(whole[keep], naive[keep], **ULPS)
     monkeypatch.setattr(finiteness, "_CHUNK", 8)
     np.testing.assert_array_equal(finiteness.einsum(["ij", "jkz"], "ikz", [A, T], (1,)), whole)
+    # slices along the largest letter, summed where it is summed (the first output letter of a
+    # batched matmul may have extent 1): no more than about _CHUNK products at once
+    formed = []
+    products = finiteness._products
+    monkeypatch.setattr(
+        finiteness,
+        "_products",
+        lambda s, *a: formed.append(np.broadcast_shapes(*(x.shape for x in s))) or products(s, *a),
+    )
+    B = rng.standard_normal((1, 3, 40))
+    B[0, 1, 7] = 0.0
+    U = rng.standard_normal((1, 40, 2))
+    U[0, 7, 1] = np.inf
+    sliced = finiteness.einsum(["amk", "akn"], "amn", [B, U], (1,))
+    assert max(math.prod(s) for s in formed) <= 2 * 8 and len(formed) > 1
+    monkeypatch.setattr(finiteness, "_CHUNK", 1 << 22)
+    np.testing.assert_allclose(sliced, finiteness.einsum(["amk", "akn"], "amn", [B, U], (1,)), **ULPS)
+    assert sliced[0, 1, 1] == pytest.approx(B[0, 1, 8:] @ U[0, 8:, 1] + B[0, 1, :7] @ U[0, :7, 1])
 
 
 def _evaluate_formula(text, namespace):

@@ -20,10 +20,10 @@ from .gathers import _reshaped
 # --- contractions -------------------------------------------------------------------------------
 
 
-def _contract(em, operands, letters, out_letters, sizes, shape, guard=False):
+def _contract(em, operands, letters, out_letters, sizes, shape, guard=None):
     """``einsum(letters -> out_letters)`` of ``operands`` (Nodes), with its tangent by the
-    product rule; ``sizes`` maps each letter to its extent; with ``guard`` (see finiteness),
-    points where an inf or NaN may meet a zero take an exact loop.
+    product rule; ``sizes`` maps each letter to its extent. With ``guard`` (the positions of the
+    factors to check, see finiteness), points where an inf or NaN meets a zero take an exact loop.
 
     The innermost output axis is register-blocked: ``ROWS`` results at a time, each with its
     own accumulators, so that the fused multiply-adds of one result do not wait on each other
@@ -124,16 +124,17 @@ def _contract(em, operands, letters, out_letters, sizes, shape, guard=False):
         else:
             em.blocks(shape, rows, block)
 
-    if not (guard and live):
+    if guard is None or not live:
         results()
         return Node(out, tout)
     # Where a tangent or a factor is inf or NaN, its products with the other's zeros are NaN,
     # but an exact zero times anything contributes nothing (the element road's and the sparse
     # road's rule): such points take a scalar loop with that rule, the rest no masks at all.
-    with b.if_else(_contraction_finite(em, operands, live)) as (fast, exact):
+    with b.if_else(_contraction_finite(em, operands, live, guard)) as (fast, exact):
         with fast:
             results()
         with exact:
+            em.taint()  # its tangent may now hold an inf: the contractions after it check too
             n = len(vals)
             em.cold(
                 [*vals, *tans, out, tout],
@@ -142,13 +143,14 @@ def _contract(em, operands, letters, out_letters, sizes, shape, guard=False):
     return Node(out, tout)
 
 
-def _contraction_finite(em, operands, live):
+def _contraction_finite(em, operands, live, checked):
     """An i1 saying a contraction's fast tangent products are exact: no tangent has met an inf or
-    NaN partial, and the factors computed from the inputs are finite."""
-    b, ok = em.b, em.clean()
-    for m, a in enumerate(operands):
-        if a.tangent is not None and any(k != m for k in live):
-            ok = b.and_(ok, em.finite(a.value))
+    NaN, and the factors at ``checked`` (those that can be inf or NaN) are finite."""
+    b = em.b
+    ok = em.clean_or_finite([operands[k].tangent for k in live])
+    for m in checked:
+        if any(k != m for k in live) and not isinstance(operands[m].value.base, tuple):
+            ok = b.and_(ok, em.finite(operands[m].value))
     return ok
 
 
@@ -194,12 +196,12 @@ def _exact(em, vals, tans, live, inner, shape, out, tout):
 
 def _einsum(em, op, args, params, shape, mask, module, n):
     letters, out, sizes = einsum_letters(params[0], [a.value.shape for a in args])
-    return _contract(em, args, letters, out, sizes, shape, guard=n in em.guards)
+    return _contract(em, args, letters, out, sizes, shape, guard=em.guards.get(n))
 
 
 def _matmul(em, op, args, params, shape, mask, module, n):
     letters, out, sizes = matmul_letters(*(a.value.shape for a in args))
-    return _contract(em, args, letters, out, sizes, shape, guard=n in em.guards)
+    return _contract(em, args, letters, out, sizes, shape, guard=em.guards.get(n))
 
 
 def einsum_letters(spec: str, shapes) -> tuple[list, str, dict]:

@@ -112,7 +112,7 @@ class _Emitter:
         self.stack_bytes = 0
         self._n = 0
         self._flag_ptr = None
-        self.guards = frozenset()  # the contractions that check for an inf or NaN (finiteness)
+        self.guards: dict = {}  # the contractions that check for an inf or NaN (finiteness)
 
     def label(self, what):
         self._n += 1
@@ -291,17 +291,36 @@ class _Emitter:
     def zeros(self, vtype):
         return ir.Constant(vtype, None)
 
-    def finite(self, view: View):
-        """An i1, true where every element of ``view`` is finite: ``x * 0`` is 0 for finite ``x``,
-        NaN for inf or NaN, so one sum of them tells (in any order)."""
+    def finite(self, view: View, row: bool = False):
+        """An i1, true where every element of ``view`` (with ``row``: every double of its rows of
+        ``width``) is finite: ``x * 0`` is 0 for finite ``x``, NaN for inf or NaN, so one sum of
+        them tells (in any order: reassociated, vectorised)."""
         b, zero = self.b, ir.Constant(DOUBLE, 0.0)
 
-        def add(idx, carry):
-            total = b.fadd(carry[0], b.fmul(self.load(view, idx), zero))
+        def add(acc, x):
+            total = b.fadd(acc, b.fmul(x, self.zeros(x.type)))
             total.flags.append("reassoc")
-            return [total]
+            return total
 
-        (total,) = self.nest(view.shape, add, [zero])
+        if not row:
+            (total,) = self.nest(view.shape, lambda idx, c: [add(c[0], self.load(view, idx))], [zero])
+            return b.fcmp_ordered("==", total, zero)
+        size = self.width if self.width <= WHOLE_ROW else CHUNK
+        full, rest = divmod(self.width, size)
+        vtype = ir.VectorType(DOUBLE, size)
+
+        def element(idx, carry):
+            step = lambda i, c: [add(c[0], self.load_row(view, idx, self.mul(i, size), vtype))]  # noqa: E731
+            (acc,) = self.loop(full, step, carry[:1])
+            scalar = carry[1]
+            for r in range(rest):
+                at = self.address(view, idx, self.width, ir.Constant(I64, full * size + r))
+                scalar = add(scalar, b.load(at, typ=DOUBLE))
+            return [acc, scalar]
+
+        acc, total = self.nest(view.shape, element, [self.zeros(vtype), zero])
+        for lane in range(size):
+            total = add(total, b.extract_element(acc, ir.Constant(I32, lane)))
         return b.fcmp_ordered("==", total, zero)
 
     # Exactness. Tangents and adjoints are finite until an inf or NaN partial meets them (sqrt at
@@ -313,9 +332,33 @@ class _Emitter:
         value = ir.Constant(I8, 1) if cond is None else b.or_(b.load(flag, typ=I8), b.zext(cond, I8))
         b.store(value, flag)
 
+    def nonfinite(self, x):
+        """An i1: some lane of ``x`` (a double or a vector of them) is inf or NaN."""
+        b = self.b
+        bad = b.fcmp_unordered("uno", b.fmul(x, self.zeros(x.type)), self.zeros(x.type))
+        if isinstance(x.type, ir.VectorType):
+            bad = b.icmp_unsigned(
+                "!=", b.bitcast(bad, ir.IntType(x.type.count)), ir.Constant(ir.IntType(x.type.count), 0)
+            )
+        return bad
+
     def clean(self):
         """An i1: no tangent or adjoint has met an inf or NaN partial yet (see ``taint``)."""
         return self.b.icmp_unsigned("==", self.b.load(self._flag(), typ=I8), ir.Constant(I8, 0))
+
+    def clean_or_finite(self, rows):
+        """An i1: ``clean``, or else every double of the tangent or adjoint ``rows`` (views) is
+        finite, which a scan tells (an inf met elsewhere may have been killed before these)."""
+        b = self.b
+        slot = ir.IRBuilder(self.entry).alloca(I8)
+        b.store(ir.Constant(I8, 1), slot)
+        with b.if_then(b.not_(self.clean())):
+            ok = None
+            for view in rows:
+                check = self.finite(view, row=True)
+                ok = check if ok is None else b.and_(ok, check)
+            b.store(b.zext(ok, I8), slot)
+        return b.trunc(b.load(slot, typ=I8), I1)
 
     def _flag(self):
         if self._flag_ptr is None:

@@ -9,8 +9,9 @@ loop if so, but only where this module finds that one can arrive: downstream of 
 or partial can be infinite at finite arguments (sqrt or a power at 0, log, division, exp's
 overflow), judged from its SymPy formulas. A tanh or ReLU MLP has none and carries no check.
 
-Inputs and captured arrays are taken to be finite; an inf or NaN among them multiplies as IEEE's
-arithmetic does (as torch's), and so does an overflow in a sum or product of finite values.
+Inputs (and runtime parameters) are taken to be finite: an inf or NaN among them multiplies as
+IEEE's arithmetic does in the loop kernels (as in torch), and so does an overflow in a sum or
+product of finite values. A captured array holding an inf or NaN is checked like a computed one.
 """
 
 from __future__ import annotations
@@ -62,16 +63,19 @@ def _masks(graph, args) -> tuple:
     return tuple(_is_mask(graph, a) for a in args)
 
 
-def _values(graph) -> set:
-    """Nodes whose values can be inf or NaN at finite inputs."""
+@functools.lru_cache(maxsize=64)
+def risky_values(graph) -> frozenset:
+    """Nodes whose values can be inf or NaN at finite inputs: after an op that is not finite at
+    finite arguments (1/x, log, exp), and captured arrays that hold an inf or NaN."""
     risky: set = set()
-    for n, (op, args, _) in enumerate(graph.eqns):
-        nodes = [a for a in args if type(a) is int]
-        if any(a in risky for a in nodes):
+    for n, (op, args, params) in enumerate(graph.eqns):
+        if any(type(a) is int and a in risky for a in args):
             risky.add(n)
         elif op in ELEMENTWISE and not _elementwise(op, _masks(graph, args))[0]:
             risky.add(n)
-    return risky
+        elif op == "const" and not np.isfinite(np.frombuffer(params[2], dtype=np.dtype(params[0]))).all():
+            risky.add(n)
+    return frozenset(risky)
 
 
 def _partial_risky(graph, n, k, values) -> bool:
@@ -84,26 +88,33 @@ def _partial_risky(graph, n, k, values) -> bool:
     return False  # sums, reductions' weights, gathers; a contraction's factors are values
 
 
-def forward_guards(graph) -> set:
-    """The contractions whose tangent products a forward kernel must guard."""
-    values, tangents, guards = _values(graph), set(), set()
+def _guard(op, args, values) -> tuple:
+    """The positions of a contraction's factors whose values can be inf or NaN."""
+    return tuple(k for k, a in enumerate(args) if type(a) is int and a in values)
+
+
+def forward_guards(graph) -> dict:
+    """``{contraction: positions of its factors to check}`` for those whose tangent products a
+    forward kernel must guard: a tangent or a factor reaching them can be inf or NaN."""
+    values, tangents, guards = risky_values(graph), set(), {}
     for n, (op, args, _) in enumerate(graph.eqns):
         nodes = [(k, a) for k, a in enumerate(args) if type(a) is int]
         if op in CONTRACTIONS and len(args) > 1 and any(a in tangents or a in values for _, a in nodes):
-            guards.add(n)
+            guards[n] = _guard(op, args, values)
         if any(a in tangents or _partial_risky(graph, n, k, values) for k, a in nodes):
             tangents.add(n)
     return guards
 
 
-def reverse_guards(graph) -> set:
-    """The contractions whose adjoint products a reverse kernel must guard."""
-    values, adjoints, guards = _values(graph), set(), set()
+def reverse_guards(graph) -> dict:
+    """``forward_guards`` for a reverse kernel's adjoint products (adjoints flow from the outputs:
+    a root guards the contractions before it)."""
+    values, adjoints, guards = risky_values(graph), set(), {}
     for n in range(len(graph.eqns) - 1, -1, -1):
         op, args, _ = graph.eqns[n]
         nodes = [(k, a) for k, a in enumerate(args) if type(a) is int]
         if op in CONTRACTIONS and len(args) > 1 and (n in adjoints or any(a in values for _, a in nodes)):
-            guards.add(n)
+            guards[n] = _guard(op, args, values)
         for k, a in nodes:
             if n in adjoints or _partial_risky(graph, n, k, values):
                 adjoints.add(a)
@@ -117,25 +128,43 @@ _CHUNK = 1 << 22  # doubles of products formed at a time on the exact path
 
 def einsum(terms, out: str, operands, checked=()) -> np.ndarray:
     """``np.einsum(",".join(terms) + "->" + out, *operands)``, except that where an operand at a
-    position in ``checked`` (a tangent, a factor computed from the inputs) holds an inf or NaN,
-    a product with a zero factor is zero, as in the loop kernels: then every product is formed
-    (in slices of the first output letter) and summed."""
+    position in ``checked`` (the drop-in checks them all) holds an inf or NaN, a product with a
+    zero factor is zero, as in the loop kernels: then every product is formed (in slices of the
+    largest letter, so that at most about ``_CHUNK`` are at once) and summed."""
     if finite(*(operands[k] for k in checked)):
         return np.einsum(",".join(terms) + "->" + out, *operands)
+    terms, out = _explicit(terms, out, [np.ndim(x) for x in operands])
     letters = "".join(dict.fromkeys("".join(terms)))
     spread = [_spread(s, np.asarray(x, np.float64), letters) for s, x in zip(terms, operands, strict=True)]
-    size = int(np.prod(np.broadcast_shapes(*(x.shape for x in spread)), dtype=np.int64))
-    axis = next((letters.index(c) for c in out), None)
-    if axis is None or size <= _CHUNK:
+    extents = np.broadcast_shapes(*(x.shape for x in spread))
+    size = int(np.prod(extents, dtype=np.int64))
+    if size <= _CHUNK:
         return _products(spread, letters, out)
-    extent = max(x.shape[axis] for x in spread)
-    step = max(1, _CHUNK * extent // size)
+    axis = int(np.argmax(extents))
+    step = max(1, _CHUNK * extents[axis] // size)
     parts = []
-    for start in range(0, extent, step):
+    for start in range(0, extents[axis], step):
         piece = (slice(None),) * axis + (slice(start, start + step),)
-        part = [x if x.shape[axis] == 1 else x[piece] for x in spread]
-        parts.append(_products(part, letters, out))
-    return np.concatenate(parts, axis=out.index(letters[axis]))
+        parts.append(_products([x if x.shape[axis] == 1 else x[piece] for x in spread], letters, out))
+    if letters[axis] in out:
+        return np.concatenate(parts, axis=out.index(letters[axis]))
+    return sum(parts[1:], parts[0])  # a summed letter: the slices' partial sums
+
+
+def _explicit(terms, out: str, ndims) -> tuple[list, str]:
+    """``terms -> out`` with each ``...`` spelled as letters (the broadcast axes, right-aligned)."""
+    if not any("..." in t for t in terms):
+        return list(terms), out
+    rank = max(n - len(t.replace("...", "")) for t, n in zip(terms, ndims, strict=True) if "..." in t)
+    free = [
+        c for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in "".join(terms) + out
+    ]
+    axes = "".join(free[:rank])
+    spelled = [
+        t.replace("...", axes[rank - (n - len(t.replace("...", ""))) :]) if "..." in t else t
+        for t, n in zip(terms, ndims, strict=True)
+    ]
+    return spelled, out.replace("...", axes)
 
 
 def finite(*arrays) -> bool:

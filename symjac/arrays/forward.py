@@ -305,8 +305,7 @@ def _matmul(vals, tans, params, shape, dtype, width):
     value = np.matmul(a, b)
     if ta is None and tb is None:
         return value, None
-    factors = (a, b) if ta is not None and tb is not None else ()
-    if not finiteness.finite(*(t for t in (ta, tb) if t is not None), *factors):
+    if not finiteness.finite(a, b, *(t for t in (ta, tb) if t is not None)):
         from .contractions import matmul_letters  # the loop kernels' letters
 
         letters, out, _ = matmul_letters(np.shape(a), np.shape(b))
@@ -351,8 +350,7 @@ def _einsum_tangent(ins, out, vals, tans):
             continue
         terms = [s + free if i == k else s for i, s in enumerate(ins)]
         operands = [t if i == k else v for i, v in enumerate(vals)]
-        checked = [k] + [i for i, u in enumerate(tans) if i != k and u is not None]
-        part = finiteness.einsum(terms, out + free, operands, checked)
+        part = finiteness.einsum(terms, out + free, operands, range(len(operands)))
         tangent = part if tangent is None else tangent + part
     return tangent
 

@@ -351,6 +351,8 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
                             term = b.select(kill, em.zeros(vtype), term)
                             term = b.select(zero, em.zeros(vtype), term)
                         acc = term if acc is None else b.fadd(acc, term)
+                    if exact and em.guards:  # a contraction after it checks for what this makes
+                        em.taint(em.nonfinite(acc))
                     em.store_row(acc, tout, idx, c0)
 
                 em.chunks(chunk)
@@ -365,12 +367,6 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
                 with plain:
                     rows(False)
                 with exact:
-                    if em.guards:  # a contraction downstream checks
-                        infinite = [lane(f[1], k) for _, _, f in terms if f is not None]
-                        any_infinite = infinite[0]
-                        for x in infinite[1:]:
-                            any_infinite = b.or_(any_infinite, x)
-                        em.taint(any_infinite)
                     rows(True)
 
     if not vectors:

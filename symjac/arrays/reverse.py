@@ -340,8 +340,6 @@ def _elementwise(em, graph, n, sweep):
             with b.if_then(b.not_(is_zero)):
                 with b.if_else(infinite) as (exact, plain):
                     with exact:
-                        if em.guards:  # a contraction further back checks
-                            em.taint()
                         _rows(em, p, target, ybar, idx, exact=True)
                     with plain:
                         _rows(em, p, target, ybar, idx, exact=None)
@@ -362,6 +360,8 @@ def _rows(em, p, target, ybar, idx, exact):
             term = b.fmul(em.splat(p, vtype), y)
             term = b.select(b.fcmp_ordered("==", y, em.zeros(vtype)), em.zeros(vtype), term)
             acc = b.fadd(acc, term)
+            if em.guards:  # a contraction further back checks for what this makes
+                em.taint(em.nonfinite(acc))
         else:
             acc = em.fma(em.splat(p, vtype), y, acc)
         em.store_row(acc, target, idx, c0)
@@ -387,11 +387,11 @@ def _contraction(letters_of):
                 continue
             others = [i for i in range(len(args)) if i != k]
             factors = [(values[i], letters[i]) for i in others]
-            ok = None
-            if factors and n in em.guards:  # the fast products are exact where all is finite
-                ok = em.clean()
-                for i in others:
-                    if args[i] in adjoint:  # computed from the inputs; constants are not checked
+            ok, checked = None, em.guards.get(n)
+            if factors and checked is not None:  # the fast products are exact where all is finite
+                ok = em.clean_or_finite([ybar])
+                for i in checked:
+                    if i != k and not isinstance(values[i].base, tuple):
                         ok = em.b.and_(ok, em.finite(values[i]))
             _contract_rows(em, adjoint[a], letters[k], factors, (ybar, out), sizes, ok)
 
@@ -481,6 +481,7 @@ def _contract_rows(em, target, target_letters, factors, row, sizes, ok=None):
         with plain:
             fast()
         with exact:
+            em.taint()  # the adjoint it adds to may now hold an inf: the contractions after check
             n = len(fviews)
             em.cold(
                 [tview, *fviews, rview],

@@ -158,8 +158,7 @@ def _contraction(spec, vals, ta, tb, a, b):
                 continue
             terms = [s + alpha if k == i else s + beta if k == j else s for k, s in enumerate(ins)]
             operands = [x if k == i else y if k == j else v for k, v in enumerate(vals)]
-            checked = [i, j] + [k for k in range(len(vals)) if k not in (i, j) and ta[k] is not None]
-            part = finiteness.einsum(terms, out + alpha + beta, operands, checked)
+            part = finiteness.einsum(terms, out + alpha + beta, operands, range(len(operands)))
             total = part if total is None else total + part
     return total
 
