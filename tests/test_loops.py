@@ -570,7 +570,7 @@ def test_an_infinite_partial_that_is_killed_keeps_the_fast_loops(monkeypatch):
     # shows; at a point where an inf does reach a contraction, one is taken.
     import llvmlite.ir as ir
 
-    from symjac.arrays import contractions, reverse
+    from symjac.arrays import adjoints, contractions
 
     def poisoned(original, target):
         def exact(em, *args):
@@ -582,7 +582,7 @@ def test_an_infinite_partial_that_is_killed_keeps_the_fast_loops(monkeypatch):
         return exact
 
     monkeypatch.setattr(contractions, "_exact", poisoned(contractions._exact, lambda a: a[-1]))
-    monkeypatch.setattr(reverse, "_exact_rows", poisoned(reverse._exact_rows, lambda a: a[0]))
+    monkeypatch.setattr(adjoints, "_exact_rows", poisoned(adjoints._exact_rows, lambda a: a[0]))
     rng = np.random.default_rng(1)
     W1, W2, W3 = (
         rng.standard_normal((24, 16)) / 3,
