@@ -323,9 +323,10 @@ class _Emitter:
             total = add(total, b.extract_element(acc, ir.Constant(I32, lane)))
         return b.fcmp_ordered("==", total, zero)
 
-    # Exactness. Tangents and adjoints are finite until an inf or NaN partial meets them (sqrt at
+    # Exactness. Tangents and adjoints are finite until an inf or NaN partial makes one (sqrt at
     # 0): the elementwise rules' exact branches say so here, and contractions, whose fast
-    # products would turn a zero times that inf into NaN, then take an exact loop of their own.
+    # products would turn a zero times that inf into NaN, then look at their own rows and take an
+    # exact loop of their own if one is there (see finiteness).
     def taint(self, cond=None):
         """Record that a tangent or adjoint may hold an inf or NaN from here on (where ``cond``)."""
         flag, b = self._flag(), self.b

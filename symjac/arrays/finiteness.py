@@ -3,11 +3,13 @@
 An exact derivative has no term for a zero factor: ``d/dx sum_k w[k] * sqrt(x[k])`` at ``x = 0``
 with ``w[0] = 0`` is 0, where IEEE arithmetic makes ``0 * inf`` NaN. The elementwise loop rules
 keep that zero rule on a branch of their own; a contraction's fast products cannot afford one
-(a select per multiply-add costs MLP batches 14-17%). So a contraction checks once, at run time,
-whether a tangent or adjoint has met an inf or NaN partial (``Emitter.clean``) and takes an exact
-loop if so, but only where this module finds that one can arrive: downstream of an op whose value
-or partial can be infinite at finite arguments (sqrt or a power at 0, log, division, exp's
-overflow), judged from its SymPy formulas. A tanh or ReLU MLP has none and carries no check.
+(a select per multiply-add costs MLP batches 14-17%). So an elementwise rule that makes an inf
+or NaN tangent or adjoint raises a flag, and a contraction tests it at run time; where it is
+raised the contraction scans its own rows (``Emitter.clean_or_finite``: the inf may have been
+killed on the way) and its factors that can be inf, and takes an exact loop if one is there.
+Only contractions that this module finds an inf can reach carry the test: downstream of an op
+whose value or partial can be infinite at finite arguments (sqrt or a power at 0, log, division,
+exp's overflow), judged from its SymPy formulas. A tanh or ReLU MLP has none.
 
 Inputs (and runtime parameters) are taken to be finite: an inf or NaN among them multiplies as
 IEEE's arithmetic does in the loop kernels (as in torch), and so does an overflow in a sum or
