@@ -141,3 +141,25 @@ def test_cli_errors():
         [sys.executable, "-m", "symjac", "show", "nope.py:f", "--shape", "2"], capture_output=True, text=True
     )
     assert done.returncode != 0 and "no such file" in done.stderr
+
+
+def test_standard_forms_visit_each_shared_subexpression_once(monkeypatch):
+    # A Jacobian entry of a deep model shares subtrees (each layer reads the last twice): as a
+    # tree it has about 2**depth nodes. standard() rebuilds each distinct subexpression once,
+    # with the same result as replacing symjac's functions one class at a time.
+    from symjac.trace import functions
+
+    calls = []
+    softplus = functions.STANDARD_FORMS[functions.Softplus]
+    counted = lambda a: calls.append(a) or softplus(a)  # noqa: E731
+    monkeypatch.setitem(functions.STANDARD_FORMS, functions.Softplus, counted)
+    x = sympy.Symbol("x", real=True)
+    e, depth = x, 8
+    for _ in range(depth):
+        e = functions.tanh(e) * 2 + functions.Softplus(e)
+    got = functions.standard(e)
+    assert len(calls) == depth
+    assert not got.has(functions.Softplus, functions.tanh)
+    small = functions.tanh(functions.Softplus(x)) + functions.Softplus(x) * x
+    softplus_x = sympy.log(1 + sympy.exp(x))
+    assert functions.standard(small) == sympy.tanh(softplus_x) + softplus_x * x

@@ -504,7 +504,20 @@ def standard(expr):
     """
     if not isinstance(expr, sympy.Basic):
         return expr
-    for cls, form in STANDARD_FORMS.items():
-        if expr.has(cls):
-            expr = expr.replace(cls, form)
-    return expr
+    done: dict = {}  # one visit per distinct subexpression: entries share large subtrees
+
+    def rebuild(e):
+        if e in done:
+            return done[e]
+        args = tuple(rebuild(a) for a in e.args)
+        form = next((STANDARD_FORMS[k] for k in type(e).__mro__ if k in STANDARD_FORMS), None)
+        if form is not None:
+            result = form(*args)
+        elif any(a is not b for a, b in zip(args, e.args, strict=True)):
+            result = e.func(*args)
+        else:
+            result = e
+        done[e] = result
+        return result
+
+    return rebuild(expr)
