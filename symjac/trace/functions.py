@@ -509,7 +509,9 @@ def standard(expr):
     def rebuild(e):
         if e in done:
             return done[e]
-        args = tuple(rebuild(a) for a in e.args)
+        args = []
+        for a in e.args:  # a loop, not a generator: one frame per level of a deep expression
+            args.append(rebuild(a))
         form = next((STANDARD_FORMS[k] for k in type(e).__mro__ if k in STANDARD_FORMS), None)
         if form is not None:
             result = form(*args)
