@@ -513,10 +513,10 @@ def test_numpy_contractions_under_the_zero_rule_in_slices(monkeypatch):
 
     rng = np.random.default_rng(5)
     A, T = rng.standard_normal((6, 4)), rng.standard_normal((4, 3, 2))
-    np.testing.assert_array_equal(finiteness.einsum(["ij", "jkz"], "ikz", [A, T], (1,)),
+    np.testing.assert_array_equal(finiteness.einsum(["ij", "jkz"], "ikz", [A, T]),
                                   np.einsum("ij,jkz->ikz", A, T))  # fmt: skip
     A[2, 0], T[0, 0, 0], T[1, 2, 1] = 0.0, np.inf, np.nan
-    whole = finiteness.einsum(["ij", "jkz"], "ikz", [A, T], (1,))
+    whole = finiteness.einsum(["ij", "jkz"], "ikz", [A, T])
     with np.errstate(invalid="ignore"):
         naive = np.einsum("ij,jkz->ikz", A, T)
     assert np.isnan(naive[2, 0, 0]) and np.isclose(whole[2, 0, 0], A[2, 1:] @ T[1:, 0, 0], rtol=1e-14)
@@ -525,7 +525,7 @@ def test_numpy_contractions_under_the_zero_rule_in_slices(monkeypatch):
     keep[2, 0, 0] = keep[:, 2, 1] = False  # elsewhere the products are IEEE's own
     np.testing.assert_allclose(whole[keep], naive[keep], **ULPS)
     monkeypatch.setattr(finiteness, "_CHUNK", 8)
-    np.testing.assert_array_equal(finiteness.einsum(["ij", "jkz"], "ikz", [A, T], (1,)), whole)
+    np.testing.assert_array_equal(finiteness.einsum(["ij", "jkz"], "ikz", [A, T]), whole)
     # slices along the largest letter, summed where it is summed (the first output letter of a
     # batched matmul may have extent 1): no more than about _CHUNK products at once
     formed = []
@@ -539,10 +539,10 @@ def test_numpy_contractions_under_the_zero_rule_in_slices(monkeypatch):
     B[0, 1, 7] = 0.0
     U = rng.standard_normal((1, 40, 2))
     U[0, 7, 1] = np.inf
-    sliced = finiteness.einsum(["amk", "akn"], "amn", [B, U], (1,))
+    sliced = finiteness.einsum(["amk", "akn"], "amn", [B, U])
     assert max(math.prod(s) for s in formed) <= 2 * 8 and len(formed) > 1
     monkeypatch.setattr(finiteness, "_CHUNK", 1 << 22)
-    np.testing.assert_allclose(sliced, finiteness.einsum(["amk", "akn"], "amn", [B, U], (1,)), **ULPS)
+    np.testing.assert_allclose(sliced, finiteness.einsum(["amk", "akn"], "amn", [B, U]), **ULPS)
     assert sliced[0, 1, 1] == pytest.approx(B[0, 1, 8:] @ U[0, 8:, 1] + B[0, 1, :7] @ U[0, :7, 1])
 
 

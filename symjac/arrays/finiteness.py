@@ -128,12 +128,12 @@ def reverse_guards(graph) -> dict:
 _CHUNK = 1 << 22  # doubles of products formed at a time on the exact path
 
 
-def einsum(terms, out: str, operands, checked=()) -> np.ndarray:
-    """``np.einsum(",".join(terms) + "->" + out, *operands)``, except that where an operand at a
-    position in ``checked`` (the drop-in checks them all) holds an inf or NaN, a product with a
-    zero factor is zero, as in the loop kernels: then every product is formed (in slices of the
-    largest letter, so that at most about ``_CHUNK`` are at once) and summed."""
-    if finite(*(operands[k] for k in checked)):
+def einsum(terms, out: str, operands) -> np.ndarray:
+    """``np.einsum(",".join(terms) + "->" + out, *operands)``, except that where an operand holds
+    an inf or NaN, a product with a zero factor is zero, as in the loop kernels: then every
+    product is formed (in slices of the largest letter, so that at most about ``_CHUNK`` are at
+    once) and summed."""
+    if finite(*operands):
         return np.einsum(",".join(terms) + "->" + out, *operands)
     terms, out = _explicit(terms, out, [np.ndim(x) for x in operands])
     letters = "".join(dict.fromkeys("".join(terms)))
@@ -158,15 +158,17 @@ def _explicit(terms, out: str, ndims) -> tuple[list, str]:
     if not any("..." in t for t in terms):
         return list(terms), out
     rank = max(n - len(t.replace("...", "")) for t, n in zip(terms, ndims, strict=True) if "..." in t)
-    free = [
-        c for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in "".join(terms) + out
-    ]
-    axes = "".join(free[:rank])
+    axes = "".join(free_letters("".join(terms) + out)[:rank])
     spelled = [
         t.replace("...", axes[rank - (n - len(t.replace("...", ""))) :]) if "..." in t else t
         for t, n in zip(terms, ndims, strict=True)
     ]
     return spelled, out.replace("...", axes)
+
+
+def free_letters(used: str) -> list:
+    """The einsum letters not in ``used``, lowercase from ``z`` down first."""
+    return [c for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in used]
 
 
 def finite(*arrays) -> bool:

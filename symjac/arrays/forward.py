@@ -342,15 +342,14 @@ def _einsum(vals, tans, params, shape, dtype, width):
 def _einsum_tangent(ins, out, vals, tans):
     """The product rule's terms of ``einsum(ins -> out)``, a zero factor killing an inf or NaN
     tangent (``finiteness.einsum``)."""
-    used = "".join(ins) + out
-    free = next(c for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in used)
+    free = finiteness.free_letters("".join(ins) + out)[0]
     tangent = None
     for k, t in enumerate(tans):
         if t is None:
             continue
         terms = [s + free if i == k else s for i, s in enumerate(ins)]
         operands = [t if i == k else v for i, v in enumerate(vals)]
-        part = finiteness.einsum(terms, out + free, operands, range(len(operands)))
+        part = finiteness.einsum(terms, out + free, operands)
         tangent = part if tangent is None else tangent + part
     return tangent
 

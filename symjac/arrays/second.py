@@ -149,7 +149,7 @@ def _contraction(spec, vals, ta, tb, a, b):
     on operand ``j`` (the bilinear cross terms)."""
     ins, out = spec.split("->")
     ins = ins.split(",")
-    unused = [c for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in spec]
+    unused = finiteness.free_letters(spec)
     alpha, beta = unused[0], unused[1]
     total = None
     for i, x in enumerate(ta):
@@ -158,7 +158,7 @@ def _contraction(spec, vals, ta, tb, a, b):
                 continue
             terms = [s + alpha if k == i else s + beta if k == j else s for k, s in enumerate(ins)]
             operands = [x if k == i else y if k == j else v for k, v in enumerate(vals)]
-            part = finiteness.einsum(terms, out + alpha + beta, operands, range(len(operands)))
+            part = finiteness.einsum(terms, out + alpha + beta, operands)
             total = part if total is None else total + part
     return total
 
