@@ -307,7 +307,7 @@ def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarra
         vs = [np.asarray(_numeric(v), dtype=np.float64) for v in extra]
         seeds = {j: v.reshape(shapes[j] + (1,)) for j, v in enumerate(vs)}
     elif mode in arrays.SECOND_ORDER:
-        seeds = None  # _second_results seeds both direction sets
+        seeds = None  # _second_results seeds the identity, or v
     elif width >= arrays.sparse.SPARSE_FROM:  # the identity as rows: stencils stay sparse
         seeds = {j: arrays.sparse.Rows.identity(offsets[j], sizes[j], width) for j in range(len(shapes))}
     else:
@@ -345,32 +345,34 @@ def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarra
 
 
 def _second_results(call: _Call, mode, extra, values, shapes, offsets, n: int) -> list[np.ndarray]:
-    """The results of ``hessian``, ``hvp`` or ``vhp`` by forward mode of second order: the
-    identity along both direction sets, or ``v`` along one of them."""
-    eye = np.eye(n)
-    identity = {j: eye[offsets[j] : offsets[j + 1]].reshape(shapes[j] + (n,)) for j in range(len(shapes))}
-    if mode == "hessian":
-        seeds_a = seeds_b = identity
-        a = b = n
+    """The results of ``hessian``, ``hvp`` or ``vhp`` by forward mode over reverse mode: the
+    gradient's derivative along ``v`` (``H v``), or along the identity (``H``, and ``v^T H``
+    from its rows, as torch contracts them)."""
+    if mode == "hvp":
+        v = [np.asarray(_numeric(u), dtype=np.float64) for u in extra]
+        seeds = {j: v[j].reshape(shapes[j] + (1,)) for j in range(len(shapes))}
+        width = 1
     else:
-        v = np.concatenate([np.asarray(_numeric(u), dtype=np.float64).reshape(-1) for u in extra])
-        along_v = {j: v[offsets[j] : offsets[j + 1]].reshape(shapes[j] + (1,)) for j in range(len(shapes))}
-        seeds_a, seeds_b, a, b = (identity, along_v, n, 1) if mode == "hvp" else (along_v, identity, 1, n)
-    outs, _, seconds = arrays.second.evaluate(call.graph, values, seeds_a, seeds_b, a, b)
-    outs = [np.array(o, dtype=np.float64) for o in outs]
-    H = np.zeros((a, b)) if seconds[0] is None else np.reshape(seconds[0], (a, b))
+        eye = np.eye(n)
+        seeds = {j: eye[offsets[j] : offsets[j + 1]].reshape(shapes[j] + (n,)) for j in range(len(shapes))}
+        width = n
+    out, grads = arrays.second.evaluate(call.graph, values, seeds, width)
+    rows = [
+        np.zeros((sizes, width)) if grads.get(j) is None else np.reshape(grads[j][..., 1:], (sizes, width))
+        for j, sizes in enumerate(offsets[1:] - offsets[:-1])
+    ]
     if mode == "hessian":
         return [
-            np.ascontiguousarray(H[offsets[i] : offsets[i + 1], offsets[j] : offsets[j + 1]]).reshape(
-                shapes[i] + shapes[j]
-            )
+            np.ascontiguousarray(rows[i][:, offsets[j] : offsets[j + 1]]).reshape(shapes[i] + shapes[j])
             for i in range(len(shapes))
             for j in range(len(shapes))
         ]
-    total = H[:, 0] if mode == "hvp" else H[0, :]
-    return outs + [
-        np.array(total[offsets[j] : offsets[j + 1]]).reshape(shapes[j]) for j in range(len(shapes))
-    ]
+    outs = [np.array(out, dtype=np.float64)]
+    if mode == "hvp":
+        return outs + [rows[j][:, 0].reshape(shapes[j]) for j in range(len(shapes))]
+    v = np.concatenate([np.asarray(_numeric(u), dtype=np.float64).reshape(-1) for u in extra])
+    total = v @ np.concatenate(rows)  # v^T H: its rows contracted
+    return outs + [total[offsets[j] : offsets[j + 1]].reshape(shapes[j]) for j in range(len(shapes))]
 
 
 def _refs(call: _Call, key) -> list[tuple]:

@@ -83,8 +83,8 @@ def choose(graph, width: int, expand: str, what: str, loops: bool = False) -> st
                 f"array level{' to second order' if order == 2 else ''} yet; use expand='auto' or 'elements'"
             )
         return "arrays"
-    if order == 2:  # hessian: both direction sets the identity; hvp, vhp: one of them v
-        tangents = second.tangent_elements(graph, width, width if what == "hessian" else 1)
+    if order == 2:  # hvp: the gradient's tangent along v; hessian and vhp: along the identity
+        tangents = second.tangent_elements(graph, 1 if what == "hvp" else width)
     else:
         tangents = tangent_elements(graph, width)
     if missing or tangents > TANGENT_BUDGET or element_operations(graph) < ELEMENTS_FROM:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from ..backend import vecmath
-from . import contractions
 from .emitter import ACCUMULATOR_LANES, CHUNK, DOUBLE, I32, I64, WHOLE_ROW, View, _c_strides
+from .letters import reduce_letters
 
 ROWS = 8  # adjoint rows per register block of a contraction (their accumulators stay in registers)
 
@@ -50,7 +50,7 @@ def transposed(letters_of):
 
 def sum_letters(params, shapes):
     axes, keepdims = params
-    lets, axes, out = contractions._reduce_letters(shapes[0], axes, keepdims)
+    lets, axes, out = reduce_letters(shapes[0], axes, keepdims)
     return [lets], out, dict(zip(lets, shapes[0], strict=True))
 
 

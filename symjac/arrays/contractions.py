@@ -13,9 +13,9 @@ import math
 import llvmlite.ir as ir
 
 from ..backend.codegen import _Lowerer
-from .elementwise import Unsupported
 from .emitter import ACCUMULATOR_LANES, CHUNK, DOUBLE, I64, MAX_ROWS, WHOLE_ROW, Node, View, _dense
 from .gathers import _reshaped
+from .letters import einsum_letters, matmul_letters, reduce_letters
 
 # --- contractions -------------------------------------------------------------------------------
 
@@ -204,53 +204,10 @@ def _matmul(em, op, args, params, shape, mask, module, n):
     return _contract(em, args, letters, out, sizes, shape, guard=em.guards.get(n))
 
 
-def einsum_letters(spec: str, shapes) -> tuple[list, str, dict]:
-    """``(operands' letters, the output's, letter -> extent)`` of an explicit einsum."""
-    ins, out = spec.replace(" ", "").split("->")
-    letters = ins.split(",")
-    if any("." in s for s in letters) or "." in out:
-        raise Unsupported("einsum with an ellipsis")
-    return letters, out, _extents(letters, shapes)
-
-
-def matmul_letters(a_shape, b_shape) -> tuple[list, str, dict]:
-    """``matmul`` as an einsum: ``(operands' letters, the output's, letter -> extent)``."""
-    na, nb = len(a_shape), len(b_shape)
-    batch = max(na, nb) - 2
-    pool = iter("abcdefghopqrstuvwxyz")
-    lead = [next(pool) for _ in range(max(batch, 0))]
-    if na == 1 and nb == 1:
-        la, lb, lo = "k", "k", ""
-    elif na == 1:
-        la, lb, lo = "k", "".join(lead[len(lead) - (nb - 2) :]) + "kn", "".join(lead) + "n"
-    elif nb == 1:
-        la, lb, lo = "".join(lead[len(lead) - (na - 2) :]) + "mk", "k", "".join(lead) + "m"
-    else:
-        la = "".join(lead[len(lead) - (na - 2) :]) + "mk"
-        lb = "".join(lead[len(lead) - (nb - 2) :]) + "kn"
-        lo = "".join(lead) + "mn"
-    return [la, lb], lo, _extents([la, lb], [a_shape, b_shape])
-
-
-def _extents(letters, shapes) -> dict:
-    sizes = {}
-    for shape, lets in zip(shapes, letters, strict=True):
-        for c, k in zip(lets, shape, strict=True):
-            sizes[c] = max(sizes.get(c, 1), k)
-    return sizes
-
-
-def _reduce_letters(x_shape, axes, keepdims):
-    lets = "abcdefghijklmnopqrstuvwxyz"[: len(x_shape)]
-    axes = tuple(a % len(x_shape) for a in axes) if axes is not None else tuple(range(len(x_shape)))
-    out = "".join(c for k, c in enumerate(lets) if k not in axes)
-    return lets, axes, out
-
-
 def _sum(em, op, args, params, shape, mask, module, n):
     (x,) = args
     axes, keepdims = params
-    lets, axes, out = _reduce_letters(x.value.shape, axes, keepdims)
+    lets, axes, out = reduce_letters(x.value.shape, axes, keepdims)
     sizes = dict(zip(lets, x.value.shape, strict=True))
     node = _contract(
         em, [x], [lets], out, sizes, tuple(x.value.shape[k] for k in range(len(lets)) if k not in axes)
@@ -266,7 +223,7 @@ def _reduction(kind):
     def rule_(em, op, args, params, shape, mask, module, n, partials_out=None):
         (x,) = args
         axes, keepdims = params
-        lets, axes, _ = _reduce_letters(x.value.shape, axes, keepdims)
+        lets, axes, _ = reduce_letters(x.value.shape, axes, keepdims)
         kept = tuple(k for k in range(len(lets)) if k not in axes)
         kshape = tuple(x.value.shape[k] for k in kept)
         inner = [x.value.shape[k] for k in axes]

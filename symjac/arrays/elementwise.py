@@ -94,7 +94,7 @@ def rule(op: str, boolean_args: tuple[bool, ...]):
 @functools.cache
 def second_rule(op: str, boolean_args: tuple[bool, ...]):
     """``second[i][j]``: NumPy functions of ``op``'s second partial derivatives (None where zero
-    or for a mask), for forward mode of second order (:mod:`symjac.arrays.second`)."""
+    or for a mask), for the curvature terms of second derivatives (:mod:`symjac.arrays.second`)."""
     syms, _, partials = formulas(op, boolean_args)
     modules = [{**NUMPY_FUNCTIONS, "numpy": np, "math": _VECTOR_MATH}]
     table = []

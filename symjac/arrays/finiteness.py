@@ -24,6 +24,7 @@ import numpy as np
 import sympy
 
 from ..trace.ops import ELEMENTWISE
+from .letters import explicit
 
 # Functions finite wherever their arguments are: SymPy's, and symjac's own by name.
 _FINITE = tuple(getattr(sympy, name) for name in "tanh sin cos atan erf erfc Abs sign Heaviside Max Min "
@@ -135,7 +136,7 @@ def einsum(terms, out: str, operands) -> np.ndarray:
     once) and summed."""
     if finite(*operands):
         return np.einsum(",".join(terms) + "->" + out, *operands)
-    terms, out = _explicit(terms, out, [np.ndim(x) for x in operands])
+    terms, out = explicit(terms, out, [np.ndim(x) for x in operands])
     letters = "".join(dict.fromkeys("".join(terms)))
     spread = [_spread(s, np.asarray(x, np.float64), letters) for s, x in zip(terms, operands, strict=True)]
     extents = np.broadcast_shapes(*(x.shape for x in spread))
@@ -151,24 +152,6 @@ def einsum(terms, out: str, operands) -> np.ndarray:
     if letters[axis] in out:
         return np.concatenate(parts, axis=out.index(letters[axis]))
     return sum(parts[1:], parts[0])  # a summed letter: the slices' partial sums
-
-
-def _explicit(terms, out: str, ndims) -> tuple[list, str]:
-    """``terms -> out`` with each ``...`` spelled as letters (the broadcast axes, right-aligned)."""
-    if not any("..." in t for t in terms):
-        return list(terms), out
-    rank = max(n - len(t.replace("...", "")) for t, n in zip(terms, ndims, strict=True) if "..." in t)
-    axes = "".join(free_letters("".join(terms) + out)[:rank])
-    spelled = [
-        t.replace("...", axes[rank - (n - len(t.replace("...", ""))) :]) if "..." in t else t
-        for t, n in zip(terms, ndims, strict=True)
-    ]
-    return spelled, out.replace("...", axes)
-
-
-def free_letters(used: str) -> list:
-    """The einsum letters not in ``used``, lowercase from ``z`` down first."""
-    return [c for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in used]
 
 
 def finite(*arrays) -> bool:

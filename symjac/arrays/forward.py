@@ -21,6 +21,7 @@ import numpy as np
 from ..trace.ops import ELEMENTWISE, decode_index
 from . import finiteness, sparse
 from .elementwise import Unsupported, rule
+from .letters import free_letters, matmul_letters
 
 F64 = np.dtype(np.float64)
 
@@ -306,10 +307,8 @@ def _matmul(vals, tans, params, shape, dtype, width):
     if ta is None and tb is None:
         return value, None
     if not finiteness.finite(a, b, *(t for t in (ta, tb) if t is not None)):
-        from .contractions import matmul_letters  # the loop kernels' letters
-
-        letters, out, _ = matmul_letters(np.shape(a), np.shape(b))
-        return value, _einsum_tangent(letters, out, vals, tans)
+        spelled, out, _ = matmul_letters(np.shape(a), np.shape(b))
+        return value, _einsum_tangent(spelled, out, vals, tans)
     # Tangent axis first, so that matmul broadcasts over it as a batch dimension.
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
@@ -342,7 +341,7 @@ def _einsum(vals, tans, params, shape, dtype, width):
 def _einsum_tangent(ins, out, vals, tans):
     """The product rule's terms of ``einsum(ins -> out)``, a zero factor killing an inf or NaN
     tangent (``finiteness.einsum``)."""
-    free = finiteness.free_letters("".join(ins) + out)[0]
+    free = free_letters("".join(ins) + out)[0]
     tangent = None
     for k, t in enumerate(tans):
         if t is None:

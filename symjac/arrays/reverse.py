@@ -33,7 +33,7 @@ import numpy as np
 
 from ..elements.derive import _input_specs
 from ..trace.ops import ELEMENTWISE, decode_index
-from . import adjoints, contractions, data, finiteness, loops
+from . import adjoints, data, finiteness, loops
 from .adjoints import transposed
 from .emitter import (
     DOUBLE,
@@ -45,6 +45,7 @@ from .emitter import (
     _index,
     _transpose,
 )
+from .letters import einsum_letters, matmul_letters, reduce_letters
 from .loops import _is_mask, _scalar_rule
 
 
@@ -371,7 +372,7 @@ def _reduction(em, graph, n, sweep):
     adjoint = sweep.adjoint
     x_shape = tuple(graph.shape(args[0]))
     axes, _ = params
-    _, axes, _ = contractions._reduce_letters(x_shape, axes, False)
+    _, axes, _ = reduce_letters(x_shape, axes, False)
     kept = tuple(s for k, s in enumerate(x_shape) if k not in axes)
     strides = iter(_c_strides(kept))
     ybar = adjoint[n]
@@ -515,8 +516,8 @@ _RULES = {
     "concat": _join("concat"),
     "stack": _join("stack"),
     "sum": transposed(adjoints.sum_letters),
-    "matmul": transposed(lambda params, shapes: contractions.matmul_letters(*shapes)),
-    "einsum": transposed(lambda params, shapes: contractions.einsum_letters(params[0], shapes)),
+    "matmul": transposed(lambda params, shapes: matmul_letters(*shapes)),
+    "einsum": transposed(lambda params, shapes: einsum_letters(params[0], shapes)),
     "logsumexp": _reduction,
     "max": _reduction,
     "min": _reduction,

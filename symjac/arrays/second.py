@@ -1,19 +1,28 @@
-"""Second derivatives at the array level: forward mode of second order.
+"""Second derivatives at the array level: forward mode over reverse mode.
 
-Every node carries its value, tangents along two sets of directions ``A`` (``a`` of them) and
-``B`` (``b``), and the second derivative ``H`` along both, of shape ``node.shape + (a, b)``.
-A Hessian takes ``A = B =`` the identity; ``hvp`` takes ``B = v`` and ``vhp`` ``A = v``.
+The Hessian of a scalar ``f`` is the Jacobian of its gradient. A forward pass gives every node its
+value and its tangent along ``w`` seed directions (:mod:`symjac.arrays.forward`: the identity for
+a Hessian, ``v`` for an hvp). A reverse pass then carries each node's adjoint ``xbar`` *and the
+adjoint's tangent* ``xbar'`` back to the inputs, as one array of shape ``node.shape + (1 + w,)``
+(column 0 the adjoint, the rest its tangent). At the inputs they are the gradient and the
+gradient's derivative along the seeds: the Hessian's rows, or ``H v``.
 
-- Linear ops, and max/min (linear once their ties are known), apply their first-order rule to
-  ``H`` as to a tangent of width ``a * b``.
-- An elementwise ``f`` adds its curvature: ``H = sum_i f_i H_i + sum_ij f_ij A_i (x) B_j``, with
-  the second partials ``f_ij`` derived by SymPy from the scalar formula
-  (:func:`symjac.arrays.elementwise.second_rule`).
-- Contractions (matmul, einsum) are bilinear: ``H`` adds one contraction per ordered pair of
-  operands, ``A`` on one and ``B`` on the other.
-- ``logsumexp`` adds ``sum_k s_k A_k B_k - (sum_k s_k A_k)(sum_k s_k B_k)`` for ``s = softmax``.
+- Linear ops (reshape, gathers, sums, cumsum, max/min once their ties are known) apply their
+  transpose to all ``1 + w`` columns alike.
+- An elementwise ``y = f(x_1, ...)`` sends ``f_i * ybar`` to ``x_i``, and to its tangent the
+  curvature ``ybar * sum_j f_ij x_j'`` besides, with ``f_ij`` derived by SymPy from the scalar
+  formula (:func:`symjac.arrays.elementwise.second_rule`).
+- A contraction sends each operand the contraction of ``ybar`` with the others, and to its
+  tangent the terms with one other operand replaced by its tangent.
+- ``logsumexp`` sends ``s * ybar`` (``s = softmax``), and ``ybar * s * (x' - sum s x')`` to the
+  tangent.
 
-Products and running products have no second-order rule here: their graphs keep the element road.
+Every node carries ``O(w)`` numbers per element, so a Hessian over ``n`` inputs costs about
+``2n + 2`` forward passes' worth of work and an hvp a few; forward mode of second order carried
+``n * n`` per element (cubic for ``log(sum(exp(x)))``). A zero factor kills an infinite or NaN one
+throughout, as on the other roads (:func:`symjac.arrays.forward.scaled`,
+:func:`symjac.arrays.finiteness.einsum`). Products and running products have no rule here: their
+graphs keep the element road.
 """
 
 from __future__ import annotations
@@ -22,20 +31,19 @@ import math
 
 import numpy as np
 
-from ..trace.ops import ELEMENTWISE
+from ..trace.ops import ELEMENTWISE, decode_index
 from . import finiteness, forward
-from .elementwise import Unsupported, second_rule
+from .elementwise import Unsupported, rule, second_rule
+from .letters import explicit, free_letters, matmul_letters
 
 F64 = forward.F64
-# What the second-order road evaluates beyond the first order's linear rules.
-_CURVED = frozenset({"matmul", "einsum", "logsumexp"})
 _FIRST_ORDER_ONLY = frozenset({"prod", "cumprod"})
 
 
 def unsupported_ops(graph) -> set[str]:
     """The ops of ``graph`` without a second-order array rule (empty when it can take it)."""
     bad = forward.unsupported_ops(graph)
-    for op, args, _ in graph.eqns:
+    for op, args, params in graph.eqns:
         if op in _FIRST_ORDER_ONLY:
             bad.add(op)
         elif op in ELEMENTWISE and op not in bad:
@@ -43,147 +51,280 @@ def unsupported_ops(graph) -> set[str]:
                 second_rule(op, tuple(forward._is_mask(graph, a) for a in args))
             except Unsupported:
                 bad.add(op)
+        elif op == "einsum" and "->" in params[0] and _repeats_a_letter(params[0]):
+            bad.add("einsum (a repeated index within an operand)")
     return bad
 
 
-def tangent_elements(graph, a: int, b: int) -> int:
-    """Elements of all tangents and second derivatives (the road's working set)."""
-    return (a * b + a + b) * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
+def _repeats_a_letter(spec: str) -> bool:
+    """A diagonal (``"ii->i"``): its transpose would write a diagonal, which einsum cannot."""
+    terms = [t.replace("...", "") for t in spec.split("->")[0].split(",")]
+    return any(len(set(t)) < len(t) for t in terms)
 
 
-def evaluate(graph, arrays, seeds_a, seeds_b, a: int, b: int):
-    """Values, ``A``-tangents and second derivatives of the graph's outputs.
+def tangent_elements(graph, width: int) -> int:
+    """Elements of all tangents and adjoints for ``width`` seed directions (the working set)."""
+    return (2 * width + 2) * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
+
+
+def evaluate(graph, arrays, seeds, width: int):
+    """The value of the graph's one scalar output, and its gradient and the gradient's tangents.
 
     Args:
-        graph: a recorded :class:`~symjac.trace.graph.Graph`.
+        graph: a recorded :class:`~symjac.trace.graph.Graph` with one output of one element.
         arrays: a value for every graph input, in input order.
-        seeds_a: ``{input index: tangent}`` of shape ``input.shape + (a,)``.
-        seeds_b: the same for ``B``, or ``seeds_a`` itself for a Hessian (then ``B``'s tangents
-            are ``A``'s, computed once).
-        a, b: the numbers of directions.
+        seeds: ``{input index: tangent}``, each of shape ``input.shape + (width,)``.
+        width: the number of seed directions.
 
     Returns:
-        ``(values, tangents_a, seconds)``, a second derivative of shape ``out.shape + (a, b)``
-        or None where it is zero.
+        ``(value, gradients)``: ``gradients[j]`` is ``{input index j: array}`` of shape
+        ``input.shape + (1 + width,)``: the gradient, then its derivative along each seed (None
+        where the output does not depend on that input).
     """
-    same = seeds_b is seeds_a
     eqns = graph.eqns
-    last_use = forward.last_uses(eqns)
-    keep = set(graph.outputs)
-    vals, ta, tb, hs = ([None] * len(eqns) for _ in range(4))
+    vals: list = [None] * len(eqns)
+    tans: list = [None] * len(eqns)
+    (out,) = graph.outputs
     with np.errstate(all="ignore"):
-        for n, (op, args, params) in enumerate(eqns):
-            shape = graph.shape(n)
+        for n, (op, args, params) in enumerate(eqns[: out + 1]):
             if op == "input":
-                j = params[0]
-                vals[n] = forward._real(np.asarray(arrays[j]).reshape(shape))
-                ta[n], tb[n] = seeds_a.get(j), seeds_b.get(j)
+                vals[n] = forward._real(np.asarray(arrays[params[0]]).reshape(graph.shape(n)))
+                tans[n] = seeds.get(params[0])
             else:
-                v = [vals[k] if type(k) is int else np.float64(k[1]) for k in args]
-                ia = [ta[k] if type(k) is int else None for k in args]
-                ib = ia if same else [tb[k] if type(k) is int else None for k in args]
-                ih = [hs[k] if type(k) is int else None for k in args]
-                vals[n], ta[n], tb[n], hs[n] = _apply(op, v, ia, ib, ih, params, graph, n, a, b, same)
-            for k in args:
-                if type(k) is int and last_use.get(k) == n and k not in keep:
-                    vals[k] = ta[k] = tb[k] = hs[k] = None
-    outs = graph.outputs
-    return [vals[o] for o in outs], [ta[o] for o in outs], [hs[o] for o in outs]
+                av = [vals[a] if type(a) is int else np.float64(a[1]) for a in args]
+                at = [tans[a] if type(a) is int else None for a in args]
+                vals[n], tans[n] = forward._apply(op, av, at, params, graph, n, width)
+        adj: list = [None] * len(eqns)
+        if tans[out] is not None:
+            adj[out] = np.zeros(graph.shape(out) + (1 + width,))
+            adj[out][..., 0] = 1.0
+        grads = {}
+        for n in range(out, -1, -1):
+            if adj[n] is None:
+                continue
+            op, args, params = eqns[n]
+            if op == "input":
+                grads[params[0]] = adj[n]
+                continue
+            wanted = [type(a) is int and tans[a] is not None for a in args]
+            av = [vals[a] if type(a) is int else np.float64(a[1]) for a in args]
+            at = [tans[a] if type(a) is int else None for a in args]
+            adjoint = _elementwise if op in ELEMENTWISE else _ADJOINTS[op]
+            parts = adjoint(op, av, at, adj[n], vals[n], wanted, params)
+            for a, part, want in zip(args, parts, wanted, strict=True):
+                if want and part is not None:
+                    adj[a] = part if adj[a] is None else adj[a] + part
+            adj[n] = None
+    return vals[out], grads
 
 
-def _apply(op, vals, ta, tb, hs, params, graph, n, a, b, same):
-    shape = graph.shape(n)
-    value, out_a = forward._apply(op, vals, ta, params, graph, n, a)
-    out_b = out_a if same else forward._apply(op, vals, tb, params, graph, n, b)[1]
-    flat = [None if h is None else h.reshape(h.shape[:-2] + (a * b,)) for h in hs]
-    h = None
-    if any(x is not None for x in flat):  # the first-order rule, applied to H
-        h = forward._apply(op, vals, flat, params, graph, n, a * b)[1]
-        h = None if h is None else h.reshape(shape + (a, b))
-    if op in ELEMENTWISE:
-        curve = _elementwise_curvature(op, vals, ta, tb, shape, a, b)
-    elif op in _CURVED:
-        curve = _CURVATURE[op](vals, ta, tb, params, shape, value, a, b)
-    else:
+def _unbroadcast(x: np.ndarray, shape: tuple) -> np.ndarray:
+    """``x`` of shape ``broadcast(shape) + (c,)`` summed back to ``shape + (c,)``."""
+    lead = x.ndim - 1 - len(shape)
+    if lead:
+        x = x.sum(axis=tuple(range(lead)))
+    axes = tuple(k for k, d in enumerate(shape) if d == 1 and x.shape[k] != 1)
+    return x.sum(axis=axes, keepdims=True) if axes else x
+
+
+def _elementwise(op, vals, tans, adj, value, wanted, params):
+    masks = tuple(np.asarray(v).dtype == np.bool_ for v in vals)
+    _, partials = rule(op, masks)
+    second = second_rule(op, masks)
+    shapes = [np.shape(v) for v in vals]
+    bvals = np.broadcast_arrays(*vals) if len(vals) > 1 else vals
+    shape = adj.shape[:-1]
+    width = adj.shape[-1] - 1
+    ybar = adj[..., 0]
+    parts = []
+    for i, want in enumerate(wanted):
+        if not want or partials[i] is None:
+            parts.append(None)
+            continue
+        p = np.broadcast_to(np.asarray(partials[i](*bvals), dtype=F64), shape)
+        part = forward.scaled(p, adj)
         curve = None
-    if curve is not None:
-        h = curve if h is None else h + curve
-    return value, out_a, out_b, h
-
-
-def _outer(x, y, shape, a, b):
-    """``x (x) y`` per element: ``x[..., :, None] * y[..., None, :]`` broadcast to ``shape``."""
-    return np.broadcast_to(x[..., :, None] * y[..., None, :], shape + (a, b))
-
-
-def _elementwise_curvature(op, vals, ta, tb, shape, a, b):
-    second = second_rule(op, tuple(np.asarray(v).dtype == np.bool_ for v in vals))
-    vals = np.broadcast_arrays(*vals) if len(vals) > 1 else vals
-    total = None
-    for i, row in enumerate(second):
-        for j, q in enumerate(row):
-            if q is None or ta[i] is None or tb[j] is None:
+        for j, q in enumerate(second[i]):
+            if q is None or tans[j] is None:
                 continue
-            p = np.broadcast_to(np.asarray(q(*vals), dtype=F64), shape)
-            pair = _outer(
-                np.broadcast_to(ta[i], shape + (a,)), np.broadcast_to(tb[j], shape + (b,)), shape, a, b
+            qv = np.broadcast_to(np.asarray(q(*bvals), dtype=F64), shape)
+            term = forward.scaled(qv, np.broadcast_to(tans[j], shape + (width,)))
+            curve = term if curve is None else curve + term
+        if curve is not None:
+            part = np.array(part, copy=True)
+            part[..., 1:] += forward.scaled(ybar, curve)
+        parts.append(_unbroadcast(part, shapes[i]))
+    return parts
+
+
+def _contraction(terms, out, vals, tans, adj, wanted):
+    """Each wanted operand's adjoint columns of ``einsum(terms -> out)``: the contraction of all
+    ``adj`` columns with the other operands, plus, in the tangent columns, one term per other
+    operand with a tangent standing in for its value (the product rule)."""
+    terms, out = explicit(terms, out, [np.ndim(v) for v in vals])
+    col = free_letters("".join(terms) + out)[0]
+    parts = []
+    for k, want in enumerate(wanted):
+        if not want:
+            parts.append(None)
+            continue
+        others = [i for i in range(len(vals)) if i != k]
+        part = _into(
+            [out + col] + [terms[i] for i in others], [adj] + [vals[i] for i in others], terms[k] + col,
+            np.shape(vals[k]) + (adj.shape[-1],),
+        )  # fmt: skip
+        for i in others:
+            if tans[i] is None:
+                continue
+            rest = [m for m in others if m != i]
+            curve = _into(
+                [out, terms[i] + col] + [terms[m] for m in rest],
+                [adj[..., 0], tans[i]] + [vals[m] for m in rest],
+                terms[k] + col,
+                np.shape(vals[k]) + (adj.shape[-1] - 1,),
             )
-            term = forward.scaled(p, pair.reshape(shape + (a * b,))).reshape(shape + (a, b))
-            total = term if total is None else total + term
-    return total
+            part[..., 1:] += curve
+        parts.append(part)
+    return parts
 
 
-def _matmul_spec(a_ndim: int, b_ndim: int) -> str:
-    left = "...ij" if a_ndim > 1 else "j"
-    right = "...jk" if b_ndim > 1 else "j"
-    out = ("...i" if a_ndim > 1 else "...") + ("k" if b_ndim > 1 else "")
-    if a_ndim == 1 and b_ndim > 1:
-        out = "...k"
-    if a_ndim == 1 and b_ndim == 1:
-        out = ""
-    return f"{left},{right}->{out}"
+def _into(terms, operands, target: str, shape: tuple) -> np.ndarray:
+    """``einsum(terms -> target)`` of shape ``shape``, where a target letter no operand carries is
+    broadcast, and one an operand carries at a larger extent (a broadcast) is summed."""
+    present = set("".join(terms))
+    out = "".join(c for c in target if c in present)
+    result = finiteness.einsum(terms, out, operands)
+    result = result.reshape([result.shape[out.index(c)] if c in present else 1 for c in target])
+    axes = tuple(k for k, d in enumerate(shape) if d == 1 and result.shape[k] != 1)
+    if axes:
+        result = result.sum(axis=axes, keepdims=True)
+    return np.array(np.broadcast_to(result, shape))
 
 
-def _contraction(spec, vals, ta, tb, a, b):
-    """Sum over ordered pairs ``i != j`` of the contraction with ``A`` on operand ``i`` and ``B``
-    on operand ``j`` (the bilinear cross terms)."""
-    ins, out = spec.split("->")
-    ins = ins.split(",")
-    unused = finiteness.free_letters(spec)
-    alpha, beta = unused[0], unused[1]
-    total = None
-    for i, x in enumerate(ta):
-        for j, y in enumerate(tb):
-            if i == j or x is None or y is None:
-                continue
-            terms = [s + alpha if k == i else s + beta if k == j else s for k, s in enumerate(ins)]
-            operands = [x if k == i else y if k == j else v for k, v in enumerate(vals)]
-            part = finiteness.einsum(terms, out + alpha + beta, operands)
-            total = part if total is None else total + part
-    return total
+def _einsum(op, vals, tans, adj, value, wanted, params):
+    ins, out = params[0].split("->")
+    return _contraction(ins.split(","), out, vals, tans, adj, wanted)
 
 
-def _matmul_curvature(vals, ta, tb, params, shape, value, a, b):
-    x, y = vals
-    return _contraction(_matmul_spec(np.ndim(x), np.ndim(y)), vals, ta, tb, a, b)
+def _matmul(op, vals, tans, adj, value, wanted, params):
+    spelled, out, _ = matmul_letters(np.shape(vals[0]), np.shape(vals[1]))
+    return _contraction(spelled, out, vals, tans, adj, wanted)
 
 
-def _einsum_curvature(vals, ta, tb, params, shape, value, a, b):
-    return _contraction(params[0], vals, ta, tb, a, b)
+def _axes(params, ndim) -> tuple:
+    axes = params[0]
+    return tuple(range(ndim)) if axes is None else tuple(sorted(a % ndim for a in axes))
 
 
-def _logsumexp_curvature(vals, ta, tb, params, shape, value, a, b):
-    (x,), (tx,), (ty,), (axes, _) = vals, ta, tb, params
-    if tx is None or ty is None:
-        return None
-    axes = tuple(range(x.ndim)) if axes is None else tuple(axes)
+def _kept(adj, axes, keepdims):
+    """``adj`` of a reduction's result with the reduced axes back, as length 1."""
+    return adj if keepdims else np.expand_dims(adj, axes)
+
+
+def _sum(op, vals, tans, adj, value, wanted, params):
+    x = vals[0]
+    axes = _axes(params, x.ndim)
+    return [np.broadcast_to(_kept(adj, axes, params[1]), x.shape + adj.shape[-1:])]
+
+
+def _extremum(op, vals, tans, adj, value, wanted, params):
+    x = vals[0]
+    axes = _axes(params, x.ndim)
+    m = _kept(value, axes, params[1])
+    tied = x == m  # the derivative splits evenly between ties, as forward mode's rule
+    weight = tied / np.sum(tied, axis=axes, keepdims=True)
+    return [forward.scaled(weight, _kept(adj, axes, params[1]))]
+
+
+def _logsumexp(op, vals, tans, adj, value, wanted, params):
+    (x,), (t,) = vals, tans
+    axes = _axes(params, x.ndim)
     top = np.max(x, axis=axes, keepdims=True)
     w = np.exp(x - np.where(np.isfinite(top), top, 0.0))
     s = w / np.sum(w, axis=axes, keepdims=True)  # softmax: the first derivative
-    mean_a = np.sum(s[..., None] * tx, axis=axes)
-    mean_b = np.sum(s[..., None] * ty, axis=axes)
-    spread = np.sum(s[..., None, None] * tx[..., :, None] * ty[..., None, :], axis=axes)
-    return (spread - mean_a[..., :, None] * mean_b[..., None, :]).reshape(shape + (a, b))
+    kept = _kept(adj, axes, params[1])
+    part = np.array(np.broadcast_to(forward.scaled(s, kept), x.shape + adj.shape[-1:]))
+    st = forward.scaled(s, t)
+    spread = forward.scaled(s, t - np.sum(st, axis=axes, keepdims=True))  # the softmax's tangent
+    part[..., 1:] += forward.scaled(np.broadcast_to(kept[..., 0], x.shape), spread)
+    return [part]
 
 
-_CURVATURE = {"matmul": _matmul_curvature, "einsum": _einsum_curvature, "logsumexp": _logsumexp_curvature}
+def _cumsum(op, vals, tans, adj, value, wanted, params):
+    axis = params[0] % vals[0].ndim
+    return [np.flip(np.cumsum(np.flip(adj, axis), axis=axis), axis)]
+
+
+def _transpose(op, vals, tans, adj, value, wanted, params):
+    inverse = tuple(int(k) for k in np.argsort(params[0]))
+    return [adj.transpose(inverse + (len(inverse),))]
+
+
+def _index(params, ndim) -> tuple:
+    return forward._expand_index(decode_index(params[0]), ndim) + (slice(None),)
+
+
+def _getitem(op, vals, tans, adj, value, wanted, params):
+    x = vals[0]
+    index = _index(params, x.ndim)
+    part = np.zeros(x.shape + adj.shape[-1:])
+    if any(isinstance(k, np.ndarray) for k in index):
+        np.add.at(part, _integer_index(index), adj)  # a repeated index gathers twice: sum both
+    else:
+        part[index] += adj
+    return [part]
+
+
+def _integer_index(index) -> tuple:
+    """Boolean masks as the integer arrays they select (``np.add.at`` takes no masks)."""
+    out = []
+    for k in index:
+        out.extend(np.nonzero(k) if isinstance(k, np.ndarray) and k.dtype == np.bool_ else (k,))
+    return tuple(out)
+
+
+def _setitem(op, vals, tans, adj, value, wanted, params):
+    x, y = vals
+    index = _index(params, x.ndim)
+    rest = np.array(adj, copy=True)
+    rest[index] = 0.0
+    if not wanted[1]:
+        return [rest, None]
+    # Where the index repeats a position, the last write stands: only it sees the adjoint.
+    slots = np.full(x.shape, -1, dtype=np.int64)
+    written = np.shape(slots[index[:-1]])
+    slots[index[:-1]] = np.arange(math.prod(written)).reshape(written)
+    last = slots[index[:-1]] == np.arange(math.prod(written)).reshape(written)
+    part = np.where(last[..., None], adj[index], 0.0)
+    return [rest, _unbroadcast(part, np.shape(y))]
+
+
+def _joined(op, vals, tans, adj, value, wanted, params):
+    axis = params[0] % (adj.ndim - 1)
+    if op == "stack":
+        return [np.take(adj, k, axis=axis) for k in range(len(vals))]
+    cuts = np.cumsum([np.shape(v)[axis] for v in vals])[:-1]
+    return np.split(adj, cuts, axis=axis)
+
+
+def _cast(op, vals, tans, adj, value, wanted, params):
+    return [adj]
+
+
+_ADJOINTS = {
+    "reshape": lambda op, v, t, adj, y, w, p: [adj.reshape(np.shape(v[0]) + adj.shape[-1:])],
+    "broadcast_to": lambda op, v, t, adj, y, w, p: [_unbroadcast(adj, np.shape(v[0]))],
+    "transpose": _transpose,
+    "getitem": _getitem,
+    "setitem": _setitem,
+    "concat": _joined,
+    "stack": _joined,
+    "sum": _sum,
+    "max": _extremum,
+    "min": _extremum,
+    "cumsum": _cumsum,
+    "logsumexp": _logsumexp,
+    "matmul": _matmul,
+    "einsum": _einsum,
+    "cast": _cast,
+}

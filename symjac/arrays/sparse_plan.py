@@ -12,8 +12,9 @@ import numpy as np
 
 from ..elements.derive import _input_specs
 from ..trace.ops import ELEMENTWISE, decode_index
-from . import contractions, data, loops
+from . import data, loops
 from .elementwise import Unsupported
+from .letters import einsum_letters, matmul_letters
 from .loops import _is_mask, _scalar_rule
 from .sparse import _axes, _positions, entries_per_row
 from .sparse_struct import (
@@ -186,8 +187,8 @@ def _reduce(planner, graph, n, op, x, params, S) -> Struct:
 def contraction_letters(graph, op, args, params) -> tuple[list, str, dict]:
     shapes = [tuple(graph.shape(a)) for a in args]
     if op == "matmul":
-        return contractions.matmul_letters(*shapes)
-    return contractions.einsum_letters(params[0], shapes)
+        return matmul_letters(*shapes)
+    return einsum_letters(params[0], shapes)
 
 
 def entries_bound(graph, width: int) -> float:
