@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import arrays, functional
 from .compiled import compile
 
 
@@ -84,16 +85,24 @@ class Objective:
     Pass the Hessian to a method that uses it: ``minimize(obj.value_and_grad, x0, jac=True,
     hess=obj.hess, method="trust-exact")`` (or ``"trust-constr"``, ``"Newton-CG"`` with
     ``hessp=obj.hessp``). SciPy's default, BFGS, ignores ``hess``.
+
+    The gradient compiles at once. The Hessian and its products choose their road at their first
+    call, as the drop-in's ``hessian`` and ``hvp`` do: a compiled kernel for a small model, the
+    array road (forward over reverse, nothing to build) for a large one, whose second derivatives
+    per element would take minutes to expand.
+
+    Example:
+        >>> import numpy as np, symjac
+        >>> obj = symjac.Objective(lambda x: (x**4).sum(), np.zeros(2))
+        >>> obj.hess(np.array([1.0, 2.0]))
+        array([[12.,  0.],
+               [ 0., 48.]])
     """
 
     def __init__(self, fun, x0, args=()):
         self.fun = fun
         self._vg = _with_args(fun, x0, args, value=True)[0]
-        self._hess = _with_args(fun, x0, args, mode="hessian")[0]
-        x0 = np.asarray(x0, dtype=float)
-        self._hvp = compile(
-            lambda x, *a: fun(x, *a), x0, *[np.asarray(a, dtype=float) for a in args], wrt=0, mode="hvp"
-        )
+        self._roads: dict = {}  # "hessian" / "hvp" -> a compiled kernel, or None for the array road
 
     def value_and_grad(self, x, *args):
         value, grad = self._vg(x, *args)
@@ -103,11 +112,24 @@ class Objective:
         return self._vg(x, *args)[1]
 
     def hess(self, x, *args):
-        return self._hess(x, *args)
+        x = np.asarray(x, dtype=float)
+        kernel = self._road("hessian", x, args)
+        if kernel is not None:
+            return kernel(x, *[np.asarray(a, dtype=float) for a in args])
+        return functional.hessian(lambda y: self.fun(y, *args), x)
 
     def hessp(self, x, p, *args):
-        return self._hvp(
-            np.asarray(x, dtype=float),
-            *[np.asarray(a, dtype=float) for a in args],
-            v=np.asarray(p, dtype=float),
-        )
+        x, p = np.asarray(x, dtype=float), np.asarray(p, dtype=float)
+        kernel = self._road("hvp", x, args)
+        if kernel is not None:
+            return kernel(x, *[np.asarray(a, dtype=float) for a in args], v=p)
+        return functional.hvp(lambda y: self.fun(y, *args), x, p)[1]
+
+    def _road(self, mode: str, x, args):
+        """The compiled kernel of ``mode``, or None where the array road is cheaper."""
+        if mode not in self._roads:
+            f = lambda y: self.fun(y, *args)  # noqa: E731
+            graph = functional._Call(f, (x,), False, f"Objective.{mode}", params=True).graph
+            road = arrays.choose(graph, x.size, "auto", mode)
+            self._roads[mode] = None if road == "arrays" else _with_args(self.fun, x, args, mode=mode)[1]
+        return self._roads[mode]

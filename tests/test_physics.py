@@ -115,7 +115,35 @@ def test_objective_with_minimize():
     np.testing.assert_allclose(res.x, np.ones(4), atol=1e-8)
     x, p = np.array([0.3, -0.2, 0.5, 1.0]), np.array([1.0, 2.0, -1.0, 0.5])
     np.testing.assert_allclose(obj.hessp(x, p), obj.hess(x) @ p, rtol=1e-13)
+    assert obj._roads["hessian"] is not None  # a small model: a compiled kernel
     np.testing.assert_allclose(obj.jac(x), symjac.jacobian(rosen, x), rtol=1e-14)
+
+
+def test_objective_of_a_large_model_takes_the_array_road_for_its_hessian():
+    # Expanding 64 x 64 second derivatives of this loss per element took minutes; forward over
+    # reverse at the array level builds nothing. H = tanh'' terms + J^T (diag(s) - s s^T) J + I.
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((300, 64)) / 8
+
+    def loss(x, c):
+        z = W @ np.tanh(x)
+        m = np.max(z)
+        return np.log(np.sum(np.exp(z - m))) + m + 0.5 * c * (x**2).sum()
+
+    obj = symjac.Objective(loss, np.zeros(64), args=(1.0,))
+    x, p = rng.standard_normal(64) * 0.3, rng.standard_normal(64)
+    H = obj.hess(x, 2.0)
+    assert obj._roads == {"hessian": None}  # the array road: no kernel
+    t = np.tanh(x)
+    z = W @ t
+    s = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    J = W * (1 - t**2)  # dz/dx
+    oracle = (
+        J.T @ (np.diag(s) - np.outer(s, s)) @ J + np.diag((W.T @ s) * -2 * t * (1 - t**2)) + 2.0 * np.eye(64)
+    )
+    np.testing.assert_allclose(H, oracle, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(obj.hessp(x, p, 2.0), oracle @ p, rtol=1e-11, atol=1e-13)
+    assert obj._roads["hvp"] is None
 
 
 def test_root_with_exact_jacobian():
