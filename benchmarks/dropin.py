@@ -5,7 +5,8 @@ Run: python benchmarks/dropin.py [--quick]     (peers from the `bench` extra: to
 Every problem runs in a fresh process with a fresh kernel cache, so a first call pays every
 one-time cost (SymPy's lazy imports, lambdify, LLVM), as a new user's would. In the same process:
 torch.autograd.functional.jacobian (first and warm) and JAX's jit(jacfwd) (first call: trace and
-XLA compile; warm); for the Hessian problems, each one's hessian (JAX: jit(hessian)). symjac's
+XLA compile; warm); for the Hessian problems, each one's hessian (JAX: jit(hessian)), and for
+the hvp problems each one's hvp (JAX: jit of jvp of grad). symjac's
 "warm" is its best of the first 200 warm calls; "steady" its best after a further second of
 calls, by when a model whose array-road calls have cost as much as its kernel's build has bought
 the kernel ("(bought)"). Ratios are what count; absolute times on a shared machine are noise.
@@ -110,8 +111,27 @@ def mlp_loss(sizes):
     return loss, n_in, W
 
 
-# Problems whose derivative is the Hessian (symjac.hessian, torch's hessian, JAX's jit(hessian)).
-HESSIANS = {"Hessian of tanh MLP loss 8-32-32-4", "Hessian of tanh MLP loss 32-64-64-4"}
+def logsumexp(n):
+    def f(ns, x):
+        top = ns.amax(x)
+        return ns.log(ns.sum(ns.exp(x - top), 0)) + top
+
+    return f, n, None
+
+
+def exp_sum(n):
+    return (lambda ns, x: ns.sum(ns.exp(x) * ns.tanh(x), 0)), n, None
+
+
+# Problems whose derivative is the Hessian (symjac.hessian, torch's hessian, JAX's jit(hessian)),
+# or a Hessian-vector product (hvp; JAX: jit of jvp of grad).
+HESSIANS = {
+    "Hessian of tanh MLP loss 8-32-32-4",
+    "Hessian of tanh MLP loss 32-64-64-4",
+    "Hessian of logsumexp n=300",
+    "Hessian of logsumexp n=1000",
+}
+HVPS = {"hvp of sum(exp(x) tanh(x)) n=4096", "hvp of sum(exp(x) tanh(x)) n=16384"}
 
 PROBLEMS = {
     "tanh MLP 8-32-32-4": lambda: mlp([8, 32, 32, 4]),
@@ -126,6 +146,10 @@ PROBLEMS = {
     "Brusselator 2x64^2": lambda: brusselator(64),
     "Hessian of tanh MLP loss 8-32-32-4": lambda: mlp_loss([8, 32, 32, 4]),
     "Hessian of tanh MLP loss 32-64-64-4": lambda: mlp_loss([32, 64, 64, 4]),
+    "Hessian of logsumexp n=300": lambda: logsumexp(300),
+    "Hessian of logsumexp n=1000": lambda: logsumexp(1000),
+    "hvp of sum(exp(x) tanh(x)) n=4096": lambda: exp_sum(4096),
+    "hvp of sum(exp(x) tanh(x)) n=16384": lambda: exp_sum(16384),
 }
 QUICK = [
     "tanh MLP 8-32-32-4",
@@ -133,6 +157,8 @@ QUICK = [
     "N-body N=20",
     "Brusselator 2x8^2",
     "Hessian of tanh MLP loss 8-32-32-4",
+    "Hessian of logsumexp n=1000",
+    "hvp of sum(exp(x) tanh(x)) n=4096",
 ]
 
 
@@ -156,8 +182,9 @@ def one(name):
     from symjac import arrays, functional
 
     npf = lambda y: f(_namespace("numpy"), y)  # noqa: E731
-    what = "hessian" if name in HESSIANS else "jacobian"
-    ours = getattr(symjac, what)
+    what = "hessian" if name in HESSIANS else "hvp" if name in HVPS else "jacobian"
+    v = np.random.default_rng(3).standard_normal(n_in)
+    ours = _with_v(getattr(symjac, what), v, what)
     t = time.perf_counter()
     J = ours(npf, x)
     out["symjac_first"] = time.perf_counter() - t
@@ -175,7 +202,7 @@ def one(name):
         import torch
         from torch.autograd import functional as AF
 
-        tj = getattr(AF, what)
+        tj = _with_v(getattr(AF, what), torch.from_numpy(v), what)
 
         torch.set_num_threads(1)
         tf = lambda y: f(_namespace("torch"), y)  # noqa: E731
@@ -184,15 +211,19 @@ def one(name):
         Jt = tj(tf, xt)
         out["torch_first"] = time.perf_counter() - t
         out["torch_warm"] = _best(lambda: tj(tf, xt))
-        out["err_vs_torch"] = float(np.max(np.abs(J - Jt.numpy())))
+        out["err_vs_torch"] = float(np.max(np.abs(np.asarray(J) - Jt.numpy())))
     except ImportError:
         pass
     try:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-        derivative = jax.hessian if what == "hessian" else jax.jacfwd
-        jf = jax.jit(derivative(lambda y: f(_namespace("jax"), y)))
+        jaxf = lambda y: f(_namespace("jax"), y)  # noqa: E731
+        if what == "hvp":
+            vj = jax.numpy.asarray(v)
+            jf = jax.jit(lambda y: jax.jvp(jax.grad(jaxf), (y,), (vj,))[1])
+        else:
+            jf = jax.jit((jax.hessian if what == "hessian" else jax.jacfwd)(jaxf))
         xj = jax.numpy.asarray(x)
         t = time.perf_counter()
         jf(xj).block_until_ready()
@@ -208,6 +239,13 @@ def one(name):
 
         out["symjac_changed"] = _best(changed)
     return out
+
+
+def _with_v(fn, v, what):
+    """``fn(f, x)``: the derivative alone (an hvp's product, without the value)."""
+    if what != "hvp":
+        return fn
+    return lambda f, x: fn(f, x, v)[1]
 
 
 # --- the table ----------------------------------------------------------------------------------

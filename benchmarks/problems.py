@@ -81,7 +81,9 @@ def brusselator(n):
 
 
 def mlp_net(sizes, act="tanh", log_softmax=False):
-    """An MLP with fixed random weights: tanh (or ReLU) hidden layers, optionally log_softmax out."""
+    """An MLP with fixed random weights: tanh, ReLU or sqrt(1 + h^2) hidden layers, optionally
+    log_softmax out. The sqrt one measures the zero rule's guards (docs/compiled.md): an infinite
+    partial could meet a zero weight in its contractions, so they test for one."""
     rng = np.random.default_rng(len(sizes) * 1000 + sizes[1])
     W = [rng.standard_normal((b, a)) / math.sqrt(a) for a, b in zip(sizes, sizes[1:], strict=False)]
     B = [rng.standard_normal(b) / 4 for b in sizes[1:]]
@@ -91,7 +93,7 @@ def mlp_net(sizes, act="tanh", log_softmax=False):
         for k, (w, b) in enumerate(zip(W, B, strict=True)):
             h = ns.matmul(ns.c(w), h) + ns.c(b)
             if k < len(W) - 1:
-                h = ns.tanh(h) if act == "tanh" else ns.relu(h)
+                h = ns.tanh(h) if act == "tanh" else ns.relu(h) if act == "relu" else ns.sqrt(1 + h * h)
         if log_softmax:
             z = h - ns.amax(h)  # the usual shift; it cancels from the exact derivative
             h = z - ns.log(ns.sum(ns.exp(z), 0))
@@ -130,6 +132,7 @@ PROBLEMS = [
     ("tanh MLP 8-32-32-4", mlp_net([8, 32, 32, 4]), 8, False),
     ("tanh MLP 8-64-64-4", mlp_net([8, 64, 64, 4]), 8, False),
     ("tanh MLP 8-256-256-4", mlp_net([8, 256, 256, 4]), 8, False),
+    ("sqrt MLP 8-64-64-4", mlp_net([8, 64, 64, 4], "sqrt"), 8, False),
     ("N-body N=20", nbody(20), 120, False),
     ("N-body N=100", nbody(100), 600, False),
     ("ReLU MLP 4-6-3 log_softmax", mlp_net([4, 6, 3], "relu", True), 4, False),
@@ -143,6 +146,7 @@ def numpy_ns():
         cos=np.cos,
         exp=np.exp,
         tanh=np.tanh,
+        sqrt=np.sqrt,
         log=np.log,
         relu=lambda x: np.maximum(x, 0.0),
         amax=np.max,
@@ -165,6 +169,7 @@ def torch_ns():
         cos=torch.cos,
         exp=torch.exp,
         tanh=torch.tanh,
+        sqrt=torch.sqrt,
         log=torch.log,
         relu=torch.relu,
         amax=torch.max,
@@ -187,6 +192,7 @@ def jax_ns():
         cos=jnp.cos,
         exp=jnp.exp,
         tanh=jnp.tanh,
+        sqrt=jnp.sqrt,
         log=jnp.log,
         relu=lambda x: jnp.maximum(x, 0.0),
         amax=jnp.max,
@@ -212,6 +218,7 @@ def casadi_ns():
         cos=ca.cos,
         exp=ca.exp,
         tanh=ca.tanh,
+        sqrt=ca.sqrt,
         log=ca.log,
         relu=lambda x: ca.fmax(x, 0),
         amax=ca.mmax,
