@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy
 
-from . import budget, errors, functional
-from .arrays import LOOP_MODES, LOOPS_FROM
+from . import budget, cached, errors, functional, roads
+from .arrays import LOOP_MODES
 from .backend import diskcache, runtime
 from .backend.gcpause import gc_paused
 from .backend.runtime import Kernel, Layout, ResultSlot, _address
@@ -32,10 +32,6 @@ from .trace.graph import _canonical
 
 MODES = ("jacobian", "hessian", "jvp", "vjp", "hvp")
 BUILDS = 0  # kernels built in this process (cache hits excluded): what tests count
-# The same for sparse= Jacobians (symjac.arrays.sparse_loops), whose element road stays quick
-# longer: the 2 x 16^2 Brusselator grid (9000) builds in 0.27 s as elements and then calls in
-# 3.6 us, 2 x 32^2 (36000) in 0.9-2.3 s as elements, 0.23 s as loops.
-SPARSE_LOOPS_FROM = 10_000
 THREAD_WORK = 4_000_000  # points x kernel statements from which a batch is split across cores
 F64 = np.dtype(np.float64)
 F32 = np.dtype(np.float32)
@@ -230,180 +226,8 @@ def _layout(d: Derivation) -> tuple[Layout, list]:
     return Layout(shapes, tuple(slots), sizes[0], sizes[1], compute, full), stores
 
 
-def _layout_json(layout: Layout) -> dict:
-    return {
-        "in_shapes": [list(s) for s in layout.in_shapes],
-        "slots": [[s.region, s.offset, list(s.shape)] for s in layout.slots],
-        "n64": layout.n64,
-        "n32": layout.n32,
-        "compute": layout.compute,
-        "full": layout.full,
-    }
-
-
 KERNEL_SYMBOLS = ("symjac_kernel", "symjac_kernel_batch")
 SIMD_SYMBOLS = ("symjac_kernel_simd", "symjac_kernel_simd_batch")
-
-
-def _count(v) -> int:
-    if type(v) is not int or v < 0:
-        raise ValueError(f"expected a count, got {v!r}")
-    return v
-
-
-def _counts(v) -> np.ndarray:
-    """A JSON list of counts as an int64 array (a 2 x 128^2 grid's pattern: 200,000 of them,
-    checked one by one in 45 ms). Floats, strings, None, nesting and ints past int64 all give
-    NumPy another dtype or shape."""
-    if type(v) is not list:
-        raise ValueError(f"expected a list of counts, got {type(v).__name__}")
-    try:
-        a = np.array(v) if v else np.zeros(0, dtype=np.int64)
-    except (ValueError, OverflowError, TypeError):
-        raise ValueError("expected a list of counts") from None
-    if a.dtype.kind != "i" or a.ndim != 1 or np.any(a < 0):  # int32 on Windows with NumPy 1.x
-        raise ValueError("expected a list of counts")
-    return a.astype(np.int64, copy=False)
-
-
-def _same_pattern(a: dict, b: dict) -> bool:
-    return (
-        a.keys() == b.keys()
-        and (a["kind"], list(a["shape"])) == (b["kind"], list(b["shape"]))
-        and all(np.array_equal(a[k], b[k]) for k in ("indices", "indptr"))
-    )
-
-
-def _shape_of(v) -> tuple:
-    if not isinstance(v, list):
-        raise ValueError(f"expected a shape, got {v!r}")
-    return tuple(_count(n) for n in v)
-
-
-def _check_meta(meta: dict, spec) -> None:
-    """Raise ValueError unless cached metadata is well formed, consistent, and fits ``spec``:
-    it sizes the buffers the cached object code writes to."""
-    m = meta["layout"]
-    if not isinstance(m, dict) or m["compute"] not in ("float32", "float64") or type(m["full"]) is not bool:
-        raise ValueError("bad layout")
-    shapes = [_shape_of(s) for s in m["in_shapes"]]
-    sizes = [_count(m["n64"]), _count(m["n32"])]
-    for slot in m["slots"]:
-        region, offset, shape = slot
-        if region not in (0, 1) or _count(offset) + math.prod(_shape_of(shape)) > sizes[region]:
-            raise ValueError("a result slot outside its buffer")
-    inputs = (
-        [tuple(a.shape) for a in spec.inputs]
-        if isinstance(spec, SympySpec)
-        else [tuple(shape) for shape, _ in _input_specs(spec.graph)]
-    )
-    products = [_shape_of(s) for s in meta.get("v_shapes", [])]
-    if shapes != inputs + products or bool(products) != (spec.mode in ("jvp", "vjp", "hvp", "vhp")):
-        raise ValueError("input shapes differ from the function's")
-    for field in ("statements", "n_out"):
-        _count(meta[field])
-    if spec.mode in ("jacobian", "hessian"):
-        n_rows, n_cols = meta["nest"]
-        if _count(n_cols) != len(spec.wrt) or _count(n_rows) < 1:
-            raise ValueError("bad nesting")
-    if spec.sparse:
-        p = meta["pattern"]
-        n_rows, n_cols = (_count(n) for n in p["shape"])
-        indptr, indices = _counts(p["indptr"]), _counts(p["indices"])
-        n_major, n_minor = (n_rows, n_cols) if p["kind"] == "csr" else (n_cols, n_rows)
-        if (
-            p["kind"] != spec.sparse
-            or len(indptr) != n_major + 1
-            or indptr[0] != 0
-            or indptr[-1] != len(indices)
-            or np.any(indptr[1:] < indptr[:-1])
-            or np.any(indices >= n_minor)
-        ):
-            raise ValueError("bad sparsity pattern")
-
-
-def _check_loop_entry(meta: dict, obj: bytes, spec: Spec) -> None:
-    """``_check_meta`` for a loop kernel, which also reads arrays by symbol: bind them (recomputed
-    from the graph, the pattern too for sparse=) and refuse an entry that names any other."""
-    from .arrays import data, loops, sparse_loops, sparse_plan
-
-    _check_meta(meta, spec)
-    runtime.vecmath.load_libmvec()  # vector math calls resolve when the object loads
-    graph = spec.graph
-    outs = [tuple(graph.shape(o)) for o in graph.outputs]
-    shapes = list(outs) if spec.value else []
-    kind = _sparse_kind(spec)
-    if meta.get("road") != spec.road:
-        raise ValueError(f"a kernel of road {meta.get('road')!r}, not {spec.road!r}")
-    if kind:
-        try:
-            bound = sparse_loops.bind(graph, spec.wrt, kind)
-        except loops.Unsupported as exc:
-            raise ValueError(f"no sparse loop kernel: {exc}") from None
-        plan = sparse_plan.plan(graph, spec.wrt, kind)
-        if spec.sparse and not _same_pattern(meta["pattern"], plan.pattern):
-            raise ValueError("the pattern differs from the graph's")
-        if meta["statements"] != _sparse_work(graph, spec.wrt, kind):
-            raise ValueError("the plan differs from the graph's")
-    else:
-        bound = data.bind_data(graph)
-    specs = _input_specs(graph)
-    if spec.sparse:
-        shapes.append((plan.nnz,))
-    elif spec.mode == "vjp":
-        shapes += [tuple(specs[j][0]) for j in spec.wrt]
-    elif spec.mode == "jvp":
-        shapes += outs
-    else:
-        shapes += [o + tuple(specs[j][0]) for o in outs for j in spec.wrt]
-    # A dense Jacobian from sparse tangents writes only its pattern: its layout is not full.
-    full = spec.road != "sparse-loops"
-    products = loops.product_shapes(graph, spec.wrt, spec.mode)
-    if meta["layout"] != _layout_json(loops.result_layout(graph, shapes, full, products)):
-        raise ValueError("the layout differs from the graph's")
-    named = _external_symbols(obj)
-    if not named <= bound or sorted(named) != meta["symbols"]:
-        raise ValueError("the object code reads arrays that this graph does not have")
-
-
-LOOP_ROADS = ("loops", "reverse-loops", "sparse-loops")
-
-
-def _loop_road(spec) -> bool:
-    return getattr(spec, "road", "elements") in LOOP_ROADS
-
-
-def _sparse_kind(spec) -> str | None:
-    """The sparse loop plan's kind of a loop road spec: its sparse=, "dense" on the
-    sparse-loops road, None on the dense loop road."""
-    return spec.sparse or ("dense" if spec.road == "sparse-loops" else None)
-
-
-def _sparse_work(graph, wrt, kind: str) -> int:
-    """About how many operations one point of a sparse loop kernel costs (threads split by it)."""
-    from .arrays import sparse_plan
-
-    work = sparse_plan.plan(graph, wrt, kind).work
-    return work + sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
-
-
-def _external_symbols(obj: bytes) -> set:
-    """The arrays a loop kernel reads by symbol (symjac.arrays.data._data_symbol)."""
-    if not diskcache._ELF:  # unchecked there: the bound arrays are the graph's own either way
-        return set()
-    return {s for s in diskcache.undefined_symbols(obj) if s.startswith(("symjac_data_", "symjac_index_"))}
-
-
-def _check_simd_meta(meta: dict, obj: bytes, layout: Layout) -> None:
-    lanes = meta["lanes"]
-    if type(lanes) is not int or (lanes != runtime.simd_lanes(layout) if obj else lanes != 0):
-        raise ValueError(f"lanes {lanes!r} do not fit this kernel")
-
-
-def _layout_from_json(m: dict) -> Layout:
-    slots = tuple(ResultSlot(r, o, tuple(s)) for r, o, s in m["slots"])
-    shapes = tuple(tuple(s) for s in m["in_shapes"])
-    return Layout(shapes, slots, m["n64"], m["n32"], m["compute"], bool(m.get("full", False)))
 
 
 class CompiledFunction:
@@ -413,11 +237,11 @@ class CompiledFunction:
         self.spec = spec
         self._program = None
         name = diskcache.key(deep.call(spec.canonical)) if cache else None  # srepr recurses
-        loops = _loop_road(spec)
+        loops = roads.on_loops(spec)
         if loops:
-            check = lambda meta, obj: _check_loop_entry(meta, obj, spec)  # noqa: E731
+            check = lambda meta, obj: cached.check_loop_entry(meta, obj, spec)  # noqa: E731
         else:
-            check = lambda meta, obj: _check_meta(meta, spec)  # noqa: E731
+            check = lambda meta, obj: cached.check_meta(meta, spec)  # noqa: E731
         symbols = KERNEL_SYMBOLS[:1] if getattr(spec, "single", False) else KERNEL_SYMBOLS
         hit = diskcache.load(name, check, symbols) if cache else None
         self.cache_hit = hit is not None
@@ -426,7 +250,7 @@ class CompiledFunction:
             meta, obj = hit
             # Loop kernels vectorise along the tangent row: no SIMD kernel across points.
             simd = None if loops else self._simd_object
-            self.kernel = Kernel(obj, _layout_from_json(meta["layout"]), simd=simd)
+            self.kernel = Kernel(obj, cached.layout_from_json(meta["layout"]), simd=simd)
         else:
             with gc_paused():
                 meta = deep.call(self._build, spec)  # SymPy recurses on deep expressions
@@ -440,7 +264,7 @@ class CompiledFunction:
 
     def _build(self, spec: Spec) -> dict:
         """Derive, lower and compile ``spec``: sets the program and kernel, returns the metadata."""
-        if _loop_road(spec):
+        if roads.on_loops(spec):
             return self._build_loops(spec)
         d, meta = derivation(spec)
         layout, stores = _layout(d)
@@ -455,7 +279,7 @@ class CompiledFunction:
         global BUILDS
         BUILDS += 1
         self.kernel = Kernel.build(self._program, layout, batch=not spec.single, simd=self._simd_object)
-        meta["layout"] = _layout_json(layout)
+        meta["layout"] = cached.layout_json(layout)
         meta["statements"] = len(self._program.stores) + len(self._program.assignments)
         return meta
 
@@ -464,7 +288,7 @@ class CompiledFunction:
         the sparse-loops road): no per-element expansion."""
         from .arrays import loops, reverse, sparse_loops
 
-        if spec.mode not in LOOP_MODES or (spec.mode != "jacobian" and _sparse_kind(spec)):
+        if spec.mode not in LOOP_MODES or (spec.mode != "jacobian" and roads.sparse_kind(spec)):
             raise ValueError(f"no loop kernel for mode={spec.mode!r} (compile's expand= chooses the road)")
         global BUILDS
         meta = {}
@@ -476,13 +300,13 @@ class CompiledFunction:
             n_out = sum(math.prod(spec.graph.shape(node)) for node in spec.graph.outputs)
             # The same guard as the element road's: a dense result this large is refused either way.
             budget.check(spec.mode, spec.graph, n_in, n_out, dense=True, where="symjac.compile")
-        kind = _sparse_kind(spec)
+        kind = roads.sparse_kind(spec)
         if kind:
             built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, kind)
             obj, ir_text, optimized, layout, pattern = built
             if spec.sparse:
                 meta["pattern"] = pattern
-            work = _sparse_work(spec.graph, spec.wrt, kind)
+            work = roads.sparse_work(spec.graph, spec.wrt, kind)
         else:
             road = reverse if spec.road == "reverse-loops" else loops
             obj, ir_text, optimized, layout = road.compile_object(spec.graph, spec.wrt, spec.value, spec.mode)
@@ -492,20 +316,20 @@ class CompiledFunction:
         n_out = len(spec.graph.outputs)
         return {
             **meta,
-            "layout": _layout_json(layout),
+            "layout": cached.layout_json(layout),
             "nest": (n_out, len(spec.wrt)),
             "n_out": n_out,
             "results": [[list(s.shape), "<f8"] for s in layout.slots],
             "statements": work,
             "road": spec.road,
-            "symbols": sorted(_external_symbols(obj)),
+            "symbols": sorted(cached.external_symbols(obj)),
         }
 
     def _simd_object(self):
         """The batch kernel's object code (from the disk cache, or compiled and cached); see
         ``runtime.compile_simd_object``."""
         name = self._cache_name and self._cache_name + "-simd"
-        check = lambda meta, obj: _check_simd_meta(meta, obj, self.kernel.layout)  # noqa: E731
+        check = lambda meta, obj: cached.check_simd_meta(meta, obj, self.kernel.layout)  # noqa: E731
         hit = diskcache.load(name, check, SIMD_SYMBOLS) if name else None
         if hit is not None:
             meta, obj = hit
@@ -743,7 +567,7 @@ class CompiledFunction:
     def ir(self) -> str:
         """The optimised LLVM IR (rebuilt from the expressions when the kernel came from the cache),
         and that of the SIMD batch kernel once a batch has built it."""
-        if _loop_road(self.spec):
+        if roads.on_loops(self.spec):
             return self._loop_kernel_ir()
         return self._ensure_built().optimized_ir + self.kernel.simd_ir
 
@@ -752,8 +576,8 @@ class CompiledFunction:
             from .arrays import loops, reverse, sparse_loops
 
             spec = self.spec
-            if _sparse_kind(spec):
-                built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, _sparse_kind(spec))
+            if roads.sparse_kind(spec):
+                built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, roads.sparse_kind(spec))
             else:
                 road = reverse if spec.road == "reverse-loops" else loops
                 built = road.compile_object(spec.graph, spec.wrt, spec.value, spec.mode)
@@ -761,7 +585,7 @@ class CompiledFunction:
         return self.kernel.optimized_ir
 
     def assembly(self) -> str:
-        if _loop_road(self.spec):
+        if roads.on_loops(self.spec):
             self._loop_kernel_ir()
             return self.kernel.assembly()
         return self._ensure_built().assembly()
@@ -950,97 +774,6 @@ def wrt_indices(wrt, n: int, api: str) -> tuple[tuple, bool]:
     return indices, not single
 
 
-def _road(graph, mode: str, sparse, expand: str, wrt: tuple) -> str:
-    """``"loops"``, ``"reverse-loops"``, ``"sparse-loops"`` or ``"elements"`` for ``compile``'s
-    ``expand=`` (see there), differentiating with respect to inputs ``wrt``."""
-    from .arrays import EXPAND_MODES, TANGENT_BUDGET, element_operations, reverse
-    from .arrays.loops import unsupported
-
-    if expand not in EXPAND_MODES:
-        raise ValueError(f'compile: expand must be "auto", "elements" or "arrays", got {expand!r}')
-    if expand == "elements":
-        return "elements"
-    # Small models: the element road builds in tens of ms, and its straight-line kernel is the
-    # fastest there is. Large ones: its build grows with the elements, the loops' with the ops.
-    large = element_operations(graph) >= (SPARSE_LOOPS_FROM if sparse else LOOPS_FROM)
-    road = "loops"
-    if mode not in LOOP_MODES:
-        why = f"mode={mode!r}"
-    elif mode != "jacobian":  # one direction: a vjp by adjoints, a jvp by tangents
-        why = unsupported(graph)
-        road = "reverse-loops" if mode == "vjp" else "loops"
-        elements = sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
-        if not why and elements > TANGENT_BUDGET:
-            why = f"values of {elements} elements"
-    elif sparse:
-        why = _sparse_unsupported(graph, wrt, sparse) if large or expand == "arrays" else None
-    else:
-        why = unsupported(graph)
-        shapes = [shape for shape, _ in _input_specs(graph)]
-        width = sum(math.prod(shapes[j]) for j in wrt)
-        elements = sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
-        dense = width * elements  # the dense forward mode's tangents (no sparsity)
-        entries = width * sum(math.prod(graph.shape(o)) for o in graph.outputs)  # the result's
-        adjoints = reverse.width(graph)
-        if width >= REVERSE_FROM_WIDTH and 2 * adjoints <= width:
-            road, dense = "reverse-loops", adjoints * elements
-        if not why and (large or expand == "arrays") and entries <= TANGENT_BUDGET:
-            if _sparse_tangents_pay(graph, wrt, width, dense):
-                return "sparse-loops"
-        if not why and dense > TANGENT_BUDGET:
-            why = f"{'adjoints' if road != 'loops' else 'tangents'} of {dense} elements (the dense work)"
-    if expand == "arrays":
-        if why:
-            raise ValueError(
-                f"compile: expand='arrays' cannot compile {why} as array-level loops yet; "
-                "use expand='auto' or 'elements'"
-            )
-        return road
-    return road if not why and large else "elements"
-
-
-# Reverse mode (symjac.arrays.reverse: an adjoint row per element, one column per output element)
-# replaces forward mode when the outputs are at most half the inputs and forward tangent rows fill
-# a vector. Measured on the 2-core AVX-512 machine, batches on one thread: MLPs 8-32-32-4,
-# 8-64-64-4 and 8-256-256-4 ran 1.4x, 1.7x and 1.9x faster reversed; 4-16-16-2 (4 inputs, 2
-# outputs) 0.93x and the ReLU MLP 4-6-3 0.72x (short rows: its zeroing and read-modify-writes are
-# not paid back).
-REVERSE_FROM_WIDTH = 8
-
-
-# Sparse tangents replace dense ones in a dense Jacobian when their work is under this fraction of
-# the dense tangents': N-body N=20 (pair nodes of 6 entries a row, 120 columns) is a tenth.
-SPARSE_TANGENTS_BELOW = 0.5
-
-
-def _sparse_tangents_pay(graph, wrt, width: int, dense: int) -> bool:
-    """Whether sparse tangents (symjac.arrays.sparse_loops) are clearly cheaper than dense
-    tangents or adjoints (``dense``: their work) for this dense Jacobian: first by an upper bound
-    on the entries (no plan), then by the plan's own entries."""
-    from .arrays import sparse, sparse_plan
-    from .arrays.elementwise import Unsupported
-
-    if sparse.ENTRY_COST * sparse_plan.entries_bound(graph, width) >= SPARSE_TANGENTS_BELOW * dense:
-        return False
-    try:
-        entries = sparse_plan.plan(graph, wrt, "dense").work
-    except Unsupported:
-        return False
-    return sparse.ENTRY_COST * entries < SPARSE_TANGENTS_BELOW * dense
-
-
-def _sparse_unsupported(graph, wrt, kind) -> str | None:
-    """Why the sparse loop road cannot build this Jacobian: its plan (kept for the build) fails."""
-    from .arrays import sparse_plan
-    from .arrays.elementwise import Unsupported
-
-    try:
-        sparse_plan.plan(graph, wrt, kind)
-    except Unsupported as exc:
-        return str(exc)
-    return None
-
-
 @errors.public
 def compile(  # noqa: A001
     func, *example_inputs, mode="jacobian", wrt=None, value=False, sparse=None, cache=True, expand="auto"
@@ -1099,7 +832,7 @@ def compile(  # noqa: A001
         call = functional._Call(func, inputs, n > 1, "compile")
     if mode in ("hessian", "hvp"):
         functional._single_output(call, f"compile(mode={mode!r})")
-    road = _road(call.graph, mode, sparse, expand, wrt_t)
+    road = roads.choose(call.graph, mode, sparse, expand, wrt_t)
     names = tuple(call.names())
     spec = Spec(call.graph, names, mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse, road=road)
     return CompiledFunction(spec, cache=cache)

@@ -405,12 +405,12 @@ def _fast_kernel(call: _Call, key, expand: str = "elements"):
     hit = _KERNELS.get((*key, expand))
     if hit is not None:
         return hit
-    from . import compiled
+    from . import compiled, roads
 
     mode, graph = key[0], key[1]
     road = "elements"
-    if expand == "auto" and mode in compiled.LOOP_MODES:
-        road = compiled._road(graph, mode, None, "auto", tuple(range(len(call.inputs))))
+    if expand == "auto" and mode in arrays.LOOP_MODES:
+        road = roads.choose(graph, mode, None, "auto", tuple(range(len(call.inputs))))
     forward = len(key) > 2 and bool(key[2])
     n_in = len(call.inputs)
     spec = compiled.Spec(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import compiled
+from symjac import compiled, roads
 
 RNG = np.random.default_rng(7)
 
@@ -44,7 +44,7 @@ def both(func, *examples, **kw):
     same)."""
     loops = symjac.compile(func, *examples, expand="arrays", **kw)
     elements = symjac.compile(func, *examples, expand="elements", **kw)
-    assert loops.spec.road in compiled.LOOP_ROADS and elements.spec.road == "elements"
+    assert loops.spec.road in roads.LOOP_ROADS and elements.spec.road == "elements"
     return Dense(loops.spec), elements
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import compiled
+from symjac import cached, compiled, roads
 from symjac.arrays import sparse_plan
 from symjac.backend import diskcache
 
@@ -208,9 +208,9 @@ def test_auto_takes_the_sparse_loop_road_for_large_grids_only():
     from symjac.functional import _Call
 
     graph = _Call(lambda x: np.cumsum(x) * x, (np.zeros(3000),), False, "compile").graph
-    assert compiled._road(graph, "jacobian", "csr", "auto", (0,)) == "elements"  # no sparse rule
+    assert roads.choose(graph, "jacobian", "csr", "auto", (0,)) == "elements"  # no sparse rule
     graph = _Call(brusselator(32), (np.zeros(2048),), False, "compile").graph
-    assert compiled._road(graph, "jacobian", "csr", "elements", (0,)) == "elements"
+    assert roads.choose(graph, "jacobian", "csr", "elements", (0,)) == "elements"
 
 
 def test_expand_arrays_names_what_it_cannot_compile():
@@ -271,7 +271,7 @@ def test_a_cache_entry_that_does_not_fit_the_graph_is_rebuilt(tmp_path, monkeypa
     nnz = len(meta["pattern"]["indices"])
     f = lambda x: x[::-1] * x[np.arange(128) % 7]  # noqa: E731
     other = symjac.compile(f, np.zeros(128), sparse="csr", expand="arrays").kernel.object_code
-    tables = sorted(compiled._external_symbols(other))
+    tables = sorted(cached.external_symbols(other))
     assert tables  # it reads tables by symbol, which the Brusselator's graph does not bind
     broken = [
         ({**meta, "pattern": {**meta["pattern"], "indices": meta["pattern"]["indices"][::-1]}}, obj),
