@@ -346,9 +346,10 @@ def _arrays_results(call: _Call, mode: str, extra, width: int) -> list[np.ndarra
 
 def _second_results(call: _Call, mode, extra, values, shapes, offsets, n: int) -> list[np.ndarray]:
     """The results of ``hessian``, ``hvp`` or ``vhp`` by forward mode over reverse mode: the
-    gradient's derivative along ``v`` (``H v``), or along the identity (``H``, and ``v^T H``
-    from its rows, as torch contracts them)."""
-    if mode == "hvp":
+    gradient's derivative along the identity (``H``), or along ``v``: ``H v``, which is also
+    ``v^T H``, every rule's second derivatives being symmetric (``f_ij = f_ji``, bilinear cross
+    terms both ways), so that a vhp carries one direction too."""
+    if mode in ("hvp", "vhp"):
         v = [np.asarray(_numeric(u), dtype=np.float64) for u in extra]
         seeds = {j: v[j].reshape(shapes[j] + (1,)) for j in range(len(shapes))}
         width = 1
@@ -368,11 +369,7 @@ def _second_results(call: _Call, mode, extra, values, shapes, offsets, n: int) -
             for j in range(len(shapes))
         ]
     outs = [np.array(out, dtype=np.float64)]
-    if mode == "hvp":
-        return outs + [rows[j][:, 0].reshape(shapes[j]) for j in range(len(shapes))]
-    v = np.concatenate([np.asarray(_numeric(u), dtype=np.float64).reshape(-1) for u in extra])
-    total = v @ np.concatenate(rows)  # v^T H: its rows contracted
-    return outs + [total[offsets[j] : offsets[j + 1]].reshape(shapes[j]) for j in range(len(shapes))]
+    return outs + [rows[j][:, 0].reshape(shapes[j]) for j in range(len(shapes))]
 
 
 def _refs(call: _Call, key) -> list[tuple]:

@@ -36,6 +36,8 @@ CASES = [
     ("getitem slices", lambda a: (a.reshape(2, 3)[:, 1:] ** 2 * a[::-2][:, None][:2, :2].T).sum(), (6,)),
     ("setitem", lambda a: _setitem(a, np.array([1, 3])), (5,)),
     ("setitem repeated", lambda a: _setitem(a, np.array([3, 1, 3])), (5,)),
+    ("setitem leading axes", lambda a: _assign_rows(a), (6,)),
+    ("0-d masks", lambda a: (a[True] ** 3).sum() * a[0] + (a.reshape(2, 3)[True, 1] ** 2).sum(), (6,)),
     (
         "concat-stack",
         lambda a: (
@@ -71,6 +73,13 @@ CASES = [
     ("sum axes", lambda a: (np.sum(np.exp(a.reshape(2, 3)), axis=0) ** 2).sum(), (6,)),
     ("where", lambda a: symjac.where(a > 0, a**3, np.sin(a)).sum() * a.sum(), (5,)),
 ]
+
+
+def _assign_rows(a):
+    b = a * 1.0
+    b[1:4] = (a[:3] ** 2).reshape(1, 3)  # NumPy takes a (1, 3) value for a (3,) slot
+    b[4:] = np.sin(a[3:5]).reshape(1, 1, 2)
+    return (b**3 * a).sum()
 
 
 def _setitem(a, index):
@@ -146,3 +155,40 @@ def test_a_zero_weight_kills_an_infinite_second_partial():
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(oracle))
     np.testing.assert_allclose(got[np.isfinite(got)], oracle[np.isfinite(oracle)], **ULPS)
     assert np.isfinite(got).all()
+
+
+def test_large_captured_arrays_carry_no_tangents_in_the_cost_model():
+    # Two 500 x 500 weights made the model count 5e8 tangent elements (the element road then
+    # refused a 2000 GB build); the dependent nodes' tangents are 2.5e6.
+    rng = np.random.default_rng(0)
+    A, B = (rng.standard_normal((500, 500)) / 25 for _ in range(2))
+    x = rng.standard_normal(500)
+    f = lambda a: np.sum(np.tanh(A @ np.tanh(B @ a)))  # noqa: E731
+    graph = functional._Call(f, (x,), False, "t", params=True).graph
+    assert arrays.choose(graph, 500, "auto", "hessian") == "arrays"
+    assert arrays.second.tangent_elements(graph, 500) < 10**8
+    H = symjac.hessian(f, x)
+    u, t = np.tanh(B @ x), None
+    t = np.tanh(A @ u)
+    d1u, d2u = 1 - u**2, -2 * u * (1 - u**2)
+    d1t, d2t = 1 - t**2, -2 * t * (1 - t**2)
+    Ju = d1u[:, None] * B  # du/dx
+    Jz = A @ Ju  # d(A u)/dx
+    oracle = Jz.T @ (d2t[:, None] * Jz) + B.T @ (((A.T @ d1t) * d2u)[:, None] * B)
+    np.testing.assert_allclose(H, oracle, rtol=1e-10, atol=1e-12)
+
+
+def test_vhp_is_hvp_and_carries_one_direction():
+    # At x[0] = 0 the Hessian has an infinite entry; v[0] = 0 keeps it out of both products
+    f = lambda a: np.sqrt(a).sum() * a.sum()  # noqa: E731
+    x, v = np.array([0.0, 1.0, 4.0]), np.array([0.0, 1.0, 1.0])
+    _, hv = symjac.hvp(f, x, v, expand="arrays")
+    _, vh = symjac.vhp(f, x, v, expand="arrays")
+    np.testing.assert_array_equal(vh, hv)
+    # f = S T (S = sum sqrt(a), T = sum a): H_kl = 1/(2 sqrt a_k) + 1/(2 sqrt a_l) - [k = l] T/(4 a_k^1.5)
+    H = 1 / (2 * np.sqrt(x[1:, None])) + 1 / (2 * np.sqrt(x[None, 1:])) - np.diag(5 / (4 * x[1:] ** 1.5))
+    np.testing.assert_allclose(hv[1:], H @ v[1:], rtol=1e-14)
+    x = np.random.default_rng(0).standard_normal(16384) * 0.1
+    f = lambda a: (np.exp(a) * np.tanh(a)).sum()  # noqa: E731
+    graph = functional._Call(f, (x,), False, "t").graph
+    assert arrays.choose(graph, x.size, "auto", "vhp") == "arrays"

@@ -83,8 +83,8 @@ def choose(graph, width: int, expand: str, what: str, loops: bool = False) -> st
                 f"array level{' to second order' if order == 2 else ''} yet; use expand='auto' or 'elements'"
             )
         return "arrays"
-    if order == 2:  # hvp: the gradient's tangent along v; hessian and vhp: along the identity
-        tangents = second.tangent_elements(graph, 1 if what == "hvp" else width)
+    if order == 2:  # hvp, vhp: the gradient's tangent along v; hessian: along the identity
+        tangents = second.tangent_elements(graph, width if what == "hessian" else 1)
     else:
         tangents = tangent_elements(graph, width)
     if missing or tangents > TANGENT_BUDGET or element_operations(graph) < ELEMENTS_FROM:

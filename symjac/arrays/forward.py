@@ -66,10 +66,21 @@ def element_operations(graph) -> int:
     return total
 
 
+def dependent_sizes(graph) -> list[int]:
+    """Each node's size if it depends on the graph's inputs (it has a tangent), else 0: captured
+    weights and constants carry none, however large."""
+    seeded = set(graph.inputs)
+    sizes: list[int] = []
+    for n, (op, args, _) in enumerate(graph.eqns):
+        depends = n in seeded if op == "input" else any(type(a) is int and sizes[a] for a in args)
+        sizes.append(math.prod(graph.shape(n)) if depends else 0)
+    return sizes
+
+
 def tangent_elements(graph, width: int) -> float:
     """Elements of all tangents for ``width`` seed directions (the array road's working set): a
     dense tangent's in full, a sparse one's stored entries at their higher price."""
-    sizes = [math.prod(graph.shape(n)) for n in range(len(graph.eqns))]
+    sizes = dependent_sizes(graph)
     if width < sparse.SPARSE_FROM:
         return float(width * sum(sizes))
     total = 0.0

@@ -64,7 +64,7 @@ def _repeats_a_letter(spec: str) -> bool:
 
 def tangent_elements(graph, width: int) -> int:
     """Elements of all tangents and adjoints for ``width`` seed directions (the working set)."""
-    return (2 * width + 2) * sum(math.prod(graph.shape(n)) for n in range(len(graph.eqns)))
+    return (2 * width + 2) * sum(forward.dependent_sizes(graph))
 
 
 def evaluate(graph, arrays, seeds, width: int):
@@ -119,9 +119,12 @@ def evaluate(graph, arrays, seeds, width: int):
 
 
 def _unbroadcast(x: np.ndarray, shape: tuple) -> np.ndarray:
-    """``x`` of shape ``broadcast(shape) + (c,)`` summed back to ``shape + (c,)``."""
+    """``x`` of shape ``broadcast(shape) + (c,)`` summed back to ``shape + (c,)``. (``shape`` may
+    have more axes, of length 1: a ``(1, 3)`` value assigned to a ``(3,)`` slot.)"""
     lead = x.ndim - 1 - len(shape)
-    if lead:
+    if lead < 0:
+        x = x.reshape((1,) * -lead + x.shape)
+    elif lead:
         x = x.sum(axis=tuple(range(lead)))
     axes = tuple(k for k, d in enumerate(shape) if d == 1 and x.shape[k] != 1)
     return x.sum(axis=axes, keepdims=True) if axes else x
@@ -268,7 +271,7 @@ def _getitem(op, vals, tans, adj, value, wanted, params):
     x = vals[0]
     index = _index(params, x.ndim)
     part = np.zeros(x.shape + adj.shape[-1:])
-    if any(isinstance(k, np.ndarray) for k in index):
+    if any(isinstance(k, np.ndarray) and k.ndim for k in index):  # a 0-d mask (a[True]) is basic
         np.add.at(part, _integer_index(index), adj)  # a repeated index gathers twice: sum both
     else:
         part[index] += adj
