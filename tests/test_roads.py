@@ -743,3 +743,21 @@ def test_drop_in_kernels_come_from_the_disk_cache_in_a_new_process(tmp_path):
 
     assert builds() == 6
     assert builds() == 0
+
+
+@pytest.mark.parametrize("expand", ["elements", "arrays"])
+def test_a_counted_mask_is_an_integer_count_on_both_roads(expand):
+    # (a > 0).sum() is an int64 count in NumPy and torch; it was recorded as a mask and crashed
+    x = np.array([0.5, -1.0, 2.0, 3.0])
+
+    def f(a):
+        return (
+            (a > 0).sum() * a[0] ** 2 + np.mean(a > 1) * a[1] + (a < 0).sum(axis=0, keepdims=True)[0] * a[3]
+        )
+
+    J = symjac.jacobian(f, x, expand=expand)
+    np.testing.assert_array_equal(J, [3 * 2 * 0.5, 0.5, 0.0, 1.0])
+    H = symjac.hessian(f, x, expand=expand)
+    np.testing.assert_array_equal(H, np.diag([6.0, 0.0, 0.0, 0.0]))
+    graph = functional._Call(lambda a: (a > 0).sum(), (x,), False, "t").graph
+    assert graph.dtype(graph.outputs[0]) == np.asarray(x > 0).sum().dtype

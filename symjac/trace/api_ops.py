@@ -534,12 +534,15 @@ def reduction(prim, has_identity=True):
     def reduce(x, axis=None, keepdims=False):
         x = _as_var(x)
         axes = _axes(axis, x.ndim, prim)
+        dtype = x._dtype
+        if has_identity and dtype is not None and dtype.kind == "b":  # counts: int64, as NumPy and torch
+            x, dtype = _as_number(x), np.dtype(np.int64)
         if x.ndim == 0:
-            return x
+            return x if dtype == x._dtype else x._trace.emit("cast", (x._node,), (), (), dtype)
         if not has_identity and any(x.shape[a] == 0 for a in axes):
             raise ValueError(f"{prim}: cannot reduce over an empty dimension")
         shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape) if keepdims or d not in axes)
-        return x._trace.emit(prim, (x._node,), (axes, bool(keepdims)), shape, x._dtype)
+        return x._trace.emit(prim, (x._node,), (axes, bool(keepdims)), shape, dtype)
 
     return reduce
 
