@@ -44,6 +44,28 @@ def test_piecewise_is_select():
     assert "select" in text and "fcmp ogt" in text and "br " not in text
 
 
+@pytest.mark.parametrize(
+    "cond",
+    [
+        sympy.ITE(x > 0, y > 0, x < -1),
+        sympy.Xor(x > 0, y > 0),
+        sympy.Implies(x > 0, y > 0),
+        sympy.Equivalent(x > 0, y > 0),
+    ],
+    ids=["ITE", "Xor", "Implies", "Equivalent"],
+)
+def test_boolean_forms_that_sympy_makes_of_nested_conditions_lower(cond):
+    # SymPy folds where(c1, where(c2, ...), ...) conditions into ITE; such kernels failed to build
+    e = sympy.Piecewise((x * y, cond), (y**2, True))
+    cf = symjac.from_sympy(e, [x, y], value=True)
+    J = sympy.Matrix([e]).jacobian([x, y])
+    for a in (-2.0, -0.5, 0.5):
+        for b in (-1.0, 1.0):
+            value, jac = cf(np.array([a, b]))
+            assert value == float(e.subs({x: a, y: b}))
+            np.testing.assert_array_equal(jac.ravel(), np.array(J.subs({x: a, y: b}), dtype=float).ravel())
+
+
 def test_division_by_small_integers_is_exact():
     assert "fdiv" in _ir(x / 3)
 

@@ -376,6 +376,28 @@ def _or(lw, expr):
     return acc
 
 
+def _xor(lw, expr):
+    vals = [lw.as_bool(lw.lower(a)) for a in expr.args]
+    acc = vals[0]
+    for v in vals[1:]:
+        acc = lw.b.xor(acc, v)
+    return acc
+
+
+def _ite(lw, expr):
+    """``ITE(c, a, b)``: a Boolean if-then-else, which SymPy makes of nested Piecewise conditions."""
+    c, a, b = (lw.as_bool(lw.lower(x)) for x in expr.args)
+    return lw.b.select(c, a, b)
+
+
+def _equivalent(lw, expr):
+    vals = [lw.as_bool(lw.lower(a)) for a in expr.args]
+    acc = lw.bool_const(True)
+    for v in vals[1:]:
+        acc = lw.b.and_(acc, lw.b.icmp_unsigned("==", vals[0], v))
+    return acc
+
+
 def _minmax(pred):
     def lower(lw, expr):
         vals = [lw.as_float(lw.lower(a)) for a in expr.args]
@@ -408,6 +430,12 @@ LOWERINGS = {
     sympy.And: _and,
     sympy.Or: _or,
     sympy.Not: lambda lw, e: lw.b.not_(lw.as_bool(lw.lower(e.args[0]))),
+    sympy.Xor: _xor,
+    sympy.ITE: _ite,
+    sympy.Implies: lambda lw, e: lw.b.or_(
+        lw.b.not_(lw.as_bool(lw.lower(e.args[0]))), lw.as_bool(lw.lower(e.args[1]))
+    ),
+    sympy.Equivalent: _equivalent,
     sympy.Function: _function,
 }
 
