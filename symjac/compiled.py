@@ -598,7 +598,8 @@ class CompiledFunction:
         if self._program is None:
             # A loop kernel has no scalar program: the element road's, for the same mathematics,
             # serves the views that need one (program, C export, assembly).
-            fresh = CompiledFunction(replace(self.spec, road="elements"), cache=False)
+            spec = replace(self.spec, road="elements") if isinstance(self.spec, Spec) else self.spec
+            fresh = CompiledFunction(spec, cache=False)
             self._program = fresh._program
             self._fresh = fresh.kernel
             return fresh.kernel

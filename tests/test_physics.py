@@ -165,3 +165,13 @@ def test_from_sympy_against_sympy():
     np.testing.assert_allclose(value, np.array(exprs.subs({x: 0.7, y: -1.3, k: 2.5}), dtype=float).ravel())
     with pytest.raises(TypeError, match="inputs must be symbols"):
         symjac.from_sympy(exprs, [[x * y]])
+
+
+def test_from_sympy_loaded_from_the_disk_cache_exports_c():
+    # A cache hit has no scalar program; rebuilding one replaced a field SympySpec lacks (a crash)
+    x, y = sympy.symbols("x y")
+    exprs = sympy.Matrix([x * sympy.cos(y) + 3.25, x**2 * y])
+    built = symjac.from_sympy(exprs, [[x, y]])
+    loaded = symjac.from_sympy(exprs, [[x, y]])
+    assert loaded.cache_hit and not built.cache_hit
+    assert loaded.c_source() == built.c_source()
