@@ -194,6 +194,46 @@ def test_index_assignment_on_a_copy():
     np.testing.assert_allclose(J, expected)
 
 
+def test_index_assignment_takes_the_values_numpy_takes(rng):
+    def numpy_rules(a, value):
+        b = a * 1.0
+        b[1:4] = value(a)
+        return b
+
+    for value in (
+        lambda a: a[:3] ** 2,
+        lambda a: (a[:3] ** 2).reshape(1, 3),
+        lambda a: a[:1].reshape(1, 1, 1) * 2,
+    ):
+        x5 = rng.standard_normal(5)
+        expected = np.zeros((5, 5))
+        for k in range(5):  # central differences of the same assignment in NumPy
+            e = np.zeros(5)
+            e[k] = 1e-6
+            expected[:, k] = (numpy_rules(x5 + e, value) - numpy_rules(x5 - e, value)) / 2e-6
+        for expand in ("elements", "arrays"):
+            J = symjac.jacobian(lambda a, value=value: numpy_rules(a, value), x5, expand=expand)
+            np.testing.assert_allclose(J, expected, atol=1e-8)
+
+    def wider(a):
+        b = a * 1.0
+        b[0:3] = np.stack([a[:3], a[1:4]])  # NumPy: could not broadcast (2, 3) into (3,)
+        return b
+
+    with pytest.raises(
+        ValueError, match=r"cannot assign a value of shape \(2, 3\) to a selection of shape \(3,\)"
+    ):
+        symjac.jacobian(wider, np.ones(5))
+
+    def one_element(a):
+        b = a * 1.0
+        b[0] = a[:1].reshape(1, 1)  # NumPy: setting an array element with a sequence
+        return b
+
+    with pytest.raises(ValueError, match="array element with a sequence"):
+        symjac.jacobian(one_element, np.ones(5))
+
+
 def test_shape_errors_name_the_operation():
     with pytest.raises(ValueError, match=r"add: shapes \(3,\), \(2,\) cannot be broadcast"):
         symjac.jacobian(lambda a: a + np.ones(2), x)

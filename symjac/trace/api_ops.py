@@ -446,12 +446,21 @@ def setitem(x: Var, key, value):
     trace = _find_trace((x, value))
     v = lift(trace, value)
     target = np.broadcast_to(np.zeros((), dtype=np.int8), x.shape)[ops.decode_index(encoded)].shape
+    extra = max(v.ndim - len(target), 0)  # leading axes of length 1 are dropped, as NumPy does
+    fits = all(n == 1 for n in v.shape[:extra])
     try:
-        np.broadcast_shapes(v.shape, target)
+        fits = fits and np.broadcast_shapes(v.shape[extra:], target) == target
     except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"cannot assign a value of shape {v.shape} to a selection of shape {target}")
+    if extra and not target and not trace.torch_style:
         raise ValueError(
-            f"cannot assign a value of shape {v.shape} to a selection of shape {target}"
-        ) from None
+            f"setting an array element with a sequence: NumPy assigns only a 0-d value to one element, "
+            f"not one of shape {v.shape}; use value.reshape(()) (torch accepts it)"
+        )
+    if extra:  # every road then assigns a value of at most the selection's rank
+        v = reshape(v, v.shape[extra:])
     new = trace.emit("setitem", (lift(trace, x)._node, v._node), (encoded,), x.shape, x._dtype)
     x._trace, x._node = new._trace, new._node
 
