@@ -360,28 +360,20 @@ def _relational(lw: _Lowerer, expr):
     return lw.b.fcmp_ordered(_FCMP[type(expr)], a, b)
 
 
-def _and(lw, expr):
-    vals = [lw.as_bool(lw.lower(a)) for a in expr.args]
-    acc = vals[0]
-    for v in vals[1:]:
-        acc = lw.b.and_(acc, v)
-    return acc
+def _fold(combine: str):
+    """And, Or, Xor: the bit operation ``combine`` folded over the arguments."""
+
+    def lower(lw, expr):
+        vals = [lw.as_bool(lw.lower(a)) for a in expr.args]
+        acc = vals[0]
+        for v in vals[1:]:
+            acc = getattr(lw.b, combine)(acc, v)
+        return acc
+
+    return lower
 
 
-def _or(lw, expr):
-    vals = [lw.as_bool(lw.lower(a)) for a in expr.args]
-    acc = vals[0]
-    for v in vals[1:]:
-        acc = lw.b.or_(acc, v)
-    return acc
-
-
-def _xor(lw, expr):
-    vals = [lw.as_bool(lw.lower(a)) for a in expr.args]
-    acc = vals[0]
-    for v in vals[1:]:
-        acc = lw.b.xor(acc, v)
-    return acc
+_or = _fold("or_")
 
 
 def _ite(lw, expr):
@@ -427,10 +419,10 @@ LOWERINGS = {
     sympy.core.relational.Relational: _relational,
     sympy.logic.boolalg.BooleanTrue: lambda lw, e: lw.bool_const(True),
     sympy.logic.boolalg.BooleanFalse: lambda lw, e: lw.bool_const(False),
-    sympy.And: _and,
+    sympy.And: _fold("and_"),
     sympy.Or: _or,
     sympy.Not: lambda lw, e: lw.b.not_(lw.as_bool(lw.lower(e.args[0]))),
-    sympy.Xor: _xor,
+    sympy.Xor: _fold("xor"),
     sympy.ITE: _ite,
     sympy.Implies: lambda lw, e: lw.b.or_(
         lw.b.not_(lw.as_bool(lw.lower(e.args[0]))), lw.as_bool(lw.lower(e.args[1]))
