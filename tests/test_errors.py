@@ -233,6 +233,16 @@ def test_index_assignment_takes_the_values_numpy_takes(rng):
     with pytest.raises(ValueError, match="array element with a sequence"):
         symjac.jacobian(one_element, np.ones(5))
 
+    def one_element_view(a):
+        b = a * 1.0
+        b[..., 0] = a[1:2] ** 2  # a 0-d view, not an integer key: NumPy drops the leading axis
+        return b
+
+    x5 = np.array([1.0, 2.0, 3.0])
+    for expand in ("elements", "arrays"):
+        J = symjac.jacobian(one_element_view, x5, expand=expand)
+        np.testing.assert_array_equal(J, [[0.0, 4.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
 
 def test_shape_errors_name_the_operation():
     with pytest.raises(ValueError, match=r"add: shapes \(3,\), \(2,\) cannot be broadcast"):

@@ -761,3 +761,14 @@ def test_a_counted_mask_is_an_integer_count_on_both_roads(expand):
     np.testing.assert_array_equal(H, np.diag([6.0, 0.0, 0.0, 0.0]))
     graph = functional._Call(lambda a: (a > 0).sum(), (x,), False, "t").graph
     assert graph.dtype(graph.outputs[0]) == np.asarray(x > 0).sum().dtype
+
+    def masks_as_numbers(a):  # running counts, casts, and a mask assigned into numbers
+        b = a * 1.0
+        b[1:3] = a[:2] > 0
+        return np.cumsum(a > 0) * a + (a > 1).astype(float) * a**2 + b * a + (a * 1.0).astype(bool) * a
+
+    m, pos = x > 0, (x > 1).astype(float)
+    b_times_a = [2 * x[0], m[0], m[1], 2 * x[3]]  # d(b a)/da: b is a there, a mask in between
+    expected = np.diag(np.cumsum(m) + 2 * pos * x + b_times_a + (x != 0))
+    J = symjac.jacobian(masks_as_numbers, x, expand=expand)
+    np.testing.assert_array_equal(J, expected)

@@ -454,13 +454,17 @@ def setitem(x: Var, key, value):
         fits = False
     if not fits:
         raise ValueError(f"cannot assign a value of shape {v.shape} to a selection of shape {target}")
-    if extra and not target and not trace.torch_style:
+    # NumPy refuses a sequence for one element only under a key of integers (0-d ones too)
+    single = all(k[0] == "int" or (k[0] == "array" and not k[2] and k[1][1] in "iu") for k in encoded)
+    if extra and single and not trace.torch_style:
         raise ValueError(
             f"setting an array element with a sequence: NumPy assigns only a 0-d value to one element, "
             f"not one of shape {v.shape}; use value.reshape(()) (torch accepts it)"
         )
     if extra:  # every road then assigns a value of at most the selection's rank
         v = reshape(v, v.shape[extra:])
+    if x._dtype is None or x._dtype.kind != "b":
+        v = _numeric_mask(v)  # a mask assigned into numbers counts as 0.0 / 1.0
     new = trace.emit("setitem", (lift(trace, x)._node, v._node), (encoded,), x.shape, x._dtype)
     x._trace, x._node = new._trace, new._node
 
@@ -547,7 +551,7 @@ def reduction(prim, has_identity=True):
         if has_identity and dtype is not None and dtype.kind == "b":  # counts: int64, as NumPy and torch
             x, dtype = _as_number(x), np.dtype(np.int64)
         if x.ndim == 0:
-            return x if dtype == x._dtype else x._trace.emit("cast", (x._node,), (), (), dtype)
+            return x if dtype == x._dtype else x._trace.emit("cast", (x._node,), (dtype.str,), (), dtype)
         if not has_identity and any(x.shape[a] == 0 for a in axes):
             raise ValueError(f"{prim}: cannot reduce over an empty dimension")
         shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape) if keepdims or d not in axes)
@@ -628,7 +632,10 @@ def cast(x, dtype):
     dt = _to_numpy_dtype(dtype)
     if dt == x._dtype:
         return x
-    if dt.kind in "iub":
+    if dt.kind == "b":  # nonzero, as NumPy and torch cast to bool
+        return _as_mask(x)
+    x = _numeric_mask(x)  # a mask casts to 0.0 / 1.0
+    if dt.kind in "iu":
         # An integer cast is not differentiable: torch treats its result as a constant.
         x = EW["detach"](EW["trunc"](x))
     elif dt.kind != "f":

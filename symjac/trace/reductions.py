@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import errors
-from .api_ops import EW, _as_var, _axes, _normalize_axis, reduce_sum, reduction, reshape, squeeze
+from .api_ops import EW, _as_number, _as_var, _axes, _normalize_axis, reduce_sum, reduction, reshape, squeeze
 from .shapes import diagonal
 
 amax = reduction("max", has_identity=False)
@@ -165,7 +167,10 @@ def _scan(prim):
         if axis is None:
             x, axis = reshape(x, -1), 0
         axis = _normalize_axis(axis, x.ndim, prim)
-        return x._trace.emit(prim, (x._node,), (axis,), x.shape, x._dtype)
+        dtype = x._dtype
+        if dtype is not None and dtype.kind == "b":  # running counts: int64, as NumPy and torch
+            x, dtype = _as_number(x), np.dtype(np.int64)
+        return x._trace.emit(prim, (x._node,), (axis,), x.shape, dtype)
 
     return scan
 
