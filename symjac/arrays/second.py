@@ -77,9 +77,9 @@ def evaluate(graph, arrays, seeds, width: int):
         width: the number of seed directions.
 
     Returns:
-        ``(value, gradients)``: ``gradients[j]`` is ``{input index j: array}`` of shape
-        ``input.shape + (1 + width,)``: the gradient, then its derivative along each seed (None
-        where the output does not depend on that input).
+        ``(value, gradients)``: ``gradients`` maps an input index to an array of shape
+        ``input.shape + (1 + width,)``: the gradient, then its derivative along each seed (no
+        entry where the output does not depend on that input).
     """
     eqns = graph.eqns
     vals: list = [None] * len(eqns)
@@ -153,8 +153,7 @@ def _elementwise(op, vals, tans, adj, value, wanted, params):
             qv = np.broadcast_to(np.asarray(q(*bvals), dtype=F64), shape)
             term = forward.scaled(qv, np.broadcast_to(tans[j], shape + (width,)))
             curve = term if curve is None else curve + term
-        if curve is not None:
-            part = np.array(part, copy=True)
+        if curve is not None:  # part is a fresh product: adding in place is safe
             part[..., 1:] += forward.scaled(ybar, curve)
         parts.append(_unbroadcast(part, shapes[i]))
     return parts
@@ -246,7 +245,7 @@ def _logsumexp(op, vals, tans, adj, value, wanted, params):
     w = np.exp(x - np.where(np.isfinite(top), top, 0.0))
     s = w / np.sum(w, axis=axes, keepdims=True)  # softmax: the first derivative
     kept = _kept(adj, axes, params[1])
-    part = np.array(np.broadcast_to(forward.scaled(s, kept), x.shape + adj.shape[-1:]))
+    part = forward.scaled(s, kept)  # fresh, of shape x.shape + (1 + w,)
     st = forward.scaled(s, t)
     spread = forward.scaled(s, t - np.sum(st, axis=axes, keepdims=True))  # the softmax's tangent
     part[..., 1:] += forward.scaled(np.broadcast_to(kept[..., 0], x.shape), spread)

@@ -278,6 +278,14 @@ def _as_number(mask: Var) -> Var:
     return mask._trace.emit("mask_to_float", (mask._node,), (), mask.shape, None)
 
 
+def _as_count(x: Var) -> tuple[Var, np.dtype]:
+    """``x`` and the dtype of its sums and running sums: a mask counts its elements as 0.0 / 1.0
+    into an int64 result, as in NumPy and torch."""
+    if x._dtype is not None and x._dtype.kind == "b":
+        return _as_number(x), np.dtype(np.int64)
+    return x, x._dtype
+
+
 def _as_mask(x: Var) -> Var:
     return x if x._dtype is not None and x._dtype.kind == "b" else EW["not_equal"](x, 0.0)
 
@@ -547,11 +555,9 @@ def reduction(prim, has_identity=True):
     def reduce(x, axis=None, keepdims=False):
         x = _as_var(x)
         axes = _axes(axis, x.ndim, prim)
-        dtype = x._dtype
-        if has_identity and dtype is not None and dtype.kind == "b":  # counts: int64, as NumPy and torch
-            x, dtype = _as_number(x), np.dtype(np.int64)
+        x, dtype = _as_count(x) if has_identity else (x, x._dtype)
         if x.ndim == 0:
-            return x if dtype == x._dtype else x._trace.emit("cast", (x._node,), (dtype.str,), (), dtype)
+            return x if dtype == x._dtype else cast(x, dtype)
         if not has_identity and any(x.shape[a] == 0 for a in axes):
             raise ValueError(f"{prim}: cannot reduce over an empty dimension")
         shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape) if keepdims or d not in axes)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .. import errors
-from .api_ops import EW, _as_number, _as_var, _axes, _normalize_axis, reduce_sum, reduction, reshape, squeeze
+from .api_ops import EW, _as_count, _as_var, _axes, _normalize_axis, reduce_sum, reduction, reshape, squeeze
 from .shapes import diagonal
 
 amax = reduction("max", has_identity=False)
@@ -167,9 +165,7 @@ def _scan(prim):
         if axis is None:
             x, axis = reshape(x, -1), 0
         axis = _normalize_axis(axis, x.ndim, prim)
-        dtype = x._dtype
-        if dtype is not None and dtype.kind == "b":  # running counts: int64, as NumPy and torch
-            x, dtype = _as_number(x), np.dtype(np.int64)
+        x, dtype = _as_count(x)
         return x._trace.emit(prim, (x._node,), (axis,), x.shape, dtype)
 
     return scan
