@@ -8,7 +8,8 @@ what counts (absolute times on a shared machine are noise). symjac's first call,
 builds the exact derivative and compiles the kernel, is reported separately as its build time.
 Then each of the other scripts runs in its own process (``--quick`` is passed on to those that
 have a quick mode): compiled.py (symjac.compile against JAX, torch, CasADi SX/MX and gcc -O3 on
-issue 11's problems), dropin.py (the drop-in's first call), floor.py (call paths against their
+issue 11's problems), dropin.py (the drop-in's first call), second.py (compiled Hessians and
+hvps against JAX and torch.func), floor.py (call paths against their
 floors) and dask_batch.py (a large batch with dask; smaller with --quick).
 """
 
@@ -76,6 +77,7 @@ def others(quick: bool) -> int:
     scripts = [
         ["compiled.py"] + (["--quick"] if quick else []),
         ["dropin.py"] + (["--quick"] if quick else []),
+        ["second.py"] + (["--quick"] if quick else []),
         ["floor.py"],
         ["dask_batch.py"] + (["--points", "1000000", "--chunk", "100000"] if quick else []),
     ]

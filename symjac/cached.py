@@ -114,8 +114,9 @@ def check_loop_entry(meta: dict, obj: bytes, spec) -> None:
     check_meta(meta, spec)
     runtime.vecmath.load_libmvec()  # vector math calls resolve when the object loads
     graph = spec.graph
+    mode = roads.loop_mode(spec)  # a second derivative's kernel: of its gradient graph
     outs = [tuple(graph.shape(o)) for o in graph.outputs]
-    shapes = list(outs) if spec.value else []
+    shapes = [tuple(graph.shape(o)) for o in loops.value_nodes(graph, roads.stored_values(spec))]
     kind = roads.sparse_kind(spec)
     if meta.get("road") != spec.road:
         raise ValueError(f"a kernel of road {meta.get('road')!r}, not {spec.road!r}")
@@ -134,15 +135,15 @@ def check_loop_entry(meta: dict, obj: bytes, spec) -> None:
     specs = _input_specs(graph)
     if spec.sparse:
         shapes.append((plan.nnz,))
-    elif spec.mode == "vjp":
+    elif mode == "vjp":
         shapes += [tuple(specs[j][0]) for j in spec.wrt]
-    elif spec.mode == "jvp":
+    elif mode == "jvp":
         shapes += outs
     else:
         shapes += [o + tuple(specs[j][0]) for o in outs for j in spec.wrt]
     # A dense Jacobian from sparse tangents writes only its pattern: its layout is not full.
     full = spec.road != "sparse-loops"
-    products = loops.product_shapes(graph, spec.wrt, spec.mode)
+    products = loops.product_shapes(graph, spec.wrt, mode)
     if meta["layout"] != layout_json(loops.result_layout(graph, shapes, full, products)):
         raise ValueError("the layout differs from the graph's")
     named = external_symbols(obj)

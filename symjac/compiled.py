@@ -55,12 +55,17 @@ class Spec:
     # "reverse-loops": the same by adjoints (symjac.arrays.reverse); or "sparse-loops": a dense
     # Jacobian from sparse_loops' sparse tangents.
     road: str = "elements"
+    # A second derivative on a loop road: ``graph`` is the gradient graph of this one
+    # (symjac.arrays.gradient, roads.choose_second), whose output is the function's value.
+    source: object = None
 
     def canonical(self) -> str:
         g = self.graph
         extra = (self.forward, self.single) if self.forward or self.single else ()
         if self.road != "elements":  # a different kernel for the same mathematics
             extra = (*extra, self.road)
+        if self.source is not None and self.value:
+            extra = (*extra, self.source.outputs)
         eqns = _canonical(g.eqns)  # nested calls' graphs spelled out: their repr is only a summary
         return repr(
             (eqns, g.inputs, g.outputs, self.mode, self.wrt, self.out_tuple, self.value, self.sparse, *extra)
@@ -226,6 +231,18 @@ def _layout(d: Derivation) -> tuple[Layout, list]:
     return Layout(shapes, tuple(slots), sizes[0], sizes[1], compute, full), stores
 
 
+def _loop_object(spec: Spec) -> tuple:
+    """``(object code, IR, optimised IR, layout)`` of a loop road's kernel, and the pattern on
+    the sparse ones (symjac.arrays.loops, reverse or sparse_loops)."""
+    from .arrays import loops, reverse, sparse_loops
+
+    value, kind = roads.stored_values(spec), roads.sparse_kind(spec)
+    if kind:
+        return sparse_loops.compile_object(spec.graph, spec.wrt, value, kind)
+    road = reverse if spec.road == "reverse-loops" else loops
+    return road.compile_object(spec.graph, spec.wrt, value, roads.loop_mode(spec))
+
+
 KERNEL_SYMBOLS = ("symjac_kernel", "symjac_kernel_batch")
 SIMD_SYMBOLS = ("symjac_kernel_simd", "symjac_kernel_simd_batch")
 
@@ -286,31 +303,32 @@ class CompiledFunction:
     def _build_loops(self, spec: Spec) -> dict:
         """The array road's loop kernel (symjac.arrays.loops, or sparse_loops for sparse= and
         the sparse-loops road): no per-element expansion."""
-        from .arrays import loops, reverse, sparse_loops
+        from .arrays import loops, reverse
 
-        if spec.mode not in LOOP_MODES or (spec.mode != "jacobian" and roads.sparse_kind(spec)):
+        mode = roads.loop_mode(spec)
+        if mode not in LOOP_MODES or (mode != "jacobian" and roads.sparse_kind(spec)):
             raise ValueError(f"no loop kernel for mode={spec.mode!r} (compile's expand= chooses the road)")
         global BUILDS
         meta = {}
-        if spec.mode != "jacobian":
-            meta["v_shapes"] = [list(s) for s in loops.product_shapes(spec.graph, spec.wrt, spec.mode)]
+        if mode != "jacobian":
+            meta["v_shapes"] = [list(s) for s in loops.product_shapes(spec.graph, spec.wrt, mode)]
         elif not spec.sparse:
             specs = _input_specs(spec.graph)
             n_in = sum(math.prod(shape) for shape, _ in specs)
             n_out = sum(math.prod(spec.graph.shape(node)) for node in spec.graph.outputs)
-            # The same guard as the element road's: a dense result this large is refused either way.
-            budget.check(spec.mode, spec.graph, n_in, n_out, dense=True, where="symjac.compile")
+            if spec.source is not None:  # a Hessian: its result's size, not its gradient graph's
+                budget.check_result(spec.mode, n_in, 1, where="symjac.compile")
+            else:  # the same guard as the element road's: a dense result this large is refused either way
+                budget.check(mode, spec.graph, n_in, n_out, dense=True, where="symjac.compile")
         kind = roads.sparse_kind(spec)
+        built = _loop_object(spec)
+        obj, ir_text, optimized, layout = built[:4]
         if kind:
-            built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, kind)
-            obj, ir_text, optimized, layout, pattern = built
             if spec.sparse:
-                meta["pattern"] = pattern
+                meta["pattern"] = built[4]
             work = roads.sparse_work(spec.graph, spec.wrt, kind)
         else:
-            road = reverse if spec.road == "reverse-loops" else loops
-            obj, ir_text, optimized, layout = road.compile_object(spec.graph, spec.wrt, spec.value, spec.mode)
-            work = road.work(spec.graph, spec.wrt, spec.mode)
+            work = (reverse if spec.road == "reverse-loops" else loops).work(spec.graph, spec.wrt, mode)
         BUILDS += 1
         self.kernel = Kernel(obj, layout, ir_text, optimized)
         n_out = len(spec.graph.outputs)
@@ -318,7 +336,7 @@ class CompiledFunction:
             **meta,
             "layout": cached.layout_json(layout),
             "nest": (n_out, len(spec.wrt)),
-            "n_out": n_out,
+            "n_out": n_out if spec.source is None else len(spec.source.outputs),
             "results": [[list(s.shape), "<f8"] for s in layout.slots],
             "statements": work,
             "road": spec.road,
@@ -551,8 +569,11 @@ class CompiledFunction:
         except ImportError:
             raise ImportError("sparsity() returns a SciPy matrix: pip install scipy") from None
         p = self.meta.get("pattern")
-        if p is None:
-            p = derivation(replace(self.spec, mode="jacobian", value=False, sparse="csr"))[1]["pattern"]
+        if p is None:  # a second derivative's: of its own function, as on the element road
+            spec = replace(self.spec, mode="jacobian", value=False, sparse="csr", road="elements", source=None)
+            if getattr(self.spec, "source", None) is not None:
+                spec = replace(spec, graph=self.spec.source)
+            p = derivation(spec)[1]["pattern"]
         cls = sp.csr_matrix if p["kind"] == "csr" else sp.csc_matrix
         return cls((np.ones(len(p["indices"])), p["indices"], p["indptr"]), shape=tuple(p["shape"])).tocsr()
 
@@ -573,15 +594,7 @@ class CompiledFunction:
 
     def _loop_kernel_ir(self) -> str:
         if not self.kernel.optimized_ir:  # loaded from the disk cache: rebuilt to be shown
-            from .arrays import loops, reverse, sparse_loops
-
-            spec = self.spec
-            if roads.sparse_kind(spec):
-                built = sparse_loops.compile_object(spec.graph, spec.wrt, spec.value, roads.sparse_kind(spec))
-            else:
-                road = reverse if spec.road == "reverse-loops" else loops
-                built = road.compile_object(spec.graph, spec.wrt, spec.value, spec.mode)
-            self.kernel.optimized_ir = built[2]
+            self.kernel.optimized_ir = _loop_object(self.spec)[2]
         return self.kernel.optimized_ir
 
     def assembly(self) -> str:
@@ -598,7 +611,9 @@ class CompiledFunction:
         if self._program is None:
             # A loop kernel has no scalar program: the element road's, for the same mathematics,
             # serves the views that need one (program, C export, assembly).
-            spec = replace(self.spec, road="elements") if isinstance(self.spec, Spec) else self.spec
+            spec = self.spec
+            if isinstance(spec, Spec):  # a second derivative's of the function, not of its gradient
+                spec = replace(spec, road="elements", graph=spec.source or spec.graph, source=None)
             fresh = CompiledFunction(spec, cache=False)
             self._program = fresh._program
             self._fresh = fresh.kernel
@@ -800,7 +815,8 @@ def compile(  # noqa: A001
         expand: "elements" expands every tensor element to SymPy and compiles straight-line
             code (fastest for small models); "arrays" compiles each array operation as a loop
             nest with its exact array-level derivative (builds in time that grows with the
-            operations, not the elements; mode="jacobian" only; with sparse=, elementwise ops,
+            operations, not the elements; a Hessian or hvp as the Jacobian or jvp of the
+            function's gradient graph, symjac.arrays.gradient; with sparse=, elementwise ops,
             reductions, gathers and contractions with a constant operand only, and a structural
             pattern; sparse tangents for a dense result too where they are much cheaper);
             "auto" picks by the model's size and ops.
@@ -833,7 +849,12 @@ def compile(  # noqa: A001
         call = functional._Call(func, inputs, n > 1, "compile")
     if mode in ("hessian", "hvp"):
         functional._single_output(call, f"compile(mode={mode!r})")
-    road = roads.choose(call.graph, mode, sparse, expand, wrt_t)
+    if mode in roads.GRADIENT_MODES:
+        graph, road, source = roads.choose_second(call.graph, mode, expand, wrt_t)
+    else:
+        graph, road, source = call.graph, roads.choose(call.graph, mode, sparse, expand, wrt_t), None
     names = tuple(call.names())
-    spec = Spec(call.graph, names, mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse, road=road)
+    spec = Spec(
+        graph, names, mode, wrt_t, wrt_tuple, call.out_tuple, bool(value), sparse, road=road, source=source
+    )
     return CompiledFunction(spec, cache=cache)

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import sympy
 
-from . import arrays, budget, errors
+from . import arrays, budget, errors, roads
 from .elements import derive
 from .trace import api_ops, assembly, scipy_ops
 from .trace.functions import StopGradient
@@ -216,7 +216,12 @@ def _numeric_dtype(x) -> np.dtype:
 
 def _loops(call: _Call, mode: str, expand: str) -> bool:
     """Whether this call's kernel is likely a loop kernel (``compile`` decides when it builds)."""
-    return expand == "auto" and arrays.loops_likely(call.graph, tuple(range(len(call.inputs))), mode)
+    if expand != "auto":
+        return False
+    wrt = tuple(range(len(call.inputs)))
+    if mode in roads.GRADIENT_MODES:
+        return roads.gradient_loops_likely(call.graph, wrt, mode)
+    return arrays.loops_likely(call.graph, wrt, mode)
 
 
 def _derivation(call: _Call, key):
@@ -397,22 +402,24 @@ def _fast_kernel(call: _Call, key, expand: str = "elements"):
     """The compiled function of ``key`` (cached on disk), and the tensor that sets each result's
     final dtype (``("in", j)`` or ``("out", i)``). With ``expand="auto"`` a Jacobian's kernel is
     on ``symjac.compile``'s road (loop kernels for large models, which build in a fraction of a
-    second where the element road's tape takes seconds), and so are a vjp's and a jvp's;
-    otherwise on the element road."""
+    second where the element road's tape takes seconds), and so are a vjp's, a jvp's and a
+    second derivative's (a loop kernel of the gradient graph); otherwise on the element road."""
     hit = _KERNELS.get((*key, expand))
     if hit is not None:
         return hit
-    from . import compiled, roads
+    from . import compiled
 
     mode, graph = key[0], key[1]
-    road = "elements"
+    road, source, wrt = "elements", None, tuple(range(len(call.inputs)))
     if expand == "auto" and mode in arrays.LOOP_MODES:
-        road = roads.choose(graph, mode, None, "auto", tuple(range(len(call.inputs))))
+        road = roads.choose(graph, mode, None, "auto", wrt)
+    elif expand == "auto" and mode in roads.GRADIENT_MODES:  # a loop kernel of the gradient graph
+        graph, road, source = roads.choose_second(graph, mode, "auto", wrt)
     forward = len(key) > 2 and bool(key[2])
     n_in = len(call.inputs)
     spec = compiled.Spec(
-        graph, tuple(call.names()), mode, tuple(range(n_in)), n_in > 1, call.out_tuple,
-        mode in _VALUE_MODES, None, forward, True, road=road,
+        graph, tuple(call.names()), mode, wrt, n_in > 1, call.out_tuple,
+        mode in _VALUE_MODES, None, forward, True, road=road, source=source,
     )  # fmt: skip
     return _KERNELS.put((*key, expand), (compiled.CompiledFunction(spec), _refs(call, key)))
 

@@ -275,8 +275,10 @@ def test_expand_is_checked_and_unsupported_falls_back():
         symjac.compile(np.sin, np.zeros(3), expand="rows")
     with pytest.raises(ValueError, match="cumsum"):
         symjac.compile(lambda x: np.cumsum(x), np.zeros(3), expand="arrays")
-    with pytest.raises(ValueError, match="hessian"):
-        symjac.compile(lambda x: (x**2).sum(), np.zeros(3), mode="hessian", expand="arrays")
+    with pytest.raises(ValueError, match="mode='hessian'.*cumsum"):  # no rule in a gradient graph
+        symjac.compile(lambda x: (np.cumsum(x) ** 2).sum(), np.zeros(3), mode="hessian", expand="arrays")
+    squares = symjac.compile(lambda x: (x**2).sum(), np.zeros(3), mode="hessian", expand="arrays")
+    np.testing.assert_array_equal(squares(np.ones(3)), 2 * np.eye(3))
     with pytest.raises(ValueError, match="tangents of"):  # 10**5 x 2 * 10**5: refused, not built
         symjac.compile(lambda x: 2 * x, np.zeros(10**5), expand="arrays")
     cf = symjac.compile(lambda x: np.cumsum(x), np.zeros(3))  # auto: the element road
@@ -344,7 +346,9 @@ def test_auto_takes_the_loop_road_for_large_models_only():
     assert symjac.compile(mlp(4), np.zeros(8)).spec.road == "elements"
     assert symjac.compile(mlp(32), np.zeros(8), mode="jvp").spec.road == "loops"  # tangents
     assert symjac.compile(mlp(32), np.zeros(8), mode="vjp").spec.road == "reverse-loops"  # adjoints
-    assert symjac.compile(lambda x: mlp(32)(x).sum(), np.zeros(8), mode="hvp").spec.road == "elements"
+    # the jvp of its gradient graph (symjac.arrays.gradient), and the Hessian its Jacobian
+    assert symjac.compile(lambda x: mlp(32)(x).sum(), np.zeros(8), mode="hvp").spec.road == "loops"
+    assert symjac.compile(lambda x: mlp(4)(x).sum(), np.zeros(8), mode="hessian").spec.road == "elements"
 
 
 def test_gradient_of_a_large_model_by_adjoints():

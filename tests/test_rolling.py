@@ -92,7 +92,7 @@ CASES = {
     "hessian": (
         banded_energy,
         [np.linspace(0.1, 1.0, 30)],
-        dict(mode="hessian"),
+        dict(mode="hessian", expand="elements"),  # auto: a loop kernel of the gradient graph
         {},
         lambda: symjac.hessian(banded_energy, np.linspace(0.1, 1.0, 30)),
     ),

@@ -138,3 +138,13 @@ def test_errors():
         cf.torch()(torch.zeros(3))
     with pytest.raises(NotImplementedError, match="sparse"):
         symjac.compile(lambda a: a.sin(), np.zeros(3), sparse="csr").torch()
+
+
+def test_a_scalar_value_stays_0_d_and_its_gradient_flows():
+    # np.ascontiguousarray made the 0-d value (a loss) of shape (1,), and backward then refused it.
+    cf = symjac.compile(lambda a: (a**3).sum(), np.zeros(3), value=True)
+    x = _t(3)
+    value, J = cf.torch()(x)
+    assert value.shape == () and J.shape == (3,)
+    (value + J.sum()).backward()
+    np.testing.assert_allclose(x.grad.numpy(), 3 * x.detach().numpy() ** 2 + 6 * x.detach().numpy(), rtol=1e-13)

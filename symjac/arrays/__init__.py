@@ -38,11 +38,11 @@ LOOPS_FROM = 2000
 LOOP_MODES = ("jacobian", "vjp", "jvp")  # what loop kernels compute (vjp by adjoints, jvp by tangents)
 
 
-def loops_likely(graph, wrt: tuple, mode: str = "jacobian") -> bool:
+def loops_likely(graph, wrt: tuple, mode: str = "jacobian", loops_from: int = LOOPS_FROM) -> bool:
     """Whether ``symjac.compile`` would likely give ``mode`` of ``graph`` a loop kernel: a large
     model whose dense tangents or adjoints fit the budget (shapes only, its ops not checked;
     nothing heavy is imported: the drop-in asks on its first call)."""
-    if mode not in LOOP_MODES or element_operations(graph) < LOOPS_FROM:
+    if mode not in LOOP_MODES or element_operations(graph) < loops_from:
         return False
     sizes = {params[0]: math.prod(params[1]) for op, _, params in graph.eqns if op == "input"}
     outputs = sum(math.prod(graph.shape(o)) for o in graph.outputs)
@@ -55,14 +55,16 @@ def loops_likely(graph, wrt: tuple, mode: str = "jacobian") -> bool:
 # MLP 8-32-32-4 (15 equations) 0.1 s, N-body N=100 (40) 0.3-0.45 s.
 LOOP_BUILD_SECONDS = 0.05
 LOOP_BUILD_SECONDS_PER_EQUATION = 0.006
+GRADIENT_EQUATIONS = 3  # a gradient graph's equations per equation of its function (about)
 
 
 def build_estimate(graph, what: str = "jacobian", width: int = 1, loops: bool = False) -> float:
     """Seconds the kernel of ``graph`` would take to build (the ski-rental price): a loop
     kernel's with ``loops``, else the element road's, where a second derivative differentiates
     each of the ``width`` first ones again."""
-    if loops:
-        return LOOP_BUILD_SECONDS + LOOP_BUILD_SECONDS_PER_EQUATION * len(graph.eqns)
+    if loops:  # a second derivative's kernel compiles the gradient graph: its equations, and theirs
+        equations = len(graph.eqns) * (GRADIENT_EQUATIONS if what in SECOND_ORDER else 1)
+        return LOOP_BUILD_SECONDS + LOOP_BUILD_SECONDS_PER_EQUATION * equations
     factor = max(1, width) if what in SECOND_ORDER else 1
     return element_operations(graph) * BUILD_SECONDS_PER_OPERATION * factor
 

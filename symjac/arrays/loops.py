@@ -117,8 +117,8 @@ def _scalar_rule(op: str, masks: tuple[bool, ...]):
     return syms, sympy.sympify(expr), tuple(None if p is None else sympy.sympify(p) for p in partials)
 
 
-def build_module(module, graph, wrt, value: bool, name="symjac_kernel", mode="jacobian"):
-    """Add ``void name(in, out64, out32)`` computing ``graph``'s outputs' values (with ``value``)
+def build_module(module, graph, wrt, value, name="symjac_kernel", mode="jacobian"):
+    """Add ``void name(in, out64, out32)`` computing the values of ``value_nodes(graph, value)``
     and Jacobian blocks with respect to inputs ``wrt`` (with ``mode="jvp"``: the products with
     vectors ``v``, read after the inputs, one per input in ``wrt``); returns the result shapes in
     order and the doubles written."""
@@ -144,7 +144,7 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel", mode="ja
 
     nodes = emit_nodes(em, graph, inp, seed)
     outs = [nodes[o] for o in graph.outputs]
-    results, offset = store_values(em, outs, out64) if value else ([], 0)
+    results, offset = store_values(em, [nodes[o] for o in value_nodes(graph, value)], out64)
     for o in outs:
         if mode == "jvp":
             _store_block(em, o, out64, offset, 0, 1)
@@ -205,6 +205,14 @@ def emit_nodes(em, graph, inp, seed, keep=None, partials=None) -> list:
             extra = {"partials_out": partials[n]} if partials and n in partials else {}
             nodes.append(rule(em, op, argn, params, shape, mask, module=em.module, n=n, **extra))
     return nodes
+
+
+def value_nodes(graph, value) -> tuple:
+    """The nodes whose values a kernel stores before its derivatives: a builder's ``value`` is
+    True (the outputs), False (none), or the nodes (a gradient graph's function value)."""
+    if isinstance(value, tuple):
+        return value
+    return tuple(graph.outputs) if value else ()
 
 
 def store_values(em, outs, out64) -> tuple[list, int]:
@@ -425,7 +433,7 @@ _OPS = {
 # --- building -----------------------------------------------------------------------------------
 
 
-def compile_object(graph, wrt, value: bool, mode: str = "jacobian"):
+def compile_object(graph, wrt, value, mode: str = "jacobian"):
     """``(object code, IR, optimised IR, layout)`` of the loop kernel and its batch loop (a
     Jacobian, or with ``mode="jvp"`` Jacobian-vector products)."""
     from ..backend import runtime

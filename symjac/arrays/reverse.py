@@ -76,13 +76,18 @@ def live_nodes(graph, wrt) -> tuple[set, set]:
                 depends.add(n)
         elif any(type(a) is int and a in depends for a in args):
             depends.add(n)
-    needed, stack = set(), list(graph.outputs)
+    return depends, ancestors(graph, graph.outputs)
+
+
+def ancestors(graph, roots) -> set:
+    """``roots`` and every node they are computed from."""
+    found, stack = set(), list(roots)
     while stack:
         n = stack.pop()
-        if n not in needed:
-            needed.add(n)
+        if n not in found:
+            found.add(n)
             stack.extend(a for a in graph.eqns[n][1] if type(a) is int)
-    return depends, needed
+    return found
 
 
 def width(graph) -> int:
@@ -95,9 +100,9 @@ def work(graph, wrt, mode: str = "jacobian") -> int:
     return loops.work(graph, wrt, mode, width=1 if mode == "vjp" else width(graph))
 
 
-def build_module(module, graph, wrt, value: bool, name="symjac_kernel", mode="jacobian"):
-    """Add ``void name(in, out64, out32)``: ``graph``'s outputs' values (with ``value``) and their
-    Jacobian blocks with respect to inputs ``wrt``, by adjoints (with ``mode="vjp"``: the
+def build_module(module, graph, wrt, value, name="symjac_kernel", mode="jacobian"):
+    """Add ``void name(in, out64, out32)``: the values of ``loops.value_nodes(graph, value)``
+    and the outputs' Jacobian blocks with respect to inputs ``wrt``, by adjoints (with ``mode="vjp"``: the
     vector-Jacobian products with vectors ``v``, one per output, read after the inputs: one
     adjoint column); returns ``(result shapes, doubles written)`` in ``loops.build_module``'s
     order."""
@@ -107,9 +112,10 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel", mode="ja
     depends, needed = live_nodes(graph, wrt)
     live = depends & needed
     partials = _partial_buffers(em, graph, live)
-    nodes = loops.emit_nodes(em, graph, inp, lambda j, shape: None, keep=needed, partials=partials)
-    outs = [nodes[o] for o in graph.outputs]
-    results, offset = loops.store_values(em, outs, out64) if value else ([], 0)
+    stored = loops.value_nodes(graph, value)
+    keep = needed | ancestors(graph, stored)
+    nodes = loops.emit_nodes(em, graph, inp, lambda j, shape: None, keep=keep, partials=partials)
+    results, offset = loops.store_values(em, [nodes[o] for o in stored], out64)
     sweep = _Sweep(nodes, {}, partials=partials)
     _adjoint_views(em, graph, live, sweep)
     specs = _input_specs(graph)
@@ -141,7 +147,7 @@ def build_module(module, graph, wrt, value: bool, name="symjac_kernel", mode="ja
     return results, offset
 
 
-def compile_object(graph, wrt, value: bool, mode: str = "jacobian"):
+def compile_object(graph, wrt, value, mode: str = "jacobian"):
     """``(object code, IR, optimised IR, layout)`` of the reverse-mode kernel and its batch loop
     (a Jacobian, or with ``mode="vjp"`` vector-Jacobian products)."""
     module = _runtime()._module("symjac_kernel")

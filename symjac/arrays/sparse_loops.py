@@ -47,7 +47,7 @@ from .sparse_struct import ONES, RESULT, Composite, Plan
 
 def _needed(graph, plan_: Plan, value: bool) -> set:
     """The nodes whose values the kernel computes: those the partials and results read."""
-    want = set(graph.outputs) if value else set()
+    want = set(loops.value_nodes(graph, value))
     for n, ks in plan_.partials.items():  # a contraction's weights: the values of its operand
         op, args, _ = graph.eqns[n]
         want.update([args[k] for k in ks] if op in CONTRACTIONS else [n])
@@ -59,8 +59,9 @@ def _needed(graph, plan_: Plan, value: bool) -> set:
     return keep
 
 
-def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel"):
-    """Add ``void name(in, out64, out32)`` computing the outputs' values (with ``value``), then
+def build_module(module, graph, wrt, value, kind: str, name="symjac_kernel"):
+    """Add ``void name(in, out64, out32)`` computing the values of ``loops.value_nodes(graph,
+    value)``, then
     the Jacobian's nonzeros in ``kind`` order (``"dense"``: at their places in the dense blocks,
     leaving the others as they are); returns the result shapes and the doubles."""
     p = sparse_plan.plan(graph, wrt, kind)
@@ -77,8 +78,7 @@ def build_module(module, graph, wrt, value: bool, kind: str, name="symjac_kernel
     for n in partials.keys() - value_loops.keys():
         for k, view in partials[n].items():
             loops._copy_values(em, nodes[graph.eqns[n][1][k]].value, view)
-    outs = [nodes[o] for o in graph.outputs]
-    shapes, offset = loops.store_values(em, outs, out64) if value else ([], 0)
+    shapes, offset = loops.store_values(em, [nodes[o] for o in loops.value_nodes(graph, value)], out64)
     result = em.b.gep(out64, [ir.Constant(I64, offset)], source_etype=DOUBLE)
     used = ({st.dst for st in p.steps} | {st.src for st in p.steps}) - {ONES, RESULT} - p.inside.keys()
     buffers = {k: em.buffer(p.sizes[k]) for k in sorted(used)}
@@ -207,7 +207,7 @@ def _steps(em, group, dsts, src, scales, assigns):
     em.loop(head.count, body)
 
 
-def compile_object(graph, wrt, value: bool, kind: str):
+def compile_object(graph, wrt, value, kind: str):
     """``(object code, IR, optimised IR, layout, pattern)`` of the sparse loop kernel (``kind``
     "csr", "csc", or "dense": the dense Jacobian, whose layout is not ``full``)."""
     from ..backend import runtime

@@ -36,6 +36,7 @@ def replay(graph, values) -> list[Var]:
 
 def flat_results(spec, n_args):
     """A function of (inputs..., vectors...) returning the compiled function's flat results, traced."""
+    graph = getattr(spec, "source", None) or spec.graph  # a second derivative's own function
 
     def results(*args):
         inputs, vectors = args[:n_args], args[n_args:]
@@ -44,7 +45,7 @@ def flat_results(spec, n_args):
             full = list(inputs)
             for k, j in enumerate(spec.wrt):
                 full[j] = w[k]
-            outs = replay(spec.graph, full)
+            outs = replay(graph, full)
             return tuple(outs) if spec.out_tuple else outs[0]
 
         w = tuple(inputs[j] for j in spec.wrt)
@@ -55,7 +56,7 @@ def flat_results(spec, n_args):
             res = getattr(functional, spec.mode)(func, w, tuple(vectors), create_graph=True)[1]
         out = flat(res)
         if spec.value:
-            out = replay(spec.graph, list(inputs)) + out
+            out = replay(graph, list(inputs)) + out
         return tuple(out)
 
     return results

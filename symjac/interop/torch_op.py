@@ -37,7 +37,8 @@ def _function():
                 ]
                 n = op.n_args
                 raw = op.cf(*arrays[:n], v=tuple(arrays[n:])) if len(arrays) > n else op.cf(*arrays)
-                return tuple(torch.from_numpy(np.ascontiguousarray(r)) for r in flat(raw))
+                # not np.ascontiguousarray, which makes a 0-d value (a loss) of shape (1,)
+                return tuple(torch.from_numpy(np.asarray(r, order="C")) for r in flat(raw))
 
             @staticmethod
             def backward(ctx, *grads):

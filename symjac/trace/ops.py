@@ -10,6 +10,7 @@ Front-end functions in :mod:`symjac.trace.api_ops` bind the names of all three c
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -322,7 +323,28 @@ ELEMENTWISE_OPS += (
         ("logaddexp2",),
     ),
 )
-ELEMENTWISE: dict[str, Elementwise] = {e.name: e for e in ELEMENTWISE_OPS}
+
+
+class _Table(dict):
+    """An op table whose rows not found by name may be partial derivatives of its elementwise
+    rows (:func:`partial_name`), made at their first lookup and not listed: the gradient graphs of
+    :mod:`symjac.arrays.gradient` use them, and a graph read back in another process finds them."""
+
+    def __init__(self, rows, index: int):
+        super().__init__(rows)
+        self._index = index
+
+    def __missing__(self, name):
+        made = _partial(name) if type(name) is str else None
+        if made is None:
+            raise KeyError(name)
+        return made[self._index]
+
+    def __contains__(self, name) -> bool:
+        return dict.__contains__(self, name) or (type(name) is str and _partial(name) is not None)
+
+
+ELEMENTWISE: dict[str, Elementwise] = _Table({e.name: e for e in ELEMENTWISE_OPS}, 0)
 
 
 # --- structural primitives: evaluated on object arrays of SymPy expressions -----------------
@@ -518,7 +540,7 @@ def constant_values(dtype: str, shape, data: bytes) -> np.ndarray:
     return out
 
 
-PRIMITIVES: dict[str, Primitive] = {
+PRIMITIVES: dict[str, Primitive] = _Table({
     **{e.name: Primitive(e.name, _elementwise_eval(e)) for e in ELEMENTWISE_OPS},
     "const": Primitive("const", lambda v, p: constant_values(*p)),
     "scalar": Primitive("scalar", lambda v, p: _obj(number(float("nan") if p[0] == "nan" else p[0]))),
@@ -540,7 +562,45 @@ PRIMITIVES: dict[str, Primitive] = {
     "einsum": Primitive("einsum", _einsum),
     "linalg": Primitive("linalg", _linalg),
     "cast": Primitive("cast", lambda v, p: v[0]),
-}
+}, 1)  # fmt: skip
+
+
+def partial_name(op: str, k: int, masks: tuple) -> str:
+    """The name of the elementwise op that is ``op``'s exact partial derivative in its argument
+    ``k``, for arguments that are masks (``masks[i]``) or reals: ``"d0/r/tanh"``, ``"d1/mr/where"``."""
+    return f"d{k}/{''.join('m' if m else 'r' for m in masks)}/{op}"
+
+
+@functools.cache
+def _partial(name: str):
+    """``(Elementwise, Primitive)`` rows of a :func:`partial_name`, or None for any other name."""
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0][:1] != "d" or not parts[0][1:].isdigit() or set(parts[1]) - set("mr"):
+        return None
+    k, bits, op = int(parts[0][1:]), parts[1], parts[2]
+    if op not in ELEMENTWISE or ELEMENTWISE[op].boolean or k >= len(bits) or bits[k] == "m":
+        return None
+    syms = [
+        sympy.Symbol(f"c{i}") if b == "m" else sympy.Symbol(f"a{i}", real=True) for i, b in enumerate(bits)
+    ]
+    try:
+        expr = sympy.sympify(PRIMITIVES[op].evaluate([_obj(s) for s in syms], ())[()])
+    except Exception:  # an arity the op does not take
+        return None
+    # powsimp: d(a**b)/da as b*a**(b - 1), not b*a**b/a (0/0 at a = 0), as symjac.arrays.elementwise
+    d = sympy.powsimp(sympy.diff(expr, syms[k]))
+
+    def element(*args):
+        return d.xreplace({s: sympy.sympify(a) for s, a in zip(syms, args, strict=True)})
+
+    ufunc = np.frompyfunc(element, len(bits), 1)
+
+    def evaluate(values, params):
+        result = ufunc(*values)
+        return result if isinstance(result, np.ndarray) else _obj(result)
+
+    return Elementwise(name, element), Primitive(name, evaluate)
+
 
 # ufunc.reduce calls that are plain reductions: numpy.add.reduce(x) is numpy.sum(x).
 UFUNC_REDUCTIONS = {"add": "sum", "multiply": "prod"}
