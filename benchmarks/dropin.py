@@ -29,6 +29,7 @@ import numpy as np
 HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
+from timing import best  # noqa: E402
 
 # --- problems, each written once against a namespace (NumPy, torch, JAX) --------------------------
 
@@ -165,15 +166,6 @@ QUICK = [
 # --- one problem, in this process ------------------------------------------------------------------
 
 
-def _best(fn, budget=0.5, most=200):
-    times, start = [], time.perf_counter()
-    while len(times) < most and (len(times) < 3 or time.perf_counter() - start < budget):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def one(name):
     f, n_in, weights = PROBLEMS[name]()
     x = np.random.default_rng(2).uniform(0.2, 0.9, n_in)
@@ -190,13 +182,13 @@ def one(name):
     out["symjac_first"] = time.perf_counter() - t
     graph = functional._Call(npf, (x,), False, "bench", params=True).graph
     out["road"] = arrays.choose(graph, n_in, "auto", what)
-    out["symjac_warm"] = _best(lambda: ours(npf, x))
+    out["symjac_warm"] = best(lambda: ours(npf, x))
     # A fitting or simulation loop calls on: once the array road's calls have cost as much as a
     # kernel's build, the kernel takes over (ski rental). "steady": the best call after a second.
     start, kernels = time.perf_counter(), len(functional._KERNELS.data)
     while time.perf_counter() - start < 1.0:
         ours(npf, x)
-    out["symjac_steady"] = _best(lambda: ours(npf, x))
+    out["symjac_steady"] = best(lambda: ours(npf, x))
     out["bought"] = len(functional._KERNELS.data) > kernels
     try:
         import torch
@@ -210,7 +202,7 @@ def one(name):
         t = time.perf_counter()
         Jt = tj(tf, xt)
         out["torch_first"] = time.perf_counter() - t
-        out["torch_warm"] = _best(lambda: tj(tf, xt))
+        out["torch_warm"] = best(lambda: tj(tf, xt))
         out["err_vs_torch"] = float(np.max(np.abs(np.asarray(J) - Jt.numpy())))
     except ImportError:
         pass
@@ -228,7 +220,7 @@ def one(name):
         t = time.perf_counter()
         jf(xj).block_until_ready()
         out["jax_first"] = time.perf_counter() - t
-        out["jax_warm"] = _best(lambda: jf(xj).block_until_ready())
+        out["jax_warm"] = best(lambda: jf(xj).block_until_ready())
     except ImportError:
         pass
     if weights is not None:  # last: the peers above differentiate the same weights
@@ -237,7 +229,7 @@ def one(name):
             weights[0] += 1e-9  # an optimiser step, in place
             return ours(npf, x)
 
-        out["symjac_changed"] = _best(changed)
+        out["symjac_changed"] = best(changed)
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,10 @@ import time
 import types
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from timing import best  # noqa: E402
 
 POINTS = 1000
 ELEMENT_LIMIT = 120  # seconds for the element road's build, in its own process
@@ -74,15 +79,6 @@ PROBLEMS = {
 QUICK = ["Hessian of tanh MLP loss 8-32-32-4", "hvp of tanh MLP loss 64-256-256-10"]
 
 
-def _best(fn, budget=0.5, most=200):
-    times, start = [], time.perf_counter()
-    while len(times) < most and (len(times) < 3 or time.perf_counter() - start < budget):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def one(name):
     f, n, mode = PROBLEMS[name]()
     rng = np.random.default_rng(2)
@@ -99,10 +95,10 @@ def one(name):
     ours = cf(x, **kw)
     out["symjac_build"] = time.perf_counter() - t
     out["road"] = cf.spec.road
-    out["symjac_warm"] = _best(lambda: cf(x, **kw))
+    out["symjac_warm"] = best(lambda: cf(x, **kw))
     result = np.empty((POINTS, n) if mode == "hvp" else (POINTS, n, n))
     bkw = {"v": V} if mode == "hvp" else {}
-    out["symjac_batch"] = _best(lambda: cf(X, out=result, **bkw)) / POINTS
+    out["symjac_batch"] = best(lambda: cf(X, out=result, **bkw)) / POINTS
     try:
         import jax
 
@@ -121,9 +117,9 @@ def one(name):
         t = time.perf_counter()
         theirs = single(*args).block_until_ready()
         out["jax_first"] = time.perf_counter() - t
-        out["jax_warm"] = _best(lambda: single(*args).block_until_ready())
+        out["jax_warm"] = best(lambda: single(*args).block_until_ready())
         batch(*bargs).block_until_ready()
-        out["jax_batch"] = _best(lambda: batch(*bargs).block_until_ready()) / POINTS
+        out["jax_batch"] = best(lambda: batch(*bargs).block_until_ready()) / POINTS
         out["err_vs_jax"] = float(np.max(np.abs(np.asarray(theirs) - ours)))
     except ImportError:
         pass
@@ -145,8 +141,8 @@ def one(name):
         t = time.perf_counter()
         one_(*args)
         out["torch_first"] = time.perf_counter() - t
-        out["torch_warm"] = _best(lambda: one_(*args))
-        out["torch_batch"] = _best(lambda: tfunc.vmap(one_)(*bargs), most=20) / POINTS
+        out["torch_warm"] = best(lambda: one_(*args))
+        out["torch_batch"] = best(lambda: tfunc.vmap(one_)(*bargs), most=20) / POINTS
     except ImportError:
         pass
     return out
