@@ -570,9 +570,9 @@ class CompiledFunction:
             raise ImportError("sparsity() returns a SciPy matrix: pip install scipy") from None
         p = self.meta.get("pattern")
         if p is None:  # a second derivative's: of its own function, as on the element road
-            spec = replace(self.spec, mode="jacobian", value=False, sparse="csr", road="elements", source=None)
+            spec = replace(self.spec, mode="jacobian", value=False, sparse="csr")
             if getattr(self.spec, "source", None) is not None:
-                spec = replace(spec, graph=self.spec.source)
+                spec = replace(spec, graph=self.spec.source, road="elements", source=None)
             p = derivation(spec)[1]["pattern"]
         cls = sp.csr_matrix if p["kind"] == "csr" else sp.csc_matrix
         return cls((np.ones(len(p["indices"])), p["indices"], p["indptr"]), shape=tuple(p["shape"])).tocsr()
