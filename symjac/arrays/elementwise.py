@@ -16,7 +16,7 @@ import numpy as np
 import sympy
 from sympy.printing.numpy import NumPyPrinter
 
-from ..trace.ops import ELEMENTWISE, PRIMITIVES
+from ..trace.ops import ELEMENTWISE, element_formula, exact_partial
 
 # NumPy spellings of symjac's own SymPy functions (``sympy.lambdify`` knows the standard ones).
 NUMPY_FUNCTIONS = {
@@ -101,7 +101,7 @@ def second_rule(op: str, boolean_args: tuple[bool, ...]):
     for d in partials:
         row = []
         for s, is_bool in zip(syms, boolean_args, strict=True):
-            dd = None if d is None or is_bool else sympy.powsimp(sympy.diff(d, s))
+            dd = None if d is None or is_bool else exact_partial(d, s)
             row.append(None if dd is None or dd == 0 else _lambdify(syms, dd, modules))
         table.append(tuple(row))
     return tuple(table)
@@ -111,27 +111,16 @@ def second_rule(op: str, boolean_args: tuple[bool, ...]):
 def formulas(op: str, boolean_args: tuple[bool, ...]):
     """``(symbols, element, partials)``: ``op``'s scalar formula on symbols ``a0, a1, ...`` (``c0``
     for a mask) and its exact partial derivatives (None where zero or for a mask)."""
-    syms = [
-        sympy.Symbol(f"c{k}") if is_bool else sympy.Symbol(f"a{k}", real=True)
-        for k, is_bool in enumerate(boolean_args)
-    ]
-    cells = []
-    for s in syms:
-        cell = np.empty((), dtype=object)
-        cell[()] = s
-        cells.append(cell)
     try:
-        expr = PRIMITIVES[op].evaluate(cells, ())[()]
+        syms, expr = element_formula(op, boolean_args)
     except Exception as exc:  # an op whose formula does not take free symbols
         raise Unsupported(f"{op}: {exc}") from None
-    expr = sympy.sympify(expr)
     partials = []
     for s, is_bool in zip(syms, boolean_args, strict=True):
         if is_bool or ELEMENTWISE[op].boolean:
             partials.append(None)
         else:
-            # powsimp: d(a**b)/da is b*a**b/a as SymPy writes it, 0/0 at a = 0; b*a**(b - 1) is not.
-            d = sympy.powsimp(sympy.diff(expr, s))
+            d = exact_partial(expr, s)
             partials.append(None if d == 0 else d)
     return syms, expr, tuple(partials)
 

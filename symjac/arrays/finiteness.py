@@ -76,9 +76,14 @@ def risky_values(graph) -> frozenset:
             risky.add(n)
         elif op in ELEMENTWISE and not _elementwise(op, _masks(graph, args))[0]:
             risky.add(n)
-        elif op == "const" and not np.isfinite(np.frombuffer(params[2], dtype=np.dtype(params[0]))).all():
+        elif op == "const" and not finite_constant(params):
             risky.add(n)
     return frozenset(risky)
+
+
+def finite_constant(params) -> bool:
+    """Whether a ``const`` equation's array (its ``params``) holds only finite numbers."""
+    return bool(np.isfinite(np.frombuffer(params[2], dtype=np.dtype(params[0]))).all())
 
 
 def _partial_risky(graph, n, k, values) -> bool:

@@ -26,15 +26,17 @@ or an untaken ``where`` branch, but ``(2 sqrt(s)) * (1 / (2 sqrt(s)))`` at ``s =
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import sympy
 
 from ..trace.graph import Graph
-from ..trace.ops import ELEMENTWISE, decode_index, partial_name
+from ..trace.ops import ELEMENTWISE, decode_index, exact_partial, partial_name
 from . import finiteness
 from .elementwise import Unsupported
+from .forward import _is_mask
 from .letters import explicit, matmul_letters
 
 F64 = np.dtype(np.float64)
@@ -88,25 +90,33 @@ def _check_finite(g) -> None:
     """Refuse a graph where a value or a first or second partial derivative of an elementwise op
     can be infinite at finite arguments (see the module's docstring), or a captured array holds
     an inf or NaN."""
-    from ..trace.ops import number
-    from .elementwise import formulas
-
     for op, args, params in g.eqns:
-        if op == "const" and not np.isfinite(np.frombuffer(params[2], dtype=np.dtype(params[0]))).all():
+        if op == "const" and not finiteness.finite_constant(params):
             raise Unsupported("a captured array that holds an inf or NaN")
         if op not in ELEMENTWISE:
             continue
-        syms, expr, partials = formulas(op, tuple(type(a) is int and _is_mask(g, a) for a in args))
-        inline = {s: number(a[1]) for s, a in zip(syms, args, strict=True) if type(a) is not int}
-        nodes = [s for s, a in zip(syms, args, strict=True) if type(a) is int]
-        firsts = [d for d, a in zip(partials, args, strict=True) if d is not None and type(a) is int]
-        seconds = [sympy.diff(d, s) for d in firsts for s in nodes]
-        for e in (expr, *firsts, *seconds):
-            if not _finite(e.xreplace(inline)):
-                raise Unsupported(
-                    f"{op}: its value or derivatives can be infinite at finite inputs (sqrt or log at 0, "
-                    "1/x), where only the element road's exact simplification finds the limit"
-                )
+        inline = tuple(None if type(a) is int else a[1] for a in args)
+        if not _finite_op(op, tuple(_is_mask(g, a) for a in args), inline):
+            raise Unsupported(
+                f"{op}: its value or derivatives can be infinite at finite inputs (sqrt or log at 0, "
+                "1/x), where only the element road's exact simplification finds the limit"
+            )
+
+
+@functools.cache
+def _finite_op(op: str, masks: tuple, inline: tuple) -> bool:
+    """Whether elementwise ``op``'s value and its first and second partials in its node arguments
+    are finite wherever they are, its ``inline`` scalars (None: a node) substituted. Once per
+    op and scalars: a drop-in asks again for every new graph (a captured scalar that changed)."""
+    from ..trace.ops import number
+    from .elementwise import formulas
+
+    syms, expr, partials = formulas(op, masks)
+    values = {s: number(v) for s, v in zip(syms, inline, strict=True) if v is not None}
+    nodes = [s for s, v in zip(syms, inline, strict=True) if v is None]
+    firsts = [d for d, v in zip(partials, inline, strict=True) if d is not None and v is None]
+    seconds = [exact_partial(d, s) for d in firsts for s in nodes]
+    return all(_finite(e.xreplace(values)) for e in (expr, *firsts, *seconds))
 
 
 def _finite(expr) -> bool:
@@ -119,11 +129,6 @@ def _finite(expr) -> bool:
     for f in (sympy.exp, sympy.sinh, sympy.cosh):
         expr = expr.replace(f, sympy.tanh)
     return finiteness.finite_at_finite(expr)
-
-
-def _is_mask(g, node) -> bool:
-    dt = g.dtype(node)
-    return dt is not None and dt.kind == "b"
 
 
 def _dependent(g, wrt) -> set:
@@ -194,7 +199,7 @@ def _elementwise(b, g, n, ybar, wanted):
     from .elementwise import formulas
 
     op, args, _ = g.eqns[n]
-    masks = tuple(type(a) is int and _is_mask(g, a) for a in args)
+    masks = tuple(_is_mask(g, a) for a in args)
     syms, _, partials = formulas(op, masks)
     parts = []
     for k, (a, want) in enumerate(zip(args, wanted, strict=True)):

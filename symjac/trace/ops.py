@@ -565,6 +565,19 @@ PRIMITIVES: dict[str, Primitive] = _Table({
 }, 1)  # fmt: skip
 
 
+def element_formula(op: str, masks: tuple) -> tuple:
+    """``(symbols, element)``: elementwise ``op``'s scalar formula on symbols ``a0, a1, ...``
+    (``c0`` for a mask argument). Raises what the op's formula raises for free symbols."""
+    syms = [sympy.Symbol(f"c{i}") if m else sympy.Symbol(f"a{i}", real=True) for i, m in enumerate(masks)]
+    return syms, sympy.sympify(PRIMITIVES[op].evaluate([_obj(s) for s in syms], ())[()])
+
+
+def exact_partial(expr, symbol):
+    """``d expr / d symbol`` as every road writes it: ``powsimp``ed, ``b*a**(b - 1)`` rather than
+    SymPy's ``b*a**b/a`` (0/0 at a = 0)."""
+    return sympy.powsimp(sympy.diff(expr, symbol))
+
+
 def partial_name(op: str, k: int, masks: tuple) -> str:
     """The name of the elementwise op that is ``op``'s exact partial derivative in its argument
     ``k``, for arguments that are masks (``masks[i]``) or reals: ``"d0/r/tanh"``, ``"d1/mr/where"``."""
@@ -580,15 +593,11 @@ def _partial(name: str):
     k, bits, op = int(parts[0][1:]), parts[1], parts[2]
     if op not in ELEMENTWISE or ELEMENTWISE[op].boolean or k >= len(bits) or bits[k] == "m":
         return None
-    syms = [
-        sympy.Symbol(f"c{i}") if b == "m" else sympy.Symbol(f"a{i}", real=True) for i, b in enumerate(bits)
-    ]
     try:
-        expr = sympy.sympify(PRIMITIVES[op].evaluate([_obj(s) for s in syms], ())[()])
+        syms, expr = element_formula(op, tuple(b == "m" for b in bits))
     except Exception:  # an arity the op does not take
         return None
-    # powsimp: d(a**b)/da as b*a**(b - 1), not b*a**b/a (0/0 at a = 0), as symjac.arrays.elementwise
-    d = sympy.powsimp(sympy.diff(expr, syms[k]))
+    d = exact_partial(expr, syms[k])
 
     def element(*args):
         return d.xreplace({s: sympy.sympify(a) for s, a in zip(syms, args, strict=True)})
