@@ -15,10 +15,9 @@ from .elements.derive import _input_specs
 SPARSE_LOOPS_FROM = 10_000
 
 
-def choose(graph, mode: str, sparse, expand: str, wrt: tuple, loops_from: int = LOOPS_FROM) -> str:
+def choose(graph, mode: str, sparse, expand: str, wrt: tuple) -> str:
     """``"loops"``, ``"reverse-loops"``, ``"sparse-loops"`` or ``"elements"`` for ``compile``'s
-    ``expand=`` (see there), differentiating with respect to inputs ``wrt``; ``expand="auto"``
-    takes a loop road from ``loops_from`` element operations."""
+    ``expand=`` (see there), differentiating with respect to inputs ``wrt``."""
     from .arrays import EXPAND_MODES, TANGENT_BUDGET, reverse
     from .arrays.loops import unsupported
 
@@ -28,7 +27,7 @@ def choose(graph, mode: str, sparse, expand: str, wrt: tuple, loops_from: int = 
         return "elements"
     # Small models: the element road builds in tens of ms, and its straight-line kernel is the
     # fastest there is. Large ones: its build grows with the elements, the loops' with the ops.
-    large = element_operations(graph) >= (SPARSE_LOOPS_FROM if sparse else loops_from)
+    large = element_operations(graph) >= (SPARSE_LOOPS_FROM if sparse else LOOPS_FROM)
     road = "loops"
     if mode not in LOOP_MODES:
         why = f"mode={mode!r}"
@@ -110,12 +109,11 @@ def _sparse_unsupported(graph, wrt, kind) -> str | None:
 # A second derivative on a loop road compiles its gradient graph (symjac.arrays.gradient): the
 # Hessian is that graph's Jacobian, the hvp its jvp.
 GRADIENT_MODES = {"hessian": "jacobian", "hvp": "jvp", "vhp": "jvp"}  # vhp = hvp: H is symmetric
-# Element operations of a gradient graph from which expand="auto" compiles it as loops: the
-# element road differentiates every element twice. Measured on the 2-core machine (Hessians of
-# tanh MLP losses, batches of 1000): 4-8-8-2 (300) built in 0.2 s as elements, 0.3 s as loops,
-# batches 0.12 against 0.21 us a point; 4-16-16-2 (850) 0.9 s against 0.4 s, batches alike;
-# 8-32-32-4 (3100) 5.3 s against 0.4 s, batches 2.8 against 1.2 us.
-SECOND_LOOPS_FROM = 500
+# expand="auto" compiles a gradient graph as loops from LOOPS_FROM element operations, as any
+# graph. python benchmarks/second.py (Hessians of tanh MLP losses, batches of 1000 points) on the
+# 2-core machine: 4-16-16-2 (850 in its gradient graph) built in 0.75 s as elements and 0.60 s
+# as loops, but batched at 0.31 against 0.50 us a point; 8-32-32-4 (3100) 5.4 s against 0.63 s,
+# and 3.8 against 1.1 us.
 
 
 def choose_second(graph, mode: str, expand: str, wrt: tuple):
@@ -137,7 +135,7 @@ def choose_second(graph, mode: str, expand: str, wrt: tuple):
             ) from None
         choose(graph, mode, None, expand, wrt)  # the same check of expand= as every mode
         return graph, "elements", None
-    road = choose(grad, GRADIENT_MODES[mode], None, expand, wrt, SECOND_LOOPS_FROM)
+    road = choose(grad, GRADIENT_MODES[mode], None, expand, wrt)
     return (grad, road, graph) if road in LOOP_ROADS else (graph, "elements", None)
 
 
@@ -147,13 +145,13 @@ def gradient_loops_likely(graph, wrt: tuple, mode: str) -> bool:
     from .arrays import gradient, loops_likely
     from .arrays.elementwise import Unsupported
 
-    if GRADIENT_EQUATIONS * element_operations(graph) < SECOND_LOOPS_FROM:
+    if GRADIENT_EQUATIONS * element_operations(graph) < LOOPS_FROM:
         return False  # before the gradient graph: the drop-in asks on every array-road call
     try:
         grad = gradient.graph(graph, wrt)
     except Unsupported:
         return False
-    return loops_likely(grad, wrt, GRADIENT_MODES[mode], SECOND_LOOPS_FROM)
+    return loops_likely(grad, wrt, GRADIENT_MODES[mode])
 
 
 def loop_mode(spec) -> str:

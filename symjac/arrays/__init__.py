@@ -38,11 +38,11 @@ LOOPS_FROM = 2000
 LOOP_MODES = ("jacobian", "vjp", "jvp")  # what loop kernels compute (vjp by adjoints, jvp by tangents)
 
 
-def loops_likely(graph, wrt: tuple, mode: str = "jacobian", loops_from: int = LOOPS_FROM) -> bool:
+def loops_likely(graph, wrt: tuple, mode: str = "jacobian") -> bool:
     """Whether ``symjac.compile`` would likely give ``mode`` of ``graph`` a loop kernel: a large
     model whose dense tangents or adjoints fit the budget (shapes only, its ops not checked;
     nothing heavy is imported: the drop-in asks on its first call)."""
-    if mode not in LOOP_MODES or element_operations(graph) < loops_from:
+    if mode not in LOOP_MODES or element_operations(graph) < LOOPS_FROM:
         return False
     sizes = {params[0]: math.prod(params[1]) for op, _, params in graph.eqns if op == "input"}
     outputs = sum(math.prod(graph.shape(o)) for o in graph.outputs)
