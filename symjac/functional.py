@@ -16,11 +16,13 @@ import inspect
 import math
 import sys
 import time
+import warnings
 
 import numpy as np
 import sympy
 
 from . import arrays, budget, errors, roads
+from .arrays import finiteness
 from .elements import derive
 from .trace import api_ops, assembly, scipy_ops
 from .trace.functions import StopGradient
@@ -258,6 +260,10 @@ def _values(call: _Call, key, extra=(), expand="auto"):
         budget.check_result(mode, n_in, n_out, f"symjac.{mode}")
         start = time.perf_counter()
         raw = _arrays_results(call, mode, extra, width)
+        if expand == "auto" and not _finite(raw):
+            exact = _exactly(call, key, extra)
+            if exact is not None:
+                return exact
         results = [_finish(arr, ref, call) for arr, ref in zip(raw, _refs(call, key), strict=True)]
         if expand == "auto":  # ski rental: build the kernel once the calls have cost as much
             spent = (_ARRAY_SECONDS.get(key) or 0.0) + time.perf_counter() - start
@@ -266,7 +272,39 @@ def _values(call: _Call, key, extra=(), expand="auto"):
                 _fast_kernel(call, key, expand)
         return results
     compiled_function, refs = _fast_kernel(call, key, expand)
-    return _READY.put((key, expand), _Ready(compiled_function, refs)).run(call, extra)
+    return _READY.put((key, expand), _Ready(compiled_function, refs, key, expand)).run(call, extra)
+
+
+# The largest functions (element operations) whose undecided points the drop-in recomputes on
+# the element road: there its build takes a few seconds at most (benchmarks/dropin.py).
+EXACT_FALLBACK_UP_TO = arrays.LOOPS_FROM
+
+
+def _finite(raw) -> bool:
+    return all(np.isfinite(r).all() for r in raw)
+
+
+def _exactly(call: _Call, key, extra):
+    """The element road's results, for a point where the array road's (or a loop kernel's) hold
+    an inf or NaN: there a zero may have met an inf that only symbolic simplification decides
+    (``cbrt(x)**3`` at 0, see :mod:`symjac.arrays.structural`), which the array roads leave NaN
+    and the element road decides. None, with a warning once per function, where the function
+    is too large for the element road's build (``expand="elements"`` builds it anyway)."""
+    size = arrays.element_operations(call.graph)
+    if size > EXACT_FALLBACK_UP_TO:
+        if _UNDECIDED.get(key) is None:
+            _UNDECIDED.put(key, True)
+            warnings.warn(
+                f"symjac.{key[0]}: the result holds an inf or NaN; where it is NaN, a zero may have met "
+                f"an inf that only the exact per-element derivative decides, which this function is "
+                f"too large ({size:,} element operations) to build here. Pass expand=\"elements\" to "
+                "build it anyway, or evaluate away from this point.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return None
+    compiled_function, refs = _fast_kernel(call, key, "elements")
+    return _Ready(compiled_function, refs, key, "elements").run(call, extra)
 
 
 class _Ready:
@@ -276,14 +314,18 @@ class _Ready:
     no ctypes and no shared input buffer); the others through ``Kernel.__call__``.
     """
 
-    __slots__ = ("kernel", "refs", "entry", "dtype")
+    __slots__ = ("kernel", "refs", "entry", "dtype", "key", "check")
 
-    def __init__(self, compiled_function, refs):
+    def __init__(self, compiled_function, refs, key, expand):
         self.kernel = compiled_function.kernel
         self.refs = refs
         entry = compiled_function.entry
         self.entry = entry if entry != compiled_function.__call__ else None
         self.dtype = np.dtype(self.kernel._dtype)
+        self.key = key
+        # A loop kernel where a zero may meet an inf: an inf or NaN result asks the element road.
+        spec = compiled_function.spec
+        self.check = expand == "auto" and spec.road != "elements" and bool(finiteness.risky_values(spec.graph))
 
     def run(self, call: _Call, extra) -> list:
         values = [_numeric(x) for x in call.inputs]
@@ -300,6 +342,10 @@ class _Ready:
             raw = (self.entry(x),)
         else:
             raw = self.kernel(values)
+        if self.check and not _finite(raw):
+            exact = _exactly(call, self.key, extra)
+            if exact is not None:
+                return exact
         return [_finish(arr, ref, call) for arr, ref in zip(raw, self.refs, strict=True)]
 
 
@@ -393,6 +439,7 @@ def _refs(call: _Call, key) -> list[tuple]:
 
 _KERNELS = derive._LRU(256)
 _ARRAY_SECONDS = derive._LRU(1024)  # time each graph has spent on the array road
+_UNDECIDED = derive._LRU(1024)  # keys warned of an undecided point too large for the element road
 _ROADS = derive._LRU(1024)  # (key, expand) -> the road arrays.choose picked
 _READY = derive._LRU(256)  # (key, expand) -> _Ready, once the kernel runs every call
 _VALUE_MODES = ("vjp", "jvp", "hvp", "vhp")

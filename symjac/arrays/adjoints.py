@@ -37,13 +37,15 @@ def transposed(letters_of):
                 continue
             others = [i for i in range(len(args)) if i != k]
             factors = [(values[i], letters[i]) for i in others]
-            ok, checked = None, em.guards.get(n)
+            ok, checked, exact = None, em.guards.get(n), None
             if factors and checked is not None:  # the fast products are exact where all is finite
                 ok = em.clean_or_finite([ybar])
                 for i in checked:
                     if i != k and not isinstance(values[i].base, tuple):
                         ok = em.b.and_(ok, em.finite(values[i]))
-            _contract_rows(em, adjoint[a], letters[k], factors, (ybar, out), sizes, ok)
+                zeros = em.structure  # which zeros may kill an inf: constants', the adjoint's
+                exact = ([zeros.value(args[i]) for i in others], n in zeros.adjoints)
+            _contract_rows(em, adjoint[a], letters[k], factors, (ybar, out), sizes, ok, exact)
 
     return rule_
 
@@ -63,13 +65,14 @@ def _over(view: View, lets: str, order, sizes) -> View:
     return View(view.base, view.offset, tuple(sizes[c] for c in order), tuple(strides[c] for c in order))
 
 
-def _contract_rows(em, target, target_letters, factors, row, sizes, ok=None):
+def _contract_rows(em, target, target_letters, factors, row, sizes, ok=None, kills=None):
     """``target[T] += sum over the other letters of prod(factors) * row`` (rows of the adjoint).
 
     The last target letter is register-blocked, ``ROWS`` targets at a time, each with its own
     vector accumulators, so that one adjoint row loaded serves them all. Unless ``ok`` (an i1:
-    nothing multiplied is inf or NaN) holds, a scalar loop computes it instead, where a zero
-    times an inf or NaN contributes nothing (the forward kernel's and the element road's rule)."""
+    nothing multiplied is inf or NaN) holds, a scalar loop computes it instead, where a structural
+    zero times an inf or NaN contributes nothing (the forward kernel's and the element road's
+    rule): ``kills`` says whose zeros are, each factor's and the row's (see structural)."""
     b = em.b
     ordered = list(dict.fromkeys(target_letters))
     every = dict.fromkeys(target_letters + "".join(lets for _, lets in factors) + row[1])
@@ -135,13 +138,14 @@ def _contract_rows(em, target, target_letters, factors, row, sizes, ok=None):
             n = len(fviews)
             em.cold(
                 [tview, *fviews, rview],
-                lambda sub, vs: _exact_rows(sub, vs[0], vs[1 : n + 1], vs[-1], inner, tshape),
+                lambda sub, vs: _exact_rows(sub, vs[0], vs[1 : n + 1], vs[-1], inner, tshape, *kills),
             )
 
 
-def _exact_rows(em, tview, fviews, rview, inner, tshape):
-    """``_contract_rows``'s sums one double at a time, a product with a zero factor or a zero
-    adjoint being zero even where the other is inf or NaN."""
+def _exact_rows(em, tview, fviews, rview, inner, tshape, constant, row_exact):
+    """``_contract_rows``'s sums one double at a time, a product with a structural zero (of a
+    ``constant`` factor, or of the adjoint row where ``row_exact``) being zero even where the
+    other is inf or NaN."""
     b, zero = em.b, ir.Constant(DOUBLE, 0.0)
 
     def target(idx, carry):
@@ -149,12 +153,20 @@ def _exact_rows(em, tview, fviews, rview, inner, tshape):
             def step(jdx, carry):
                 (acc,) = carry
                 full = idx + jdx
-                coef = None
-                for fv in fviews:
+                coef, kills = None, []
+                for fv, const in zip(fviews, constant, strict=True):
                     x = em.load(fv, full)
                     coef = x if coef is None else b.fmul(coef, x)
+                    if const:
+                        kills.append(b.fcmp_ordered("==", x, zero))
                 r = b.load(em.address(rview, full, em.width, j), typ=DOUBLE)
-                kill = b.or_(b.fcmp_ordered("==", coef, zero), b.fcmp_ordered("==", r, zero))
+                if row_exact:
+                    kills.append(b.fcmp_ordered("==", r, zero))
+                if not kills:
+                    return [em.fma(coef, r, acc)]
+                kill = kills[0]
+                for c in kills[1:]:
+                    kill = b.or_(kill, c)
                 return [em.fma(b.select(kill, zero, coef), b.select(kill, zero, r), acc)]
 
             (acc,) = em.nest(inner, step, [zero])

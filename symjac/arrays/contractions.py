@@ -20,10 +20,11 @@ from .letters import einsum_letters, matmul_letters, reduce_letters
 # --- contractions -------------------------------------------------------------------------------
 
 
-def _contract(em, operands, letters, out_letters, sizes, shape, guard=None):
+def _contract(em, operands, letters, out_letters, sizes, shape, guard=None, n=None):
     """``einsum(letters -> out_letters)`` of ``operands`` (Nodes), with its tangent by the
     product rule; ``sizes`` maps each letter to its extent. With ``guard`` (the positions of the
-    factors to check, see finiteness), points where an inf or NaN meets a zero take an exact loop.
+    factors to check, see finiteness), points where an inf or NaN meets a zero take an exact loop
+    (where a structural zero of node ``n``'s factors kills it, see structural).
 
     The innermost output axis is register-blocked: ``ROWS`` results at a time, each with its
     own accumulators, so that the fused multiply-adds of one result do not wait on each other
@@ -135,10 +136,13 @@ def _contract(em, operands, letters, out_letters, sizes, shape, guard=None):
             results()
         with exact:
             em.taint()  # its tangent may now hold an inf: the contractions after it check too
-            n = len(vals)
+            args, zeros = em.graph.eqns[n][1], em.structure
+            constant = [zeros.value(a) for a in args]
+            exact = [a in zeros.tangents for a in args]
+            m = len(vals)
             em.cold(
                 [*vals, *tans, out, tout],
-                lambda sub, vs: _exact(sub, vs[:n], vs[n : 2 * n], live, inner, shape, vs[-2], vs[-1]),
+                lambda sub, vs: _exact(sub, vs[:m], vs[m : 2 * m], live, inner, shape, vs[-2], vs[-1], constant, exact),
             )
     return Node(out, tout)
 
@@ -154,9 +158,10 @@ def _contraction_finite(em, operands, live, checked):
     return ok
 
 
-def _exact(em, vals, tans, live, inner, shape, out, tout):
-    """A contraction's values and tangent one double at a time, each product of a zero with an
-    inf or NaN in the tangent being zero; the others are the fast loops' multiply-adds, in order."""
+def _exact(em, vals, tans, live, inner, shape, out, tout, constant, exact):
+    """A contraction's values and tangent one double at a time, each product of a structural zero
+    (of a ``constant`` factor, or of a tangent that is ``exact``) with an inf or NaN in the
+    tangent being zero; the others are the fast loops' multiply-adds, in order."""
     b, zero = em.b, ir.Constant(DOUBLE, 0.0)
 
     def product(views, full):
@@ -180,7 +185,16 @@ def _exact(em, vals, tans, live, inner, shape, out, tout):
                         acc = b.fadd(acc, t)
                         continue
                     coef = product([v for m, v in enumerate(vals) if m != k], full)
-                    kill = b.or_(b.fcmp_ordered("==", coef, zero), b.fcmp_ordered("==", t, zero))
+                    kills = [b.fcmp_ordered("==", em.load(v, full), zero)
+                             for m, v in enumerate(vals) if m != k and constant[m]]  # fmt: skip
+                    if exact[k]:
+                        kills.append(b.fcmp_ordered("==", t, zero))
+                    if not kills:
+                        acc = em.fma(coef, t, acc)
+                        continue
+                    kill = kills[0]
+                    for c in kills[1:]:
+                        kill = b.or_(kill, c)
                     acc = em.fma(b.select(kill, zero, coef), b.select(kill, zero, t), acc)
                 return [acc]
 
@@ -196,12 +210,12 @@ def _exact(em, vals, tans, live, inner, shape, out, tout):
 
 def _einsum(em, op, args, params, shape, mask, module, n):
     letters, out, sizes = einsum_letters(params[0], [a.value.shape for a in args])
-    return _contract(em, args, letters, out, sizes, shape, guard=em.guards.get(n))
+    return _contract(em, args, letters, out, sizes, shape, guard=em.guards.get(n), n=n)
 
 
 def _matmul(em, op, args, params, shape, mask, module, n):
     letters, out, sizes = matmul_letters(*(a.value.shape for a in args))
-    return _contract(em, args, letters, out, sizes, shape, guard=em.guards.get(n))
+    return _contract(em, args, letters, out, sizes, shape, guard=em.guards.get(n), n=n)
 
 
 def _sum(em, op, args, params, shape, mask, module, n):

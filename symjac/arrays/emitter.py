@@ -113,6 +113,14 @@ class _Emitter:
         self._n = 0
         self._flag_ptr = None
         self.guards: dict = {}  # the contractions that check for an inf or NaN (finiteness)
+        self.graph = None  # the graph whose nodes are emitted (emit_nodes sets it)
+
+    @property
+    def structure(self):
+        """The graph's structural zeros: where a zero times an inf or NaN may be zero."""
+        from .structural import of
+
+        return of(self.graph)
 
     def label(self, what):
         self._n += 1
@@ -402,3 +410,4 @@ class Node:
     value: View
     tangent: View | None
     mask: bool = False
+    zero_rows: View | None = None  # 1.0 where the tangent's row is a structural zero (see structural)

@@ -134,26 +134,32 @@ def reverse_guards(graph) -> dict:
 _CHUNK = 1 << 22  # doubles of products formed at a time on the exact path
 
 
-def einsum(terms, out: str, operands) -> np.ndarray:
+def einsum(terms, out: str, operands, exact) -> np.ndarray:
     """``np.einsum(",".join(terms) + "->" + out, *operands)``, except that where an operand holds
-    an inf or NaN, a product with a zero factor is zero, as in the loop kernels: then every
-    product is formed (in slices of the largest letter, so that at most about ``_CHUNK`` are at
-    once) and summed."""
+    an inf or NaN, a product with a structural zero factor (of an operand that ``exact`` calls so,
+    see :mod:`symjac.arrays.structural`; a bool or a function giving one) is zero, as in the loop
+    kernels: then every product is formed (in slices of the largest letter, so that at most about
+    ``_CHUNK`` are at once) and summed."""
     if finite(*operands):
+        return np.einsum(",".join(terms) + "->" + out, *operands)
+    exact = [bool(e() if callable(e) else e) for e in exact]
+    if not any(exact):
         return np.einsum(",".join(terms) + "->" + out, *operands)
     terms, out = explicit(terms, out, [np.ndim(x) for x in operands])
     letters = "".join(dict.fromkeys("".join(terms)))
     spread = [_spread(s, np.asarray(x, np.float64), letters) for s, x in zip(terms, operands, strict=True)]
+    killers = [x for x, e in zip(spread, exact, strict=True) if e]
     extents = np.broadcast_shapes(*(x.shape for x in spread))
     size = int(np.prod(extents, dtype=np.int64))
     if size <= _CHUNK:
-        return _products(spread, letters, out)
+        return _products(spread, killers, letters, out)
     axis = int(np.argmax(extents))
     step = max(1, _CHUNK * extents[axis] // size)
     parts = []
     for start in range(0, extents[axis], step):
         piece = (slice(None),) * axis + (slice(start, start + step),)
-        parts.append(_products([x if x.shape[axis] == 1 else x[piece] for x in spread], letters, out))
+        cut = [x if x.shape[axis] == 1 else x[piece] for x in spread]
+        parts.append(_products(cut, [c for c, e in zip(cut, exact, strict=True) if e], letters, out))
     if letters[axis] in out:
         return np.concatenate(parts, axis=out.index(letters[axis]))
     return sum(parts[1:], parts[0])  # a summed letter: the slices' partial sums
@@ -171,11 +177,13 @@ def _spread(term: str, x: np.ndarray, letters: str) -> np.ndarray:
     return x.reshape([x.shape[own.index(c)] if c in own else 1 for c in letters])
 
 
-def _products(spread, letters: str, out: str) -> np.ndarray:
+def _products(spread, killers, letters: str, out: str) -> np.ndarray:
+    """The sum of the products, where one of ``killers`` (operands with structural zeros) is 0."""
     product = spread[0]
-    zero = spread[0] == 0
+    zero = killers[0] == 0
     with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: the NaN that ``zero`` masks
         for x in spread[1:]:
             product = product * x
+        for x in killers[1:]:
             zero = zero | (x == 0)
     return np.einsum(f"{letters}->{out}", np.where(zero, 0.0, product))

@@ -8,8 +8,9 @@ values; elementwise ops multiply by partial derivatives that SymPy derived from 
 (:mod:`symjac.arrays.elementwise`). Cost grows with the number of operations times the tangent
 width, not with the size of an expanded expression tree.
 
-A zero partial derivative contributes nothing, even against an infinite or NaN tangent: the
-branch not taken of ``where`` stays out of the result, as it does on the per-element road.
+A structural zero contributes nothing, even against an infinite or NaN factor: the branch not
+taken of ``where`` stays out of the result, as it does on the per-element road. A zero that holds
+at this point only meets an inf as IEEE's NaN (:mod:`symjac.arrays.structural`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import math
 import numpy as np
 
 from ..trace.ops import ELEMENTWISE, decode_index
-from . import finiteness, sparse
+from . import finiteness, sparse, structural
 from .elementwise import Unsupported, rule
 from .letters import free_letters, matmul_letters
 
@@ -109,6 +110,7 @@ def evaluate(graph, arrays, seeds, width):
     keep = set(graph.outputs)
     vals: list = [None] * len(eqns)
     tans: list = [None] * len(eqns)
+    rows: dict = {}  # node -> where its tangent's rows are structural zeros (see _elementwise)
     with np.errstate(all="ignore"):
         for n, (op, args, params) in enumerate(eqns):
             if op == "input":
@@ -118,7 +120,7 @@ def evaluate(graph, arrays, seeds, width):
             else:
                 av = [vals[a] if type(a) is int else np.float64(a[1]) for a in args]
                 at = [tans[a] if type(a) is int else None for a in args]
-                vals[n], tans[n] = _apply(op, av, at, params, graph, n, width)
+                vals[n], tans[n] = _apply(op, av, at, params, graph, n, width, rows)
             for a in args:  # free what no later equation reads
                 if type(a) is int and last_use.get(a) == n and a not in keep:
                     vals[a] = tans[a] = None
@@ -139,19 +141,34 @@ def _real(x: np.ndarray) -> np.ndarray:
     return x.astype(F64) if x.dtype.kind == "f" and x.dtype != F64 else x
 
 
-def _apply(op, vals, tans, params, graph, n, width):
+def _apply(op, vals, tans, params, graph, n, width, rows=None):
     shape = graph.shape(n)
     if any(sparse.is_sparse(t) for t in tans) and any(isinstance(t, np.ndarray) for t in tans):
         tans = _dense(vals, tans, width)  # one dense operand fills the result anyway
     if op in ELEMENTWISE:
-        return _elementwise(op, vals, tans, shape, width)
+        return _elementwise(op, vals, tans, shape, width, graph, n, {} if rows is None else rows)
     if any(sparse.is_sparse(t) for t in tans):
         sparse_rule = sparse.RULES.get(op)
         if sparse_rule is not None:
             value, _ = _STRUCTURAL_RULES[op](vals, [None] * len(tans), params, shape, graph.dtype(n), width)
             return value, sparse.settle(sparse_rule(vals, tans, params, shape, value, width), shape, width)
         tans = _dense(vals, tans, width)
+    if op in finiteness.CONTRACTIONS:
+        return _STRUCTURAL_RULES[op](vals, tans, params, shape, graph.dtype(n), width, factors(graph, n))
     return _STRUCTURAL_RULES[op](vals, tans, params, shape, graph.dtype(n), width)
+
+
+def factors(graph, n):
+    """``exact(k, i)``: whether, in the product-rule term of contraction ``n`` where argument
+    ``k``'s tangent stands, factor ``i``'s zeros are structural (a constant's, or an exact
+    tangent's: :mod:`symjac.arrays.structural`); a function, asked only where an inf or NaN is."""
+    args = graph.eqns[n][1]
+
+    def exact(k, i):
+        zeros = structural.of(graph)
+        return args[k] in zeros.tangents if i == k else zeros.value(args[i])
+
+    return lambda k, i: (lambda: exact(k, i))
 
 
 def _dense(vals, tans, width):
@@ -161,39 +178,74 @@ def _dense(vals, tans, width):
     ]
 
 
-def _elementwise(op, vals, tans, shape, width):
+def _elementwise(op, vals, tans, shape, width, graph, n, rows):
     value_fn, partials = rule(op, tuple(np.asarray(v).dtype == np.bool_ for v in vals))
     arg_vals = vals
     # One shape for all: lambdify's Piecewise code stacks its conditions (logical_and.reduce).
     vals = np.broadcast_arrays(*vals) if len(vals) > 1 else vals
     value = np.broadcast_to(np.asarray(value_fn(*vals)), shape)
+    args = graph.eqns[n][1]
+    live = [(k, partial, t) for k, (partial, t) in enumerate(zip(partials, tans, strict=True))
+            if partial is not None and t is not None]  # fmt: skip
     if any(sparse.is_sparse(t) for t in tans):
         terms = [
-            (np.asarray(partial(*vals), dtype=F64), t, np.shape(v))
-            for partial, t, v in zip(partials, tans, arg_vals, strict=True)
-            if partial is not None and t is not None
+            (np.asarray(partial(*vals), dtype=F64), t, np.shape(arg_vals[k]), *exactness(graph, n, args[k], k))
+            for k, partial, t in live
         ]
         return value, sparse.settle(sparse.scaled_sum(terms, shape, width), shape, width)
-    tangent = None
-    for partial, t in zip(partials, tans, strict=True):
-        if partial is None or t is None:
-            continue
-        term = np.broadcast_to(scaled(np.asarray(partial(*vals), dtype=F64), t), shape + (width,))
+    tangent, empty = None, None
+    for k, partial, t in live:
+        p = np.asarray(partial(*vals), dtype=F64)
+        p_exact, t_exact = exactness(graph, n, args[k], k, rows)
+        term = np.broadcast_to(scaled(p, t, p_exact, t_exact), shape + (width,))
         tangent = term if tangent is None else tangent + term
+        # Rows a structural zero partial empties (maximum(z, 0) where z < 0) are structural zeros
+        # of this tangent, where every term's are: an infinite partial after it may meet them.
+        here = rows.get(args[k])
+        zero = p == 0
+        if zero.any() and p_exact():
+            here = zero if here is None else here | zero
+        here = None if here is None else np.broadcast_to(here, shape)
+        empty = here if k == live[0][0] else None if empty is None or here is None else empty & here
+    if empty is not None and empty.any():
+        rows[n] = empty
     return value, tangent
 
 
-def scaled(p: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """``p[..., None] * t``, where 0 * inf is 0 in both orders, as on the element road, which
-    never forms the product: a zero partial kills an inf/NaN tangent (the branch not taken), and
-    a zero tangent an inf/NaN partial (sqrt at 0 leaves the other columns exact zeros)."""
+def exactness(graph, n, a, k, rows=None) -> tuple:
+    """Whether elementwise node ``n``'s partial in argument ``k`` (node ``a``) has structural
+    zeros, and whether ``a``'s tangent has (True, or where: its rows that ``rows`` holds):
+    functions, asked only where a zero meets an inf or NaN."""
+
+    def tangent():
+        return True if a in structural.of(graph).tangents else (rows or {}).get(a, False)
+
+    return (lambda: structural.of(graph).partial(n)[k]), tangent
+
+
+def scaled(p: np.ndarray, t: np.ndarray, p_exact, t_exact) -> np.ndarray:
+    """``p[..., None] * t``, where a structural zero times an inf or NaN is 0 in both orders, as
+    on the element road, which never forms the product: a zero partial that ``p_exact`` calls
+    structural kills an inf/NaN tangent (the branch not taken), and a zero tangent that ``t_exact``
+    does an inf/NaN partial (sqrt at 0 leaves the other columns exact zeros). Either is a bool or
+    a function giving one (``t_exact`` may give the rows where, instead), called only where such
+    a product occurs; other products are IEEE's."""
     term = p[..., None] * t
-    zero = p == 0
-    if zero.any():
+    rows = term.shape[:-1]
+    zero = np.broadcast_to(p == 0, rows)
+    if zero.any() and not np.isfinite(term[zero]).all() and _holds(p_exact):
         term = np.where(zero[..., None], 0.0, term)
-    if not np.isfinite(p).all():
-        term = np.where(t == 0, 0.0, term)
+    bad = np.broadcast_to(~np.isfinite(p), rows)
+    if bad.any() and (np.broadcast_to(t, term.shape)[bad] == 0).any():
+        exact = t_exact() if callable(t_exact) else t_exact
+        if exact is True or exact is not False and np.any(exact):
+            where = bad if exact is True else bad & np.broadcast_to(exact, rows)
+            term = np.where((t == 0) & where[..., None], 0.0, term)
     return term
+
+
+def _holds(flag) -> bool:
+    return bool(flag() if callable(flag) else flag)
 
 
 def _expand_index(index, ndim):
@@ -312,14 +364,14 @@ def _cumprod(vals, tans, params, shape, dtype, width):
     return _running_products(x, t, params[0])
 
 
-def _matmul(vals, tans, params, shape, dtype, width):
+def _matmul(vals, tans, params, shape, dtype, width, exact):
     (a, b), (ta, tb) = vals, tans
     value = np.matmul(a, b)
     if ta is None and tb is None:
         return value, None
     if not finiteness.finite(a, b, *(t for t in (ta, tb) if t is not None)):
         spelled, out, _ = matmul_letters(np.shape(a), np.shape(b))
-        return value, _einsum_tangent(spelled, out, vals, tans)
+        return value, _einsum_tangent(spelled, out, vals, tans, exact)
     # Tangent axis first, so that matmul broadcasts over it as a batch dimension.
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
@@ -341,17 +393,17 @@ def _matmul(vals, tans, params, shape, dtype, width):
     return value, np.moveaxis(np.broadcast_to(total, (width,) + shape), 0, -1)
 
 
-def _einsum(vals, tans, params, shape, dtype, width):
+def _einsum(vals, tans, params, shape, dtype, width, exact):
     spec = params[0]
     value = np.asarray(np.einsum(spec, *vals))
     ins, out = spec.split("->")
     ins = ins.split(",")
-    return value, _einsum_tangent(ins, out, vals, tans)
+    return value, _einsum_tangent(ins, out, vals, tans, exact)
 
 
-def _einsum_tangent(ins, out, vals, tans):
-    """The product rule's terms of ``einsum(ins -> out)``, a zero factor killing an inf or NaN
-    tangent (``finiteness.einsum``)."""
+def _einsum_tangent(ins, out, vals, tans, exact):
+    """The product rule's terms of ``einsum(ins -> out)``, a structural zero factor killing an inf
+    or NaN (``finiteness.einsum``; ``exact`` as :func:`factors` gives it)."""
     free = free_letters("".join(ins) + out)[0]
     tangent = None
     for k, t in enumerate(tans):
@@ -359,7 +411,7 @@ def _einsum_tangent(ins, out, vals, tans):
             continue
         terms = [s + free if i == k else s for i, s in enumerate(ins)]
         operands = [t if i == k else v for i, v in enumerate(vals)]
-        part = finiteness.einsum(terms, out + free, operands)
+        part = finiteness.einsum(terms, out + free, operands, [exact(k, i) for i in range(len(vals))])
         tangent = part if tangent is None else tangent + part
     return tangent
 

@@ -187,6 +187,7 @@ def emit_nodes(em, graph, inp, seed, keep=None, partials=None) -> list:
     maps an elementwise node to the views receiving its partials (``_elementwise``)."""
     specs = _input_specs(graph)
     in_offsets = np.cumsum([0] + [math.prod(shape) for shape, _ in specs]).tolist()
+    em.graph = graph
     nodes: list = []
     for n, (op, args, params) in enumerate(graph.eqns):
         shape = tuple(graph.shape(n))
@@ -269,6 +270,16 @@ def _store_block(em, node, out64, offset, c0, size):
 # --- elementwise ----------------------------------------------------------------------------
 
 
+def _kills(em, n, k) -> tuple:
+    """``(partial, tangent)``: whether elementwise node ``n``'s partial in argument ``k``, and that
+    argument's tangent, have structural zeros (:mod:`symjac.arrays.structural`)."""
+    args = em.graph.eqns[n][1]
+    if em.graph.eqns[n][0] not in ELEMENTWISE:  # a cast's comparison with 0: no partials
+        return False, False
+    zeros = em.structure
+    return zeros.partial(n)[k], args[k] in zeros.tangents
+
+
 def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None):
     """An elementwise op's value and tangent; ``partials_out`` maps argument ``k`` to a view (of
     ``shape``) that receives the partial derivative with respect to it (the sparse road's scales)."""
@@ -287,6 +298,13 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
         and not (partials[k].is_Number and partials[k] == 0)
     ]
     tout = _dense(em.buffer(math.prod(shape) * em.width), shape) if live else None
+    # Which zeros may kill an inf or NaN (structural ones): the partial's, the tangent's, and
+    # an argument's rows that a structural zero partial emptied (sqrt(maximum(z, 0)) where z < 0).
+    kills = {k: _kills(em, n, k) for k, _, partial in live if not partial.is_Number}
+    arg_rows = {k: _broadcast(args[k].zero_rows, shape) for k, _, _ in live if args[k].zero_rows is not None}
+    zero_rows = None
+    if live and tout is not None and _rows_read(em, n) and any(kills.get(k, (False,))[0] for k, _, _ in live):
+        zero_rows = _dense(em.buffer(math.prod(shape)), shape)  # 1.0 where the row is a structural 0
 
     lanes = vecmath.lanes("float64")
     vectors = (
@@ -329,14 +347,25 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
         if tout is None:
             return
         terms = []
-        for _, tv, partial in live:
+        for k, tv, partial in live:
             p = lw.as_float(lw.lower(partial))
             if partial.is_Number:
                 terms.append((p, tv, None))
                 continue
             zero = b.fcmp_ordered("==", p, lw.const(0.0))
             infinite = b.fcmp_unordered(">=", lw.call("llvm.fabs", True, [p]), lw.const(math.inf))
-            terms.append((p, tv, (zero, infinite)))
+            row = None
+            if k in arg_rows:
+                row = b.fcmp_ordered("!=", load(arg_rows[k], idxs), ir.Constant(p.type, 0.0))
+            terms.append((p, tv, (zero, infinite, *kills[k], row)))
+        if zero_rows is not None:  # a row is structurally 0 where every term's is
+            empty = None
+            for _, _, f in terms:
+                here = ir.Constant(I1, 0) if f is None or not f[2] else f[0]
+                if f is not None and f[4] is not None:
+                    here = b.or_(here, f[4])
+                empty = here if empty is None else b.and_(empty, here)
+            put(b.uitofp(empty, DOUBLE if n == 1 else ir.VectorType(DOUBLE, n)), zero_rows)
         for k, idx in enumerate(idxs):
             # Mostly every partial is finite and nonzero: plain products. Else the exact rule
             # (a zero partial kills any tangent, an inf/NaN one only nonzero tangents) on a
@@ -350,14 +379,18 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
                         t = em.load_row(tv, idx, c0, vtype)
                         term = b.fmul(em.splat(lane(p, k), vtype), t)
                         if exact and flags is not None:
-                            zero, infinite = (lane(f, k) for f in flags)
-                            t_zero = b.fcmp_ordered("==", t, em.zeros(vtype))
-                            infinite = em.splat(
-                                b.zext(infinite, ir.IntType(8)), ir.VectorType(ir.IntType(8), vtype.count)
-                            )
-                            kill = b.and_(b.trunc(infinite, ir.VectorType(I1, vtype.count)), t_zero)
-                            term = b.select(kill, em.zeros(vtype), term)
-                            term = b.select(zero, em.zeros(vtype), term)
+                            zero, infinite = (lane(f, k) for f in flags[:2])
+                            if flags[4] is not None and not flags[3]:  # a row a structural 0 emptied
+                                infinite = b.and_(infinite, lane(flags[4], k))
+                            if flags[3] or flags[4] is not None:  # the tangent's zeros are structural
+                                t_zero = b.fcmp_ordered("==", t, em.zeros(vtype))
+                                infinite = em.splat(
+                                    b.zext(infinite, ir.IntType(8)), ir.VectorType(ir.IntType(8), vtype.count)
+                                )
+                                kill = b.and_(b.trunc(infinite, ir.VectorType(I1, vtype.count)), t_zero)
+                                term = b.select(kill, em.zeros(vtype), term)
+                            if flags[2]:  # the partial's are
+                                term = b.select(zero, em.zeros(vtype), term)
                         acc = term if acc is None else b.fadd(acc, term)
                     if exact and em.guards:  # a contraction after it checks for what this makes
                         em.taint(em.nonfinite(acc))
@@ -379,7 +412,7 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
 
     if not vectors:
         em.nest(shape, lambda idx, c: (body([idx]), [])[1])
-        return Node(out, tout, mask)
+        return Node(out, tout, mask, zero_rows)
     full, rest = divmod(shape[-1], lanes)
 
     def outer(idx, c):
@@ -394,7 +427,21 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
         return []
 
     em.nest(shape[:-1], outer)
-    return Node(out, tout, mask)
+    return Node(out, tout, mask, zero_rows)
+
+
+def _rows_read(em, n) -> bool:
+    """Whether an elementwise reader of node ``n`` has a partial in it that can be inf or NaN
+    (it then asks which of ``n``'s tangent rows are structural zeros)."""
+    from .finiteness import _elementwise as finite
+
+    graph = em.graph
+    for op, args, _ in graph.eqns[n + 1 :]:
+        if op in ELEMENTWISE and n in args:
+            masks = tuple(_is_mask(graph, a) for a in args)
+            if not all(finite(op, masks)[1][k] for k, a in enumerate(args) if a == n):
+                return True
+    return False
 
 
 def _scalar(em, op, args, params, shape, mask, module, n):

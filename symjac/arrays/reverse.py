@@ -321,39 +321,49 @@ def _elementwise(em, graph, n, sweep):
             continue
         if parts[k].is_Number:
             if parts[k] != 0:
-                terms.append((float(parts[k]), _broadcast(adjoint[a], shape)))
+                terms.append((float(parts[k]), _broadcast(adjoint[a], shape), k))
         else:
-            terms.append((partials[k], _broadcast(adjoint[a], shape)))
+            terms.append((partials[k], _broadcast(adjoint[a], shape), k))
     if not terms:
         return
     b, ybar = em.b, adjoint[n]
     zero, inf = ir.Constant(DOUBLE, 0.0), ir.Constant(DOUBLE, math.inf)
     fabs = em._declare("llvm.fabs.f64", DOUBLE, [DOUBLE])
+    zeros = em.structure if any(not isinstance(p, float) for p, _, _ in terms) else None
+    kills_y = zeros is not None and n in zeros.adjoints  # the adjoint's zeros are structural
 
     def body(idx, c):
-        for partial, target in terms:
+        for partial, target, k in terms:
             if isinstance(partial, float):
                 _rows(em, ir.Constant(DOUBLE, partial), target, ybar, idx, exact=None)
                 continue
             p = em.load(partial, idx)
-            is_zero = b.fcmp_ordered("==", p, zero)
             infinite = b.fcmp_unordered(">=", b.call(fabs, [p]), inf)
-            # Mostly the partial is finite and nonzero: a plain multiply-add. A zero partial adds
-            # nothing; an inf/NaN one takes the exact rule on a branch of its own.
-            with b.if_then(b.not_(is_zero)):
+
+            def rows():
                 with b.if_else(infinite) as (exact, plain):
                     with exact:
-                        _rows(em, p, target, ybar, idx, exact=True)
+                        _rows(em, p, target, ybar, idx, exact=True, kill=kills_y)
                     with plain:
                         _rows(em, p, target, ybar, idx, exact=None)
+
+            # Mostly the partial is finite and nonzero: a plain multiply-add. A structural zero
+            # partial adds nothing (another zero times an inf adjoint is NaN); an inf/NaN partial
+            # takes the exact rule on a branch of its own.
+            if zeros.partial(n)[k]:
+                with b.if_then(b.not_(b.fcmp_ordered("==", p, zero))):
+                    rows()
+            else:
+                rows()
         return []
 
     em.nest(shape, body)
 
 
-def _rows(em, p, target, ybar, idx, exact):
-    """``target[idx] += p * ybar[idx]``; with ``exact`` an infinite ``p`` contributes nothing
-    where the adjoint is zero (the forward kernel's rule)."""
+def _rows(em, p, target, ybar, idx, exact, kill=True):
+    """``target[idx] += p * ybar[idx]``; with ``exact`` (``p`` is inf or NaN) it contributes
+    nothing where the adjoint is zero if that zero is structural (``kill``: the forward kernel's
+    rule), and the flag that guarded contractions test is raised."""
     b = em.b
 
     def chunk(c0, vtype):
@@ -361,7 +371,8 @@ def _rows(em, p, target, ybar, idx, exact):
         acc = em.load_row(target, idx, c0, vtype)
         if exact:
             term = b.fmul(em.splat(p, vtype), y)
-            term = b.select(b.fcmp_ordered("==", y, em.zeros(vtype)), em.zeros(vtype), term)
+            if kill:
+                term = b.select(b.fcmp_ordered("==", y, em.zeros(vtype)), em.zeros(vtype), term)
             acc = b.fadd(acc, term)
             if em.guards:  # a contraction further back checks for what this makes
                 em.taint(em.nonfinite(acc))

@@ -19,9 +19,11 @@ gradient's derivative along the seeds: the Hessian's rows, or ``H v``.
 
 Every node carries ``O(w)`` numbers per element, so a Hessian over ``n`` inputs costs about
 ``2n + 2`` forward passes' worth of work and an hvp a few; forward mode of second order carried
-``n * n`` per element (cubic for ``log(sum(exp(x)))``). A zero factor kills an infinite or NaN one
-throughout, as on the other roads (:func:`symjac.arrays.forward.scaled`,
-:func:`symjac.arrays.finiteness.einsum`). Products and running products have no rule here: their
+``n * n`` per element (cubic for ``log(sum(exp(x)))``). A structural zero factor kills an infinite
+or NaN one throughout, as on the other roads (:func:`symjac.arrays.forward.scaled`,
+:func:`symjac.arrays.finiteness.einsum`); an adjoint's zeros are structural from the output's
+seed back, through moves and structural partials, until two adjoints add or a curvature term
+joins (:mod:`symjac.arrays.structural`); other zeros meet an inf as IEEE's NaN. Products and running products have no rule here: their
 graphs keep the element road.
 """
 
@@ -32,7 +34,7 @@ import math
 import numpy as np
 
 from ..trace.ops import ELEMENTWISE, decode_index
-from . import finiteness, forward
+from . import finiteness, forward, structural
 from .elementwise import Unsupported, rule, second_rule
 from .letters import explicit, free_letters, matmul_letters
 
@@ -84,6 +86,7 @@ def evaluate(graph, arrays, seeds, width: int):
     eqns = graph.eqns
     vals: list = [None] * len(eqns)
     tans: list = [None] * len(eqns)
+    rows: dict = {}  # forward's structurally zero tangent rows
     (out,) = graph.outputs
     with np.errstate(all="ignore"):
         for n, (op, args, params) in enumerate(eqns[: out + 1]):
@@ -93,7 +96,7 @@ def evaluate(graph, arrays, seeds, width: int):
             else:
                 av = [vals[a] if type(a) is int else np.float64(a[1]) for a in args]
                 at = [tans[a] if type(a) is int else None for a in args]
-                vals[n], tans[n] = forward._apply(op, av, at, params, graph, n, width)
+                vals[n], tans[n] = forward._apply(op, av, at, params, graph, n, width, rows)
         adj: list = [None] * len(eqns)
         if tans[out] is not None:
             adj[out] = np.zeros(graph.shape(out) + (1 + width,))
@@ -109,13 +112,38 @@ def evaluate(graph, arrays, seeds, width: int):
             wanted = [type(a) is int and tans[a] is not None for a in args]
             av = [vals[a] if type(a) is int else np.float64(a[1]) for a in args]
             at = [tans[a] if type(a) is int else None for a in args]
+            ctx = _Zeros(graph, n)
             adjoint = _elementwise if op in ELEMENTWISE else _ADJOINTS[op]
-            parts = adjoint(op, av, at, adj[n], vals[n], wanted, params)
+            parts = adjoint(op, av, at, adj[n], vals[n], wanted, params, ctx)
             for a, part, want in zip(args, parts, wanted, strict=True):
                 if want and part is not None:
                     adj[a] = part if adj[a] is None else adj[a] + part
             adj[n] = None
     return vals[out], grads
+
+
+class _Zeros:
+    """What node ``n``'s adjoint rule asks of structural zeros (:mod:`symjac.arrays.structural`),
+    each a function, called only where a zero meets an inf or NaN."""
+
+    def __init__(self, graph, n):
+        self.graph, self.n, self.args = graph, n, graph.eqns[n][1]
+
+    @property
+    def zeros(self):
+        return structural.of(self.graph)
+
+    def adjoint(self) -> bool:
+        """``adj[n]``'s zeros (in every column) are structural."""
+        return self.n in self.zeros.second_adjoints
+
+    def tangent(self, k):
+        """Argument ``k``'s tangent has structural zeros."""
+        return lambda: self.args[k] in self.zeros.tangents
+
+    def value(self, k):
+        """Argument ``k`` is a constant."""
+        return lambda: self.zeros.value(self.args[k])
 
 
 def _unbroadcast(x: np.ndarray, shape: tuple) -> np.ndarray:
@@ -130,7 +158,7 @@ def _unbroadcast(x: np.ndarray, shape: tuple) -> np.ndarray:
     return x.sum(axis=axes, keepdims=True) if axes else x
 
 
-def _elementwise(op, vals, tans, adj, value, wanted, params):
+def _elementwise(op, vals, tans, adj, value, wanted, params, ctx):
     masks = tuple(np.asarray(v).dtype == np.bool_ for v in vals)
     _, partials = rule(op, masks)
     second = second_rule(op, masks)
@@ -145,21 +173,24 @@ def _elementwise(op, vals, tans, adj, value, wanted, params):
             parts.append(None)
             continue
         p = np.broadcast_to(np.asarray(partials[i](*bvals), dtype=F64), shape)
-        part = forward.scaled(p, adj)
-        curve = None
+        part = forward.scaled(p, adj, lambda i=i: ctx.zeros.partial(ctx.n)[i], ctx.adjoint)
+        curve, exact = None, []
         for j, q in enumerate(second[i]):
             if q is None or tans[j] is None:
                 continue
             qv = np.broadcast_to(np.asarray(q(*bvals), dtype=F64), shape)
-            term = forward.scaled(qv, np.broadcast_to(tans[j], shape + (width,)))
+            q_exact = (lambda i=i, j=j: ctx.zeros.second(ctx.n)[i][j])
+            term = forward.scaled(qv, np.broadcast_to(tans[j], shape + (width,)), q_exact, ctx.tangent(j))
             curve = term if curve is None else curve + term
+            exact.append((q_exact, ctx.tangent(j)))
         if curve is not None:  # part is a fresh product: adding in place is safe
-            part[..., 1:] += forward.scaled(ybar, curve)
+            one = (lambda: len(exact) == 1 and exact[0][0]() and exact[0][1]())  # a sum is not exact
+            part[..., 1:] += forward.scaled(ybar, curve, ctx.adjoint, one)
         parts.append(_unbroadcast(part, shapes[i]))
     return parts
 
 
-def _contraction(terms, out, vals, tans, adj, wanted):
+def _contraction(terms, out, vals, tans, adj, wanted, ctx):
     """Each wanted operand's adjoint columns of ``einsum(terms -> out)``: the contraction of all
     ``adj`` columns with the other operands, plus, in the tangent columns, one term per other
     operand with a tangent standing in for its value (the product rule)."""
@@ -173,7 +204,7 @@ def _contraction(terms, out, vals, tans, adj, wanted):
         others = [i for i in range(len(vals)) if i != k]
         part = _into(
             [out + col] + [terms[i] for i in others], [adj] + [vals[i] for i in others], terms[k] + col,
-            np.shape(vals[k]) + (adj.shape[-1],),
+            np.shape(vals[k]) + (adj.shape[-1],), [ctx.adjoint] + [ctx.value(i) for i in others],
         )  # fmt: skip
         for i in others:
             if tans[i] is None:
@@ -184,18 +215,20 @@ def _contraction(terms, out, vals, tans, adj, wanted):
                 [adj[..., 0], tans[i]] + [vals[m] for m in rest],
                 terms[k] + col,
                 np.shape(vals[k]) + (adj.shape[-1] - 1,),
+                [ctx.adjoint, ctx.tangent(i)] + [ctx.value(m) for m in rest],
             )
             part[..., 1:] += curve
         parts.append(part)
     return parts
 
 
-def _into(terms, operands, target: str, shape: tuple) -> np.ndarray:
+def _into(terms, operands, target: str, shape: tuple, exact) -> np.ndarray:
     """``einsum(terms -> target)`` of shape ``shape``, where a target letter no operand carries is
-    broadcast, and one an operand carries at a larger extent (a broadcast) is summed."""
+    broadcast, and one an operand carries at a larger extent (a broadcast) is summed; ``exact``
+    says which operands' zeros are structural (``finiteness.einsum``)."""
     present = set("".join(terms))
     out = "".join(c for c in target if c in present)
-    result = finiteness.einsum(terms, out, operands)
+    result = finiteness.einsum(terms, out, operands, exact)
     result = result.reshape([result.shape[out.index(c)] if c in present else 1 for c in target])
     axes = tuple(k for k, d in enumerate(shape) if d == 1 and result.shape[k] != 1)
     if axes:
@@ -203,14 +236,14 @@ def _into(terms, operands, target: str, shape: tuple) -> np.ndarray:
     return np.array(np.broadcast_to(result, shape))
 
 
-def _einsum(op, vals, tans, adj, value, wanted, params):
+def _einsum(op, vals, tans, adj, value, wanted, params, ctx):
     ins, out = params[0].split("->")
-    return _contraction(ins.split(","), out, vals, tans, adj, wanted)
+    return _contraction(ins.split(","), out, vals, tans, adj, wanted, ctx)
 
 
-def _matmul(op, vals, tans, adj, value, wanted, params):
+def _matmul(op, vals, tans, adj, value, wanted, params, ctx):
     spelled, out, _ = matmul_letters(np.shape(vals[0]), np.shape(vals[1]))
-    return _contraction(spelled, out, vals, tans, adj, wanted)
+    return _contraction(spelled, out, vals, tans, adj, wanted, ctx)
 
 
 def _axes(params, ndim) -> tuple:
@@ -223,41 +256,41 @@ def _kept(adj, axes, keepdims):
     return adj if keepdims else np.expand_dims(adj, axes)
 
 
-def _sum(op, vals, tans, adj, value, wanted, params):
+def _sum(op, vals, tans, adj, value, wanted, params, ctx):
     x = vals[0]
     axes = _axes(params, x.ndim)
     return [np.broadcast_to(_kept(adj, axes, params[1]), x.shape + adj.shape[-1:])]
 
 
-def _extremum(op, vals, tans, adj, value, wanted, params):
+def _extremum(op, vals, tans, adj, value, wanted, params, ctx):
     x = vals[0]
     axes = _axes(params, x.ndim)
     m = _kept(value, axes, params[1])
     tied = x == m  # the derivative splits evenly between ties, as forward mode's rule
     weight = tied / np.sum(tied, axis=axes, keepdims=True)
-    return [forward.scaled(weight, _kept(adj, axes, params[1]))]
+    return [forward.scaled(weight, _kept(adj, axes, params[1]), True, ctx.adjoint)]  # weights select
 
 
-def _logsumexp(op, vals, tans, adj, value, wanted, params):
+def _logsumexp(op, vals, tans, adj, value, wanted, params, ctx):
     (x,), (t,) = vals, tans
     axes = _axes(params, x.ndim)
     top = np.max(x, axis=axes, keepdims=True)
     w = np.exp(x - np.where(np.isfinite(top), top, 0.0))
     s = w / np.sum(w, axis=axes, keepdims=True)  # softmax: the first derivative
     kept = _kept(adj, axes, params[1])
-    part = forward.scaled(s, kept)  # fresh, of shape x.shape + (1 + w,)
-    st = forward.scaled(s, t)
-    spread = forward.scaled(s, t - np.sum(st, axis=axes, keepdims=True))  # the softmax's tangent
-    part[..., 1:] += forward.scaled(np.broadcast_to(kept[..., 0], x.shape), spread)
+    part = forward.scaled(s, kept, False, ctx.adjoint)  # fresh, of shape x.shape + (1 + w,)
+    st = forward.scaled(s, t, False, ctx.tangent(0))
+    spread = forward.scaled(s, t - np.sum(st, axis=axes, keepdims=True), False, False)  # softmax's tangent
+    part[..., 1:] += forward.scaled(np.broadcast_to(kept[..., 0], x.shape), spread, ctx.adjoint, False)
     return [part]
 
 
-def _cumsum(op, vals, tans, adj, value, wanted, params):
+def _cumsum(op, vals, tans, adj, value, wanted, params, ctx):
     axis = params[0] % vals[0].ndim
     return [np.flip(np.cumsum(np.flip(adj, axis), axis=axis), axis)]
 
 
-def _transpose(op, vals, tans, adj, value, wanted, params):
+def _transpose(op, vals, tans, adj, value, wanted, params, ctx):
     inverse = tuple(int(k) for k in np.argsort(params[0]))
     return [adj.transpose(inverse + (len(inverse),))]
 
@@ -266,7 +299,7 @@ def _index(params, ndim) -> tuple:
     return forward._expand_index(decode_index(params[0]), ndim) + (slice(None),)
 
 
-def _getitem(op, vals, tans, adj, value, wanted, params):
+def _getitem(op, vals, tans, adj, value, wanted, params, ctx):
     x = vals[0]
     index = _index(params, x.ndim)
     part = np.zeros(x.shape + adj.shape[-1:])
@@ -285,7 +318,7 @@ def _integer_index(index) -> tuple:
     return tuple(out)
 
 
-def _setitem(op, vals, tans, adj, value, wanted, params):
+def _setitem(op, vals, tans, adj, value, wanted, params, ctx):
     x, y = vals
     index = _index(params, x.ndim)
     rest = np.array(adj, copy=True)
@@ -301,7 +334,7 @@ def _setitem(op, vals, tans, adj, value, wanted, params):
     return [rest, _unbroadcast(part, np.shape(y))]
 
 
-def _joined(op, vals, tans, adj, value, wanted, params):
+def _joined(op, vals, tans, adj, value, wanted, params, ctx):
     axis = params[0] % (adj.ndim - 1)
     if op == "stack":
         return [np.take(adj, k, axis=axis) for k in range(len(vals))]
@@ -309,13 +342,13 @@ def _joined(op, vals, tans, adj, value, wanted, params):
     return np.split(adj, cuts, axis=axis)
 
 
-def _cast(op, vals, tans, adj, value, wanted, params):
+def _cast(op, vals, tans, adj, value, wanted, params, ctx):
     return [adj]
 
 
 _ADJOINTS = {
-    "reshape": lambda op, v, t, adj, y, w, p: [adj.reshape(np.shape(v[0]) + adj.shape[-1:])],
-    "broadcast_to": lambda op, v, t, adj, y, w, p: [_unbroadcast(adj, np.shape(v[0]))],
+    "reshape": lambda op, v, t, adj, y, w, p, ctx: [adj.reshape(np.shape(v[0]) + adj.shape[-1:])],
+    "broadcast_to": lambda op, v, t, adj, y, w, p, ctx: [_unbroadcast(adj, np.shape(v[0]))],
     "transpose": _transpose,
     "getitem": _getitem,
     "setitem": _setitem,

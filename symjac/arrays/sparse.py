@@ -78,11 +78,20 @@ class Rows:
         source = np.repeat(self.indptr[rows] - indptr[:-1], lengths) + np.arange(indptr[-1])
         return Rows(indptr, self.indices[source], self.data[source], self.width)
 
-    def scaled(self, scale: np.ndarray) -> Rows:
-        """Row ``r`` times ``scale[r]``; 0 * inf is 0 in both orders, as in the dense rule."""
+    def scaled(self, scale: np.ndarray, scale_exact, entries_exact) -> Rows:
+        """Row ``r`` times ``scale[r]``; a structural zero times an inf or NaN is 0 in both
+        orders, as in the dense rule (:func:`symjac.arrays.forward.scaled`)."""
         s = scale[self.row_of_entry()]
         data = s * self.data
-        data[(s == 0) | (self.data == 0)] = 0.0
+        if not np.isfinite(data).all():
+            from .forward import _holds
+
+            kill = np.zeros(len(data), dtype=bool)
+            if (s == 0).any() and _holds(scale_exact):
+                kill |= s == 0
+            if (self.data == 0).any() and _holds(entries_exact):
+                kill |= self.data == 0
+            data[kill] = 0.0
         return Rows(self.indptr, self.indices, data, self.width)
 
     def __add__(self, other: Rows) -> Rows:
@@ -184,23 +193,25 @@ def _positions(shape) -> np.ndarray:
 
 
 def scaled_sum(terms, shape, width: int) -> Rows:
-    """``sum(p * t for p, t in terms)`` for partials ``p`` (broadcast to ``shape``) and tangents of
-    their arguments (of the argument's shape), as the dense elementwise rule computes it."""
+    """``sum(p * t for p, t, ... in terms)`` for partials ``p`` (broadcast to ``shape``) and
+    tangents of their arguments (of the argument's shape), as the dense elementwise rule computes
+    it; each term's last two entries say whether ``p``'s and ``t``'s zeros are structural."""
     total = None
-    for p, t, arg_shape in terms:
+    for p, t, arg_shape, p_exact, t_exact in terms:
         t = flat(t, math.prod(arg_shape), width)
         if tuple(arg_shape) != tuple(shape):
             t = t.take(np.broadcast_to(_positions(arg_shape), shape))
-        term = t.scaled(np.broadcast_to(p, shape).ravel())
+        term = t.scaled(np.broadcast_to(p, shape).ravel(), p_exact, t_exact)
         total = term if total is None else total + term
     return total
 
 
-def _reduced(x_shape, axes, weights, t: Rows) -> Rows:
-    """``t`` summed over ``axes``, each row times its weight."""
+def _reduced(x_shape, axes, weights, t: Rows, selects=False) -> Rows:
+    """``t`` summed over ``axes``, each row times its weight (whose zeros are structural where
+    they ``select``: max and min's elements that are not the extremum)."""
     out = tuple(1 if d in axes else n for d, n in enumerate(x_shape))
     if weights is not None:
-        t = t.scaled(np.broadcast_to(weights, x_shape).ravel())
+        t = t.scaled(np.broadcast_to(weights, x_shape).ravel(), selects, False)
     group = np.broadcast_to(_positions(out), x_shape).ravel()
     return t.merged(group, math.prod(out))
 
@@ -221,7 +232,7 @@ def _extremum(vals, tans, params, shape, value, width):
     axes = _axes(axes, x.ndim)
     m = np.reshape(value, tuple(1 if d in axes else n for d, n in enumerate(x.shape)))
     tied = x == m  # split evenly between ties, as the dense rule
-    return _reduced(x.shape, axes, tied / np.sum(tied, axis=axes, keepdims=True), t)
+    return _reduced(x.shape, axes, tied / np.sum(tied, axis=axes, keepdims=True), t, selects=True)
 
 
 def _logsumexp(vals, tans, params, shape, value, width):

@@ -10,8 +10,10 @@ constant index tables:
 
 - elementwise ops scale their arguments' entries by the partial derivatives, which the value
   loops of :mod:`symjac.arrays.loops` write to arrays beside the values (a constant partial is
-  ``coef``); a zero partial kills any entry and a zero entry any partial (inf and NaN
-  included), as on the dense loop road. An op's entries are not stored where its readers can
+  ``coef``); a structural zero (:mod:`symjac.arrays.structural`: a mask's or a constant's
+  partial, an entry of a node whose tangent is locally constant, as ``x - x``'s) kills an inf
+  or NaN, as on the dense loop road. Other products are IEEE's (an entry that is 0 at this point
+  only meets an inf partial as NaN). An op's entries are not stored where its readers can
   take its terms for less (:class:`~symjac.arrays.sparse_struct.Pending`): the chain rule's
   factors are then multiplied per element, not per entry (:class:`~symjac.arrays.sparse_struct.Composite`);
 - sums add the entries of the rows they reduce; max, min and logsumexp weigh them first (a
@@ -38,9 +40,10 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..elements.derive import _input_specs
-from . import data, loops, sparse_plan
+from . import data, loops, sparse_plan, structural
 from .data import load_index
 from .emitter import DOUBLE, I64, _dense
+from ..trace.ops import ELEMENTWISE
 from .sparse_plan import CONTRACTIONS, REDUCTIONS
 from .sparse_struct import ONES, RESULT, Composite, Plan
 
@@ -90,8 +93,12 @@ def build_module(module, graph, wrt, value, kind: str, name="symjac_kernel"):
     def scale(key):  # a partial's array, a composite's, or None (1)
         return None if key is None else scales[key] if key[0] == "chain" else partials[key[0]][key[1]].base
 
+    exact = _structural_scales(graph, p)
+
+    def constant(src) -> bool:  # the entries' zeros are structural: a locally constant tangent's
+        return src != ONES and p.owners.get(src) in structural.of(graph).constant
     for i, c in enumerate(p.composites):
-        scales["chain", i] = _composite(em, c, scale(c.a), scale(c.b))
+        scales["chain", i] = _composite(em, c, scale(c.a), scale(c.b), exact(c.a), exact(c.b))
     written = {RESULT}  # a result entry is stored once, or added to where the caller zeroed it
     for group in _fused(p):
         shared = {st.dst for st in group if sum(o.dst == st.dst for o in group) > 1}
@@ -106,7 +113,8 @@ def build_module(module, graph, wrt, value, kind: str, name="symjac_kernel"):
             written.add(step.dst)
             assigns.append(assign)
         ptrs = [scale(st.scale) for st in group]
-        _steps(em, group, [buffers[st.dst] for st in group], buffers.get(group[0].src), ptrs, assigns)
+        kills = [(exact(st.scale), constant(st.src)) for st in group]
+        _steps(em, group, [buffers[st.dst] for st in group], buffers.get(group[0].src), ptrs, assigns, kills)
     em.finish()
     if kind != "dense":
         return [*shapes, (p.nnz,)], offset + p.nnz
@@ -115,15 +123,43 @@ def build_module(module, graph, wrt, value, kind: str, name="symjac_kernel"):
     return [*shapes, *blocks], offset + sum(math.prod(s) for s in blocks)
 
 
-def _kill_product(b, x, y):
-    """``x * y``, zero where either is (an inf or NaN times a zero partial is no entry)."""
+def _structural_scales(graph, p: Plan):
+    """``exact(scale)``: whether a step's scale has structural zeros (an elementwise partial that
+    structural calls so, a constant operand's values, max and min's tie shares; a composite where
+    both factors have; not a softmax)."""
+    zeros = structural.of(graph) if p.steps else None
+
+    def exact(key) -> bool:
+        if key is None:
+            return True
+        if key[0] == "chain":
+            c = p.composites[key[1]]
+            return exact(c.a) and exact(c.b)
+        n, k = key
+        op, args, _ = graph.eqns[n]
+        if op in ELEMENTWISE:
+            return zeros.partial(n)[k]
+        if op in CONTRACTIONS:
+            return zeros.value(args[k])
+        return op in ("max", "min")
+
+    return exact
+
+
+def _kill_product(b, x, y, kill_x=True, kill_y=True):
+    """``x * y``, zero where ``x`` is and ``kill_x`` (its zeros are structural), or ``y`` and
+    ``kill_y``: an inf or NaN times a structural zero is no entry."""
     zero = ir.Constant(DOUBLE, 0.0)
-    kill = b.or_(b.fcmp_ordered("==", x, zero), b.fcmp_ordered("==", y, zero))
+    kills = ([b.fcmp_ordered("==", x, zero)] if kill_x else []) + ([b.fcmp_ordered("==", y, zero)] if kill_y else [])
+    if not kills:
+        return b.fmul(x, y)
+    kill = kills[0] if len(kills) == 1 else b.or_(*kills)
     return b.select(kill, zero, b.fmul(x, y))
 
 
-def _composite(em, c: Composite, a, b):
-    """A buffer holding composite ``c``, from its factors' arrays ``a`` and ``b``."""
+def _composite(em, c: Composite, a, b, kill_a, kill_b):
+    """A buffer holding composite ``c``, from its factors' arrays ``a`` and ``b`` (whose zeros
+    kill the other's inf where ``kill_a``, ``kill_b``)."""
     out = em.buffer(c.size)
     table = None if c.table is None else data.index_table(em.module, c.table)
 
@@ -131,7 +167,7 @@ def _composite(em, c: Composite, a, b):
         x = em.b.load(em.b.gep(a, [i], source_etype=DOUBLE), typ=DOUBLE)
         j = i if table is None else load_index(em.b, table, i)
         y = em.b.load(em.b.gep(b, [j], source_etype=DOUBLE), typ=DOUBLE)
-        em.b.store(_kill_product(em.b, x, y), em.b.gep(out, [i], source_etype=DOUBLE))
+        em.b.store(_kill_product(em.b, x, y, kill_a, kill_b), em.b.gep(out, [i], source_etype=DOUBLE))
         return []
 
     em.loop(c.size, body)
@@ -174,9 +210,9 @@ def _fused(p: Plan) -> list:
     return groups
 
 
-def _steps(em, group, dsts, src, scales, assigns):
+def _steps(em, group, dsts, src, scales, assigns, kills):
     """One loop running ``group``'s steps (see :class:`~symjac.arrays.sparse_struct.Step`), each
-    into its ``dsts`` buffer."""
+    into its ``dsts`` buffer (a zero scale killing an inf or NaN entry where ``kills``)."""
     b = em.b
     module = em.module
     head = group[0]
@@ -190,14 +226,14 @@ def _steps(em, group, dsts, src, scales, assigns):
     def body(i, c):
         x = None if head.src == ONES else b.load(at(src, spos, i), typ=DOUBLE)
         k = i if sidx is None else load_index(b, sidx, i)
-        for st, dst, scale, assign, table in zip(group, dsts, scales, assigns, dpos, strict=True):
+        for st, dst, scale, assign, table, kill in zip(group, dsts, scales, assigns, dpos, kills, strict=True):
             coef = ir.Constant(DOUBLE, st.coef)
             if scale is None:
                 term = coef if x is None else x if st.coef == 1.0 else b.fmul(coef, x)
             else:
                 p = b.load(b.gep(scale, [k], source_etype=DOUBLE), typ=DOUBLE)
-                # A zero partial kills an inf/NaN entry, a zero entry an inf/NaN partial.
-                term = p if x is None else _kill_product(b, p, x)
+                # A structural zero kills an inf or NaN (see the module's text).
+                term = p if x is None else _kill_product(b, p, x, *kill)
                 if st.coef != 1.0:
                     term = b.fmul(coef, term)
             where = at(dst, table, i)

@@ -111,7 +111,7 @@ def _elementwise(planner, graph, n, op, args, S, uses) -> Struct | Pending | Non
         return None
     if len(terms) == 1 and terms[0][1] is None and terms[0][2] == 1.0:  # x + c: x's entries, unmoved
         return terms[0][0]
-    return Pending(math.prod(shape), terms)
+    return Pending(math.prod(shape), terms, owner=n)
 
 
 def _live_partials(args, syms, partials, S):
@@ -231,7 +231,7 @@ def _weighable(planner, s: Pending) -> list:
     plain = [term for term in s.terms if term[1] is None]
     if len(plain) < 2:
         return s.terms
-    own, rest = _scalable(planner, Pending(s.size, plain))
+    own, rest = _scalable(planner, Pending(s.size, plain, owner=s.owner))
     if rest is None:
         return s.terms
     return [term for term in s.terms if term[1] is not None] + own + [(rest, None, 1.0)]
@@ -332,6 +332,7 @@ def _plan(graph, wrt, kind) -> Plan:
                        minlength=len(graph.eqns))  # fmt: skip
     S: list = []
     for n, (op, args, params) in enumerate(graph.eqns):
+        planner.node = n
         if op == "input":
             size = math.prod(specs[params[0]][0])
             if params[0] in col0:
@@ -350,6 +351,7 @@ def _plan(graph, wrt, kind) -> Plan:
             S.append(_contraction(planner, graph, n, op, args, params, S, uses))
         else:
             S.append(_gather(planner, graph, n, op, args, params, S))
+    planner.node = None
     whole = _stacked([_rows_of(planner, graph, S, o) for o in graph.outputs])
     n_rows, nnz = len(whole.indptr) - 1, len(whole.cols)
     if kind == "dense":
@@ -386,7 +388,8 @@ def _plan(graph, wrt, kind) -> Plan:
         "indptr": np.asarray(indptr, dtype=np.int64),
     }
     partials = {n: tuple(sorted(ks)) for n, ks in planner.partials.items()}
-    return Plan(tuple(planner.sizes), tuple(steps), partials, pattern, nnz, inside, tuple(planner.composites))
+    return Plan(tuple(planner.sizes), tuple(steps), partials, pattern, nnz, inside, tuple(planner.composites),
+                planner.owners)  # fmt: skip
 
 
 def _dense_places(graph, specs, wrt, whole: Struct) -> np.ndarray:

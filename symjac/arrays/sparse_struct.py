@@ -6,7 +6,7 @@ lowers them)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -88,6 +88,7 @@ class Pending:
     stored: Struct | None = None
     split: tuple | None = None  # _scalable's answer, once asked
     overlap: tuple | None = None  # _overlap's answer, once asked
+    owner: int | None = None  # the node whose entries these are
 
 
 def _get(planner, S, n) -> Struct | None:
@@ -96,8 +97,17 @@ def _get(planner, S, n) -> Struct | None:
     if type(s) is not Pending:
         return s
     if s.stored is None:
-        s.stored = _store(planner, s.terms, s.size)
+        s.stored = _store_for(planner, n, s.terms, s.size)
     return s.stored
+
+
+def _store_for(planner, node, terms, size: int) -> Struct:
+    """``_store``, its buffer marked as holding (a part of) ``node``'s entries."""
+    reader, planner.node = planner.node, node
+    try:
+        return _store(planner, terms, size)
+    finally:
+        planner.node = reader
 
 
 def _store(planner, terms, size: int) -> Struct:
@@ -133,7 +143,7 @@ def _scalable(planner, s: Pending) -> tuple[list, Struct | None]:
                 own.append((_restrict(t, ~mask), scale, coef))
             if mask.any():
                 rest.append((_restrict(t, mask), scale, coef))
-        s.split = (own, _store(planner, rest, s.size))
+        s.split = (own, _store_for(planner, s.owner, rest, s.size))
     return s.split
 
 
@@ -207,6 +217,7 @@ class Plan:
     nnz: int
     inside: dict  # buffer -> where it lies in the result, for those the result holds as they are
     composites: tuple = ()  # Composite scales, each computed once before the steps
+    owners: dict = field(default_factory=dict)  # buffer -> the node whose entries it holds, where one does
 
     @property
     def work(self) -> int:
@@ -238,6 +249,8 @@ class _Planner:
     def __init__(self, width, outputs=()):
         self.width = width
         self.outputs = set(outputs)
+        self.node = None  # the node whose entries new buffers hold (None: a part, or a mix)
+        self.owners = {}
         self.sizes = [0]
         self.steps = []
         self.partials = {}
@@ -252,6 +265,8 @@ class _Planner:
 
     def buffer(self, size: int) -> int:
         self.sizes.append(size)
+        if self.node is not None:
+            self.owners[len(self.sizes) - 1] = self.node
         return len(self.sizes) - 1
 
     def use(self, scale) -> None:
