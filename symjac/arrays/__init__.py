@@ -69,6 +69,18 @@ def build_estimate(graph, what: str = "jacobian", width: int = 1, loops: bool = 
     return element_operations(graph) * BUILD_SECONDS_PER_OPERATION * factor
 
 
+def _tangents(graph, width: int, what: str) -> float:
+    if what in SECOND_ORDER:  # hvp, vhp: the gradient's tangent along v; hessian: along the identity
+        return second.tangent_elements(graph, width if what == "hessian" else 1)
+    return tangent_elements(graph, width)
+
+
+def feasible(graph, width: int, what: str) -> bool:
+    """Whether the array road can differentiate ``graph`` (``what``) within the tangent budget."""
+    missing = second.unsupported_ops(graph) if what in SECOND_ORDER else unsupported_ops(graph)
+    return not missing and _tangents(graph, width, what) <= TANGENT_BUDGET
+
+
 def choose(graph, width: int, expand: str, what: str, loops: bool = False) -> str:
     """``"arrays"`` or ``"elements"`` (a kernel: per-element, or loops with ``loops``) for
     differentiating ``graph`` along ``width`` directions."""
@@ -85,10 +97,7 @@ def choose(graph, width: int, expand: str, what: str, loops: bool = False) -> st
                 f"array level{' to second order' if order == 2 else ''} yet; use expand='auto' or 'elements'"
             )
         return "arrays"
-    if order == 2:  # hvp, vhp: the gradient's tangent along v; hessian: along the identity
-        tangents = second.tangent_elements(graph, width if what == "hessian" else 1)
-    else:
-        tangents = tangent_elements(graph, width)
+    tangents = _tangents(graph, width, what)
     if missing or tangents > TANGENT_BUDGET or element_operations(graph) < ELEMENTS_FROM:
         return "elements"
     # The cheaper first call. Repeated calls move to the element road once their array-road
@@ -105,6 +114,7 @@ __all__ = [
     "Unsupported",
     "build_estimate",
     "choose",
+    "feasible",
     "element_operations",
     "evaluate",
     "loops_likely",

@@ -24,6 +24,7 @@ import numpy as np
 import sympy
 
 from ..trace.ops import ELEMENTWISE
+from . import structural
 from .letters import explicit
 
 # Functions finite wherever their arguments are: SymPy's, and symjac's own by name.
@@ -143,6 +144,8 @@ def einsum(terms, out: str, operands, exact) -> np.ndarray:
     if finite(*operands):
         return np.einsum(",".join(terms) + "->" + out, *operands)
     exact = [bool(e() if callable(e) else e) for e in exact]
+    if not all(exact) and _meets(operands, exact):
+        structural.undecided()
     if not any(exact):
         return np.einsum(",".join(terms) + "->" + out, *operands)
     terms, out = explicit(terms, out, [np.ndim(x) for x in operands])
@@ -163,6 +166,16 @@ def einsum(terms, out: str, operands, exact) -> np.ndarray:
     if letters[axis] in out:
         return np.concatenate(parts, axis=out.index(letters[axis]))
     return sum(parts[1:], parts[0])  # a summed letter: the slices' partial sums
+
+
+def _meets(operands, exact) -> bool:
+    """Whether an operand whose zeros are not structural has a zero while another operand holds an
+    inf or NaN (their product may be undecided; a cheap, coarse test on the rare path)."""
+    bad = [not np.isfinite(x).all() for x in operands]
+    return any(
+        not e and (np.asarray(x) == 0).any() and any(b for j, b in enumerate(bad) if j != i)
+        for i, (x, e) in enumerate(zip(operands, exact, strict=True))
+    )
 
 
 def finite(*arrays) -> bool:

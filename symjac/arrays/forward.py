@@ -233,14 +233,18 @@ def scaled(p: np.ndarray, t: np.ndarray, p_exact, t_exact) -> np.ndarray:
     term = p[..., None] * t
     rows = term.shape[:-1]
     zero = np.broadcast_to(p == 0, rows)
-    if zero.any() and not np.isfinite(term[zero]).all() and _holds(p_exact):
-        term = np.where(zero[..., None], 0.0, term)
+    if zero.any() and not np.isfinite(term[zero]).all():
+        if _holds(p_exact):
+            term = np.where(zero[..., None], 0.0, term)
+        else:
+            structural.undecided()
     bad = np.broadcast_to(~np.isfinite(p), rows)
     if bad.any() and (np.broadcast_to(t, term.shape)[bad] == 0).any():
         exact = t_exact() if callable(t_exact) else t_exact
-        if exact is True or exact is not False and np.any(exact):
-            where = bad if exact is True else bad & np.broadcast_to(exact, rows)
-            term = np.where((t == 0) & where[..., None], 0.0, term)
+        where = bad & False if exact is False else bad if exact is True else bad & np.broadcast_to(exact, rows)
+        term = np.where((t == 0) & where[..., None], 0.0, term)
+        if ((t == 0) & (bad & ~where)[..., None]).any():
+            structural.undecided()
     return term
 
 

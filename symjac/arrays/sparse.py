@@ -27,6 +27,7 @@ import mmap
 import numpy as np
 
 from ..trace.ops import ELEMENTWISE, decode_index
+from . import structural
 
 # Seeds are sparse from this width on; below it a dense tangent is a few cache lines per element.
 SPARSE_FROM = 64
@@ -86,11 +87,14 @@ class Rows:
         if not np.isfinite(data).all():
             from .forward import _holds
 
+            zeros = (s == 0) & ~np.isfinite(self.data), (self.data == 0) & ~np.isfinite(s)
             kill = np.zeros(len(data), dtype=bool)
-            if (s == 0).any() and _holds(scale_exact):
-                kill |= s == 0
-            if (self.data == 0).any() and _holds(entries_exact):
-                kill |= self.data == 0
+            if zeros[0].any() and _holds(scale_exact):
+                kill |= zeros[0]
+            if zeros[1].any() and _holds(entries_exact):
+                kill |= zeros[1]
+            if ((zeros[0] | zeros[1]) & ~kill).any():
+                structural.undecided()
             data[kill] = 0.0
         return Rows(self.indptr, self.indices, data, self.width)
 

@@ -31,7 +31,9 @@ Both factors are judged here, once per graph:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 
 import sympy
 
@@ -265,3 +267,27 @@ def _gathers(params) -> bool:
 def of(graph) -> Zeros:
     """The :class:`Zeros` of ``graph`` (cached per graph)."""
     return Zeros(graph)
+
+
+# --- undecided products, as the NumPy roads meet them --------------------------------------------
+
+_SEEN = threading.local()
+
+
+def undecided() -> None:
+    """Note that a zero which is not structural met an inf or NaN (a NaN the array level made)."""
+    _SEEN.undecided = True
+
+
+@contextlib.contextmanager
+def watching():
+    """``with watching() as seen:``, after which ``seen()`` says whether the NumPy array roads
+    left a product undecided inside (a NaN that only the element road may decide)."""
+    before = getattr(_SEEN, "undecided", False)
+    _SEEN.undecided = False
+    result = []
+    try:
+        yield lambda: bool(result and result[0])
+    finally:
+        result.append(_SEEN.undecided)
+        _SEEN.undecided = before or _SEEN.undecided
