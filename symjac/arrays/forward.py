@@ -200,10 +200,11 @@ def _elementwise(op, vals, tans, shape, width, graph, n, rows):
         term = np.broadcast_to(scaled(p, t, p_exact, t_exact), shape + (width,))
         tangent = term if tangent is None else tangent + term
         # Rows a structural zero partial empties (maximum(z, 0) where z < 0) are structural zeros
-        # of this tangent, where every term's are: an infinite partial after it may meet them.
+        # of this tangent, where every term's are: an infinite partial after it may meet them
+        # (none can where no value can be inf or NaN: then this is not asked).
         here = rows.get(args[k])
         zero = p == 0
-        if zero.any() and p_exact():
+        if zero.any() and finiteness.risky_values(graph) and p_exact():
             here = zero if here is None else here | zero
         here = None if here is None else np.broadcast_to(here, shape)
         empty = here if k == live[0][0] else None if empty is None or here is None else empty & here

@@ -272,9 +272,10 @@ def _store_block(em, node, out64, offset, c0, size):
 
 def _kills(em, n, k) -> tuple:
     """``(partial, tangent)``: whether elementwise node ``n``'s partial in argument ``k``, and that
-    argument's tangent, have structural zeros (:mod:`symjac.arrays.structural`)."""
+    argument's tangent, have structural zeros (:mod:`symjac.arrays.structural`). Where no value,
+    partial or tangent can be inf or NaN (finite inputs), there is nothing for them to kill."""
     args = em.graph.eqns[n][1]
-    if em.graph.eqns[n][0] not in ELEMENTWISE:  # a cast's comparison with 0: no partials
+    if em.graph.eqns[n][0] not in ELEMENTWISE or not finiteness.risky_values(em.graph) and not em.guards:
         return False, False
     zeros = em.structure
     return zeros.partial(n)[k], args[k] in zeros.tangents
@@ -436,8 +437,9 @@ def _rows_read(em, n) -> bool:
     from .finiteness import _elementwise as finite
 
     graph = em.graph
-    for op, args, _ in graph.eqns[n + 1 :]:
-        if op in ELEMENTWISE and n in args:
+    for r in set(em.structure.readers.get(n, ())):
+        op, args, _ = graph.eqns[r]
+        if op in ELEMENTWISE:
             masks = tuple(_is_mask(graph, a) for a in args)
             if not all(finite(op, masks)[1][k] for k, a in enumerate(args) if a == n):
                 return True

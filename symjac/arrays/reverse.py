@@ -329,8 +329,11 @@ def _elementwise(em, graph, n, sweep):
     b, ybar = em.b, adjoint[n]
     zero, inf = ir.Constant(DOUBLE, 0.0), ir.Constant(DOUBLE, math.inf)
     fabs = em._declare("llvm.fabs.f64", DOUBLE, [DOUBLE])
-    zeros = em.structure if any(not isinstance(p, float) for p, _, _ in terms) else None
-    kills_y = zeros is not None and n in zeros.adjoints  # the adjoint's zeros are structural
+    # Where no value, partial or adjoint can be inf or NaN (finite inputs), every zero kills
+    # nothing there is to kill, and a zero partial's product can be skipped as a structural one's.
+    risky = bool(em.guards or finiteness.risky_values(graph))
+    zeros = em.structure if risky and any(not isinstance(p, float) for p, _, _ in terms) else None
+    kills_y = zeros is None or n in zeros.adjoints  # the adjoint's zeros are structural
 
     def body(idx, c):
         for partial, target, k in terms:
@@ -350,7 +353,7 @@ def _elementwise(em, graph, n, sweep):
             # Mostly the partial is finite and nonzero: a plain multiply-add. A structural zero
             # partial adds nothing (another zero times an inf adjoint is NaN); an inf/NaN partial
             # takes the exact rule on a branch of its own.
-            if zeros.partial(n)[k]:
+            if zeros is None or zeros.partial(n)[k]:
                 with b.if_then(b.not_(b.fcmp_ordered("==", p, zero))):
                     rows()
             else:

@@ -178,13 +178,9 @@ class Zeros:
         hit = self._adjoints.get(second)
         if hit is not None:
             return hit
-        graph, eqns, varying = self.graph, self.graph.eqns, self.varying
-        reads: dict = {}
-        for n, (_, args, _) in enumerate(eqns):
-            for a in args:
-                if type(a) is int:
-                    reads.setdefault(a, []).append(n)
-        for o in graph.outputs:
+        eqns, varying = self.graph.eqns, self.varying
+        reads = {a: list(r) for a, r in self.readers.items()}
+        for o in self.graph.outputs:
             reads.setdefault(o, []).append(None)  # a seed
         constant, exact = set(), set()
         for a in range(len(eqns) - 1, -1, -1):
@@ -218,6 +214,16 @@ class Zeros:
         if op in _CONTRACTIONS and all(not self.varying[b] for i, b in enumerate(args) if i != k and type(b) is int):
             return n in constant, n in constant
         return False, False
+
+    @functools.cached_property
+    def readers(self) -> dict:
+        """``{node: the equations that read it}`` (one entry per argument position)."""
+        reads: dict = {}
+        for n, (_, args, _) in enumerate(self.graph.eqns):
+            for a in args:
+                if type(a) is int:
+                    reads.setdefault(a, []).append(n)
+        return reads
 
     def is_elementwise(self, n) -> bool:
         return self.graph.eqns[n][0] in ELEMENTWISE
