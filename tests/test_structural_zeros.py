@@ -110,7 +110,9 @@ def _graph_of(f, x):
         (lambda x: np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]]) @ np.sqrt(x), True),  # in a contraction
         # a locally constant tangent, x1 - x1 = 0 everywhere (by adjoints: inf - inf, undecided)
         (lambda x: np.sqrt(x - x[::-1]), False),
-        (lambda x: np.sqrt(np.maximum(np.array([[1.0, -1.0, 0.0], [0.0, 1.0, 1.0]]) @ x - 1.0, 0.0)), True),
+        # a clipped unit (row 0: z = -1.5 < 0), and one that is not (row 1)
+        (lambda x: np.sqrt(np.maximum(np.array([[1.0, -1.0, 0.0], [0.0, 1.0, 1.0]]) @ x - 0.5, 0.0)), True),
+        (lambda x: np.sqrt(np.maximum(np.array([[1.0, -1.0, 0.0], [0.0, 1.0, 1.0]]) @ x - 0.5, 0.0)) * x[0], True),
     ],
 )
 def test_structural_zeros_kill_an_infinite_partial_on_every_road(func, adjoints):
@@ -142,9 +144,15 @@ def test_which_partials_and_tangents_have_structural_zeros():
     assert z.graph.outputs[0] not in z.tangents
     kinds = {z.graph.eqns[n][0] for n in z.constant}
     assert {"input", "sub", "matmul", "sum"} <= kinds and "tanh" not in kinds
-    # partials nonzero wherever finite keep an exact tangent's zeros: 1/(2 sqrt x), -1/x**2
-    assert structural.zero_free(_formula("sqrt")) and structural.zero_free(_formula("reciprocal"))
-    assert not structural.zero_free(_formula("square")) and not structural.zero_free(_formula("tanh"))
+    # partials nonzero in floating point wherever finite keep an exact tangent's zeros:
+    # 1/(2 sqrt x), 1/x; not -1/x**2 (0 for |x| > 1e162), sigmoid's or exp's (underflow), 2x
+    assert structural.zero_free(_formula("sqrt")) and structural.zero_free(_formula("log"))
+    for op in ("reciprocal", "sigmoid", "exp", "square", "tanh"):
+        assert not structural.zero_free(_formula(op)), op
+    # a kink where the partial is 0 (relu'(0), sign(0)) leaves that zero undecided; maximum's
+    # tie (1/2) meets no zero
+    assert structural.kinks("relu", (False,), (True,), (None,)) != (structural.sympy.false,)
+    assert structural.smooth("maximum", (False, False), (True, True), (None, None)) == (True, True)
 
 
 def _formula(op):

@@ -189,14 +189,14 @@ def _elementwise(op, vals, tans, shape, width, graph, n, rows):
             if partial is not None and t is not None]  # fmt: skip
     if any(sparse.is_sparse(t) for t in tans):
         terms = [
-            (np.asarray(partial(*vals), dtype=F64), t, np.shape(arg_vals[k]), *exactness(graph, n, args[k], k))
+            (np.asarray(partial(*vals), dtype=F64), t, np.shape(arg_vals[k]), *exactness(graph, n, args[k], k, vals))
             for k, partial, t in live
         ]
         return value, sparse.settle(sparse.scaled_sum(terms, shape, width), shape, width)
     tangent, empty = None, None
     for k, partial, t in live:
         p = np.asarray(partial(*vals), dtype=F64)
-        p_exact, t_exact = exactness(graph, n, args[k], k, rows)
+        p_exact, t_exact = exactness(graph, n, args[k], k, vals, rows)
         term = np.broadcast_to(scaled(p, t, p_exact, t_exact), shape + (width,))
         tangent = term if tangent is None else tangent + term
         # Rows a structural zero partial empties (maximum(z, 0) where z < 0) are structural zeros
@@ -204,8 +204,11 @@ def _elementwise(op, vals, tans, shape, width, graph, n, rows):
         # (none can where no value can be inf or NaN: then this is not asked).
         here = rows.get(args[k])
         zero = p == 0
-        if zero.any() and finiteness.risky_values(graph) and p_exact():
-            here = zero if here is None else here | zero
+        if zero.any() and finiteness.risky_values(graph):
+            where = p_exact()
+            if where is not False:
+                zero = zero if where is True else zero & np.broadcast_to(where, zero.shape)
+                here = zero if here is None else here | zero
         here = None if here is None else np.broadcast_to(here, shape)
         empty = here if k == live[0][0] else None if empty is None or here is None else empty & here
     if empty is not None and empty.any():
@@ -213,15 +216,16 @@ def _elementwise(op, vals, tans, shape, width, graph, n, rows):
     return value, tangent
 
 
-def exactness(graph, n, a, k, rows=None) -> tuple:
-    """Whether elementwise node ``n``'s partial in argument ``k`` (node ``a``) has structural
-    zeros, and whether ``a``'s tangent has (True, or where: its rows that ``rows`` holds):
-    functions, asked only where a zero meets an inf or NaN."""
+def exactness(graph, n, a, k, vals, rows=None) -> tuple:
+    """Where elementwise node ``n``'s partial in argument ``k`` (node ``a``) has structural zeros
+    at the arguments' values ``vals`` (True, False, or where: not at a kink), and where ``a``'s
+    tangent has (True, or its rows that ``rows`` holds): functions, asked only where a zero
+    meets an inf or NaN."""
 
     def tangent():
         return True if a in structural.of(graph).tangents else (rows or {}).get(a, False)
 
-    return (lambda: structural.of(graph).partial(n)[k]), tangent
+    return (lambda: structural.of(graph).structural_at(n, k, vals)), tangent
 
 
 def scaled(p: np.ndarray, t: np.ndarray, p_exact, t_exact) -> np.ndarray:
@@ -235,9 +239,10 @@ def scaled(p: np.ndarray, t: np.ndarray, p_exact, t_exact) -> np.ndarray:
     rows = term.shape[:-1]
     zero = np.broadcast_to(p == 0, rows)
     if zero.any() and not np.isfinite(term[zero]).all():
-        if _holds(p_exact):
-            term = np.where(zero[..., None], 0.0, term)
-        else:
+        exact = p_exact() if callable(p_exact) else p_exact
+        kill = zero & (exact if exact is True or exact is False else np.broadcast_to(exact, rows))
+        term = np.where(kill[..., None], 0.0, term)
+        if not np.isfinite(term[zero & ~kill]).all():
             structural.undecided()
     bad = np.broadcast_to(~np.isfinite(p), rows)
     if bad.any() and (np.broadcast_to(t, term.shape)[bad] == 0).any():

@@ -303,6 +303,8 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
     # an argument's rows that a structural zero partial emptied (sqrt(maximum(z, 0)) where z < 0).
     kills = {k: _kills(em, n, k) for k, _, partial in live if not partial.is_Number}
     arg_rows = {k: _broadcast(args[k].zero_rows, shape) for k, _, _ in live if args[k].zero_rows is not None}
+    kinked = {k: em.structure.kink(n, k) for k, (p_kills, _) in kills.items() if p_kills}
+    kinked = {k: c for k, c in kinked.items() if c is not sympy.false}
     zero_rows = None
     if live and tout is not None and _rows_read(em, n) and any(kills.get(k, (False,))[0] for k, _, _ in live):
         zero_rows = _dense(em.buffer(math.prod(shape)), shape)  # 1.0 where the row is a structural 0
@@ -351,18 +353,21 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
         for k, tv, partial in live:
             p = lw.as_float(lw.lower(partial))
             if partial.is_Number:
-                terms.append((p, tv, None))
+                terms.append((p, tv, None, None))
                 continue
             zero = b.fcmp_ordered("==", p, lw.const(0.0))
             infinite = b.fcmp_unordered(">=", lw.call("llvm.fabs", True, [p]), lw.const(math.inf))
             row = None
             if k in arg_rows:
                 row = b.fcmp_ordered("!=", load(arg_rows[k], idxs), ir.Constant(p.type, 0.0))
-            terms.append((p, tv, (zero, infinite, *kills[k], row)))
+            killing = zero  # a structural zero: not at the partial's kink (relu'(0) is a choice)
+            if k in kinked:
+                killing = b.and_(zero, b.not_(lw.lower(kinked[k])))
+            terms.append((p, tv, (killing, infinite, *kills[k], row), zero))
         if zero_rows is not None:  # a row is structurally 0 where every term's is
-            empty = None
-            for _, _, f in terms:
-                here = ir.Constant(I1, 0) if f is None or not f[2] else f[0]
+            empty, no = None, ir.Constant(I1, 0) if n == 1 else ir.Constant(ir.VectorType(I1, n), [0] * n)
+            for _, _, f, _ in terms:
+                here = no if f is None or not f[2] else f[0]
                 if f is not None and f[4] is not None:
                     here = b.or_(here, f[4])
                 empty = here if empty is None else b.and_(empty, here)
@@ -371,12 +376,12 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
             # Mostly every partial is finite and nonzero: plain products. Else the exact rule
             # (a zero partial kills any tangent, an inf/NaN one only nonzero tangents) on a
             # branch of its own, so that the common case carries no masks.
-            checks = [b.not_(b.or_(lane(f[0], k), lane(f[1], k))) for _, _, f in terms if f is not None]
+            checks = [b.not_(b.or_(lane(z, k), lane(f[1], k))) for _, _, f, z in terms if f is not None]
 
             def rows(exact, idx=idx, k=k):
                 def chunk(c0, vtype):
                     acc = None
-                    for p, tv, flags in terms:
+                    for p, tv, flags, _ in terms:
                         t = em.load_row(tv, idx, c0, vtype)
                         term = b.fmul(em.splat(lane(p, k), vtype), t)
                         if exact and flags is not None:

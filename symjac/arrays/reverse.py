@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import llvmlite.ir as ir
 import numpy as np
+import sympy
 
 from ..elements.derive import _input_specs
 from ..trace.ops import ELEMENTWISE, decode_index
@@ -58,6 +59,7 @@ class _Sweep:
     adjoint: dict
     aliased: set = field(default_factory=set)
     partials: dict = field(default_factory=dict)
+    zero_rows: dict = field(default_factory=dict)  # node -> 1.0 where its one reader's structural 0 emptied a row
 
 
 REDUCTIONS = ("logsumexp", "max", "min")
@@ -314,7 +316,8 @@ def _elementwise(em, graph, n, sweep):
     op, args, _ = graph.eqns[n]
     adjoint, partials = sweep.adjoint, sweep.partials.get(n)
     shape = tuple(graph.shape(n))
-    _, _, parts = _scalar_rule(op, tuple(_is_mask(graph, a) for a in args))
+    masks = tuple(_is_mask(graph, a) for a in args)
+    syms, _, parts = _scalar_rule(op, masks)
     terms = []
     for k, a in enumerate(args):
         if type(a) is not int or a not in adjoint or parts[k] is None:
@@ -334,8 +337,15 @@ def _elementwise(em, graph, n, sweep):
     risky = bool(em.guards or finiteness.risky_values(graph))
     zeros = em.structure if risky and any(not isinstance(p, float) for p, _, _ in terms) else None
     kills_y = zeros is None or n in zeros.adjoints  # the adjoint's zeros are structural
+    own_rows = None if kills_y else sweep.zero_rows.get(n)
+    emptied = {}  # argument -> its adjoint's rows this rule's structural zeros leave empty
+    for partial, target, k in terms:
+        a = args[k]
+        if zeros is not None and not isinstance(partial, float) and zeros.partial(n)[k] and _rows_matter(graph, zeros, n, a):
+            emptied[k] = sweep.zero_rows[a] = _dense(em.buffer(math.prod(shape)), shape)
 
     def body(idx, c):
+        row = None if own_rows is None else b.fcmp_ordered("!=", em.load(own_rows, idx), zero)
         for partial, target, k in terms:
             if isinstance(partial, float):
                 _rows(em, ir.Constant(DOUBLE, partial), target, ybar, idx, exact=None)
@@ -346,15 +356,21 @@ def _elementwise(em, graph, n, sweep):
             def rows():
                 with b.if_else(infinite) as (exact, plain):
                     with exact:
-                        _rows(em, p, target, ybar, idx, exact=True, kill=kills_y)
+                        _rows(em, p, target, ybar, idx, exact=True, kill=kills_y or row)
                     with plain:
                         _rows(em, p, target, ybar, idx, exact=None)
 
             # Mostly the partial is finite and nonzero: a plain multiply-add. A structural zero
-            # partial adds nothing (another zero times an inf adjoint is NaN); an inf/NaN partial
-            # takes the exact rule on a branch of its own.
+            # partial adds nothing (another zero times an inf adjoint is NaN, and so is one at
+            # the partial's kink, relu'(0)); an inf/NaN partial takes the exact rule on a branch
+            # of its own.
             if zeros is None or zeros.partial(n)[k]:
-                with b.if_then(b.not_(b.fcmp_ordered("==", p, zero))):
+                skip = b.fcmp_ordered("==", p, zero)
+                if zeros is not None and zeros.kink(n, k) is not sympy.false:
+                    skip = b.and_(skip, b.not_(_at_kink(em, graph, n, k, syms, masks, sweep, idx)))
+                if k in emptied:
+                    em.store(b.uitofp(skip, DOUBLE), emptied[k], idx)
+                with b.if_then(b.not_(skip)):
                     rows()
             else:
                 rows()
@@ -363,10 +379,37 @@ def _elementwise(em, graph, n, sweep):
     em.nest(shape, body)
 
 
+def _rows_matter(graph, zeros, n, a) -> bool:
+    """Whether to record which of elementwise argument ``a``'s adjoint rows node ``n`` (its one
+    reader, of its shape) empties by a structural zero partial: ``a``'s own rule may then meet
+    an inf partial there (sqrt|x| under ``where(x > 0, ...)`` at x = 0)."""
+    from .finiteness import _elementwise as finite
+
+    if type(a) is not int or zeros.readers.get(a) != [n] or a in graph.outputs:
+        return False
+    op, args, _ = graph.eqns[a]
+    if op not in ELEMENTWISE or tuple(graph.shape(a)) != tuple(graph.shape(n)):
+        return False
+    return not all(finite(op, tuple(_is_mask(graph, b) for b in args))[1])
+
+
+def _at_kink(em, graph, n, k, syms, masks, sweep, idx):
+    """An i1: elementwise node ``n``'s partial in argument ``k`` is at its kink at ``idx``
+    (:func:`symjac.arrays.structural.kink`), from the arguments' values."""
+    from ..backend.codegen import _Lowerer
+
+    shape = tuple(graph.shape(n))
+    env = {}
+    for s, a, m in zip(syms, graph.eqns[n][1], masks, strict=True):
+        x = ir.Constant(DOUBLE, float(a[1])) if type(a) is not int else em.load(_broadcast(sweep.nodes[a].value, shape), idx)
+        env[s] = em.b.fcmp_unordered("!=", x, ir.Constant(DOUBLE, 0.0)) if m else x
+    return _Lowerer(em.module, em.b, DOUBLE, env).lower(em.structure.kink(n, k))
+
+
 def _rows(em, p, target, ybar, idx, exact, kill=True):
     """``target[idx] += p * ybar[idx]``; with ``exact`` (``p`` is inf or NaN) it contributes
-    nothing where the adjoint is zero if that zero is structural (``kill``: the forward kernel's
-    rule), and the flag that guarded contractions test is raised."""
+    nothing where the adjoint is zero if that zero is structural (``kill``: True, or an i1 for
+    this row; the forward kernel's rule), and the flag that guarded contractions test is raised."""
     b = em.b
 
     def chunk(c0, vtype):
@@ -374,8 +417,11 @@ def _rows(em, p, target, ybar, idx, exact, kill=True):
         acc = em.load_row(target, idx, c0, vtype)
         if exact:
             term = b.fmul(em.splat(p, vtype), y)
-            if kill:
+            if kill is True:
                 term = b.select(b.fcmp_ordered("==", y, em.zeros(vtype)), em.zeros(vtype), term)
+            elif kill:  # this row's zeros are structural where the i1 says so
+                here = b.and_(b.fcmp_ordered("==", y, em.zeros(vtype)), em.splat(kill, vtype) if isinstance(vtype, ir.VectorType) else kill)
+                term = b.select(here, em.zeros(vtype), term)
             acc = b.fadd(acc, term)
             if em.guards:  # a contraction further back checks for what this makes
                 em.taint(em.nonfinite(acc))

@@ -173,7 +173,7 @@ def _elementwise(op, vals, tans, adj, value, wanted, params, ctx):
             parts.append(None)
             continue
         p = np.broadcast_to(np.asarray(partials[i](*bvals), dtype=F64), shape)
-        part = forward.scaled(p, adj, lambda i=i: ctx.zeros.partial(ctx.n)[i], ctx.adjoint)
+        part = forward.scaled(p, adj, lambda i=i: ctx.zeros.structural_at(ctx.n, i, bvals), ctx.adjoint)
         curve, exact = None, []
         for j, q in enumerate(second[i]):
             if q is None or tans[j] is None:

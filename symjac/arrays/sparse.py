@@ -89,8 +89,9 @@ class Rows:
 
             zeros = (s == 0) & ~np.isfinite(self.data), (self.data == 0) & ~np.isfinite(s)
             kill = np.zeros(len(data), dtype=bool)
-            if zeros[0].any() and _holds(scale_exact):
-                kill |= zeros[0]
+            if zeros[0].any():
+                exact = scale_exact() if callable(scale_exact) else scale_exact
+                kill |= zeros[0] & (exact if exact is True or exact is False else exact[self.row_of_entry()])
             if zeros[1].any() and _holds(entries_exact):
                 kill |= zeros[1]
             if ((zeros[0] | zeros[1]) & ~kill).any():
@@ -205,9 +206,19 @@ def scaled_sum(terms, shape, width: int) -> Rows:
         t = flat(t, math.prod(arg_shape), width)
         if tuple(arg_shape) != tuple(shape):
             t = t.take(np.broadcast_to(_positions(arg_shape), shape))
-        term = t.scaled(np.broadcast_to(p, shape).ravel(), p_exact, t_exact)
+        term = t.scaled(np.broadcast_to(p, shape).ravel(), _flat(p_exact, shape), t_exact)
         total = term if total is None else total + term
     return total
+
+
+def _flat(exact, shape):
+    """A ``structural_at`` answer (or a function giving one) as a flag or a flat mask over ``shape``."""
+
+    def flat():
+        e = exact() if callable(exact) else exact
+        return e if e is True or e is False else np.broadcast_to(e, shape).ravel()
+
+    return flat
 
 
 def _reduced(x_shape, axes, weights, t: Rows, selects=False) -> Rows:

@@ -137,8 +137,8 @@ def _structural_scales(graph, p: Plan):
             return exact(c.a) and exact(c.b)
         n, k = key
         op, args, _ = graph.eqns[n]
-        if op in ELEMENTWISE:
-            return zeros.partial(n)[k]
+        if op in ELEMENTWISE:  # no kink: a scale's zero at relu'(0) is a choice (see structural)
+            return zeros.smooth(n)[k]
         if op in CONTRACTIONS:
             return zeros.value(args[k])
         return op in ("max", "min")

@@ -35,6 +35,7 @@ import contextlib
 import functools
 import threading
 
+import numpy as np
 import sympy
 
 from ..trace.ops import ELEMENTWISE, decode_index, exact_partial
@@ -71,26 +72,93 @@ def _formulas(op: str, masks: tuple, scalars: tuple):
     return syms, expr, parts
 
 
+_STEPS = ("Heaviside", "sign", "Sign", "DiracDelta")  # one kink, where the argument is 0
+_MANY_STEPS = ("Floor", "Ceil", "Trunc", "Round", "floor", "ceiling", "frac")  # one per integer
+
+
+def kink(expr):
+    """Where a partial that is locally constant elsewhere is not: a SymPy condition on its
+    arguments that holds at a kink (``relu'`` or ``sign`` at 0, a branch's boundary, where one
+    side's 0 meets the other's value), ``sympy.false`` where it has none, None where unknown
+    (a step at every integer). A mask's branches have no boundary: a mask is data."""
+    conds = []
+    for f in expr.atoms(sympy.Function):
+        name = type(f).__name__
+        if name in _MANY_STEPS:
+            return None
+        if name in _STEPS:
+            conds.append(sympy.Eq(f.args[0], 0))
+    for piecewise in expr.atoms(sympy.Piecewise):
+        for _, cond in piecewise.args:
+            conds += [sympy.Eq(r.lhs - r.rhs, 0) for r in cond.atoms(sympy.core.relational.Relational)]
+    conds = [c for c in dict.fromkeys(conds) if not _nonzero_at(expr, c)]
+    return sympy.Or(*conds) if conds else sympy.false
+
+
+def _nonzero_at(expr, cond) -> bool:
+    """Whether ``expr`` is a nonzero constant on the kink ``cond`` (``Eq(g, 0)``, ``g`` linear):
+    maximum's partial is 1/2 at a tie, clamp's 1 at a bound; those kinks meet no zero."""
+    g = cond.lhs
+    symbols = sorted(g.free_symbols, key=str)
+    if not symbols or not g.is_polynomial(*symbols) or sympy.degree(g, symbols[0]) != 1:
+        return False
+    (root,) = sympy.solve(g, symbols[0])
+    value = expr.subs(symbols[0], root)
+    return bool(value.is_Number and value != 0)
+
+
+@functools.cache
+def kinks(op: str, masks: tuple, varies: tuple, scalars: tuple) -> tuple:
+    """``kink`` of each argument's partial of elementwise ``op`` (None for a mask's)."""
+    _, _, parts = _formulas(op, masks, scalars)
+    return tuple(sympy.false if p is None else kink(p) for p in parts)
+
+
 @functools.cache
 def partials(op: str, masks: tuple, varies: tuple, scalars: tuple) -> tuple:
-    """For each argument of elementwise ``op``: whether its partial's zeros are structural, given
-    which arguments are masks, which vary with the inputs, and inline scalars' values."""
+    """For each argument of elementwise ``op``: whether its partial's zeros are structural away
+    from its kinks (``kinks``), given which arguments are masks, which vary with the inputs, and
+    inline scalars' values."""
     syms, _, parts = _formulas(op, masks, scalars)
     moving = [s for s, m, v in zip(syms, masks, varies, strict=True) if v and not m]
-    return tuple(p is None or locally_constant(p, moving) for p in parts)
+    ks = kinks(op, masks, varies, scalars)
+    return tuple(p is None or (ks[i] is not None and locally_constant(p, moving)) for i, p in enumerate(parts))
+
+
+@functools.cache
+def smooth(op: str, masks: tuple, varies: tuple, scalars: tuple) -> tuple:
+    """``partials`` without kinks: structural zeros wherever the arguments are."""
+    ks = kinks(op, masks, varies, scalars)
+    return tuple(p and k is sympy.false for p, k in zip(partials(op, masks, varies, scalars), ks, strict=True))
+
+
+@functools.cache
+def kink_functions(op: str, masks: tuple, varies: tuple, scalars: tuple) -> tuple:
+    """NumPy functions of ``op``'s arguments, True at each argument's partial's kinks (None: none)."""
+    from .elementwise import NUMPY_FUNCTIONS, _VECTOR_MATH, _lambdify
+
+    syms, _, _ = _formulas(op, masks, scalars)
+    modules = [{**NUMPY_FUNCTIONS, "numpy": np, "math": _VECTOR_MATH}]
+    return tuple(
+        None if k is None or k is sympy.false else _lambdify(syms, k, modules)
+        for k in kinks(op, masks, varies, scalars)
+    )
 
 
 def zero_free(expr) -> bool:
-    """Whether ``expr`` is nonzero wherever it is finite (False where unsure): ``1 / (2 sqrt(x))``,
-    ``-1 / x**2``, ``exp(x)``; not ``2 x`` or ``1 - tanh(x)**2``. A tangent times such a partial
-    is zero only where the tangent is."""
+    """Whether ``expr`` is nonzero in floating point wherever its arguments are finite (False
+    where unsure): a nonzero constant times powers ``a**e`` of an argument with ``-1 <= e < 0``
+    (``1 / (2 sqrt(a))``, ``1 / a``: at least 5e-309 in magnitude). Not ``-1 / a**2`` (0 for
+    ``|a| > 1e162``), ``exp(a)`` or ``sigmoid(a)`` (0 from about -745), ``2 a``. A tangent times
+    such a partial is zero only where the tangent is."""
     if expr.is_Number:
         return expr != 0
     if expr.is_Pow:
-        return bool(expr.exp.is_negative) or zero_free(expr.base)
-    if expr.is_Mul or isinstance(expr, sympy.Piecewise):
-        return all(zero_free(a if expr.is_Mul else a[0]) for a in expr.args)
-    return isinstance(expr, (sympy.exp, sympy.cosh)) or type(expr).__name__ == "sigmoid"
+        e = expr.exp
+        return bool(expr.base.is_Symbol and e.is_Number and -1 <= e < 0)
+    if expr.is_Mul:
+        return all(zero_free(a) for a in expr.args)
+    return False
 
 
 @functools.cache
@@ -98,8 +166,8 @@ def keeps_zeros(op: str, masks: tuple, varies: tuple, scalars: tuple) -> tuple:
     """For each argument of elementwise ``op``: whether a product with its partial is zero only
     where the other factor is or structurally (its partial has structural zeros, or none)."""
     _, _, parts = _formulas(op, masks, scalars)
-    exact = partials(op, masks, varies, scalars)
-    return tuple(e or zero_free(p) for e, p in zip(exact, parts, strict=True))
+    exact = smooth(op, masks, varies, scalars)
+    return tuple(e or p is not None and zero_free(p) for e, p in zip(exact, parts, strict=True))
 
 
 @functools.cache
@@ -107,10 +175,14 @@ def second_partials(op: str, masks: tuple, varies: tuple, scalars: tuple) -> tup
     """``partials`` for the second partials ``f_kj`` (rows k, columns j)."""
     syms, _, parts = _formulas(op, masks, scalars)
     moving = [s for s, m, v in zip(syms, masks, varies, strict=True) if v and not m]
-    return tuple(
-        tuple(p is None or m or locally_constant(exact_partial(p, s), moving) for s, m in zip(syms, masks, strict=True))
-        for p in parts
-    )
+    table = []
+    for p in parts:
+        row = []
+        for s, m in zip(syms, masks, strict=True):
+            q = None if p is None or m else exact_partial(p, s)
+            row.append(q is None or q == 0 or kink(q) is sympy.false and locally_constant(q, moving))
+        table.append(tuple(row))
+    return tuple(table)
 
 
 @functools.cache
@@ -150,15 +222,19 @@ class Zeros:
                 elif op in MOVES and all(a in tangents for _, a in live):
                     tangents.add(n)
             elif op in ELEMENTWISE:
-                ok = self.partial(n)
+                ok = self.smooth(n)
                 if all(ok[k] and a in constant for k, a in live):
                     constant.add(n)
                 elif len(live) == 1 and self.keeps(n)[live[0][0]] and live[0][1] in tangents:
                     tangents.add(n)
             elif op in _CONTRACTIONS:
-                if all(a in constant and all(not varying[b] for b in args if type(b) is int and b != a) for _, a in live):
+                others_fixed = all(
+                    all(not varying[b] for i, b in enumerate(args) if type(b) is int and i != k) for k, _ in live
+                )
+                if others_fixed and all(a in constant for _, a in live):
                     constant.add(n)
-        tangents |= constant
+            if n in constant:
+                tangents.add(n)
         self.constant = frozenset(constant)
         self.tangents = frozenset(tangents)
         self._adjoints = {}
@@ -193,6 +269,7 @@ class Zeros:
             ]
             if parts and all(c for c, _ in parts):
                 constant.add(a)
+                exact.add(a)
             elif len(parts) == 1 and parts[0][1]:  # two parts add
                 exact.add(a)
         hit = self._adjoints[second] = frozenset(exact | constant)
@@ -210,7 +287,7 @@ class Zeros:
             if second and curvature(*self._key(n))[k]:
                 return False, False
             same = graph.shape(args[k]) == graph.shape(n)  # else a sum over broadcast axes
-            return n in constant and self.partial(n)[k], n in exact and self.keeps(n)[k] and same
+            return n in constant and self.smooth(n)[k], n in exact and self.keeps(n)[k] and same
         if op in _CONTRACTIONS and all(not self.varying[b] for i, b in enumerate(args) if i != k and type(b) is int):
             return n in constant, n in constant
         return False, False
@@ -245,6 +322,22 @@ class Zeros:
         if hit is None:
             hit = self._partials[n] = partials(*self._key(n))
         return hit
+
+    def smooth(self, n) -> tuple:
+        """``smooth`` of elementwise node ``n``."""
+        return smooth(*self._key(n))
+
+    def structural_at(self, n, k, vals):
+        """Whether elementwise node ``n``'s partial in argument ``k`` has structural zeros at the
+        arguments' values ``vals`` (NumPy arrays): True, False, or a mask (not at a kink)."""
+        if not self.partial(n)[k]:
+            return False
+        f = kink_functions(*self._key(n))[k]
+        return True if f is None else ~np.asarray(f(*vals), dtype=bool)
+
+    def kink(self, n, k):
+        """The SymPy condition of ``kinks`` (``sympy.false``: none) for node ``n``'s argument ``k``."""
+        return kinks(*self._key(n))[k]
 
     def keeps(self, n) -> tuple:
         """``keeps_zeros`` of elementwise node ``n``."""
