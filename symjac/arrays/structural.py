@@ -16,7 +16,9 @@ Both factors are judged here, once per graph:
 
 - ``partial``: elementwise op ``n``'s partial in argument ``k`` is locally constant in every
   argument that varies with the inputs (a mask's 0 or 1, ``relu'``, ``abs'``, a constant weight),
-  so that its zeros hold near this point as well.
+  so that its zeros hold near this point as well, except at a kink where it is 0 (``relu'(0)``,
+  ``sign(0)``: a choice, which ``|cbrt x|**3 sign(cbrt x)`` shows may meet an inf of limit 1),
+  judged at run time (``kinks``; ``smooth`` is a partial without one).
 - ``tangents``: every zero of the node's tangent is structural. This holds where the tangent is
   locally constant (``constant``): a seed (the identity, or ``v`` of a jvp: a direction ``v``
   leaves out does not move that input), and sums, moves, constant-weighted contractions and
@@ -27,6 +29,11 @@ Both factors are judged here, once per graph:
 - ``adjoints``: the same for the reverse sweep's adjoints, from the outputs' seeds back: locally
   constant where every part added is (moves, structural partials, constant-weighted
   contractions of such adjoints), else structural where one part is.
+
+The kernels add what only a point knows: the rows that a structural zero partial emptied
+(``maximum(z, 0)`` where ``z < 0``), which an infinite partial after them may meet
+(``loops``' and ``reverse``'s ``zero_rows``, ``forward``'s ``rows``). The analysis is per node,
+not per entry: a node whose zeros mix both kinds counts as undecided (NaN), never as zero.
 """
 
 from __future__ import annotations
