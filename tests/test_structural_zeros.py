@@ -45,6 +45,34 @@ def test_a_zero_at_one_point_leaves_zero_times_inf_undecided_on_the_array_roads(
     np.testing.assert_array_equal(symjac.hessian(RIDGE, x, expand="elements"), 2 * np.eye(3))
 
 
+@pytest.mark.parametrize(
+    "func",
+    [
+        # a contraction that reads one node three times: not a constant-weighted one (a review
+        # found the old check comparing nodes, not positions, and the result 0 for W)
+        lambda x: np.tanh(np.linspace(-1.0, 1.0, 12).reshape(3, 4) @ np.cbrt(np.einsum("i,i,i->i", x, x, x))),
+        # sign(0), abs's partial at its kink, is a choice, not a structural zero: |c|**3 sign(c)
+        # is x, whose derivative 1 the kink's 0 times cbrt's inf would make 0
+        lambda x: np.abs(np.cbrt(x)) ** 3 * np.sign(np.cbrt(x)),
+        lambda x: np.maximum(np.cbrt(x), 0.0) ** 3 - np.maximum(-np.cbrt(x), 0.0) ** 3,  # relu'(0) too
+    ],
+)
+def test_no_road_turns_an_undecided_product_into_a_number(func):
+    x = np.zeros(4)
+    got = {"arrays": symjac.jacobian(func, x, expand="arrays"), "auto": symjac.jacobian(func, x)}
+    got.update({road: kernel(x) for road, kernel in _roads(func, x).items()})
+    for road, J in got.items():  # where the exact derivative is not 0: NaN (undecided), never 0
+        assert not (~np.isnan(J) & (J == 0) & _touches(J.shape)).any(), road
+
+
+def _touches(shape):
+    """The entries whose exact value is nonzero here: every output reads every input through W in
+    the first function, and its own input in the others."""
+    if shape[0] == 3:
+        return np.ones(shape, dtype=bool)
+    return np.eye(*shape, dtype=bool)
+
+
 def test_the_drop_in_asks_the_element_road_where_the_array_road_is_undecided(monkeypatch):
     # Above ELEMENTS_FROM the drop-in takes the array road; a NaN there sends the point to the
     # element road (built once, on disk), whose result stands: the exact 2I, NaN where the
