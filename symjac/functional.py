@@ -306,7 +306,7 @@ def _exactly(call: _Call, key, extra):
             warnings.warn(
                 f"symjac.{key[0]}: the result holds an inf or NaN; where it is NaN, a zero may have met "
                 f"an inf that only the exact per-element derivative decides, which this function is "
-                f"too large ({size:,} element operations) to build here. Pass expand=\"elements\" to "
+                f'too large ({size:,} element operations) to build here. Pass expand="elements" to '
                 "build it anyway, or evaluate away from this point.",
                 RuntimeWarning,
                 stacklevel=4,
@@ -350,7 +350,9 @@ class _Ready:
         self.key = key
         # A loop kernel where a zero may meet an inf: an inf or NaN result asks the element road.
         spec = compiled_function.spec
-        self.check = expand == "auto" and spec.road != "elements" and bool(finiteness.risky_values(spec.graph))
+        self.check = (
+            expand == "auto" and spec.road != "elements" and bool(finiteness.risky_values(spec.graph))
+        )
 
     def run(self, call: _Call, extra) -> list:
         values = [_numeric(x) for x in call.inputs]

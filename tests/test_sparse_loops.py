@@ -363,8 +363,13 @@ def test_chained_scales_keep_the_zero_rule(monkeypatch):
     stored = dense_kernel(_chained, np.zeros(4))
     assert not sparse_plan.plan(stored.spec.graph, stored.spec.wrt, "dense").composites
     xs = np.array(
-        [[0.0, 1.0, 2.0, 0.0], [1.0, 1.0, 0.0, 3.0], [1.0, 0.0, 2.0, 0.5], [0.5, 1.0, 2.0, 3.0],
-         *RNG.standard_normal((3, 4))]  # fmt: skip
+        [
+            [0.0, 1.0, 2.0, 0.0],
+            [1.0, 1.0, 0.0, 3.0],
+            [1.0, 0.0, 2.0, 0.5],
+            [0.5, 1.0, 2.0, 3.0],
+            *RNG.standard_normal((3, 4)),
+        ]  # fmt: skip
     )
     elements = symjac.compile(_chained, np.zeros(4), expand="elements")
     for x in xs:
@@ -375,7 +380,10 @@ def test_chained_scales_keep_the_zero_rule(monkeypatch):
         for a, b in ((got, want), (got, exact), (want, exact)):
             both_decided = ~np.isnan(a) & ~np.isnan(b)
             np.testing.assert_array_equal(np.isinf(a[both_decided]), np.isinf(b[both_decided]))
-            close(np.where(np.isfinite(a) & both_decided, a, 0.0), np.where(np.isfinite(b) & both_decided, b, 0.0))
+            close(
+                np.where(np.isfinite(a) & both_decided, a, 0.0),
+                np.where(np.isfinite(b) & both_decided, b, 0.0),
+            )
         if (x > 0).all():  # no zero, no inf: nothing to decide
             assert np.isfinite(got).all() and np.isfinite(want).all()
     assert not np.isfinite(chained(xs[2])).all()

@@ -140,7 +140,12 @@ def _graph_of(f, x):
         (lambda x: np.sqrt(x - x[::-1]), False),
         # a clipped unit (row 0: z = -1.5 < 0), and one that is not (row 1)
         (lambda x: np.sqrt(np.maximum(np.array([[1.0, -1.0, 0.0], [0.0, 1.0, 1.0]]) @ x - 0.5, 0.0)), True),
-        (lambda x: np.sqrt(np.maximum(np.array([[1.0, -1.0, 0.0], [0.0, 1.0, 1.0]]) @ x - 0.5, 0.0)) * x[0], True),
+        (
+            lambda x: (
+                np.sqrt(np.maximum(np.array([[1.0, -1.0, 0.0], [0.0, 1.0, 1.0]]) @ x - 0.5, 0.0)) * x[0]
+            ),
+            True,
+        ),
     ],
 )
 def test_structural_zeros_kill_an_infinite_partial_on_every_road(func, adjoints):

@@ -142,7 +142,9 @@ def _contract(em, operands, letters, out_letters, sizes, shape, guard=None, n=No
             m = len(vals)
             em.cold(
                 [*vals, *tans, out, tout],
-                lambda sub, vs: _exact(sub, vs[:m], vs[m : 2 * m], live, inner, shape, vs[-2], vs[-1], constant, exact),
+                lambda sub, vs: _exact(
+                    sub, vs[:m], vs[m : 2 * m], live, inner, shape, vs[-2], vs[-1], constant, exact
+                ),
             )
     return Node(out, tout)
 

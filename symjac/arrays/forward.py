@@ -168,7 +168,7 @@ def factors(graph, n):
         zeros = structural.of(graph)
         return args[k] in zeros.tangents if i == k else zeros.value(args[i])
 
-    return lambda k, i: (lambda: exact(k, i))
+    return lambda k, i: lambda: exact(k, i)
 
 
 def _dense(vals, tans, width):
@@ -189,7 +189,12 @@ def _elementwise(op, vals, tans, shape, width, graph, n, rows):
             if partial is not None and t is not None]  # fmt: skip
     if any(sparse.is_sparse(t) for t in tans):
         terms = [
-            (np.asarray(partial(*vals), dtype=F64), t, np.shape(arg_vals[k]), *exactness(graph, n, args[k], k, vals))
+            (
+                np.asarray(partial(*vals), dtype=F64),
+                t,
+                np.shape(arg_vals[k]),
+                *exactness(graph, n, args[k], k, vals),
+            )
             for k, partial, t in live
         ]
         return value, sparse.settle(sparse.scaled_sum(terms, shape, width), shape, width)
@@ -247,7 +252,9 @@ def scaled(p: np.ndarray, t: np.ndarray, p_exact, t_exact) -> np.ndarray:
     bad = np.broadcast_to(~np.isfinite(p), rows)
     if bad.any() and (np.broadcast_to(t, term.shape)[bad] == 0).any():
         exact = t_exact() if callable(t_exact) else t_exact
-        where = bad & False if exact is False else bad if exact is True else bad & np.broadcast_to(exact, rows)
+        where = (
+            bad & False if exact is False else bad if exact is True else bad & np.broadcast_to(exact, rows)
+        )
         term = np.where((t == 0) & where[..., None], 0.0, term)
         if ((t == 0) & (bad & ~where)[..., None]).any():
             structural.undecided()

@@ -59,7 +59,9 @@ class _Sweep:
     adjoint: dict
     aliased: set = field(default_factory=set)
     partials: dict = field(default_factory=dict)
-    zero_rows: dict = field(default_factory=dict)  # node -> 1.0 where its one reader's structural 0 emptied a row
+    zero_rows: dict = field(
+        default_factory=dict
+    )  # node -> 1.0 where its one reader's structural 0 emptied a row
 
 
 REDUCTIONS = ("logsumexp", "max", "min")
@@ -339,9 +341,14 @@ def _elementwise(em, graph, n, sweep):
     kills_y = zeros is None or n in zeros.adjoints  # the adjoint's zeros are structural
     own_rows = None if kills_y else sweep.zero_rows.get(n)
     emptied = {}  # argument -> its adjoint's rows this rule's structural zeros leave empty
-    for partial, target, k in terms:
+    for partial, _, k in terms:
         a = args[k]
-        if zeros is not None and not isinstance(partial, float) and zeros.partial(n)[k] and _rows_matter(graph, zeros, n, a):
+        if (
+            zeros is not None
+            and not isinstance(partial, float)
+            and zeros.partial(n)[k]
+            and _rows_matter(graph, zeros, n, a)
+        ):
             emptied[k] = sweep.zero_rows[a] = _dense(em.buffer(math.prod(shape)), shape)
 
     def body(idx, c):
@@ -353,7 +360,7 @@ def _elementwise(em, graph, n, sweep):
             p = em.load(partial, idx)
             infinite = b.fcmp_unordered(">=", b.call(fabs, [p]), inf)
 
-            def rows():
+            def rows(p=p, target=target, infinite=infinite):
                 with b.if_else(infinite) as (exact, plain):
                     with exact:
                         _rows(em, p, target, ybar, idx, exact=True, kill=kills_y or row)
@@ -401,7 +408,11 @@ def _at_kink(em, graph, n, k, syms, masks, sweep, idx):
     shape = tuple(graph.shape(n))
     env = {}
     for s, a, m in zip(syms, graph.eqns[n][1], masks, strict=True):
-        x = ir.Constant(DOUBLE, float(a[1])) if type(a) is not int else em.load(_broadcast(sweep.nodes[a].value, shape), idx)
+        x = (
+            ir.Constant(DOUBLE, float(a[1]))
+            if type(a) is not int
+            else em.load(_broadcast(sweep.nodes[a].value, shape), idx)
+        )
         env[s] = em.b.fcmp_unordered("!=", x, ir.Constant(DOUBLE, 0.0)) if m else x
     return _Lowerer(em.module, em.b, DOUBLE, env).lower(em.structure.kink(n, k))
 
@@ -420,7 +431,10 @@ def _rows(em, p, target, ybar, idx, exact, kill=True):
             if kill is True:
                 term = b.select(b.fcmp_ordered("==", y, em.zeros(vtype)), em.zeros(vtype), term)
             elif kill:  # this row's zeros are structural where the i1 says so
-                here = b.and_(b.fcmp_ordered("==", y, em.zeros(vtype)), em.splat(kill, vtype) if isinstance(vtype, ir.VectorType) else kill)
+                here = b.and_(
+                    b.fcmp_ordered("==", y, em.zeros(vtype)),
+                    em.splat(kill, vtype) if isinstance(vtype, ir.VectorType) else kill,
+                )
                 term = b.select(here, em.zeros(vtype), term)
             acc = b.fadd(acc, term)
             if em.guards:  # a contraction further back checks for what this makes

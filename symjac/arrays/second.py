@@ -23,8 +23,8 @@ Every node carries ``O(w)`` numbers per element, so a Hessian over ``n`` inputs 
 or NaN one throughout, as on the other roads (:func:`symjac.arrays.forward.scaled`,
 :func:`symjac.arrays.finiteness.einsum`); an adjoint's zeros are structural from the output's
 seed back, through moves and structural partials, until two adjoints add or a curvature term
-joins (:mod:`symjac.arrays.structural`); other zeros meet an inf as IEEE's NaN. Products and running products have no rule here: their
-graphs keep the element road.
+joins (:mod:`symjac.arrays.structural`); other zeros meet an inf as IEEE's NaN. Products and
+running products have no rule here: their graphs keep the element road.
 """
 
 from __future__ import annotations
@@ -145,6 +145,16 @@ class _Zeros:
         """Argument ``k`` is a constant."""
         return lambda: self.zeros.value(self.args[k])
 
+    def second(self, i, j):
+        """The second partial ``f_ij``'s zeros are structural."""
+        return lambda: self.zeros.second(self.n)[i][j]
+
+
+def _one_exact(terms):
+    """A lazy flag: a curvature made of ``terms`` ((q's flag, tangent's flag) each) has
+    structural zeros, which only one term can promise (a sum of two is not exact)."""
+    return lambda: len(terms) == 1 and terms[0][0]() and terms[0][1]()
+
 
 def _unbroadcast(x: np.ndarray, shape: tuple) -> np.ndarray:
     """``x`` of shape ``broadcast(shape) + (c,)`` summed back to ``shape + (c,)``. (``shape`` may
@@ -179,13 +189,12 @@ def _elementwise(op, vals, tans, adj, value, wanted, params, ctx):
             if q is None or tans[j] is None:
                 continue
             qv = np.broadcast_to(np.asarray(q(*bvals), dtype=F64), shape)
-            q_exact = (lambda i=i, j=j: ctx.zeros.second(ctx.n)[i][j])
+            q_exact = ctx.second(i, j)
             term = forward.scaled(qv, np.broadcast_to(tans[j], shape + (width,)), q_exact, ctx.tangent(j))
             curve = term if curve is None else curve + term
             exact.append((q_exact, ctx.tangent(j)))
         if curve is not None:  # part is a fresh product: adding in place is safe
-            one = (lambda: len(exact) == 1 and exact[0][0]() and exact[0][1]())  # a sum is not exact
-            part[..., 1:] += forward.scaled(ybar, curve, ctx.adjoint, one)
+            part[..., 1:] += forward.scaled(ybar, curve, ctx.adjoint, _one_exact(exact))
         parts.append(_unbroadcast(part, shapes[i]))
     return parts
 

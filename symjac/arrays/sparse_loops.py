@@ -40,10 +40,10 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..elements.derive import _input_specs
+from ..trace.ops import ELEMENTWISE
 from . import data, loops, sparse_plan, structural
 from .data import load_index
 from .emitter import DOUBLE, I64, _dense
-from ..trace.ops import ELEMENTWISE
 from .sparse_plan import CONTRACTIONS, REDUCTIONS
 from .sparse_struct import ONES, RESULT, Composite, Plan
 
@@ -97,6 +97,7 @@ def build_module(module, graph, wrt, value, kind: str, name="symjac_kernel"):
 
     def constant(src) -> bool:  # the entries' zeros are structural: a locally constant tangent's
         return src != ONES and p.owners.get(src) in structural.of(graph).constant
+
     for i, c in enumerate(p.composites):
         scales["chain", i] = _composite(em, c, scale(c.a), scale(c.b), exact(c.a), exact(c.b))
     written = {RESULT}  # a result entry is stored once, or added to where the caller zeroed it
@@ -150,7 +151,9 @@ def _kill_product(b, x, y, kill_x=True, kill_y=True):
     """``x * y``, zero where ``x`` is and ``kill_x`` (its zeros are structural), or ``y`` and
     ``kill_y``: an inf or NaN times a structural zero is no entry."""
     zero = ir.Constant(DOUBLE, 0.0)
-    kills = ([b.fcmp_ordered("==", x, zero)] if kill_x else []) + ([b.fcmp_ordered("==", y, zero)] if kill_y else [])
+    kills = ([b.fcmp_ordered("==", x, zero)] if kill_x else []) + (
+        [b.fcmp_ordered("==", y, zero)] if kill_y else []
+    )
     if not kills:
         return b.fmul(x, y)
     kill = kills[0] if len(kills) == 1 else b.or_(*kills)
@@ -226,7 +229,9 @@ def _steps(em, group, dsts, src, scales, assigns, kills):
     def body(i, c):
         x = None if head.src == ONES else b.load(at(src, spos, i), typ=DOUBLE)
         k = i if sidx is None else load_index(b, sidx, i)
-        for st, dst, scale, assign, table, kill in zip(group, dsts, scales, assigns, dpos, kills, strict=True):
+        for st, dst, scale, assign, table, kill in zip(
+            group, dsts, scales, assigns, dpos, kills, strict=True
+        ):
             coef = ir.Constant(DOUBLE, st.coef)
             if scale is None:
                 term = coef if x is None else x if st.coef == 1.0 else b.fmul(coef, x)

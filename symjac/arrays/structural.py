@@ -129,20 +129,24 @@ def partials(op: str, masks: tuple, varies: tuple, scalars: tuple) -> tuple:
     syms, _, parts = _formulas(op, masks, scalars)
     moving = [s for s, m, v in zip(syms, masks, varies, strict=True) if v and not m]
     ks = kinks(op, masks, varies, scalars)
-    return tuple(p is None or (ks[i] is not None and locally_constant(p, moving)) for i, p in enumerate(parts))
+    return tuple(
+        p is None or (ks[i] is not None and locally_constant(p, moving)) for i, p in enumerate(parts)
+    )
 
 
 @functools.cache
 def smooth(op: str, masks: tuple, varies: tuple, scalars: tuple) -> tuple:
     """``partials`` without kinks: structural zeros wherever the arguments are."""
     ks = kinks(op, masks, varies, scalars)
-    return tuple(p and k is sympy.false for p, k in zip(partials(op, masks, varies, scalars), ks, strict=True))
+    return tuple(
+        p and k is sympy.false for p, k in zip(partials(op, masks, varies, scalars), ks, strict=True)
+    )
 
 
 @functools.cache
 def kink_functions(op: str, masks: tuple, varies: tuple, scalars: tuple) -> tuple:
     """NumPy functions of ``op``'s arguments, True at each argument's partial's kinks (None: none)."""
-    from .elementwise import NUMPY_FUNCTIONS, _VECTOR_MATH, _lambdify
+    from .elementwise import _VECTOR_MATH, NUMPY_FUNCTIONS, _lambdify
 
     syms, _, _ = _formulas(op, masks, scalars)
     modules = [{**NUMPY_FUNCTIONS, "numpy": np, "math": _VECTOR_MATH}]
@@ -236,7 +240,8 @@ class Zeros:
                     tangents.add(n)
             elif op in _CONTRACTIONS:
                 others_fixed = all(
-                    all(not varying[b] for i, b in enumerate(args) if type(b) is int and i != k) for k, _ in live
+                    all(not varying[b] for i, b in enumerate(args) if type(b) is int and i != k)
+                    for k, _ in live
                 )
                 if others_fixed and all(a in constant for _, a in live):
                     constant.add(n)
@@ -295,7 +300,9 @@ class Zeros:
                 return False, False
             same = graph.shape(args[k]) == graph.shape(n)  # else a sum over broadcast axes
             return n in constant and self.smooth(n)[k], n in exact and self.keeps(n)[k] and same
-        if op in _CONTRACTIONS and all(not self.varying[b] for i, b in enumerate(args) if i != k and type(b) is int):
+        if op in _CONTRACTIONS and all(
+            not self.varying[b] for i, b in enumerate(args) if i != k and type(b) is int
+        ):
             return n in constant, n in constant
         return False, False
 
@@ -361,7 +368,9 @@ class Zeros:
 
 def _scalar(a):
     """An inline scalar argument's value (``("scalar", value)``), exactly as SymPy takes it."""
-    return sympy.nsimplify(a[1]) if isinstance(a[1], float) and float(a[1]).is_integer() else sympy.Float(a[1])
+    return (
+        sympy.nsimplify(a[1]) if isinstance(a[1], float) and float(a[1]).is_integer() else sympy.Float(a[1])
+    )
 
 
 def _gathers(params) -> bool:
