@@ -249,7 +249,7 @@ def _values(call: _Call, key, extra=(), expand="auto"):
     if ready is not None:  # the warm path: one lookup, then the kernel
         return ready.run(call, extra)
     mode = key[0]
-    width = 1 if mode == "jvp" else sum(math.prod(x.shape) for x in call.inputs)
+    width = _width(call, mode)
     road = _ROADS.get((key, expand))
     if road is None:  # the choice reads every equation: once per graph, not per warm call
         loops = _loops(call, mode, expand)
@@ -274,6 +274,11 @@ def _values(call: _Call, key, extra=(), expand="auto"):
         return results
     compiled_function, refs = _fast_kernel(call, key, expand)
     return _READY.put((key, expand), _Ready(compiled_function, refs, key, expand)).run(call, extra)
+
+
+def _width(call: _Call, mode: str) -> int:
+    """The array road's seed directions: one for a jvp, else every input element."""
+    return 1 if mode == "jvp" else sum(math.prod(x.shape) for x in call.inputs)
 
 
 # The largest functions (element operations) whose undecided points the drop-in recomputes on
@@ -321,7 +326,7 @@ def _recheck(call: _Call, key, extra, raw, refs) -> list:
     product there is undecided (the element road's, then) or not (its own result, which knows
     the structural zeros at least as well as the kernel's: a reverse kernel's know fewer)."""
     mode = key[0]
-    width = 1 if mode == "jvp" else sum(math.prod(x.shape) for x in call.inputs)
+    width = _width(call, mode)
     if not arrays.feasible(call.graph, width, mode):
         return [_finish(arr, ref, call) for arr, ref in zip(raw, refs, strict=True)]
     with structural.watching() as undecided:

@@ -162,12 +162,7 @@ def _exact_rows(em, tview, fviews, rview, inner, tshape, constant, row_exact):
                 r = b.load(em.address(rview, full, em.width, j), typ=DOUBLE)
                 if row_exact:
                     kills.append(b.fcmp_ordered("==", r, zero))
-                if not kills:
-                    return [em.fma(coef, r, acc)]
-                kill = kills[0]
-                for c in kills[1:]:
-                    kill = b.or_(kill, c)
-                return [em.fma(b.select(kill, zero, coef), b.select(kill, zero, r), acc)]
+                return [em.killed_fma(coef, r, acc, em.either(kills))]
 
             (acc,) = em.nest(inner, step, [zero])
             at = em.address(tview, idx, em.width, j)

@@ -191,13 +191,7 @@ def _exact(em, vals, tans, live, inner, shape, out, tout, constant, exact):
                              for m, v in enumerate(vals) if m != k and constant[m]]  # fmt: skip
                     if exact[k]:
                         kills.append(b.fcmp_ordered("==", t, zero))
-                    if not kills:
-                        acc = em.fma(coef, t, acc)
-                        continue
-                    kill = kills[0]
-                    for c in kills[1:]:
-                        kill = b.or_(kill, c)
-                    acc = em.fma(b.select(kill, zero, coef), b.select(kill, zero, t), acc)
+                    acc = em.killed_fma(coef, t, acc, em.either(kills))
                 return [acc]
 
             (acc,) = em.nest(inner, step, [zero])

@@ -299,6 +299,21 @@ class _Emitter:
     def zeros(self, vtype):
         return ir.Constant(vtype, None)
 
+    def either(self, conds):
+        """The OR of the i1s ``conds``, or None where there are none."""
+        out = None
+        for c in conds:
+            out = c if out is None else self.b.or_(out, c)
+        return out
+
+    def killed_fma(self, coef, x, acc, kill):
+        """``coef * x + acc``, where the i1 ``kill`` (a structural zero in the product; None: no
+        such zero) makes the product 0 even against an inf or NaN."""
+        if kill is None:
+            return self.fma(coef, x, acc)
+        zero = ir.Constant(DOUBLE, 0.0)
+        return self.fma(self.b.select(kill, zero, coef), self.b.select(kill, zero, x), acc)
+
     def finite(self, view: View, row: bool = False):
         """An i1, true where every element of ``view`` (with ``row``: every double of its rows of
         ``width``) is finite: ``x * 0`` is 0 for finite ``x``, NaN for inf or NaN, so one sum of

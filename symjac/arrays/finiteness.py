@@ -87,6 +87,14 @@ def finite_constant(params) -> bool:
     return bool(np.isfinite(np.frombuffer(params[2], dtype=np.dtype(params[0]))).all())
 
 
+def infinite_partial(graph, n, a) -> bool:
+    """Whether elementwise node ``n``'s partial in a position of node ``a`` (any, for None) can
+    be inf or NaN at finite arguments."""
+    op, args, _ = graph.eqns[n]
+    finite = _elementwise(op, _masks(graph, args))[1]
+    return not all(finite[k] for k, b in enumerate(args) if a is None or b == a)
+
+
 def _partial_risky(graph, n, k, values) -> bool:
     """Whether node ``n``'s derivative with respect to its argument ``k`` can be inf or NaN."""
     op, args, _ = graph.eqns[n]
@@ -143,7 +151,7 @@ def einsum(terms, out: str, operands, exact) -> np.ndarray:
     ``_CHUNK`` are at once) and summed."""
     if finite(*operands):
         return np.einsum(",".join(terms) + "->" + out, *operands)
-    exact = [bool(e() if callable(e) else e) for e in exact]
+    exact = [bool(structural.resolve(e)) for e in exact]
     if not all(exact) and _meets(operands, exact):
         structural.undecided()
     if not any(exact):

@@ -210,9 +210,8 @@ def _elementwise(op, vals, tans, shape, width, graph, n, rows):
         here = rows.get(args[k])
         zero = p == 0
         if zero.any() and finiteness.risky_values(graph):
-            where = p_exact()
-            if where is not False:
-                zero = zero if where is True else zero & np.broadcast_to(where, zero.shape)
+            zero = zero & structural.where(p_exact, zero.shape)
+            if zero.any():
                 here = zero if here is None else here | zero
         here = None if here is None else np.broadcast_to(here, shape)
         empty = here if k == live[0][0] else None if empty is None or here is None else empty & here
@@ -244,25 +243,17 @@ def scaled(p: np.ndarray, t: np.ndarray, p_exact, t_exact) -> np.ndarray:
     rows = term.shape[:-1]
     zero = np.broadcast_to(p == 0, rows)
     if zero.any() and not np.isfinite(term[zero]).all():
-        exact = p_exact() if callable(p_exact) else p_exact
-        kill = zero & (exact if exact is True or exact is False else np.broadcast_to(exact, rows))
+        kill = zero & structural.where(p_exact, rows)
         term = np.where(kill[..., None], 0.0, term)
         if not np.isfinite(term[zero & ~kill]).all():
             structural.undecided()
     bad = np.broadcast_to(~np.isfinite(p), rows)
     if bad.any() and (np.broadcast_to(t, term.shape)[bad] == 0).any():
-        exact = t_exact() if callable(t_exact) else t_exact
-        where = (
-            bad & False if exact is False else bad if exact is True else bad & np.broadcast_to(exact, rows)
-        )
-        term = np.where((t == 0) & where[..., None], 0.0, term)
-        if ((t == 0) & (bad & ~where)[..., None]).any():
+        kill = bad & structural.where(t_exact, rows)
+        term = np.where((t == 0) & kill[..., None], 0.0, term)
+        if ((t == 0) & (bad & ~kill)[..., None]).any():
             structural.undecided()
     return term
-
-
-def _holds(flag) -> bool:
-    return bool(flag() if callable(flag) else flag)
 
 
 def _expand_index(index, ndim):

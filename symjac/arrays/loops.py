@@ -439,16 +439,11 @@ def _elementwise(em, op, args, params, shape, mask, module, n, partials_out=None
 def _rows_read(em, n) -> bool:
     """Whether an elementwise reader of node ``n`` has a partial in it that can be inf or NaN
     (it then asks which of ``n``'s tangent rows are structural zeros)."""
-    from .finiteness import _elementwise as finite
-
     graph = em.graph
-    for r in set(em.structure.readers.get(n, ())):
-        op, args, _ = graph.eqns[r]
-        if op in ELEMENTWISE:
-            masks = tuple(_is_mask(graph, a) for a in args)
-            if not all(finite(op, masks)[1][k] for k, a in enumerate(args) if a == n):
-                return True
-    return False
+    return any(
+        graph.eqns[r][0] in ELEMENTWISE and finiteness.infinite_partial(graph, r, n)
+        for r in set(em.structure.readers.get(n, ()))
+    )
 
 
 def _scalar(em, op, args, params, shape, mask, module, n):

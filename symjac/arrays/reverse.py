@@ -59,9 +59,8 @@ class _Sweep:
     adjoint: dict
     aliased: set = field(default_factory=set)
     partials: dict = field(default_factory=dict)
-    zero_rows: dict = field(
-        default_factory=dict
-    )  # node -> 1.0 where its one reader's structural 0 emptied a row
+    # node -> 1.0 where its one reader's structural zero partial emptied a row of its adjoint
+    zero_rows: dict = field(default_factory=dict)
 
 
 REDUCTIONS = ("logsumexp", "max", "min")
@@ -390,14 +389,11 @@ def _rows_matter(graph, zeros, n, a) -> bool:
     """Whether to record which of elementwise argument ``a``'s adjoint rows node ``n`` (its one
     reader, of its shape) empties by a structural zero partial: ``a``'s own rule may then meet
     an inf partial there (sqrt|x| under ``where(x > 0, ...)`` at x = 0)."""
-    from .finiteness import _elementwise as finite
-
     if type(a) is not int or zeros.readers.get(a) != [n] or a in graph.outputs:
         return False
-    op, args, _ = graph.eqns[a]
-    if op not in ELEMENTWISE or tuple(graph.shape(a)) != tuple(graph.shape(n)):
+    if graph.eqns[a][0] not in ELEMENTWISE or tuple(graph.shape(a)) != tuple(graph.shape(n)):
         return False
-    return not all(finite(op, tuple(_is_mask(graph, b) for b in args))[1])
+    return finiteness.infinite_partial(graph, a, None)
 
 
 def _at_kink(em, graph, n, k, syms, masks, sweep, idx):

@@ -85,14 +85,11 @@ class Rows:
         s = scale[self.row_of_entry()]
         data = s * self.data
         if not np.isfinite(data).all():
-            from .forward import _holds
-
             zeros = (s == 0) & ~np.isfinite(self.data), (self.data == 0) & ~np.isfinite(s)
             kill = np.zeros(len(data), dtype=bool)
             if zeros[0].any():
-                exact = scale_exact() if callable(scale_exact) else scale_exact
-                kill |= zeros[0] & (exact if exact is True or exact is False else exact[self.row_of_entry()])
-            if zeros[1].any() and _holds(entries_exact):
+                kill |= zeros[0] & structural.where(scale_exact, np.shape(scale))[self.row_of_entry()]
+            if zeros[1].any() and structural.resolve(entries_exact):
                 kill |= zeros[1]
             if ((zeros[0] | zeros[1]) & ~kill).any():
                 structural.undecided()
@@ -212,13 +209,8 @@ def scaled_sum(terms, shape, width: int) -> Rows:
 
 
 def _flat(exact, shape):
-    """A ``structural_at`` answer (or a function giving one) as a flag or a flat mask over ``shape``."""
-
-    def flat():
-        e = exact() if callable(exact) else exact
-        return e if e is True or e is False else np.broadcast_to(e, shape).ravel()
-
-    return flat
+    """A ``structural_at`` answer (or a function giving one) as a lazy flat mask over ``shape``."""
+    return lambda: structural.where(exact, shape).ravel()
 
 
 def _reduced(x_shape, axes, weights, t: Rows, selects=False) -> Rows:

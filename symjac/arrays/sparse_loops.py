@@ -147,17 +147,12 @@ def _structural_scales(graph, p: Plan):
     return exact
 
 
-def _kill_product(b, x, y, kill_x=True, kill_y=True):
+def _kill_product(em, x, y, kill_x=True, kill_y=True):
     """``x * y``, zero where ``x`` is and ``kill_x`` (its zeros are structural), or ``y`` and
     ``kill_y``: an inf or NaN times a structural zero is no entry."""
-    zero = ir.Constant(DOUBLE, 0.0)
-    kills = ([b.fcmp_ordered("==", x, zero)] if kill_x else []) + (
-        [b.fcmp_ordered("==", y, zero)] if kill_y else []
-    )
-    if not kills:
-        return b.fmul(x, y)
-    kill = kills[0] if len(kills) == 1 else b.or_(*kills)
-    return b.select(kill, zero, b.fmul(x, y))
+    b, zero = em.b, ir.Constant(DOUBLE, 0.0)
+    kill = em.either([b.fcmp_ordered("==", v, zero) for v, k in ((x, kill_x), (y, kill_y)) if k])
+    return b.fmul(x, y) if kill is None else b.select(kill, zero, b.fmul(x, y))
 
 
 def _composite(em, c: Composite, a, b, kill_a, kill_b):
@@ -170,7 +165,7 @@ def _composite(em, c: Composite, a, b, kill_a, kill_b):
         x = em.b.load(em.b.gep(a, [i], source_etype=DOUBLE), typ=DOUBLE)
         j = i if table is None else load_index(em.b, table, i)
         y = em.b.load(em.b.gep(b, [j], source_etype=DOUBLE), typ=DOUBLE)
-        em.b.store(_kill_product(em.b, x, y, kill_a, kill_b), em.b.gep(out, [i], source_etype=DOUBLE))
+        em.b.store(_kill_product(em, x, y, kill_a, kill_b), em.b.gep(out, [i], source_etype=DOUBLE))
         return []
 
     em.loop(c.size, body)
@@ -238,7 +233,7 @@ def _steps(em, group, dsts, src, scales, assigns, kills):
             else:
                 p = b.load(b.gep(scale, [k], source_etype=DOUBLE), typ=DOUBLE)
                 # A structural zero kills an inf or NaN (see the module's text).
-                term = p if x is None else _kill_product(b, p, x, *kill)
+                term = p if x is None else _kill_product(em, p, x, *kill)
                 if st.coef != 1.0:
                     term = b.fmul(coef, term)
             where = at(dst, table, i)

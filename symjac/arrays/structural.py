@@ -384,9 +384,19 @@ def of(graph) -> Zeros:
     return Zeros(graph)
 
 
-# --- undecided products, as the NumPy roads meet them --------------------------------------------
+# --- lazy answers and undecided products, as the NumPy roads meet them ----------------------------
 
 _SEEN = threading.local()
+
+
+def resolve(flag):
+    """A lazy answer's value (``flag()`` where it is a function): a bool, or a mask."""
+    return flag() if callable(flag) else flag
+
+
+def where(flag, shape) -> np.ndarray:
+    """``resolve(flag)`` as a boolean array of ``shape``: where the zeros are structural."""
+    return np.broadcast_to(np.asarray(resolve(flag), dtype=bool), shape)
 
 
 def undecided() -> None:
